@@ -1,0 +1,35 @@
+# The two commands of the README:
+#   make reproduce   the main job: notebooks through papermill with PROFILE (default cpu), writing reports/
+#   make test        unit tests + pytest --nbval over the notebooks (their defaults are the ci profile)
+# Both create and fill the virtual environment themselves.
+
+PYTHON  ?= python3
+VENV    ?= .venv
+PROFILE ?= cpu
+BIN     := $(VENV)/bin
+
+# Offline machines: a local mirror of the raw data (layout of ../shared/data, see README). When one sits
+# beside the checkout and HYBRIDNB_MIRROR is unset, it is used; set HYBRIDNB_MIRROR= to force downloads.
+HYBRIDNB_MIRROR ?= $(if $(wildcard ../shared/data/MANIFEST.md),$(abspath ../shared/data),)
+export HYBRIDNB_MIRROR
+
+.PHONY: reproduce test venv clean-cache
+
+venv: $(VENV)/.installed
+
+# torch==2.13.0 is pinned in pyproject.toml: it is the CPU build, a looser pin pulls a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+reproduce: venv
+	$(BIN)/python -m hybridnb.pipeline --profile $(PROFILE)
+
+test: venv
+	HYBRIDNB_REPORTS=$(CURDIR)/cache/test-reports $(BIN)/python -m pytest tests \
+		--nbval-lax notebooks --nbval-current-env -p no:cacheprovider
+
+clean-cache:
+	rm -rf cache
