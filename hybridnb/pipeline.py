@@ -1,0 +1,70 @@
+"""`make reproduce`: run the notebooks through papermill with one profile and keep the executed copies.
+
+Each executed notebook is written to a temp file and moved into reports/<profile>/notebooks/ only when it
+ran to the end, so an interrupted run never leaves a half-executed notebook that looks finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from hybridnb import config, reporting
+from hybridnb.paths import repo_root, reports_root
+
+NOTEBOOKS = ("01_data.ipynb", "02_zero_shot.ipynb")
+
+
+def notebook_parameters(notebook: Path, profile: dict) -> dict:
+    """The profile's values for the parameters this notebook declares (others are not passed)."""
+    import papermill
+
+    declared = papermill.inspect_notebook(str(notebook))
+    return {k: v for k, v in profile.items() if k in declared}
+
+
+def run(profile_name: str, notebooks: tuple[str, ...] = NOTEBOOKS) -> list[Path]:
+    import papermill
+
+    profile = config.load_profile(profile_name)
+    # Validate everything a notebook would check, before the first long step.
+    if "eval_datasets" in profile:
+        config.check_eval_datasets(profile["eval_datasets"])
+    if "candidate_mode" in profile:
+        config.check_candidate_mode(profile["candidate_mode"])
+    nb_dir = repo_root() / "notebooks"
+    missing = [nb for nb in notebooks if not (nb_dir / nb).exists()]
+    if missing:
+        raise FileNotFoundError(f"notebooks not found in {nb_dir}: {missing}")
+    out_dir = reports_root() / profile["profile"] / "notebooks"
+    written = []
+    for nb in notebooks:
+        start = time.time()
+        print(f"[hybridnb] {nb} with profile {profile['profile']} ...", flush=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        partial = out_dir / f".{nb}.partial.ipynb"
+        try:
+            papermill.execute_notebook(str(nb_dir / nb), str(partial),
+                                       parameters=notebook_parameters(nb_dir / nb, profile),
+                                       cwd=str(nb_dir), progress_bar=False, log_output=False)
+            partial.replace(out_dir / nb)
+        finally:
+            partial.unlink(missing_ok=True)
+        print(f"[hybridnb] {nb} done in {time.time() - start:.0f} s -> {out_dir / nb}", flush=True)
+        written.append(out_dir / nb)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--profile", default="cpu", help="params/<profile>.yaml (ci, cpu, paper) or a YAML path")
+    parser.add_argument("--notebooks", nargs="*", default=list(NOTEBOOKS))
+    args = parser.parse_args(argv)
+    run(args.profile, tuple(args.notebooks))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Profiles and notebooks agree: notebook defaults are the ci profile; every profile passes the checks."""
+
+from pathlib import Path
+
+import papermill
+import pytest
+import yaml
+
+from hybridnb import config
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_defaults_are_the_ci_profile(notebook):
+    ci = yaml.safe_load((ROOT / "params" / "ci.yaml").read_text())
+    declared = papermill.inspect_notebook(str(notebook))
+    assert declared, f"{notebook.name} has no cell tagged 'parameters'"
+    for name, spec in declared.items():
+        assert name in ci, f"{notebook.name}: parameter {name!r} missing from params/ci.yaml"
+        assert eval(spec["default"]) == ci[name], f"{notebook.name}: default of {name!r} differs from ci.yaml"
+
+
+@pytest.mark.parametrize("profile", ["ci", "cpu", "paper"])
+def test_profiles_pass_the_up_front_checks(profile):
+    params = config.load_profile(profile)
+    assert params["profile"] == profile
+    config.check_eval_datasets(params["eval_datasets"])
+    config.check_candidate_mode(params["candidate_mode"])
+    for nb in NOTEBOOKS:  # every notebook parameter has a value in every profile
+        missing = set(papermill.inspect_notebook(str(nb))) - set(params)
+        assert not missing, f"profile {profile} lacks {sorted(missing)} for {nb.name}"
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"squad": {}}, "unknown dataset"),
+    ({"xquad-r": {"languages": ["en", "fr"]}}, "not in the data"),
+    ({"mlqa-r": {"languages": ["el"]}}, "not in the data"),
+    ({"xquad-r": {"max_ids": 0}}, "max_ids"),
+    ({"xquad-r": {"maxids": 3}}, "unknown option"),
+    ({}, "non-empty"),
+])
+def test_bad_eval_datasets_are_rejected_with_a_clear_message(bad, message):
+    with pytest.raises(ValueError, match=message):
+        config.check_eval_datasets(bad)
+
+
+def test_unknown_profile_and_candidate_mode():
+    with pytest.raises(FileNotFoundError, match="unknown profile"):
+        config.load_profile("nonexistent")
+    with pytest.raises(ValueError, match="candidate_mode"):
+        config.check_candidate_mode("paragraph")
+
+
+def test_pipeline_rejects_bad_profile_before_running_anything(tmp_path, monkeypatch):
+    from hybridnb import pipeline
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("profile: bad\neval_datasets: {xquad-r: {languages: [xx]}}\n")
+    monkeypatch.setenv("HYBRIDNB_REPORTS", str(tmp_path / "reports"))
+    with pytest.raises(ValueError, match="not in the data"):
+        pipeline.run(str(bad))
+    assert not (tmp_path / "reports").exists()
