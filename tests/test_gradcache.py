@@ -23,13 +23,7 @@ B, H, SEQ = 7, 2, 8  # 7 queries: chunk_size 3 gives uneven chunks (3, 3, 1); 14
 LOSS = InfoNCE()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tensors are tiny: threads only add overhead, and oversubscribed cores stall OpenMP badly."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class TinyEncoder(nn.Module):

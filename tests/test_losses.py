@@ -11,13 +11,7 @@ import torch.nn.functional as F
 from hybridnb.losses import DEFAULT_TEMPERATURE, InfoNCE, info_nce
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tensors are tiny: threads only add overhead, and oversubscribed cores stall OpenMP badly."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # B = 2 queries/passages in D = 2, unit vectors written out so the dot products are easy by hand:
 #   q0.p0 = 0.8    q0.p1 = 0.0

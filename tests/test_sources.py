@@ -20,15 +20,7 @@ from hybridnb import sources
 from hybridnb.sources import ChecksumError, DownloadError, RawFile
 
 
-def _real_mirror() -> Path | None:
-    for candidate in (os.environ.get("HYBRIDNB_MIRROR"), "/work/shared/data"):
-        if candidate and (Path(candidate) / "MANIFEST.md").is_file():
-            return Path(candidate)
-    return None
-
-
-REAL_MIRROR = _real_mirror()
-needs_mirror = pytest.mark.skipif(REAL_MIRROR is None, reason="no raw-data mirror (HYBRIDNB_MIRROR)")
+from conftest import REAL_MIRROR, needs_mirror  # noqa: E402
 
 
 def _files_under(root: Path) -> list[str]:
