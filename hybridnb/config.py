@@ -12,11 +12,9 @@ from typing import Any
 import yaml
 
 from hybridnb.paths import repo_root
+from hybridnb.sources import MLQA_R_LANGUAGES, XQUAD_R_LANGUAGES
 
-DATASET_LANGUAGES = {
-    "xquad-r": ("ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi", "zh"),
-    "mlqa-r": ("ar", "de", "en", "es", "hi", "vi", "zh"),
-}
+DATASET_LANGUAGES = {"xquad-r": XQUAD_R_LANGUAGES, "mlqa-r": MLQA_R_LANGUAGES}
 CANDIDATE_MODES = ("sentence+context", "sentence")
 
 

@@ -40,9 +40,9 @@ def encode_task(encoder, task: RetrievalTask, candidate_mode: str, batch_size: i
 def score_task(task: RetrievalTask, q_emb: np.ndarray, c_emb: np.ndarray) -> evaluation.EvalResult:
     return evaluation.evaluate(
         q_emb, c_emb,
-        q_lang=np.asarray(task.questions["lang"]), c_lang=np.asarray(task.candidates["lang"]),
+        q_lang=task.question_langs, c_lang=task.candidate_langs,
         relevant_indptr=task.relevant_indptr, relevant_indices=task.relevant_indices,
-        languages=list(task.languages), q_group=np.asarray(task.questions["id"]))
+        languages=list(task.languages), q_group=np.asarray(task.questions["id"]))  # ids: bootstrap unit
 
 
 def evaluate_encoder(encoder, task: RetrievalTask, candidate_mode: str = "sentence+context",
