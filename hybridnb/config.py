@@ -16,6 +16,7 @@ from hybridnb.sources import MLQA_R_LANGUAGES, XQUAD_R_LANGUAGES
 
 DATASET_LANGUAGES = {"xquad-r": XQUAD_R_LANGUAGES, "mlqa-r": MLQA_R_LANGUAGES}
 CANDIDATE_MODES = ("sentence+context", "sentence")
+ENCODE_DTYPES = ("float32", "bfloat16", "float16")  # float32 = the model's own precision, no autocast
 
 
 def profiles_dir() -> Path:
@@ -71,3 +72,12 @@ def check_candidate_mode(mode: str) -> str:
     if mode not in CANDIDATE_MODES:
         raise ValueError(f"unknown candidate_mode {mode!r}; choose one of {list(CANDIDATE_MODES)}")
     return mode
+
+
+def check_encode_dtype(name: str):
+    """Map a profile's ``encode_dtype`` to the autocast dtype for encoding (None = no autocast)."""
+    import torch
+
+    if name not in ENCODE_DTYPES:
+        raise ValueError(f"unknown encode_dtype {name!r}; choose one of {list(ENCODE_DTYPES)}")
+    return None if name == "float32" else getattr(torch, name)

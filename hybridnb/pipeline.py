@@ -34,6 +34,8 @@ def run(profile_name: str, notebooks: tuple[str, ...] = NOTEBOOKS) -> list[Path]
         config.check_eval_datasets(profile["eval_datasets"])
     if "candidate_mode" in profile:
         config.check_candidate_mode(profile["candidate_mode"])
+    if "encode_dtype" in profile:
+        config.check_encode_dtype(profile["encode_dtype"])
     nb_dir = repo_root() / "notebooks"
     missing = [nb for nb in notebooks if not (nb_dir / nb).exists()]
     if missing:

@@ -28,6 +28,7 @@ def test_profiles_pass_the_up_front_checks(profile):
     assert params["profile"] == profile
     config.check_eval_datasets(params["eval_datasets"])
     config.check_candidate_mode(params["candidate_mode"])
+    config.check_encode_dtype(params["encode_dtype"])
     for nb in NOTEBOOKS:  # every notebook parameter has a value in every profile
         missing = set(papermill.inspect_notebook(str(nb))) - set(params)
         assert not missing, f"profile {profile} lacks {sorted(missing)} for {nb.name}"
@@ -51,6 +52,15 @@ def test_unknown_profile_and_candidate_mode():
         config.load_profile("nonexistent")
     with pytest.raises(ValueError, match="candidate_mode"):
         config.check_candidate_mode("paragraph")
+    with pytest.raises(ValueError, match="encode_dtype"):
+        config.check_encode_dtype("int8")
+
+
+def test_encode_dtype_maps_to_autocast():
+    import torch
+
+    assert config.check_encode_dtype("float32") is None
+    assert config.check_encode_dtype("bfloat16") is torch.bfloat16
 
 
 def test_pipeline_rejects_bad_profile_before_running_anything(tmp_path, monkeypatch):
