@@ -1,15 +1,14 @@
 """LAReQA retrieval tasks (XQuAD-R, MLQA-R), built exactly as LAReQA (Roy et al., 2020) defines them.
 
-The raw files are SQuAD-format JSON with, per paragraph, a `sentences` list and `sentence_breaks`
-([start, end) character spans into `context`). The retrieval task built from them:
+The raw files are parsed by :mod:`hybridnb.lareqa_files` (each question's *answer sentence* is the
+sentence of its paragraph whose span contains ``answers[0].answer_start``); the task built from them (a
+:class:`~hybridnb.retrieval_task.RetrievalTask`):
 
 * **Questions**: every question of every selected language (``qid = "lang/id"``).
 * **Candidates**: every sentence of every paragraph of every selected language, without de-duplication
   (XQuAD-R: 13,014; MLQA-R: 20,534). A candidate's text is the entry of `sentences` (not the `context`
   slice, which differs for 2 Turkish sentences); its paragraph is kept as context, since LAReQA encodes
   the answer sentence together with its paragraph.
-* **Answer sentence** of a question: the sentence of its paragraph whose span contains
-  ``answers[0].answer_start``.
 * **Relevant set** of a question: every candidate, in any selected language, that is the answer sentence
   of some question with the same `id` (question ids are shared by the language versions of a question).
   In XQuAD-R this is exactly one sentence per language (11); in MLQA-R 2 to 4.
@@ -27,15 +26,14 @@ import shutil
 import tempfile
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
-from typing import Any, NamedTuple
 
 import numpy as np
 
 from . import sources
+from .lareqa_files import Paragraph, RawQuestion, parse_file
 from .paths import cache_root
+from .retrieval_task import RetrievalTask
 
 __all__ = ["TASK_LANGUAGES", "RetrievalTask", "RawQuestion", "Paragraph", "parse_file", "build_task",
            "load_task", "processed_dir", "language_stats"]
@@ -47,176 +45,6 @@ TASK_LANGUAGES: dict[str, tuple[str, ...]] = {
     "xquad-r": sources.XQUAD_R_LANGUAGES,
     "mlqa-r": sources.MLQA_R_LANGUAGES,
 }
-
-
-class RawQuestion(NamedTuple):
-    id: str  # shared by the language versions of the question
-    text: str
-    answer_sentence: int  # index into the paragraph's sentences
-
-
-@dataclass(frozen=True)
-class Paragraph:
-    key: str  # "lang/article_index/paragraph_index"
-    context: str
-    sentences: list[str]
-    questions: list[RawQuestion]
-
-
-def _fail(path: Path, where: str, problem: str) -> ValueError:
-    return ValueError(f"{path}: {where}: {problem}" if where else f"{path}: {problem}")
-
-
-def _field(path: Path, obj: Any, key: str, kind: type, where: str) -> Any:
-    """obj[key], checked to exist and be of `kind` (bool is not accepted as int)."""
-    if not isinstance(obj, dict):
-        raise _fail(path, where, f"expected an object, got {type(obj).__name__}")
-    if key not in obj:
-        raise _fail(path, where, f"missing key {key!r}")
-    value = obj[key]
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise _fail(path, f"{where}.{key}" if where else key,
-                    f"expected {kind.__name__}, got {type(value).__name__}")
-    return value
-
-
-def parse_file(path: str | Path, lang: str) -> list[Paragraph]:
-    """Parse one LAReQA (SQuAD-format, with sentence breaks) JSON file.
-
-    Returns its paragraphs in file order, each with its sentences and its questions (with the index of
-    the answer sentence). Raises ValueError naming the file and the problem when the file is not valid
-    JSON, lacks a required key, has a wrong type, has mismatched `sentences`/`sentence_breaks`, has a
-    question whose ``answers[0].answer_start`` lies in no (or in several) sentence spans, or repeats a
-    question id.
-    """
-    path = Path(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise _fail(path, "", f"not valid JSON ({e})") from e
-
-    paragraphs: list[Paragraph] = []
-    seen_ids: set[str] = set()
-    for ai, article in enumerate(_field(path, doc, "data", list, "")):
-        where_a = f"data[{ai}]"
-        for pi, para in enumerate(_field(path, article, "paragraphs", list, where_a)):
-            where_p = f"{where_a}.paragraphs[{pi}]"
-            context = _field(path, para, "context", str, where_p)
-            sentences = _field(path, para, "sentences", list, where_p)
-            breaks = _field(path, para, "sentence_breaks", list, where_p)
-            qas = _field(path, para, "qas", list, where_p)
-            if len(sentences) != len(breaks):
-                raise _fail(path, where_p, f"{len(sentences)} sentences but {len(breaks)} sentence_breaks")
-            for si, s in enumerate(sentences):
-                if not isinstance(s, str):
-                    raise _fail(path, f"{where_p}.sentences[{si}]", f"expected str, got {type(s).__name__}")
-            spans: list[tuple[int, int]] = []
-            for bi, b in enumerate(breaks):
-                if (not isinstance(b, list) or len(b) != 2
-                        or not all(isinstance(x, int) and not isinstance(x, bool) for x in b)):
-                    raise _fail(path, f"{where_p}.sentence_breaks[{bi}]", f"expected [start, end], got {b!r}")
-                spans.append((b[0], b[1]))
-
-            questions: list[RawQuestion] = []
-            for qi, qa in enumerate(qas):
-                where_q = f"{where_p}.qas[{qi}]"
-                qid = _field(path, qa, "id", str, where_q)
-                text = _field(path, qa, "question", str, where_q)
-                answers = _field(path, qa, "answers", list, where_q)
-                if not answers:
-                    raise _fail(path, where_q, f"question {qid!r} has no answers")
-                start = _field(path, answers[0], "answer_start", int, f"{where_q}.answers[0]")
-                hits = [si for si, (b, e) in enumerate(spans) if b <= start < e]
-                if len(hits) != 1:
-                    raise _fail(path, where_q, f"answer_start {start} of question {qid!r} lies in "
-                                               f"{len(hits)} sentence spans (expected exactly 1; spans: {spans})")
-                if qid in seen_ids:
-                    raise _fail(path, where_q, f"question id {qid!r} appears twice in the file")
-                seen_ids.add(qid)
-                questions.append(RawQuestion(qid, text, hits[0]))
-            paragraphs.append(Paragraph(f"{lang}/{ai}/{pi}", context, list(sentences), questions))
-    return paragraphs
-
-
-@dataclass
-class RetrievalTask:
-    """A LAReQA retrieval task: questions, a multilingual candidate pool and relevance in CSR form.
-
-    ``questions`` columns: ``qid`` (``"lang/id"``, unique), ``id`` (shared across languages), ``lang``,
-    ``text``, ``answer_cid`` (the question's own answer sentence).
-    ``candidates`` columns: ``cid`` (= row index), ``lang``, ``sentence``, ``context`` (its paragraph),
-    ``paragraph`` (``"lang/article/para"``), ``sentence_index`` (within the paragraph).
-    Candidates relevant to question ``i``: ``relevant_indices[relevant_indptr[i]:relevant_indptr[i+1]]``
-    (sorted cids), also :meth:`relevant`.
-    """
-
-    name: str
-    languages: list[str]
-    questions: Any  # datasets.Dataset
-    candidates: Any  # datasets.Dataset
-    relevant_indptr: np.ndarray
-    relevant_indices: np.ndarray
-
-    @property
-    def num_questions(self) -> int:
-        return len(self.questions)
-
-    @property
-    def num_candidates(self) -> int:
-        return len(self.candidates)
-
-    def relevant(self, i: int) -> np.ndarray:
-        """Sorted cids of the candidates relevant to question `i`."""
-        return self.relevant_indices[self.relevant_indptr[i]:self.relevant_indptr[i + 1]]
-
-    @cached_property
-    def num_relevant(self) -> np.ndarray:
-        """Number of relevant candidates per question."""
-        return np.diff(self.relevant_indptr)
-
-    def relevance_matrix(self):
-        """Relevance as a boolean ``scipy.sparse.csr_matrix`` of shape (questions, candidates)."""
-        from scipy.sparse import csr_matrix
-
-        data = np.ones(len(self.relevant_indices), dtype=bool)
-        return csr_matrix((data, self.relevant_indices, self.relevant_indptr),
-                          shape=(self.num_questions, self.num_candidates))
-
-    @cached_property
-    def question_langs(self) -> np.ndarray:
-        return np.asarray(list(self.questions["lang"]))
-
-    @cached_property
-    def candidate_langs(self) -> np.ndarray:
-        return np.asarray(list(self.candidates["lang"]))
-
-    @cached_property
-    def answer_cids(self) -> np.ndarray:
-        """Each question's own answer sentence (always among its relevant candidates)."""
-        return np.asarray(list(self.questions["answer_cid"]), dtype=np.int64)
-
-    @cached_property
-    def question_groups(self) -> np.ndarray:
-        """Group of each question by shared `id` (0, 1, ... in order of first appearance)."""
-        index: dict[str, int] = {}
-        return np.asarray([index.setdefault(q, len(index)) for q in self.questions["id"]], dtype=np.int64)
-
-    def candidate_inputs(self, mode: str = "sentence+context") -> list[str] | list[tuple[str, str]]:
-        """Candidate encoder inputs, in cid order.
-
-        ``"sentence+context"`` (default; LAReQA's setup, the answer sentence with its paragraph as context):
-        ``(sentence, context)`` pairs for a text-pair encoder. ``"sentence"``: the sentences alone.
-        """
-        if mode == "sentence+context":
-            return list(zip(self.candidates["sentence"], self.candidates["context"]))
-        if mode == "sentence":
-            return list(self.candidates["sentence"])
-        raise ValueError(f"unknown candidate input mode {mode!r}; valid: 'sentence+context', 'sentence'")
-
-    def __repr__(self) -> str:
-        return (f"RetrievalTask(name={self.name!r}, languages={self.languages}, "
-                f"questions={self.num_questions}, candidates={self.num_candidates})")
 
 
 def _select_ids(parsed: Mapping[str, list[Paragraph]], max_ids: int) -> dict[str, list[Paragraph]]:

@@ -5,21 +5,17 @@ languages the item exists in. The sampler never touches text; it works on an ava
 ``available[i, l]`` (item ``i`` exists in language ``languages[l]``) and emits batches of index triples
 ``(item_index, query_language_index, passage_language_index)``.
 
-Batch kinds (the LAReQA baselines of Roy et al. 2020):
-
-``mono``  (X-X-mono)  one language X for the whole batch; every query and passage in X.
-``cross`` (X-Y)       per pair, query language != passage language, both available for the item.
-``mixed`` (X-X)       per pair, query language == passage language; the language varies over the batch.
-``en``    (En-En)     English only.
-
-A *strategy* is a mixture of kinds; the kind of each batch is drawn from it independently
-(``hybrid`` = {mono: alpha, cross: 1 - alpha}, paper: alpha = 0.5). See :func:`parse_strategy`.
+Batch kinds (``mono`` X-X-mono, ``cross`` X-Y, ``mixed`` X-X, ``en`` En-En) and strategies (mixtures of
+kinds, e.g. ``hybrid`` = {mono: alpha, cross: 1 - alpha}) are defined in :mod:`hybridnb.batch_kinds`; the
+language distribution ``p`` (``language_sampling``: ``"uniform"``, ``"size"`` or a temperature T) and the
+per-pair language draws in :mod:`hybridnb.language_sampling`; the item pools in ``hybridnb._sampler_pools``.
+This module holds the sampler, and re-exports the public names of the first two.
 
 How a batch is drawn (global batch of size ``G``)
 -------------------------------------------------
 1. Step ``t`` gets its own generator, ``SeedSequence(seed, spawn_key=(0, t))``. Its first uniform picks the
    kind (inverse CDF of the strategy weights). For ``mono`` its second uniform picks the language X from
-   the language distribution ``p`` (below); ``en`` uses English.
+   the language distribution ``p`` (see above); ``en`` uses English.
 2. Items come from *pools*, each an endless stream of shuffled epochs (sampling without replacement):
    one pool per language (items available in it; used by ``mono`` and ``en``), one ``cross`` pool (items
    available in >= 2 languages) and one ``mixed`` pool (items available in >= 1 language). A batch takes
@@ -38,10 +34,6 @@ the languages of ``cross`` / ``mixed`` pairs. (For ``cross`` / ``mixed`` the rea
 ``p`` restricted to each item's languages, hence close to but not exactly ``p`` when availability is
 uneven.)
 
-Language distribution ``p`` (``language_sampling``): ``"uniform"`` (the paper), ``"size"`` (proportional
-to the number of items available in the language) or a temperature ``T > 0`` (``p_l ~ n_l ** (1/T)``;
-T = 1 is ``"size"``, T -> inf is uniform).
-
 Several processes: every rank draws the same global batch (all randomness depends only on the seed, the
 step and the pool cursors, never on the rank) and returns its contiguous shard
 ``pairs[rank * b:(rank + 1) * b]`` with ``b = G // world_size``, so item ids are disjoint across ranks.
@@ -55,13 +47,22 @@ kind with positive weight draws from (e.g. the smallest language for ``mono``), 
 from __future__ import annotations
 
 import hashlib
-import math
-import numbers
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from ._sampler_pools import build_pools, check_feasible
+from .batch_kinds import KINDS, STRATEGIES, Batch, _check_int, parse_strategy
+from .language_sampling import (
+    _check_available,
+    _check_language_sampling,
+    _log_language_weights,
+    availability_matrix,
+    draw_cross_languages,
+    draw_mixed_languages,
+    language_distribution,
+)
 
 __all__ = [
     "KINDS",
@@ -73,307 +74,7 @@ __all__ = [
     "parse_strategy",
 ]
 
-KINDS: tuple[str, ...] = ("mono", "cross", "mixed", "en")
-
-# Named strategies; "hybrid" is filled in from alpha. LAReQA-style aliases map to the pure kinds.
-STRATEGIES: tuple[str, ...] = ("hybrid", "mono", "cross", "mixed", "en")
-_ALIASES = {"x-x-mono": "mono", "x-y": "cross", "x-x": "mixed", "en-en": "en"}
-
 _STATE_VERSION = 1
-_TOL = 1e-6
-
-
-# --------------------------------------------------------------------------------------------------
-# strategy and language distribution
-# --------------------------------------------------------------------------------------------------
-
-
-def _is_number(x: Any) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))
-
-
-def _check_alpha(alpha: Any) -> float:
-    if not _is_number(alpha):
-        raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r} ({type(alpha).__name__})")
-    a = float(alpha)
-    if not (0.0 <= a <= 1.0):  # also rejects NaN
-        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
-    return a
-
-
-def parse_strategy(strategy: str | Mapping[str, float], alpha: float | None = 0.5) -> dict[str, float]:
-    """Turn a strategy name or an explicit mixture into ``{kind: weight}``.
-
-    ``strategy`` is one of ``"hybrid"`` ({mono: alpha, cross: 1 - alpha}), ``"mono"``, ``"cross"``,
-    ``"mixed"``, ``"en"`` (case-insensitive; the LAReQA names ``"X-X-mono"``, ``"X-Y"``, ``"X-X"``,
-    ``"En-En"`` are accepted too), or a mapping from kinds to non-negative weights summing to 1
-    (tolerance 1e-6). ``alpha`` is required for ``"hybrid"``; when given it is validated for every
-    strategy (a number in [0, 1]) but only ``"hybrid"`` uses it.
-
-    Returns the kinds with positive weight, in the order of :data:`KINDS`.
-    """
-    if alpha is not None:
-        alpha = _check_alpha(alpha)
-
-    if isinstance(strategy, str):
-        name = strategy.strip().lower()
-        name = _ALIASES.get(name, name)
-        if name == "hybrid":
-            if alpha is None:
-                raise ValueError("strategy 'hybrid' needs alpha (the weight of mono batches), got None")
-            weights: dict[str, float] = {"mono": alpha, "cross": 1.0 - alpha}
-        elif name in KINDS:
-            weights = {name: 1.0}
-        else:
-            raise ValueError(
-                f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}, "
-                f"a LAReQA name ({', '.join(sorted(_ALIASES))}) or a mapping of kinds to weights"
-            )
-    elif isinstance(strategy, Mapping):
-        if len(strategy) == 0:
-            raise ValueError("empty strategy mixture: give at least one kind with a positive weight")
-        weights = {}
-        for kind, w in strategy.items():
-            if kind not in KINDS:
-                raise ValueError(f"unknown batch kind {kind!r} in strategy; expected one of {', '.join(KINDS)}")
-            if not _is_number(w) or math.isnan(float(w)) or math.isinf(float(w)):
-                raise ValueError(f"weight of kind {kind!r} must be a finite number, got {w!r}")
-            if float(w) < 0:
-                raise ValueError(f"negative weight {w!r} for kind {kind!r}")
-            weights[kind] = float(w)
-        total = sum(weights.values())
-        if abs(total - 1.0) > _TOL:
-            raise ValueError(f"strategy weights must sum to 1 (tolerance {_TOL:g}), they sum to {total!r}")
-    else:
-        raise ValueError(
-            f"strategy must be a name or a mapping of kinds to weights, got {type(strategy).__name__}"
-        )
-    return {k: weights[k] for k in KINDS if weights.get(k, 0.0) > 0.0}
-
-
-def _check_language_sampling(language_sampling: Any) -> str | float:
-    if isinstance(language_sampling, str):
-        name = language_sampling.strip().lower()
-        if name not in ("uniform", "size"):
-            raise ValueError(
-                f"unknown language_sampling {language_sampling!r}; expected 'uniform', 'size' "
-                "or a temperature T > 0"
-            )
-        return name
-    if _is_number(language_sampling):
-        t = float(language_sampling)
-        if not t > 0:  # also rejects NaN
-            raise ValueError(f"language sampling temperature must be > 0, got {language_sampling!r}")
-        return t
-    raise ValueError(
-        f"language_sampling must be 'uniform', 'size' or a temperature T > 0, got {language_sampling!r}"
-    )
-
-
-def language_distribution(
-    available: np.ndarray, languages: Sequence[str], language_sampling: str | float = "uniform"
-) -> np.ndarray:
-    """Probabilities ``p`` (one per language, summing to 1) for ``"uniform"``, ``"size"`` or temperature T.
-
-    Raises ValueError naming any language without items.
-    """
-    avail = _check_available(available, languages)
-    mode = _check_language_sampling(language_sampling)
-    empty = [lang for lang, n in zip(languages, avail.sum(axis=0)) if n == 0]
-    if empty:
-        raise ValueError(f"language(s) {', '.join(map(repr, empty))} requested but have no items")
-    w = np.exp(_log_language_weights(avail, mode))
-    return w / w.sum()
-
-
-def _log_language_weights(avail: np.ndarray, mode: str | float) -> np.ndarray:
-    """Unnormalised log p (max 0): 0 (uniform), log n_l (size) or log(n_l) / T, relative to the largest."""
-    sizes = avail.sum(axis=0).astype(np.float64)
-    if mode == "uniform":
-        return np.zeros_like(sizes)
-    with np.errstate(divide="ignore"):
-        logn = np.log(sizes) - np.log(sizes.max())
-    return logn if mode == "size" else logn / float(mode)
-
-
-def availability_matrix(
-    table: Mapping[Any, Mapping[str, Any]], languages: Sequence[str] | None = None
-) -> tuple[np.ndarray, list[Any], list[str]]:
-    """Availability matrix of a parallel table ``{item_id: {language: entry or None}}``.
-
-    A language counts as available for an item when its entry is present and not None. ``languages``
-    defaults to every language seen, sorted. Returns ``(available, item_ids, languages)``.
-    """
-    if languages is None:
-        languages = sorted({lang for row in table.values() for lang, v in row.items() if v is not None})
-    languages = list(languages)
-    item_ids = list(table.keys())
-    avail = np.zeros((len(item_ids), len(languages)), dtype=bool)
-    for i, iid in enumerate(item_ids):
-        row = table[iid]
-        for j, lang in enumerate(languages):
-            avail[i, j] = row.get(lang) is not None
-    return avail, item_ids, languages
-
-
-def _check_available(available: Any, languages: Sequence[str]) -> np.ndarray:
-    if isinstance(languages, str) or not isinstance(languages, Sequence):
-        raise ValueError(f"languages must be a sequence of language codes, got {languages!r}")
-    if len(languages) == 0:
-        raise ValueError("languages is empty")
-    if not all(isinstance(lang, str) and lang for lang in languages):
-        raise ValueError(f"languages must be non-empty strings, got {list(languages)!r}")
-    if len(set(languages)) != len(languages):
-        dups = sorted({lang for lang in languages if list(languages).count(lang) > 1})
-        raise ValueError(f"duplicate language(s) {dups}")
-    arr = np.asarray(available)
-    if arr.ndim != 2:
-        raise ValueError(f"available must be a 2-D (n_items, n_languages) array, got shape {arr.shape}")
-    if arr.shape[1] != len(languages):
-        raise ValueError(
-            f"available has {arr.shape[1]} language columns but {len(languages)} languages were given"
-        )
-    if arr.shape[0] == 0:
-        raise ValueError("available has no items (0 rows)")
-    if arr.dtype != np.bool_:
-        if not np.issubdtype(arr.dtype, np.integer) or not np.isin(arr, (0, 1)).all():
-            raise ValueError(f"available must be boolean (or 0/1 integers), got dtype {arr.dtype}")
-        arr = arr.astype(bool)
-    return arr
-
-
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    if int(value) < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return int(value)
-
-
-# --------------------------------------------------------------------------------------------------
-# batches and pools
-# --------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, eq=False)
-class Batch:
-    """One step's batch (this rank's shard of it).
-
-    ``pairs[:, 0]`` item indices, ``pairs[:, 1]`` query language indices, ``pairs[:, 2]`` passage language
-    indices (into the sampler's ``languages``). ``language`` is set for ``mono`` and ``en`` batches.
-    """
-
-    kind: str
-    language: str | None
-    pairs: np.ndarray
-    step: int = -1
-
-    @property
-    def items(self) -> np.ndarray:
-        return self.pairs[:, 0]
-
-    @property
-    def query_languages(self) -> np.ndarray:
-        return self.pairs[:, 1]
-
-    @property
-    def passage_languages(self) -> np.ndarray:
-        return self.pairs[:, 2]
-
-    def __len__(self) -> int:
-        return int(self.pairs.shape[0])
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Batch):
-            return NotImplemented
-        return (
-            self.kind == other.kind
-            and self.language == other.language
-            and self.step == other.step
-            and np.array_equal(self.pairs, other.pairs)
-        )
-
-    __hash__ = None  # type: ignore[assignment]
-
-
-class _Pool:
-    """Endless stream of shuffled epochs over ``members`` (without-replacement cycling)."""
-
-    def __init__(self, name: str, key: tuple[int, ...], members: np.ndarray, seed: int):
-        self.name = name
-        self.key = key
-        self.members = members
-        self.seed = seed
-        self.epoch = 0
-        self.pos = 0
-        self.deferred: list[int] = []  # items moved to the end of the current epoch's order
-        self._order: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return int(self.members.shape[0])
-
-    def _build_order(self) -> np.ndarray:
-        rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(*self.key, self.epoch)))
-        order = rng.permutation(self.members)
-        if self.deferred:
-            moved = np.isin(order, np.asarray(self.deferred, dtype=order.dtype))
-            order = np.concatenate([order[~moved], order[moved]])
-        return order
-
-    @property
-    def order(self) -> np.ndarray:
-        if self._order is None:
-            self._order = self._build_order()
-        return self._order
-
-    def take(self, k: int) -> np.ndarray:
-        n = len(self)
-        assert 0 < k <= n
-        order = self.order
-        if self.pos + k <= n:
-            out = order[self.pos : self.pos + k]
-            self.pos += k
-            return out.copy()
-        head = order[self.pos :].copy()
-        self.epoch += 1
-        self.deferred = [int(x) for x in head]
-        self.pos = 0
-        self._order = None
-        rest = self.order[: k - head.shape[0]]
-        self.pos = k - head.shape[0]
-        return np.concatenate([head, rest])
-
-    def state(self) -> dict[str, Any]:
-        return {"size": len(self), "epoch": self.epoch, "pos": self.pos, "deferred": list(self.deferred)}
-
-    def load(self, state: Mapping[str, Any]) -> None:
-        if int(state["size"]) != len(self):
-            raise ValueError(f"pool {self.name!r}: state has {state['size']} items, sampler has {len(self)}")
-        epoch, pos = int(state["epoch"]), int(state["pos"])
-        deferred = [int(x) for x in state["deferred"]]
-        if epoch < 0 or not (0 <= pos <= len(self)) or len(deferred) > len(self):
-            raise ValueError(f"pool {self.name!r}: invalid cursor in state {dict(state)!r}")
-        self.epoch, self.pos, self.deferred = epoch, pos, deferred
-        self._order = None
-
-
-def _draw_index(weights: np.ndarray, u: np.ndarray, support: np.ndarray) -> np.ndarray:
-    """Row-wise inverse-CDF draw: index j with probability weights[r, j] / weights[r].sum().
-
-    Rows whose weights all underflowed to 0 (extreme temperatures) fall back to uniform over ``support``.
-    """
-    dead = ~(weights.sum(axis=1) > 0)
-    if dead.any():
-        weights = weights.copy()
-        weights[dead] = support[dead]
-    c = np.cumsum(weights, axis=1)
-    x = u * c[:, -1]
-    return (c <= x[:, None]).sum(axis=1)  # first index with c > x: never a zero-weight entry
-
-
-# --------------------------------------------------------------------------------------------------
-# the sampler
-# --------------------------------------------------------------------------------------------------
 
 
 class HybridBatchSampler:
@@ -410,7 +111,7 @@ class HybridBatchSampler:
         self.available = _check_available(available, languages).copy()  # never freeze the caller's array
         self.languages: list[str] = list(languages)
         self.available.setflags(write=False)
-        n_items, n_langs = self.available.shape
+        n_items = self.available.shape[0]
 
         self.weights = parse_strategy(strategy, alpha)
         self.language_sampling = _check_language_sampling(language_sampling)
@@ -439,15 +140,9 @@ class HybridBatchSampler:
                 raise ValueError("item_ids are not unique (a duplicated item would yield false negatives)")
         self.item_ids = item_ids
 
-        # Pools; spawn keys (1, pool number) for the epoch permutations.
-        idx = np.arange(n_items, dtype=np.int64)
-        n_avail = self.available.sum(axis=1)
-        self._lang_pools = [
-            _Pool(f"lang:{lang}", (1, j), idx[self.available[:, j]], self.seed) for j, lang in enumerate(self.languages)
-        ]
-        self._cross_pool = _Pool("cross", (1, n_langs), idx[n_avail >= 2], self.seed)
-        self._mixed_pool = _Pool("mixed", (1, n_langs + 1), idx[n_avail >= 1], self.seed)
-        self._check_feasible()
+        self._lang_pools, self._cross_pool, self._mixed_pool = build_pools(self.available, self.languages, self.seed)
+        check_feasible(self.weights, self.languages, self.global_batch_size, n_items,
+                       self._lang_pools, self._cross_pool, self._mixed_pool)
 
         kinds = list(self.weights)
         w = np.array([self.weights[k] for k in kinds], dtype=np.float64)
@@ -457,46 +152,6 @@ class HybridBatchSampler:
         self._lang_cdf = np.cumsum(self.language_probs)
         self._lang_cdf /= self._lang_cdf[-1]
         self.step = 0
-
-    # ---- construction-time checks ---------------------------------------------------------------
-
-    def _check_feasible(self) -> None:
-        G = self.global_batch_size
-        n_items = self.available.shape[0]
-        if G > n_items:
-            raise ValueError(f"global_batch_size {G} exceeds the number of items ({n_items})")
-        if "mono" in self.weights:
-            sizes = [len(p) for p in self._lang_pools]
-            j = int(np.argmin(sizes))
-            if sizes[j] < G:
-                small = [f"{lang} ({n})" for lang, n in zip(self.languages, sizes) if n < G]
-                raise ValueError(
-                    f"mono batches need global_batch_size {G} distinct items in one language, but "
-                    f"language(s) {', '.join(small)} have fewer (smallest: {self.languages[j]!r} with "
-                    f"{sizes[j]} items)"
-                )
-        if "en" in self.weights:
-            if "en" not in self.languages:
-                raise ValueError(f"strategy uses 'en' batches but 'en' is not among the languages {self.languages}")
-            n_en = len(self._lang_pools[self.languages.index("en")])
-            if n_en < G:
-                raise ValueError(f"en batches need global_batch_size {G} English items, only {n_en} exist")
-        if "cross" in self.weights:
-            if len(self.languages) < 2:
-                raise ValueError("cross batches need at least 2 languages")
-            n = len(self._cross_pool)
-            if n < G:
-                raise ValueError(
-                    f"cross batches need global_batch_size {G} distinct items available in >= 2 languages, "
-                    f"only {n} exist"
-                )
-        if "mixed" in self.weights:
-            n = len(self._mixed_pool)
-            if n < G:
-                raise ValueError(
-                    f"mixed batches need global_batch_size {G} distinct items available in a language, "
-                    f"only {n} exist"
-                )
 
     # ---- schedule ---------------------------------------------------------------------------------
 
@@ -539,31 +194,13 @@ class HybridBatchSampler:
             pairs[:, 2] = j
         elif kind == "cross":
             items = self._cross_pool.take(G)
-            avail, w = self._row_weights(items)
-            total = w.sum(axis=1, keepdims=True)
-            u = rng.random((2, G))
-            q = _draw_index(w * (total - w), u[0], avail)  # query marginal under p_X * p_Y, X != Y
-            rows = np.arange(G)
-            w[rows, q] = 0.0
-            avail[rows, q] = False
-            p = _draw_index(w, u[1], avail)
+            q, p = draw_cross_languages(self.available[items], self._log_p, rng)
             pairs[:, 0], pairs[:, 1], pairs[:, 2] = items, q, p
         else:  # mixed
             items = self._mixed_pool.take(G)
-            avail, w = self._row_weights(items)
-            lang = _draw_index(w, rng.random(G), avail)
+            lang = draw_mixed_languages(self.available[items], self._log_p, rng)
             pairs[:, 0], pairs[:, 1], pairs[:, 2] = items, lang, lang
         return kind, language, pairs
-
-    def _row_weights(self, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Availability rows of ``items`` and the language weights p restricted to them.
-
-        Computed from log p relative to each row's largest weight, so that a tiny temperature does not
-        underflow every weight of a row.
-        """
-        avail = self.available[items].copy()
-        lw = np.where(avail, self._log_p[None, :], -np.inf)
-        return avail, np.exp(lw - lw.max(axis=1, keepdims=True))
 
     def next_global_batch(self) -> Batch:
         """The whole global batch of the next step (what all ranks together receive); advances the sampler."""
