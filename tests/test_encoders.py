@@ -8,6 +8,7 @@ import random
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from hybridnb.encoders import OFFLINE_E5, Encoder, EncoderConfig
 
@@ -312,3 +313,122 @@ def test_saved_folder_with_unsupported_modules_is_refused(model_dir, tmp_path):
     (out / "modules.json").write_text(json.dumps(modules))
     with pytest.raises(ValueError, match="Dense"):
         Encoder.from_pretrained(out)
+
+
+# ------------------------------------------------------------------- sentence-transformers Dense
+def _st_modules():
+    try:  # sentence-transformers >= 6
+        from sentence_transformers.sentence_transformer.modules import Dense, Normalize, Pooling, Transformer
+    except ImportError:
+        from sentence_transformers.models import Dense, Normalize, Pooling, Transformer
+    return Transformer, Pooling, Dense, Normalize
+
+
+@pytest.fixture(scope="module")
+def labse_like(tmp_path_factory):
+    """A LaBSE-shaped sentence-transformers folder written by sentence-transformers itself:
+    tiny BERT -> CLS pooling -> Dense 32->16 tanh -> Normalize."""
+    from sentence_transformers import SentenceTransformer
+
+    Transformer, Pooling, Dense, Normalize = _st_modules()
+    root = tmp_path_factory.mktemp("labse")
+    tok = make_tokenizer("bert")
+    make_model("bert", len(tok)).save_pretrained(root / "bert")
+    tok.save_pretrained(root / "bert")
+    torch.manual_seed(1)
+    modules = [Transformer(str(root / "bert"), max_seq_length=32), Pooling(32, pooling_mode="cls"),
+               Dense(32, 16, activation_function=torch.nn.Tanh()), Normalize()]
+    st = SentenceTransformer(modules=modules, device="cpu")
+    st.save(str(root / "st"))
+    return root / "st"
+
+
+def test_dense_layer_matches_sentence_transformers_both_ways(labse_like, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    enc = Encoder.from_pretrained(labse_like)
+    assert (enc.config.pooling, enc.config.normalize, enc.config.max_length) == ("cls", True, 32)
+    assert len(enc.dense) == 1 and enc.dim == 16 and enc.hidden_size == 32
+    batch = texts(11, seed=5, hi=40)
+    ours = enc.encode(batch, "query", batch_size=4, show_progress=False)
+    assert ours.shape == (11, 16)
+    np.testing.assert_allclose(ours, SentenceTransformer(str(labse_like), device="cpu").encode(batch), atol=1e-5)
+    # by hand: CLS state -> Linear -> tanh -> L2 norm
+    short = ["hello world", "the quick brown fox", "paris"]
+    cls = torch.stack([hidden_states(enc, t)[0] for t in short])
+    lin = enc.dense[0].linear
+    by_hand = F.normalize(torch.tanh(cls @ lin.weight.T + lin.bias), dim=-1).detach().numpy()
+    np.testing.assert_allclose(enc.encode(short, "query", show_progress=False), by_hand, atol=1e-5)
+
+    out = enc.save(tmp_path / "again")
+    modules = [m["path"] for m in json.loads((out / "modules.json").read_text())]
+    assert modules == ["0_Transformer", "1_Pooling", "2_Dense", "3_Normalize"]
+    np.testing.assert_allclose(SentenceTransformer(str(out), device="cpu").encode(batch), ours, atol=1e-5)
+    again = Encoder.from_pretrained(out)
+    np.testing.assert_allclose(again.encode(batch, "query", show_progress=False), ours, atol=1e-6)
+
+
+def test_dense_layer_trains_and_loads_from_pytorch_bin(labse_like, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    enc = Encoder.from_pretrained(labse_like)
+    enc.train()
+    emb = enc(enc.tokenize(["hello world", "the river"], "query"))
+    (emb[0] @ emb[1]).backward()
+    assert enc.dense[0].linear.weight.grad is not None and enc.dense[0].linear.weight.grad.abs().sum() > 0
+    assert any(n.startswith("dense.0.linear") for n, _ in enc.named_parameters())
+
+    old = tmp_path / "old"  # an older sentence-transformers layout: Dense weights as pytorch_model.bin
+    shutil.copytree(labse_like, old)
+    torch.save(load_file(str(old / "2_Dense" / "model.safetensors")), old / "2_Dense" / "pytorch_model.bin")
+    (old / "2_Dense" / "model.safetensors").unlink()
+    batch = texts(4, seed=6)
+    from_bin = Encoder.from_pretrained(old).encode(batch, "passage", show_progress=False)
+    from_safetensors = Encoder.from_pretrained(labse_like).encode(batch, "passage", show_progress=False)
+    np.testing.assert_allclose(from_bin, from_safetensors, atol=1e-6)
+
+
+def test_dense_layer_refuses_unknown_activations_and_misplaced_modules(labse_like, tmp_path):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(labse_like, bad)
+    cfg = json.loads((bad / "2_Dense" / "config.json").read_text())
+    (bad / "2_Dense" / "config.json").write_text(json.dumps({**cfg, "activation_function": "os.system"}))
+    with pytest.raises(ValueError, match="activation"):
+        Encoder.from_pretrained(bad)
+    modules = json.loads((labse_like / "modules.json").read_text())
+    modules[1], modules[2] = modules[2], modules[1]  # Dense before Pooling
+    (bad / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(ValueError, match="Pooling"):
+        Encoder.from_pretrained(bad)
+
+
+# --------------------------------------------------------------------------- encoder-decoder models
+@pytest.mark.parametrize("family", ["t5", "mt5"])
+def test_encoder_decoder_checkpoint_loads_its_encoder_only(family, tmp_path):
+    import transformers
+
+    tok = make_tokenizer("t5")
+    cfg_cls, full_cls = {"t5": ("T5Config", "T5ForConditionalGeneration"),
+                         "mt5": ("MT5Config", "MT5ForConditionalGeneration")}[family]
+    cfg = getattr(transformers, cfg_cls)(vocab_size=len(tok), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                                         relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1,
+                                         decoder_start_token_id=0)
+    torch.manual_seed(0)
+    full = getattr(transformers, full_cls)(cfg).eval()
+    full.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    enc = Encoder.from_pretrained(tmp_path, normalize=False)
+    assert type(enc.model).__name__ == full_cls.replace("ForConditionalGeneration", "EncoderModel")
+    assert not any("decoder" in n for n, _ in enc.model.named_parameters())
+    assert enc.dim == 32 and "token_type_ids" not in enc.tokenize(["hello"], "query")
+    batch = ["hello world", "the quick brown fox jumps"]
+    feats = enc.tokenize(batch, "query")
+    with torch.no_grad():
+        ref = full.get_encoder()(input_ids=feats["input_ids"], attention_mask=feats["attention_mask"]).last_hidden_state
+    m = feats["attention_mask"].unsqueeze(-1).float()
+    np.testing.assert_allclose(enc.encode(batch, "query", show_progress=False),
+                               ((ref * m).sum(1) / m.sum(1)).numpy(), atol=1e-5)
