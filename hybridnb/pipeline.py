@@ -11,10 +11,24 @@ import sys
 import time
 from pathlib import Path
 
-from hybridnb import config, reporting
+from hybridnb import config, runs
 from hybridnb.paths import repo_root, reports_root
 
-NOTEBOOKS = ("01_data.ipynb", "02_zero_shot.ipynb")
+NOTEBOOKS = ("01_data.ipynb", "02_zero_shot.ipynb", "03_train.ipynb")
+TRAIN_NOTEBOOK = "03_train.ipynb"  # executed once per strategy in the profile's `strategies`
+
+
+def jobs(profile: dict, notebooks: tuple[str, ...]) -> list[tuple[str, str, dict]]:
+    """(notebook, executed copy's name, parameter overrides) in run order."""
+    out = []
+    for nb in notebooks:
+        if nb == TRAIN_NOTEBOOK:
+            for strategy in profile.get("strategies") or [profile["strategy"]]:
+                label = runs.strategy_label(strategy, profile["alpha"])
+                out.append((nb, f"03_train-{label}.ipynb", {"strategy": strategy}))
+        else:
+            out.append((nb, nb, {}))
+    return out
 
 
 def notebook_parameters(notebook: Path, profile: dict) -> dict:
@@ -36,26 +50,30 @@ def run(profile_name: str, notebooks: tuple[str, ...] = NOTEBOOKS) -> list[Path]
         config.check_candidate_mode(profile["candidate_mode"])
     if "encode_dtype" in profile:
         config.check_encode_dtype(profile["encode_dtype"])
+    plan = jobs(profile, notebooks)
+    for _, _, overrides in plan:
+        if "strategy" in overrides:
+            runs.check_run({**profile, **overrides})
     nb_dir = repo_root() / "notebooks"
     missing = [nb for nb in notebooks if not (nb_dir / nb).exists()]
     if missing:
         raise FileNotFoundError(f"notebooks not found in {nb_dir}: {missing}")
     out_dir = reports_root() / profile["profile"] / "notebooks"
     written = []
-    for nb in notebooks:
+    for nb, name, overrides in plan:
         start = time.time()
-        print(f"[hybridnb] {nb} with profile {profile['profile']} ...", flush=True)
+        print(f"[hybridnb] {name} with profile {profile['profile']} ...", flush=True)
         out_dir.mkdir(parents=True, exist_ok=True)
-        partial = out_dir / f".{nb}.partial.ipynb"
+        partial = out_dir / f".{name}.partial.ipynb"
         try:
             papermill.execute_notebook(str(nb_dir / nb), str(partial),
-                                       parameters=notebook_parameters(nb_dir / nb, profile),
+                                       parameters=notebook_parameters(nb_dir / nb, {**profile, **overrides}),
                                        cwd=str(nb_dir), progress_bar=False, log_output=False)
-            partial.replace(out_dir / nb)
+            partial.replace(out_dir / name)
         finally:
             partial.unlink(missing_ok=True)
-        print(f"[hybridnb] {nb} done in {time.time() - start:.0f} s -> {out_dir / nb}", flush=True)
-        written.append(out_dir / nb)
+        print(f"[hybridnb] {name} done in {time.time() - start:.0f} s -> {out_dir / name}", flush=True)
+        written.append(out_dir / name)
     return written
 
 

@@ -167,3 +167,27 @@ def plot_map_matrix(matrix, languages, title: str, ax=None, cmap: str = "viridis
     ax.set_ylabel("query language (X)")
     ax.set_title(title)
     return ax.figure
+
+
+def plot_training_curves(history: list[dict], title: str, window: int = 10):
+    """Training loss (raw and a moving average), validation loss, and the learning rate, per step."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    steps = np.array([r["step"] + 1 for r in history])
+    loss = np.array([r["loss"] for r in history])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(steps, loss, color="0.75", lw=1, label="train loss")
+    if len(loss) >= window:
+        smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
+        ax.plot(steps[window - 1:], smooth, color="C0", lw=2, label=f"train loss ({window}-step mean)")
+    val = [(r["step"] + 1, r["val_loss"]) for r in history if "val_loss" in r]
+    if val:
+        ax.plot(*zip(*val), "o-", color="C3", label="validation loss")
+    ax.set(xlabel="step", ylabel="InfoNCE loss", title=title)
+    lr_ax = ax.twinx()
+    lr_ax.plot(steps, [r["lr"] for r in history], color="C2", lw=1, ls="--")
+    lr_ax.set_ylabel("learning rate", color="C2")
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    return fig

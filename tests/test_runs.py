@@ -1,0 +1,118 @@
+"""hybridnb.runs and the `python -m hybridnb.train` CLI: up-front checks, hashing, reuse, atomic reports."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import REAL_MIRROR
+from hybridnb import config, runs, train
+from hybridnb.train_data import DataLeakError
+from tiny_models import save_tiny_bert, synthetic_table
+
+
+def ci_params(**change):
+    params = config.load_profile("ci")
+    params.update(change)
+    return params
+
+
+def test_ci_and_cpu_profiles_make_valid_runs():
+    for name in ("ci", "cpu"):
+        cfg = runs.check_run(config.load_profile(name))
+        assert cfg["eval_data"] == ["xquad-r"] and cfg["train_data"] == "mlqa-r"
+        assert cfg["run_name"] == f"{name}-hybrid-mlqa-r-to-xquad-r-seed0"
+    paper = runs.check_run(config.load_profile("paper"))
+    assert paper["eval_data"] == ["xquad-r", "mlqa-r"] and paper["batch_size"] == 100 and paper["lr"] == 3e-5
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(strategy="bilingual"), "unknown batch kind|unknown strategy"),
+    (dict(alpha=-0.1), "alpha"),
+    (dict(strategy={"mono": 0.5, "cross": 0.6}), "sum to 1"),
+    (dict(strategy={"mono": -1.0, "cross": 2.0}), "negative"),
+    (dict(train_data="squad"), "unknown train_data"),
+    (dict(train_languages=["en", "el"]), "not in the data"),
+    (dict(eval_data="mlqa-r", train_data="mlqa-r"), "zero-shot"),
+    (dict(eval_data="tydi"), "unknown dataset"),
+    (dict(eval_data=[]), "at least one"),
+    (dict(encode_dtype="int4"), "encode_dtype"),
+    (dict(val_fraction=1.0), "val_fraction"),
+    (dict(train_dtype="fp8"), "train_dtype"),
+    (dict(steps=0), "steps"),
+])
+def test_bad_run_parameters_fail_before_any_work(change, message):
+    with pytest.raises(ValueError, match=message):
+        runs.check_run(ci_params(**change))
+
+
+def test_config_hash_follows_the_result_defining_keys_only():
+    a = runs.check_run(ci_params())
+    assert runs.check_run(ci_params())["hash"] == a["hash"]
+    assert runs.check_run(ci_params(lr=1e-4))["hash"] != a["hash"]
+    assert runs.check_run(ci_params(strategy="mono"))["hash"] != a["hash"]
+    assert runs.check_run(ci_params(run_name="x", encode_batch_size=7))["hash"] == a["hash"]
+    # options of datasets that are not evaluated do not matter
+    other = ci_params()
+    other["eval_datasets"] = {**other["eval_datasets"], "mlqa-r": {"languages": ["en"], "max_ids": 3}}
+    assert runs.check_run(other)["hash"] == a["hash"]
+    assert runs.check_run(ci_params(alpha=0.25))["run_name"] == "ci-hybrid0.25-mlqa-r-to-xquad-r-seed0"
+    mix = runs.check_run(ci_params(strategy={"mono": 0.5, "mixed": 0.5}))
+    assert mix["run_name"].startswith("ci-mix-mixed0.5-mono0.5-")
+
+
+def test_cli_overrides_are_parsed_as_yaml():
+    assert train.parse_overrides(["steps=10", "gradcache=true", "train_languages=[en, de]", "run_name=null"]) == {
+        "steps": 10, "gradcache": True, "train_languages": ["en", "de"], "run_name": None}
+    with pytest.raises(SystemExit):
+        train.parse_overrides(["steps"])
+
+
+@pytest.fixture()
+def tiny_run(tmp_path, monkeypatch):
+    if REAL_MIRROR is None:
+        pytest.skip("no raw-data mirror")
+    monkeypatch.setenv("HYBRIDNB_REPORTS", str(tmp_path / "reports"))
+    monkeypatch.setenv("HYBRIDNB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HYBRIDNB_MIRROR", str(REAL_MIRROR))
+    model = save_tiny_bert(tmp_path / "bert")
+    table_path = tmp_path / "table.json"
+    synthetic_table(languages=("en", "de")).save(table_path)
+    params = ci_params(model=str(model), train_data=str(table_path), train_languages=None, steps=4,
+                       batch_size=4, val_every=2, val_fraction=0.25, n_resamples=20, max_length=32,
+                       eval_datasets={"xquad-r": {"languages": ["en", "de"], "max_ids": 10}})
+    return tmp_path, params
+
+
+def test_run_writes_a_complete_report_and_reuses_it(tiny_run, one_thread):
+    tmp_path, params = tiny_run
+    report_dir, results = runs.run(params, show_progress=False)
+    assert report_dir == tmp_path / "reports" / "runs" / "ci-hybrid-table-to-xquad-r-seed0"
+    names = {p.name for p in report_dir.iterdir()}
+    assert names == {"config.json", "results.json", "results.md", "train_log.jsonl", "loss_curve.png",
+                     "per_query_xquad-r.npz"}
+    assert results["kind"] == "trained" and results["training"]["best_step"] in (2, 4)
+    block = results["datasets"]["xquad-r"]
+    assert block["n_queries"] == 20 and 0 <= block["mono"]["map"]["value"] <= 1
+    assert json.loads((report_dir / "config.json").read_text())["hash"] == results["training"]["config_hash"]
+    assert not list(report_dir.parent.glob(".*partial"))
+
+    mtime = (report_dir / "results.json").stat().st_mtime_ns
+    again_dir, again = runs.run(params, show_progress=False)  # same config: reused, nothing retrained
+    assert again == results and (again_dir / "results.json").stat().st_mtime_ns == mtime
+
+
+def test_training_data_with_evaluation_text_is_refused_before_training(tiny_run):
+    from hybridnb import lareqa
+
+    tmp_path, params = tiny_run
+    task = lareqa.load_task("xquad-r", ["en", "de"], 10)
+    leaky = synthetic_table(languages=("en", "de"))
+    for i, question in enumerate(task.questions.select_columns(["text"])[:]["text"][:5]):
+        leaky.queries["en"][i] = question  # 5 of 40 items: far more than noise
+    leaky.save(tmp_path / "leaky.json")
+    with pytest.raises(DataLeakError, match="overlaps the evaluation data"):
+        runs.run({**params, "train_data": str(tmp_path / "leaky.json")}, show_progress=False)
+    assert not (tmp_path / "reports" / "runs").exists()
+    assert not (tmp_path / "cache" / "runs").exists()

@@ -1,0 +1,58 @@
+"""Tiny random BERT + word-level tokenizer and a synthetic parallel table, for fast offline trainer tests."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+
+from hybridnb.train_data import ParallelTable
+
+WORDS = ("hello world river city paris london berlin capital country people water mountain book music house "
+         "school science history today tomorrow small large red blue green quick brown fox jumps over lazy "
+         "dog cat tree sun moon star sea road car").split()
+
+
+def save_tiny_bert(path: Path, dropout: float = 0.1, seed: int = 0) -> Path:
+    """A 2-layer, 32-dim BertModel and its tokenizer saved with save_pretrained (Encoder.from_pretrained loads it)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab = {w: i for i, w in enumerate(specials + WORDS + [":", "?", ".", ","])}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tk.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, model_max_length=64, pad_token="[PAD]", unk_token="[UNK]",
+                                  cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+                                  model_input_names=["input_ids", "token_type_ids", "attention_mask"])
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                     intermediate_size=64, max_position_embeddings=64, pad_token_id=0,
+                     hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    path.mkdir(parents=True, exist_ok=True)
+    BertModel(cfg, add_pooling_layer=False).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def synthetic_table(n_items: int = 40, languages=("en", "de", "fr"), seed: int = 0, n_neg: int = 2,
+                    missing: float = 0.1) -> ParallelTable:
+    """Random word sequences per item and language; some (item, language) cells absent."""
+    rng = random.Random(seed)
+    ids = [f"q{i}" for i in range(n_items)]
+    queries, positives, negatives = {}, {}, {}
+    for lang in languages:
+        queries[lang], positives[lang], negatives[lang] = [], [], []
+        for i in range(n_items):
+            if lang != languages[0] and rng.random() < missing:
+                queries[lang].append(None), positives[lang].append(None), negatives[lang].append([])
+                continue
+            words = lambda k: " ".join(rng.choice(WORDS) for _ in range(k))  # noqa: E731
+            queries[lang].append(words(5) + " ?")
+            positives[lang].append((words(6), words(12)))
+            negatives[lang].append([(words(6), words(12)) for _ in range(n_neg)])
+    return ParallelTable(ids, list(languages), queries, positives, negatives)
