@@ -14,7 +14,7 @@ from pathlib import Path
 from hybridnb import config, runs
 from hybridnb.paths import repo_root, reports_root
 
-NOTEBOOKS = ("01_data.ipynb", "02_zero_shot.ipynb", "03_train.ipynb")
+NOTEBOOKS = ("01_data.ipynb", "02_zero_shot.ipynb", "03_train.ipynb", "04_compare.ipynb")
 TRAIN_NOTEBOOK = "03_train.ipynb"  # executed once per strategy in the profile's `strategies`
 
 

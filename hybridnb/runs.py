@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hybridnb import config as profiles, reporting, sampling, train_data, training
+from hybridnb import config as profiles, distributed, reporting, sampling, train_data, training
 from hybridnb.paths import cache_root, reports_root
 
 __all__ = ["RUN_KEYS", "TRAIN_SOURCES", "RunData", "check_run", "config_hash", "prepare_data", "find_finished",
@@ -169,7 +169,9 @@ def find_finished(cfg: dict[str, Any]) -> dict[str, Any] | None:
 def train_model(cfg: dict[str, Any], data: RunData, resume: bool = True, show_progress: bool = True):
     from hybridnb.encoders import Encoder
 
-    encoder = Encoder.from_pretrained(cfg["model"], max_length=cfg["max_length"])
+    distributed.init()  # before the encoder: it selects this rank's GPU
+    with distributed.main_first():  # a first use may convert or download the model into the cache
+        encoder = Encoder.from_pretrained(cfg["model"], max_length=cfg["max_length"])
     _, weights_dir = run_dirs(cfg)
     return training.train(encoder, data.train, data.val, train_config(cfg), weights_dir / cfg["hash"],
                           resume=resume, show_progress=show_progress)
@@ -237,15 +239,28 @@ def write_run(cfg: dict[str, Any], results: dict[str, Any], trained, evaluations
 
 
 def run(params: dict[str, Any], show_progress: bool = True) -> tuple[Path, dict[str, Any]]:
-    """Check, reuse or train, evaluate, write. Returns (report folder, results)."""
+    """Check, reuse or train, evaluate, write. Returns (report folder, results).
+
+    Under torchrun every rank calls it: every rank prepares the data (rank 0 first, so the cache is built
+    once) and trains its shard (:func:`training.train`); rank 0 alone evaluates and writes the report,
+    and the other ranks return its results. Evaluation is not sharded: it encodes each text once, a small
+    share of a run, and the metrics, bootstrap CIs and per-query files need all embeddings in one place,
+    while one process's length-sorted batches give the same numbers as a single-GPU evaluation.
+    """
+    distributed.init()
     cfg = check_run(params)
     finished = find_finished(cfg)
     if finished is not None:
         return run_dirs(cfg)[0], finished
     start = time.time()
-    data = prepare_data(cfg)
+    with distributed.main_first():  # deterministic, and cached: rank 0 builds, the others read
+        data = prepare_data(cfg)
     trained = train_model(cfg, data, show_progress=show_progress)
-    evaluations = evaluate_run(cfg, data, trained, show_progress)
-    results = results_json(cfg, data, trained, evaluations, params.get("profile", "custom"), time.time() - start)
-    figures = {"loss_curve.png": reporting.plot_training_curves(trained.history, cfg["run_name"])}
-    return write_run(cfg, results, trained, evaluations, figures), results
+    outcome = None
+    if distributed.is_main():
+        evaluations = evaluate_run(cfg, data, trained, show_progress)
+        results = results_json(cfg, data, trained, evaluations, params.get("profile", "custom"),
+                               time.time() - start)
+        figures = {"loss_curve.png": reporting.plot_training_curves(trained.history, cfg["run_name"])}
+        outcome = write_run(cfg, results, trained, evaluations, figures), results
+    return distributed.broadcast_object(outcome)  # the other ranks wait here while rank 0 evaluates

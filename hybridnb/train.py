@@ -2,6 +2,7 @@
 
     python -m hybridnb.train --profile cpu --strategy cross
     python -m hybridnb.train --profile ci --set alpha=0.25 steps=10 train_data=xquad-r eval_data=mlqa-r
+    torchrun --standalone --nproc_per_node 4 -m hybridnb.train --profile paper  # DDP on 4 GPUs
 
 Does what notebooks/03_train.ipynb does (:func:`hybridnb.runs.run`): checks everything first, reuses a
 finished run with the same config hash, resumes a killed one from its last checkpoint, writes
@@ -15,7 +16,7 @@ import sys
 
 import yaml
 
-from hybridnb import config, reporting, runs
+from hybridnb import config, distributed, reporting, runs
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -42,9 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("strategy", "alpha", "run_name"):
         if getattr(args, key) is not None:
             params[key] = getattr(args, key)
-    report_dir, results = runs.run(params)
-    print(f"[hybridnb] {report_dir}")
-    print(reporting.markdown_table(reporting.summary_rows(results)))
+    try:
+        report_dir, results = runs.run(params)
+        main = distributed.is_main()
+    finally:
+        distributed.cleanup()  # under torchrun: leave the process group (a no-op otherwise)
+    if main:
+        print(f"[hybridnb] {report_dir}")
+        print(reporting.markdown_table(reporting.summary_rows(results)))
     return 0
 
 

@@ -18,11 +18,13 @@ the same weights as an uninterrupted run. The encoder with the lowest validation
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hybridnb import gradcache, losses, sampling
+from hybridnb import distributed, losses, sampling
 from hybridnb.train_data import ParallelTable, collate
 
 __all__ = ["TrainConfig", "TrainResult", "check_settings", "check_config", "build_optimizer", "build_scheduler", "train",
@@ -88,14 +90,23 @@ def check_settings(cfg: TrainConfig) -> TrainConfig:
             raise ValueError(f"{name} must be a number in [{lo}, {hi}], got {value!r}")
     if cfg.temperature == 0 or cfg.lr == 0:
         raise ValueError("lr and temperature must be > 0")
+    world = distributed.world_size()
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} (the global batch) is not divisible by the "
+                         f"{world} processes of the process group")
     if cfg.train_dtype not in TRAIN_DTYPES:
         raise ValueError(f"unknown train_dtype {cfg.train_dtype!r}; choose one of {list(TRAIN_DTYPES)}")
     sampling.parse_strategy(cfg.strategy, cfg.alpha)
     return cfg
 
 
-def check_config(cfg: TrainConfig, table: ParallelTable) -> sampling.HybridBatchSampler:
-    """Validate everything before training starts; returns the training sampler (raises ValueError)."""
+def check_config(cfg: TrainConfig, table: ParallelTable, world_size: int | None = None,
+                 rank: int | None = None) -> sampling.HybridBatchSampler:
+    """Validate everything before training starts; returns this rank's sampler (raises ValueError).
+
+    `world_size` and `rank` default to the process group's (1 and 0 in a plain process); the batch size
+    is global and must be divisible by the world size.
+    """
     check_settings(cfg)
     counts = table.hard_negative_counts()[table.available()]
     if cfg.n_hard_negatives and (counts < cfg.n_hard_negatives).any():
@@ -103,7 +114,9 @@ def check_config(cfg: TrainConfig, table: ParallelTable) -> sampling.HybridBatch
                          f"{int(counts.min())} hard negative(s)")
     # the sampler checks strategy, alpha, language sampling and batch size against the data
     return sampling.HybridBatchSampler(table.available(), table.languages, cfg.batch_size, cfg.strategy,
-                                       cfg.alpha, cfg.language_sampling, seed=cfg.seed, item_ids=table.ids)
+                                       cfg.alpha, cfg.language_sampling, seed=cfg.seed, item_ids=table.ids,
+                                       world_size=distributed.world_size() if world_size is None else world_size,
+                                       rank=distributed.rank() if rank is None else rank)
 
 
 def autocast_dtype(train_dtype: str, device: torch.device) -> torch.dtype | None:
@@ -187,11 +200,26 @@ def _rng_state() -> dict[str, Any]:
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())  # the checkpoint is loaded with map_location=device
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def _rank_rng_state() -> dict[str, Any] | list[dict[str, Any]]:
+    """The RNG states to checkpoint: this process's, or with several ranks every rank's in rank order."""
+    return distributed.all_gather_object(_rng_state()) if distributed.is_distributed() else _rng_state()
+
+
+def _set_rank_rng_state(saved: dict[str, Any] | list[dict[str, Any]]) -> None:
+    """Restore this rank's RNG state; resuming with another world size cannot, and warns."""
+    states = saved if isinstance(saved, list) else [saved]
+    if len(states) == distributed.world_size():
+        _set_rng_state(states[distributed.rank()])
+    else:  # keep the seeded state: the dropout masks from here on differ from an uninterrupted run's
+        warnings.warn(f"the checkpoint holds the RNG states of {len(states)} rank(s) but {distributed.world_size()} "
+                      "run now: the random state (dropout) is not resumed exactly", stacklevel=3)
 
 
 def _save_checkpoint(path: Path, **state) -> None:
@@ -232,20 +260,28 @@ def _read_log(path: Path, upto_step: int) -> list[dict]:
 
 def train(encoder, train_table: ParallelTable, val_table: ParallelTable, cfg: TrainConfig,
           out_dir: str | os.PathLike, resume: bool = True, show_progress: bool = True) -> TrainResult:
-    """Train `encoder` in place; checkpoints, log and encoders go to `out_dir`. Resumes if it can."""
+    """Train `encoder` in place; checkpoints, log and encoders go to `out_dir`. Resumes if it can.
+
+    Under torchrun every rank calls this with the same arguments (:mod:`hybridnb.distributed`): the
+    encoder is wrapped in DDP, each rank embeds its shard of the global batch, and only rank 0 validates,
+    writes the log, checkpoints and encoders (`out_dir` must be on a filesystem all ranks share).
+    """
+    distributed.init()
     sampler = check_config(cfg, train_table)
     val_batches = fixed_validation_batches(cfg, val_table)
+    main = distributed.is_main()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, log_path = out_dir / CHECKPOINT, out_dir / LOG
     device = encoder.device
+    distributed.check_device(device)
     dtype = autocast_dtype(cfg.train_dtype, device)
     loss_fn = losses.InfoNCE(temperature=cfg.temperature)
     optimizer = build_optimizer(encoder, cfg.lr, cfg.weight_decay)
     scheduler = build_scheduler(optimizer, round(cfg.warmup_ratio * cfg.steps), cfg.steps)
 
     start, best = 0, {"step": -1, "val_loss": math.inf}
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed + distributed.rank())  # each rank its own dropout masks
     if resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
         if state["config"] != _comparable(cfg):
@@ -255,23 +291,28 @@ def train(encoder, train_table: ParallelTable, val_table: ParallelTable, cfg: Tr
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         sampler.load_state_dict(state["sampler"])
-        _set_rng_state(state["rng"])
+        _set_rank_rng_state(state["rng"])
         start, best = state["step"], state["best"]
+    starts = distributed.all_gather_object(start)
+    if len(set(starts)) > 1:
+        raise RuntimeError(f"the ranks would resume from different steps {starts}: {out_dir} must be on a "
+                           "filesystem every rank shares")
     history = _read_log(log_path, start) if start else []
-    with open(log_path, "w", encoding="utf-8") as f:  # drop records past the checkpoint
-        f.writelines(json.dumps(r) + "\n" for r in history)
+    distributed.barrier()  # every rank has read the log before rank 0 rewrites it
+    if main:
+        with open(log_path, "w", encoding="utf-8") as f:  # drop records past the checkpoint
+            f.writelines(json.dumps(r) + "\n" for r in history)
 
+    model = distributed.wrap(encoder)  # DDP when distributed (after the resume: it broadcasts rank 0's weights)
+    chunk_size = cfg.chunk_size if cfg.gradcache else None
     encoder.train()
-    bar = tqdm(total=cfg.steps, initial=start, disable=not show_progress, desc=f"train {cfg.strategy}")
-    with open(log_path, "a", encoding="utf-8") as log:
+    bar = tqdm(total=cfg.steps, initial=start, disable=not (show_progress and main), desc=f"train {cfg.strategy}")
+    with open(log_path, "a", encoding="utf-8") if main else contextlib.nullcontext() as log:
         for step in range(start, cfg.steps):
             t0 = time.perf_counter()
-            batch = sampler.next_batch()
+            batch = sampler.next_batch()  # this rank's shard of the global batch
             qf, pf, nf = _features(encoder, train_table, batch.pairs, cfg.n_hard_negatives)
-            if cfg.gradcache:
-                loss = gradcache.gradcache_step(encoder, qf, pf, loss_fn, cfg.chunk_size, nf, autocast=dtype)
-            else:
-                loss = gradcache.plain_step(encoder, qf, pf, loss_fn, nf, autocast=dtype)
+            loss = distributed.contrastive_step(model, qf, pf, loss_fn, nf, chunk_size=chunk_size, autocast=dtype)
             grad_norm = float(torch.nn.utils.clip_grad_norm_(encoder.parameters(), cfg.max_grad_norm))
             lr = scheduler.get_last_lr()[0]
             optimizer.step()
@@ -279,27 +320,32 @@ def train(encoder, train_table: ParallelTable, val_table: ParallelTable, cfg: Tr
             optimizer.zero_grad(set_to_none=True)
             seconds = time.perf_counter() - t0
             record = {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "kind": batch.kind,
-                      "language": batch.language, "pairs_per_s": len(batch) / seconds, "step_s": seconds}
+                      "language": batch.language, "pairs_per_s": cfg.batch_size / seconds, "step_s": seconds}
             done = step + 1
             if done % cfg.val_every == 0 or done == cfg.steps:
-                record["val_loss"] = validation_loss(encoder, val_table, val_batches, cfg)
+                val = validation_loss(encoder, val_table, val_batches, cfg) if main else None
+                record["val_loss"] = distributed.broadcast_object(val)  # rank 0's, so all ranks agree
                 if record["val_loss"] < best["val_loss"]:
                     best = {"step": done, "val_loss": record["val_loss"]}
-                    _save_encoder(encoder, out_dir / "best")
-            log.write(json.dumps(record) + "\n")
-            log.flush()
+                    if main:
+                        _save_encoder(encoder, out_dir / "best")
+            if log is not None:
+                log.write(json.dumps(record) + "\n")
+                log.flush()
             history.append(record)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}", kind=batch.kind)
             if done % cfg.save_every == 0 or done == cfg.steps:
-                _save_checkpoint(ckpt_path, step=done, best=best, config=_comparable(cfg),
-                                 model=encoder.model.state_dict(), optimizer=optimizer.state_dict(),
-                                 scheduler=scheduler.state_dict(), sampler=sampler.state_dict(),
-                                 rng=_rng_state())
+                rng = _rank_rng_state()  # every rank's (a collective), before rank 0 writes
+                if main:
+                    _save_checkpoint(ckpt_path, step=done, best=best, config=_comparable(cfg),
+                                     model=encoder.model.state_dict(), optimizer=optimizer.state_dict(),
+                                     scheduler=scheduler.state_dict(), sampler=sampler.state_dict(), rng=rng)
     bar.close()
     encoder.eval()
-    if not (out_dir / "final").exists() or start < cfg.steps:
+    if main and (not (out_dir / "final").exists() or start < cfg.steps):
         _save_encoder(encoder, out_dir / "final")
+    distributed.barrier()  # no rank returns before final/ is written
     return TrainResult(out_dir / "final", out_dir / "best", best["step"], best["val_loss"], log_path, history)
 
 

@@ -1,0 +1,298 @@
+"""hybridnb.distributed under torchrun (2 CPU processes, gloo) against one process with the global batch.
+
+One torchrun job (WORKER) computes a step, sampler batches and two short trainings on 2 ranks and saves
+them; the test process computes the same in one process and compares. Three more jobs (RUNNER) train,
+get killed and resume. Kill: SIGKILL to the torchrun agent and to each worker by its pid (torchrun starts
+its workers in their own sessions, so the agent's process group does not reach them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hybridnb import distributed, gradcache, losses, training
+from hybridnb.encoders import Encoder
+from hybridnb.train_data import ParallelTable, split_validation
+from tiny_models import save_tiny_bert, synthetic_table
+
+WORLD = 2
+STRATEGY = {"mono": 0.4, "cross": 0.3, "mixed": 0.2, "en": 0.1}  # every batch kind
+STEP_CFG = dict(batch_size=8, seed=0, n_hard_negatives=1)
+TRAIN_CFG = dict(steps=3, batch_size=8, save_every=3, val_every=2, val_batches=2, lr=1e-3, seed=0,
+                 train_dtype="float32", strategy="hybrid")
+SAMPLER_STEPS = 24
+
+WORKER = """
+import json, os, sys, torch
+torch.set_num_threads(1)
+from hybridnb import distributed, losses, training
+from hybridnb.encoders import Encoder
+from hybridnb.train_data import ParallelTable, split_validation
+model, table_path, out = sys.argv[1:4]
+step_cfg, train_cfg, strategy, n_steps = (json.loads(a) for a in sys.argv[4:8])
+distributed.init()
+rank = distributed.rank()
+table = ParallelTable.load(table_path)
+
+# one step, plain and GradCache, on this rank's shard
+sampler = training.check_config(training.TrainConfig(**step_cfg), table)  # world and rank from torchrun
+batch = sampler.next_batch()
+enc = Encoder.from_pretrained(model, max_length=32)
+enc.train()
+ddp = distributed.wrap(enc)
+qf, pf, nf = training._features(enc, table, batch.pairs, step_cfg["n_hard_negatives"])
+result = {"world": distributed.world_size(), "pairs": torch.as_tensor(batch.pairs)}
+for name, chunk in (("plain", None), ("gradcache", 3)):
+    result[name + "_loss"] = distributed.contrastive_step(ddp, qf, pf, losses.InfoNCE(), nf, chunk_size=chunk)
+    result[name + "_grads"] = {k: p.grad.clone() for k, p in enc.named_parameters()}
+    enc.zero_grad(set_to_none=True)
+torch.save(result, os.path.join(out, f"step{rank}.pt"))
+
+# the batches a training run on this rank would draw
+sampler = training.check_config(training.TrainConfig(**{**step_cfg, "strategy": strategy}), table)
+batches = [sampler.next_batch() for _ in range(n_steps)]
+with open(os.path.join(out, f"sampler{rank}.json"), "w") as f:
+    json.dump([[b.step, b.kind, b.language, sampler.item_ids_of(b)] for b in batches], f)
+
+# short trainings through training.train
+train_t, val_t = split_validation(table, 0.25, seed=0)
+for gc in (False, True):
+    enc = Encoder.from_pretrained(model, max_length=32)
+    cfg = training.TrainConfig(**train_cfg, gradcache=gc, chunk_size=3)
+    training.train(enc, train_t, val_t, cfg, os.path.join(out, f"train_gc{int(gc)}"), show_progress=False)
+distributed.cleanup()
+"""
+
+RUNNER = """
+import os, sys, time, torch
+from pathlib import Path
+torch.set_num_threads(1)
+from hybridnb import distributed, gradcache, training
+from hybridnb.encoders import Encoder
+from hybridnb.train_data import ParallelTable, split_validation
+model, table, out, delay = sys.argv[1], sys.argv[2], Path(sys.argv[3]), float(sys.argv[4])
+distributed.init()
+(out / "pids").mkdir(parents=True, exist_ok=True)
+(out / "pids" / str(distributed.rank())).write_text(str(os.getpid()))
+if delay:  # slow each step down so the test can kill the job mid-run
+    step = gradcache.plain_step
+    gradcache.plain_step = lambda *a, **k: (time.sleep(delay), step(*a, **k))[1]
+train_t, val_t = split_validation(ParallelTable.load(table), 0.25, seed=0)
+enc = Encoder.from_pretrained(model, max_length=32)
+cfg = training.TrainConfig(steps=12, batch_size=8, save_every=3, val_every=4, val_batches=2, lr=1e-3,
+                           strategy="hybrid", train_dtype="float32", seed=3)
+training.train(enc, train_t, val_t, cfg, out / "run", show_progress=False)
+distributed.cleanup()
+"""
+
+
+def torchrun(script: Path, args: list, log: Path) -> subprocess.Popen:
+    """`torchrun --standalone --nproc_per_node 2 script args` (standalone: a free local port)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    with open(log, "w") as err:
+        return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                 "--nproc_per_node", str(WORLD), str(script), *map(str, args)],
+                                env=env, stdout=err, stderr=subprocess.STDOUT)
+
+
+def finish(job: subprocess.Popen, log: Path) -> None:
+    assert job.wait(timeout=600) == 0, log.read_text()[-5000:]
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(folder / "0_Transformer" / "model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    table = synthetic_table()
+    table.save(root / "table.json")
+    return {"model": save_tiny_bert(root / "bert", dropout=0.1),
+            "model_nodrop": save_tiny_bert(root / "bert_nodrop", dropout=0.0),
+            "table": ParallelTable.load(root / "table.json"), "table_path": root / "table.json"}
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tiny, tmp_path_factory):
+    """The outputs of WORKER on 2 ranks."""
+    out = tmp_path_factory.mktemp("two_ranks")
+    (out / "worker.py").write_text(WORKER)
+    log = out / "torchrun.log"
+    finish(torchrun(out / "worker.py", [tiny["model_nodrop"], tiny["table_path"], out, json.dumps(STEP_CFG),
+                                        json.dumps(TRAIN_CFG), json.dumps(STRATEGY), SAMPLER_STEPS], log), log)
+    return out
+
+
+# --------------------------------------------------------------------------- one process
+
+
+def test_a_plain_process_is_a_world_of_one(monkeypatch, one_thread):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert distributed.init() == 1 and not distributed.is_distributed()
+    assert (distributed.world_size(), distributed.rank(), distributed.is_main()) == (1, 0, True)
+    t = torch.randn(3, 4, requires_grad=True)
+    assert distributed.gather_with_grad(t) is t
+    assert distributed.broadcast_object({"a": 1}) == {"a": 1} and distributed.all_gather_object(5) == [5]
+    with distributed.main_first():
+        ran = True
+    assert ran
+    module = torch.nn.Linear(2, 2)
+    assert distributed.wrap(module) is module
+
+
+def test_torchrun_environment_must_be_complete(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    with pytest.raises(RuntimeError, match="MASTER_ADDR"):
+        distributed.init()
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(ValueError, match="WORLD_SIZE"):
+        distributed.init()
+
+
+def test_global_batch_must_split_evenly_over_the_ranks(tiny):
+    with pytest.raises(ValueError, match="divisible"):
+        training.check_config(training.TrainConfig(batch_size=8), tiny["table"], world_size=3, rank=0)
+
+
+def test_single_process_step_is_the_gradcache_module_step(tiny, one_thread):
+    enc = Encoder.from_pretrained(tiny["model_nodrop"], max_length=32)
+    enc.train()
+    batch = training.check_config(training.TrainConfig(**STEP_CFG), tiny["table"]).next_batch()
+    qf, pf, nf = training._features(enc, tiny["table"], batch.pairs, 1)
+    loss = distributed.contrastive_step(enc, qf, pf, losses.InfoNCE(), nf)
+    grads = [p.grad.clone() for p in enc.parameters()]
+    enc.zero_grad(set_to_none=True)
+    assert gradcache.plain_step(enc, qf, pf, losses.InfoNCE(), nf) == loss
+    assert all(torch.equal(g, p.grad) for g, p in zip(grads, enc.parameters()))
+
+
+# --------------------------------------------------------------------------- two ranks
+
+
+def test_two_ranks_give_the_loss_and_gradients_of_one_process(tiny, two_ranks, one_thread):
+    """2 ranks x B/2 (plain and GradCache) == 1 process x B: InfoNCE over the gathered global batch."""
+    table = tiny["table"]
+    batch = training.check_config(training.TrainConfig(**STEP_CFG), table, world_size=1, rank=0).next_batch()
+    enc = Encoder.from_pretrained(tiny["model_nodrop"], max_length=32)
+    enc.train()
+    qf, pf, nf = training._features(enc, table, batch.pairs, 1)
+    ref_loss = gradcache.plain_step(enc, qf, pf, losses.InfoNCE(), nf)
+    ref_grads = {k: p.grad for k, p in enc.named_parameters()}
+
+    ranks = [torch.load(two_ranks / f"step{r}.pt", weights_only=False) for r in range(WORLD)]
+    assert [r["world"] for r in ranks] == [WORLD, WORLD]
+    # the shards are the halves of the global batch, in rank order
+    assert torch.equal(torch.cat([r["pairs"] for r in ranks]), torch.as_tensor(batch.pairs))
+    for result in ranks:
+        for name in ("plain", "gradcache"):
+            assert result[name + "_loss"] == pytest.approx(ref_loss, rel=1e-5), name
+            grads = result[name + "_grads"]
+            assert grads.keys() == ref_grads.keys()
+            for k, g in ref_grads.items():
+                torch.testing.assert_close(grads[k], g, rtol=1e-4, atol=1e-5, msg=f"{name} {k}")
+    for name in ("plain", "gradcache"):  # the ranks end the step with identical (synchronised) gradients
+        for k in ref_grads:
+            assert torch.equal(ranks[0][name + "_grads"][k], ranks[1][name + "_grads"][k]), (name, k)
+
+
+def test_ranks_draw_the_same_kinds_and_languages_and_disjoint_ids(tiny, two_ranks):
+    steps = [json.loads((two_ranks / f"sampler{r}.json").read_text()) for r in range(WORLD)]
+    reference = training.check_config(training.TrainConfig(**{**STEP_CFG, "strategy": STRATEGY}), tiny["table"],
+                                      world_size=1, rank=0)
+    kinds = set()
+    for a, b in zip(*steps):
+        assert a[:3] == b[:3]  # step, kind, language
+        assert len(a[3]) == len(b[3]) == STEP_CFG["batch_size"] // WORLD
+        assert not set(a[3]) & set(b[3])
+        expected = reference.next_global_batch()
+        assert [expected.step, expected.kind, expected.language] == a[:3]
+        assert a[3] + b[3] == reference.item_ids_of(expected)
+        kinds.add(a[1])
+    assert kinds == set(STRATEGY) and len(steps[0]) == SAMPLER_STEPS
+
+
+@pytest.mark.parametrize("gc", [False, True], ids=["plain", "gradcache"])
+def test_two_rank_training_matches_one_process(tiny, two_ranks, tmp_path, gc, one_thread):
+    train_t, val_t = split_validation(tiny["table"], 0.25, seed=0)
+    enc = Encoder.from_pretrained(tiny["model_nodrop"], max_length=32)
+    ref = training.train(enc, train_t, val_t, training.TrainConfig(**TRAIN_CFG, gradcache=gc, chunk_size=3),
+                         tmp_path / "run", show_progress=False)
+    out = two_ranks / f"train_gc{int(gc)}"
+    log = [json.loads(line) for line in (out / training.LOG).read_text().splitlines()]
+    assert [r["step"] for r in log] == [0, 1, 2]
+    for mine, theirs in zip(log, ref.history):
+        assert (mine["kind"], mine["language"]) == (theirs["kind"], theirs["language"])
+        for key in ("loss", "grad_norm", "val_loss"):
+            assert mine.get(key, 0) == pytest.approx(theirs.get(key, 0), rel=1e-4), key
+    for folder in ("final", "best"):
+        expected = weights(tmp_path / "run" / folder)
+        for k, v in weights(out / folder).items():
+            torch.testing.assert_close(v, expected[k], rtol=1e-4, atol=1e-5, msg=f"{folder} {k}")
+    state = torch.load(out / training.CHECKPOINT, weights_only=False)
+    assert state["step"] == 3 and len(state["rng"]) == WORLD  # every rank's RNG state
+
+
+def _kill_job(job: subprocess.Popen, pid_dir: Path) -> None:
+    pids = [int(p.read_text()) for p in pid_dir.iterdir()]
+    assert len(pids) == WORLD
+    job.send_signal(signal.SIGKILL)  # the agent first, so it cannot restart its workers
+    assert job.wait(timeout=60) == -signal.SIGKILL
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.time() + 60
+    while time.time() < deadline and any(_alive(pid) for pid in pids):
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in pids)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def test_killed_two_rank_run_resumes_to_the_same_weights_and_log(tiny, tmp_path):
+    script = tmp_path / "runner.py"
+    script.write_text(RUNNER)
+    args = lambda out, delay: [tiny["model"], tiny["table_path"], out, delay]  # noqa: E731
+    finish(torchrun(script, args(tmp_path / "ref", 0.0), tmp_path / "ref.log"), tmp_path / "ref.log")
+
+    killed = torchrun(script, args(tmp_path / "killed", 0.25), tmp_path / "killed.log")
+    log = tmp_path / "killed" / "run" / training.LOG
+    deadline = time.time() + 300
+    while time.time() < deadline:  # kill once step 5 is logged (a checkpoint exists at step 3)
+        if log.exists() and sum(1 for _ in log.open()) >= 5:
+            break
+        assert killed.poll() is None, (tmp_path / "killed.log").read_text()[-5000:]
+        time.sleep(0.02)
+    _kill_job(killed, tmp_path / "killed" / "pids")
+    state = torch.load(tmp_path / "killed" / "run" / training.CHECKPOINT, weights_only=False)
+    assert 3 <= state["step"] < 12 and not (tmp_path / "killed" / "run" / "final").exists()
+
+    finish(torchrun(script, args(tmp_path / "killed", 0.0), tmp_path / "resumed.log"), tmp_path / "resumed.log")
+    for folder in ("final", "best"):
+        ref_w, res_w = weights(tmp_path / "ref" / "run" / folder), weights(tmp_path / "killed" / "run" / folder)
+        assert ref_w.keys() == res_w.keys()
+        for k in ref_w:
+            assert torch.equal(ref_w[k], res_w[k]), (folder, k)
+    strip = lambda p: [{k: v for k, v in json.loads(line).items() if k not in ("pairs_per_s", "step_s")}  # noqa: E731
+                       for line in p.read_text().splitlines()]
+    assert strip(tmp_path / "ref" / "run" / training.LOG) == strip(log)
+    assert [r["step"] for r in strip(log)] == list(range(12))
