@@ -1,9 +1,15 @@
 """Several processes (torchrun, DistributedDataParallel): the process group, the global-batch loss, rank 0.
 
+    torchrun --standalone --nproc_per_node 4 -m hybridnb.train --profile paper       # 4 GPUs, one machine
+    torchrun --nnodes 2 --nproc_per_node 8 --rdzv-id run1 --rdzv-backend c10d \
+             --rdzv-endpoint node0:29500 -m hybridnb.train --profile paper          # on each of 2 machines
+
 ``torchrun`` starts one process per GPU (or per CPU worker) and sets RANK, WORLD_SIZE, LOCAL_RANK,
 MASTER_ADDR and MASTER_PORT. :func:`init` joins the process group from them (NCCL on CUDA, gloo on CPU) and
 selects this rank's GPU; in a plain single process it does nothing, and every helper below then falls
-back to the single-process behaviour, so the trainer has one code path.
+back to the single-process behaviour, so the trainer has one code path. ``batch_size`` stays the global
+batch (each rank embeds batch_size / world size pairs), so a run's config and hash do not depend on the
+number of GPUs (its dropout masks do). Several machines need ``cache/`` on a filesystem they share.
 
 The global batch. Every rank draws the same global batch of B pairs and embeds its own shard of B/W
 (:mod:`hybridnb.sampling`). InfoNCE's in-batch negatives must span the global batch, so the loss

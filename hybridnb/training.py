@@ -12,6 +12,10 @@ the same weights as an uninterrupted run. The encoder with the lowest validation
 ``best/`` (the paper early-stops on validation loss), the last one in ``final/``; both load with
 ``SentenceTransformer(path)`` and ``Encoder.from_pretrained(path)``.
 
+Under torchrun the same loop runs on every rank (:mod:`hybridnb.distributed`): DDP, each rank embeds its
+shard of the global batch, the loss spans the global batch (same loss and gradients as one process), and
+rank 0 alone validates and writes; the checkpoint holds every rank's RNG state.
+
     encoder = Encoder.from_pretrained(OFFLINE_E5, max_length=128)
     result = train(encoder, train_table, val_table, TrainConfig(strategy="hybrid", steps=200), "cache/runs/x")
 """
@@ -342,11 +346,25 @@ def train(encoder, train_table: ParallelTable, val_table: ParallelTable, cfg: Tr
                                      model=encoder.model.state_dict(), optimizer=optimizer.state_dict(),
                                      scheduler=scheduler.state_dict(), sampler=sampler.state_dict(), rng=rng)
     bar.close()
+    del optimizer, scheduler, model  # model: the DDP wrapper and its gradient buckets, if distributed
+    release_memory()
     encoder.eval()
     if main and (not (out_dir / "final").exists() or start < cfg.steps):
         _save_encoder(encoder, out_dir / "final")
     distributed.barrier()  # no rank returns before final/ is written
     return TrainResult(out_dir / "final", out_dir / "best", best["step"], best["val_loss"], log_path, history)
+
+
+def release_memory() -> None:
+    """Free the optimizer's memory for the evaluation that follows: glibc keeps freed arenas unless trimmed."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+        pass
 
 
 def _comparable(cfg: TrainConfig) -> dict:

@@ -272,8 +272,7 @@ def test_killed_two_rank_run_resumes_to_the_same_weights_and_log(tiny, tmp_path)
     script = tmp_path / "runner.py"
     script.write_text(RUNNER)
     args = lambda out, delay: [tiny["model"], tiny["table_path"], out, delay]  # noqa: E731
-    finish(torchrun(script, args(tmp_path / "ref", 0.0), tmp_path / "ref.log"), tmp_path / "ref.log")
-
+    reference = torchrun(script, args(tmp_path / "ref", 0.0), tmp_path / "ref.log")  # side by side
     killed = torchrun(script, args(tmp_path / "killed", 0.25), tmp_path / "killed.log")
     log = tmp_path / "killed" / "run" / training.LOG
     deadline = time.time() + 300
@@ -283,6 +282,7 @@ def test_killed_two_rank_run_resumes_to_the_same_weights_and_log(tiny, tmp_path)
         assert killed.poll() is None, (tmp_path / "killed.log").read_text()[-5000:]
         time.sleep(0.02)
     _kill_job(killed, tmp_path / "killed" / "pids")
+    finish(reference, tmp_path / "ref.log")
     state = torch.load(tmp_path / "killed" / "run" / training.CHECKPOINT, weights_only=False)
     assert 3 <= state["step"] < 12 and not (tmp_path / "killed" / "run" / "final").exists()
 
