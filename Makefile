@@ -1,5 +1,6 @@
 # The two commands of the README:
 #   make reproduce   the main job: notebooks through papermill with PROFILE (default cpu), writing reports/
+#   make sweep       the mix-ratio sweep (notebook 05) with PROFILE
 #   make test        unit tests + pytest --nbval over the notebooks (their defaults are the ci profile)
 # Both create and fill the virtual environment themselves.
 
@@ -13,7 +14,7 @@ BIN     := $(VENV)/bin
 HYBRIDNB_MIRROR ?= $(if $(wildcard ../shared/data/MANIFEST.md),$(abspath ../shared/data),)
 export HYBRIDNB_MIRROR
 
-.PHONY: reproduce test venv clean-cache
+.PHONY: reproduce sweep test venv clean-cache
 
 venv: $(VENV)/.installed
 
@@ -26,6 +27,10 @@ $(VENV)/.installed: pyproject.toml
 
 reproduce: venv
 	$(BIN)/python -m hybridnb.pipeline --profile $(PROFILE)
+
+# the mix-ratio sweep (notebook 05): its own target, outside make reproduce's CPU budget
+sweep: venv
+	$(BIN)/python -m hybridnb.pipeline --profile $(PROFILE) --notebooks 05_ratio_sweep.ipynb
 
 test: venv
 	HYBRIDNB_REPORTS=$(CURDIR)/cache/test-reports $(BIN)/python -m pytest tests \

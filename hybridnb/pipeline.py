@@ -11,11 +11,12 @@ import sys
 import time
 from pathlib import Path
 
-from hybridnb import config, runs
+from hybridnb import config, runs, sweep
 from hybridnb.paths import repo_root, reports_root
 
 NOTEBOOKS = ("01_data.ipynb", "02_zero_shot.ipynb", "03_train.ipynb", "04_compare.ipynb")
 TRAIN_NOTEBOOK = "03_train.ipynb"  # executed once per strategy in the profile's `strategies`
+SWEEP_NOTEBOOK = "05_ratio_sweep.ipynb"  # `make sweep`: its own target, not in NOTEBOOKS
 
 
 def jobs(profile: dict, notebooks: tuple[str, ...]) -> list[tuple[str, str, dict]]:
@@ -54,6 +55,8 @@ def run(profile_name: str, notebooks: tuple[str, ...] = NOTEBOOKS) -> list[Path]
     for _, _, overrides in plan:
         if "strategy" in overrides:
             runs.check_run({**profile, **overrides})
+    if SWEEP_NOTEBOOK in notebooks:
+        sweep.sweep_points(profile)  # every alpha and mixture of the sweep
     nb_dir = repo_root() / "notebooks"
     missing = [nb for nb in notebooks if not (nb_dir / nb).exists()]
     if missing:

@@ -50,6 +50,8 @@ def check_run(params: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"run parameters missing: {missing}")
     cfg = {k: params[k] for k in RUN_KEYS}
     sampling.parse_strategy(cfg["strategy"], cfg["alpha"])  # unknown kind, weights, alpha in [0, 1]
+    if not (isinstance(cfg["strategy"], str) and cfg["strategy"].strip().lower() == "hybrid"):
+        cfg["alpha"] = None  # only hybrid reads alpha: mono with any alpha is the same run (same hash)
     train_name = cfg["train_data"]
     if train_name not in TRAIN_SOURCES and not str(train_name).endswith(".json"):
         raise ValueError(f"unknown train_data {train_name!r}; choose one of {list(TRAIN_SOURCES)} or a "
@@ -225,7 +227,8 @@ def write_run(cfg: dict[str, Any], results: dict[str, Any], trained, evaluations
         rows = reporting.summary_rows(results)
         reporting.write_text(tmp / "results.md",
                              f"# Run {cfg['run_name']}\n\n{reporting.stamp(results['provenance'])}\n\n"
-                             f"Strategy {cfg['strategy']} (alpha {cfg['alpha']}), {cfg['steps']} steps of "
+                             f"Strategy {cfg['strategy']} (batch kinds "
+                             f"{sampling.parse_strategy(cfg['strategy'], cfg['alpha'])}), {cfg['steps']} steps of "
                              f"{cfg['batch_size']} pairs on {cfg['train_data']}, evaluated zero-shot on "
                              f"{', '.join(cfg['eval_data'])} with the best checkpoint by validation loss "
                              f"(step {trained.best_step}). Config hash {cfg['hash']}.\n\n"
