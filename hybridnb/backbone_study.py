@@ -4,7 +4,7 @@ Two questions, two tables:
 
 * **Zero-shot**: every backbone of the profile evaluated untouched on the evaluation sets. Results live in
   ``reports/<profile>/zero_shot/<source slug>/`` (the layout of notebook 02, so the profile's own model's
-  zero-shot results from notebook 02 are reused when their settings match, see :func:`zero_shot_matches`).
+  zero-shot results from notebook 02 are reused when their settings match, see :func:`hybridnb.zero_shot.find`).
   A backbone that cannot run here (a hub model without network) gets a row saying so, never a silent gap.
 * **Fine-tuning gains**: for each backbone the profile fine-tunes, one run per strategy (mono / cross /
   hybrid) through :func:`hybridnb.runs.run` (reused by config hash: the profile's own model's runs are
@@ -14,18 +14,16 @@ Two questions, two tables:
 
 from __future__ import annotations
 
-import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from hybridnb import backbones, compare, config, reporting, runs, stats
+from hybridnb import backbones, compare, config, reporting, runs, stats, zero_shot
 from hybridnb.evaluation import EvalResult
 
-__all__ = ["check_study", "zero_shot_dir", "zero_shot_matches", "zero_shot", "zero_shot_table",
+__all__ = ["check_study", "model_name", "zero_shot_dir", "zero_shot_results", "zero_shot_table",
            "finetune_params", "finetune", "gains_table"]
 
 SUMMARY = [("mono", "map"), ("cross", "map"), ("multi", "map"), ("mono", "r@1"), ("mono", "r@10"),
@@ -62,41 +60,17 @@ def model_name(backbone: str, params: dict[str, Any]) -> str:
 
 def zero_shot_dir(params: dict[str, Any], backbone: str) -> Path:
     """Same folder as notebook 02 for the same model."""
-    return compare.zero_shot_dir({"profile": params["profile"], "model": model_name(backbone, params)})
+    return zero_shot.result_dir(params["profile"], model_name(backbone, params))
 
 
-def _model_record(backbone: str, params: dict[str, Any]) -> dict[str, Any]:
-    return {"name": model_name(backbone, params), "max_length": params["max_length"],
-            "candidate_mode": params["candidate_mode"], "encode_dtype": params["encode_dtype"]}
-
-
-def zero_shot_matches(results: dict[str, Any], record: dict[str, Any], tasks: dict, params: dict[str, Any]) -> bool:
-    """Do saved zero-shot results come from the same model, settings, queries and bootstrap?"""
-    if results.get("model") != record:
-        return False
-    for name, task in tasks.items():
-        block = results.get("datasets", {}).get(name)
-        if block is None or block["languages"] != list(task.languages) or block["n_queries"] != len(task.questions) \
-                or block["n_candidates"] != len(task.candidates):
-            return False
-        boot = block["bootstrap"]
-        if boot["n_resamples"] != params["n_resamples"] or boot["seed"] != params["seed"]:
-            return False
-    return True
-
-
-def zero_shot(backbone: str, tasks: dict, params: dict[str, Any], show_progress: bool = True) -> dict[str, Any]:
-    """Zero-shot results of one backbone (schema of notebook 02), reused from disk when they match.
-
-    Written to a temporary folder and renamed, so an interrupted evaluation leaves no half-written results.
-    """
+def zero_shot_results(backbone: str, tasks: dict, params: dict[str, Any], show_progress: bool = True) -> dict[str, Any]:
+    """Zero-shot results of one backbone (schema of notebook 02), reused from disk when they match."""
     out = zero_shot_dir(params, backbone)
-    record = _model_record(backbone, params)
-    if (out / "results.json").is_file():
-        saved = json.loads((out / "results.json").read_text(encoding="utf-8"))
-        if zero_shot_matches(saved, record, tasks, params) and \
-                all((out / f"per_query_{n}.npz").is_file() for n in tasks):
-            return saved
+    record = zero_shot.model_record(model_name(backbone, params), params["max_length"], params["candidate_mode"],
+                                    params["encode_dtype"])
+    saved = zero_shot.find(out, record, tasks, params["n_resamples"], params["seed"])
+    if saved is not None:
+        return saved
     spec = backbones.get_backbone(backbone)
     start = time.time()
     encoder = None if spec.kind == "lexical" else backbones.load_backbone(backbone, max_length=params["max_length"])
@@ -108,18 +82,8 @@ def zero_shot(backbone: str, tasks: dict, params: dict[str, Any], show_progress:
                "profile": params["profile"], "provenance": reporting.provenance(params["profile"]),
                "timings": {"wall_s": time.time() - start, **{n: ev.timings for n, ev in evaluations.items()}},
                "datasets": {n: ev.block for n, ev in evaluations.items()}}
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name, ev in evaluations.items():
-        ev.result.save(tmp / f"per_query_{name}.npz")
-    reporting.write_json(tmp / "results.json", results)
-    reporting.write_text(tmp / "results.md", f"# Zero-shot results: {backbone} ({spec.source})\n\n"
-                         f"{reporting.stamp(results['provenance'])}\n\n"
-                         + reporting.markdown_table(reporting.summary_rows(results)))
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    zero_shot.write(out, results, {n: ev.result for n, ev in evaluations.items()},
+                    f"Zero-shot results: {backbone} ({spec.source})")
     return results
 
 

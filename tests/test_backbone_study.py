@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import needs_mirror
-from hybridnb import backbone_study as study, config, lareqa, runs
+from hybridnb import backbone_study as study, config, lareqa, runs, zero_shot
 from hybridnb.evaluation import EvalResult
 
 
@@ -58,7 +58,7 @@ def test_bm25_zero_shot_is_written_atomically_reused_and_paired(tmp_path, monkey
     monkeypatch.setenv("HYBRIDNB_REPORTS", str(tmp_path / "reports"))
     params = ci_params(eval_datasets={"xquad-r": {"languages": ["en", "de"], "max_ids": 30}}, n_resamples=50)
     tasks = {"xquad-r": lareqa.load_task("xquad-r", languages=["en", "de"], max_ids=30)}
-    res = study.zero_shot("bm25", tasks, params, show_progress=False)
+    res = study.zero_shot_results("bm25", tasks, params, show_progress=False)
     out = study.zero_shot_dir(params, "bm25")
     assert out.name == "bm25s" and (out / "per_query_xquad-r.npz").is_file()
     assert not out.with_name(out.name + ".partial").exists()
@@ -67,9 +67,13 @@ def test_bm25_zero_shot_is_written_atomically_reused_and_paired(tmp_path, monkey
 
     calls = []
     monkeypatch.setattr(study.backbones, "evaluate_backbone", lambda *a, **k: calls.append(1))
-    assert study.zero_shot("bm25", tasks, params, show_progress=False) == res and not calls   # reused
-    assert not study.zero_shot_matches(res, {**res["model"], "max_length": 7}, tasks, params)
-    assert not study.zero_shot_matches(res, res["model"], tasks, {**params, "n_resamples": 51})
+    assert study.zero_shot_results("bm25", tasks, params, show_progress=False) == res and not calls   # reused
+    assert not zero_shot.matches(res, {**res["model"], "max_length": 7}, tasks, 50, 0)
+    assert not zero_shot.matches(res, res["model"], tasks, 51, 0)
+    assert zero_shot.find(out, res["model"], tasks, 50, 0) == res
+    (out / "per_query_xquad-r.npz").rename(out / "moved.npz")
+    assert zero_shot.find(out, res["model"], tasks, 50, 0) is None      # incomplete: evaluated again
+    (out / "moved.npz").rename(out / "per_query_xquad-r.npz")
 
     # paired gains: a "trained" system whose mono AP is the zero-shot one + 0.1 on every query
     zs = EvalResult.load(out / "per_query_xquad-r.npz")

@@ -1,0 +1,65 @@
+"""`make reproduce` end to end on the ci profile, interrupted mid-way and resumed (issue: the reproduction).
+
+The first pipeline is killed (with its kernels) once the first training run has been written; the second
+finishes the rest without retraining that run, and no half-written notebook, run or report is left behind.
+The runs and zero-shot results it leaves in HYBRIDNB_REPORTS are reused by the notebook tests (nbval) after it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import needs_mirror
+from hybridnb import config, runs
+from hybridnb.paths import reports_root
+
+pytestmark = needs_mirror
+
+
+def _pipeline(env) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "hybridnb.pipeline", "--profile", "ci"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def _partials(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if ".partial" in p.name or p.name.endswith(".tmp")]
+
+
+def test_pipeline_survives_an_interruption_and_reuses_finished_work():
+    root = reports_root()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    profile = config.load_profile("ci")
+    mono = runs.run_dirs(runs.check_run({**profile, "strategy": "mono", "run_name": None}))[0]
+    first_run_done = mono / "results.json"
+    already = first_run_done.is_file()
+    if not already:           # interrupt the first pipeline right after its first training run is written
+        proc = _pipeline(env)
+        deadline = time.time() + 1200
+        while proc.poll() is None and not first_run_done.is_file() and time.time() < deadline:
+            time.sleep(1)
+        assert first_run_done.is_file(), proc.communicate()[0][-3000:] if proc.poll() is not None else "timeout"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    stamp = first_run_done.stat().st_mtime_ns
+    proc = _pipeline(env)
+    out, _ = proc.communicate(timeout=1800)
+    assert proc.returncode == 0, out[-3000:]
+    assert first_run_done.stat().st_mtime_ns == stamp            # the finished run was reused, not retrained
+    notebooks = root / "ci" / "notebooks"
+    for name in ("01_data", "02_zero_shot", "03_train-mono", "03_train-cross", "03_train-hybrid", "04_compare",
+                 "06_backbones"):
+        nb = json.loads((notebooks / f"{name}.ipynb").read_text(encoding="utf-8"))
+        errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        assert not errors, name
+    report = (root / "ci" / "REPORT.md").read_text(encoding="utf-8")
+    assert "profile `ci`" in report and "hybrid" in report
+    assert (root / "ci" / "BACKBONES.md").is_file()
+    assert not _partials(root)
