@@ -11,10 +11,11 @@ import sys
 import time
 from pathlib import Path
 
-from hybridnb import backbone_study, config, runs, sweep
+from hybridnb import backbone_study, config, image_text_runs, runs, sweep
 from hybridnb.paths import repo_root, reports_root
 
-NOTEBOOKS = ("01_data.ipynb", "02_zero_shot.ipynb", "03_train.ipynb", "04_compare.ipynb", "06_backbones.ipynb")
+NOTEBOOKS = ("01_data.ipynb", "02_zero_shot.ipynb", "03_train.ipynb", "04_compare.ipynb", "06_backbones.ipynb",
+             "07_multimodal.ipynb")
 TRAIN_NOTEBOOK = "03_train.ipynb"  # executed once per strategy in the profile's `strategies`
 SWEEP_NOTEBOOK = "05_ratio_sweep.ipynb"  # `make sweep`: its own target, not in NOTEBOOKS
 
@@ -57,6 +58,8 @@ def run(profile_name: str, notebooks: tuple[str, ...] = NOTEBOOKS) -> list[Path]
             runs.check_run({**profile, **overrides})
     if "06_backbones.ipynb" in notebooks:
         backbone_study.check_study(profile)  # backbones and their fine-tuning runs
+    if "07_multimodal.ipynb" in notebooks:
+        image_text_runs.check_runs(profile)  # the image-text runs and their zero-shot baseline
     if SWEEP_NOTEBOOK in notebooks:
         sweep.sweep_points(profile)  # every alpha and mixture of the sweep
     nb_dir = repo_root() / "notebooks"

@@ -55,11 +55,11 @@ def test_pipeline_survives_an_interruption_and_reuses_finished_work():
     assert first_run_done.stat().st_mtime_ns == stamp            # the finished run was reused, not retrained
     notebooks = root / "ci" / "notebooks"
     for name in ("01_data", "02_zero_shot", "03_train-mono", "03_train-cross", "03_train-hybrid", "04_compare",
-                 "06_backbones"):
+                 "06_backbones", "07_multimodal"):
         nb = json.loads((notebooks / f"{name}.ipynb").read_text(encoding="utf-8"))
         errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
         assert not errors, name
     report = (root / "ci" / "REPORT.md").read_text(encoding="utf-8")
     assert "profile `ci`" in report and "hybrid" in report
-    assert (root / "ci" / "BACKBONES.md").is_file()
+    assert (root / "ci" / "BACKBONES.md").is_file() and (root / "ci" / "MULTIMODAL.md").is_file()
     assert not _partials(root)

@@ -81,7 +81,7 @@ def test_pipeline_trains_each_strategy_of_the_profile_and_checks_them_first(tmp_
     plan = pipeline.jobs(profile, pipeline.NOTEBOOKS)
     assert [name for _, name, _ in plan] == ["01_data.ipynb", "02_zero_shot.ipynb", "03_train-mono.ipynb",
                                              "03_train-cross.ipynb", "03_train-hybrid.ipynb", "04_compare.ipynb",
-                                             "06_backbones.ipynb"]
+                                             "06_backbones.ipynb", "07_multimodal.ipynb"]
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({**profile, "profile": "bad", "strategies": ["mono", "bilingual"]}))
     monkeypatch.setenv("HYBRIDNB_REPORTS", str(tmp_path / "reports"))

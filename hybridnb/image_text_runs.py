@@ -1,0 +1,517 @@
+"""One image-text run end to end (notebook 07), the zero-shot baseline, and the strategy comparison.
+
+:func:`run_image_text` mirrors :func:`hybridnb.runs.run`: check the parameters (notebook 07's ``mm_*`` names
+plus the shared ``model``, ``seed``, ``n_resamples``, ``temperature``, ``encode_batch_size``), reuse a finished
+run whose ``reports/runs/<run_name>/config.json`` has the same config hash, else build the data, train
+(:func:`hybridnb.image_text_train.train_image_text`), evaluate the best-by-validation-loss model on the test
+split (:func:`hybridnb.image_text_eval.image_text_metrics`, bootstrap CIs over images) and write the report
+folder atomically (a temp folder renamed when complete): ``config.json``, ``results.json``, the per-query
+arrays ``per_query_{t2i,i2t,captions}.npz`` (for paired tests between runs), ``topk_t2i.npz`` (each caption's
+10 best images), ``train_log.jsonl``, ``loss_curve.png`` and ``results.md``. Weights go to
+``cache/runs/<run_name>/<hash>/model.pt``.
+
+Zero-shot baseline (:func:`run_zero_shot`): an untrained image tower makes text->image retrieval meaningless,
+so the starting point reported is the untrained text tower's (E5's own embeddings) cross-lingual
+caption-caption retrieval on the same test captions.
+
+Data (``mm_dataset``): ``openmoji-cldr`` (offline; its family split with seed 0), ``multi30k`` (train / val /
+test_2016_flickr) or ``xtd10`` (1,000 images with no training split: cut 70/10/20 with seed 0); the last two
+need ``mm_image_root``. ``mm_train_items`` / ``mm_val_items`` / ``mm_eval_items`` cap each split (a seeded
+subset, the same for every training seed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from hybridnb import compare, image_text_data, reporting, runs, sampling, stats
+from hybridnb import image_text_train as itt
+from hybridnb.eval_result import macro_average
+from hybridnb.evaluation import EvalResult
+from hybridnb.image_text_eval import (METRICS, ImageTextResult, caption_retrieval, confidence_intervals,
+                                      image_text_metrics)
+from hybridnb.image_text_eval import compare as compare_results
+from hybridnb.openmoji_cldr import ATTRIBUTION, OPENMOJI_LANGUAGES
+from hybridnb.paths import cache_root, reports_root
+
+__all__ = ["DATASETS", "RUN_KEYS", "ZERO_SHOT_KEYS", "check_run", "check_runs", "prepare_data", "eval_table",
+           "find_finished", "run_image_text", "run_zero_shot", "collect", "load_result", "comparison_table",
+           "significance", "significance_wide", "verdicts", "plot_per_language", "plot_examples", "report_markdown"]
+
+DATASETS = {"openmoji-cldr": OPENMOJI_LANGUAGES, "xtd10": image_text_data.XTD10_LANGUAGES,
+            "multi30k": image_text_data.MULTI30K_LANGUAGES}
+SHARED = ("model", "seed", "n_resamples", "temperature")  # notebook parameters without the mm_ prefix
+NOTEBOOK_SHARED = ("profile", *SHARED, "encode_batch_size")
+RUN_KEYS = ("model", "dataset", "languages", "train_items", "val_items", "eval_items", "strategy", "alpha", "steps",
+            "batch_size", "lr", "image_lr", "weight_decay", "warmup_ratio", "max_grad_norm", "temperature",
+            "text_weight", "image_tower", "image_tower_args", "image_size", "dim", "max_length", "train_dtype",
+            "val_every", "val_batches", "n_resamples", "seed")
+ZERO_SHOT_KEYS = ("model", "dataset", "languages", "eval_items", "image_size", "max_length", "n_resamples", "seed")
+SPLIT_SEED = 0
+SCHEMA = "hybridnb.image_text_results/1"
+PROBLEMS = ("t2i", "i2t", "captions")
+TABLE = {"t2i_r@1": "t2i R@1", "t2i_r@5": "t2i R@5", "t2i_r@10": "t2i R@10", "i2t_r@1": "i2t R@1",
+         "i2t_r@5": "i2t R@5", "i2t_r@10": "i2t R@10", "mean_recall": "mean recall",
+         "caption_cross_map": "caption X→Y mAP", "i2t_rank_distance": "i2t rank distance ↓"}
+#: hybrid minus baseline, expected sign (the text paper's claims carried over; see notebook 07)
+EXPECTED = {("t2i_r@10", "cross"): +1, ("caption_cross_map", "mono"): +1, ("i2t_pooled_map", "mono"): +1,
+            ("i2t_rank_distance", "mono"): -1}
+DISPLAYABLE = ("en", "de", "es", "fr", "it", "pt", "id", "tr", "ru", "cs", "pl")  # scripts DejaVu Sans draws
+
+
+# ---- configuration ----------------------------------------------------------------------------------
+
+
+def _get(params: dict, key: str):
+    return params[key] if key in SHARED else params[f"mm_{key}"]
+
+
+def _check_items(name: str, value) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 2):
+        raise ValueError(f"mm_{name} must be null or an int >= 2, got {value!r}")
+
+
+def check_run(params: dict[str, Any], strategy=None, zero_shot: bool = False) -> dict[str, Any]:
+    """Validate without touching data or models; returns the run config (with ``hash`` and ``run_name``)."""
+    keys = ZERO_SHOT_KEYS if zero_shot else [k for k in RUN_KEYS if k != "strategy"]
+    missing = [k if k in SHARED else f"mm_{k}" for k in keys if (k if k in SHARED else f"mm_{k}") not in params]
+    if missing:
+        raise ValueError(f"image-text run parameters missing: {missing}")
+    cfg = {k: _get(params, k) for k in keys}
+    if cfg["dataset"] not in DATASETS:
+        raise ValueError(f"unknown mm_dataset {cfg['dataset']!r}; choose one of {list(DATASETS)}")
+    valid, langs = DATASETS[cfg["dataset"]], cfg["languages"]
+    if langs is not None:
+        if isinstance(langs, str) or not langs or len(set(langs)) != len(langs):
+            raise ValueError(f"mm_languages must be null or a list without duplicates, got {langs!r}")
+        unknown = [g for g in langs if g not in valid]
+        if unknown:
+            raise ValueError(f"language(s) {unknown} not in {cfg['dataset']}; it has {list(valid)}")
+        cfg["languages"] = list(langs)
+    for name in ("train_items", "val_items", "eval_items"):
+        if name in cfg:
+            _check_items(name, cfg[name])
+    n = cfg["n_resamples"]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n_resamples must be a positive int, got {n!r}")
+    cfg["image_root"] = params.get("mm_image_root")
+    if cfg["dataset"] != "openmoji-cldr":  # the images are the user's: name the folder before any work
+        image_text_data._check_image_root(cfg["image_root"], f"{cfg['dataset']} images (mm_image_root)")
+    if not zero_shot:
+        cfg["strategy"] = params.get("mm_strategy") if strategy is None else strategy
+        if cfg["strategy"] is None:
+            raise ValueError("no strategy: pass strategy= or mm_strategy")
+        sampling.parse_strategy(cfg["strategy"], cfg["alpha"])
+        if not (isinstance(cfg["strategy"], str) and cfg["strategy"].strip().lower() == "hybrid"):
+            cfg["alpha"] = None  # only hybrid reads alpha: the same run (hash) for any alpha
+        if cfg["train_items"] is not None and cfg["batch_size"] > cfg["train_items"]:
+            raise ValueError(f"mm_batch_size {cfg['batch_size']} exceeds mm_train_items {cfg['train_items']}")
+        itt.check_settings(train_config(cfg))
+    cfg["hash"] = _hash(cfg, ZERO_SHOT_KEYS if zero_shot else RUN_KEYS)
+    label = "zero-shot" if zero_shot else runs.strategy_label(cfg["strategy"], cfg["alpha"])
+    cfg["run_name"] = (None if zero_shot else params.get("mm_run_name")) or \
+        f"{params.get('profile', 'custom')}-mm-{label}-{cfg['dataset']}-seed{cfg['seed']}"
+    cfg["encode_batch_size"] = params.get("encode_batch_size", 64)  # speed only: not in the hash
+    return cfg
+
+
+def check_runs(params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The zero-shot config, then one per strategy of ``mm_strategies``: all checked before any work."""
+    strategies = list(params.get("mm_strategies") or [])
+    if not strategies:
+        raise ValueError("mm_strategies must list at least one strategy (e.g. [mono, cross, hybrid])")
+    return [check_run(params, zero_shot=True)] + [check_run(params, s) for s in strategies]
+
+
+def _hash(cfg: dict, keys) -> str:
+    canonical = json.dumps({k: cfg[k] for k in keys}, sort_keys=True, ensure_ascii=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def train_config(cfg: dict[str, Any]) -> itt.ImageTextConfig:
+    keys = [k for k in RUN_KEYS if k in itt.ImageTextConfig.__dataclass_fields__]
+    return itt.ImageTextConfig(**{**{k: cfg[k] for k in keys}, "alpha": 0.5 if cfg["alpha"] is None else cfg["alpha"],
+                                  "languages": None, "image_tower_args": dict(cfg["image_tower_args"] or {})})
+
+
+# ---- data, training, evaluation ---------------------------------------------------------------------
+
+
+def _cap(table, n: int | None, split: str):
+    if n is None or n >= len(table):
+        return table
+    return table.subset(np.sort(np.random.default_rng(SPLIT_SEED).permutation(len(table))[:n]), split=split)
+
+
+def prepare_data(cfg: dict[str, Any]) -> dict[str, image_text_data.ImageTextTable]:
+    """``{"train", "validation", "test"}`` tables in the run's languages, capped to the configured sizes."""
+    name, langs, root = cfg["dataset"], cfg["languages"], cfg.get("image_root")
+    if name == "openmoji-cldr":
+        from hybridnb.openmoji_cldr import load_openmoji_cldr
+
+        tables = load_openmoji_cldr(int(cfg.get("image_size") or 64), SPLIT_SEED, languages=langs or OPENMOJI_LANGUAGES)
+    elif name == "multi30k":
+        tables = {s: image_text_data.load_multi30k(root, f, langs)
+                  for s, f in (("train", "train"), ("validation", "val"), ("test", "test_2016_flickr"))}
+    else:  # XTD10 is a test set only: a seeded 70/10/20 split of its 1,000 images
+        table = image_text_data.load_xtd10(root, langs)
+        order = np.random.default_rng(SPLIT_SEED).permutation(len(table))
+        cuts = np.split(order, [round(0.7 * len(table)), round(0.8 * len(table))])
+        tables = {s: table.subset(np.sort(c), split=s) for s, c in zip(("train", "validation", "test"), cuts)}
+    sizes = {"train": cfg.get("train_items"), "validation": cfg.get("val_items"), "test": cfg.get("eval_items")}
+    return {s: _cap(t, sizes[s], s) for s, t in tables.items()}
+
+
+def eval_table(params: dict[str, Any]) -> image_text_data.ImageTextTable:
+    """The test split every run of these parameters is evaluated on (same items, same order)."""
+    return prepare_data(check_run(params, zero_shot=True))["test"]
+
+
+def run_dirs(cfg: dict[str, Any]) -> tuple[Path, Path]:
+    """(report folder under reports/runs/, weights folder under cache/runs/<run_name>/<hash>/)."""
+    return reports_root() / "runs" / cfg["run_name"], cache_root() / "runs" / cfg["run_name"] / cfg["hash"]
+
+
+def _read_results(report_dir: Path) -> dict[str, Any]:
+    return json.loads((report_dir / "results.json").read_text(encoding="utf-8"))
+
+
+def find_finished(cfg: dict[str, Any]) -> dict[str, Any] | None:
+    """The results of a finished run with the same config hash, or None."""
+    report_dir = run_dirs(cfg)[0]
+    try:
+        saved = json.loads((report_dir / "config.json").read_text(encoding="utf-8"))
+        results = _read_results(report_dir)
+    except (OSError, json.JSONDecodeError):
+        return None
+    return results if saved.get("hash") == cfg["hash"] else None
+
+
+def _entry(ci: dict | None, value) -> dict:
+    return {"value": value, "ci": None if ci is None else [ci["low"], ci["high"]]}
+
+
+def _mean_recall_ci(result: ImageTextResult, n_resamples: int, seed: int) -> dict:
+    """Bootstrap CI of the mean of the six recalls, resampling images (the groups of both directions)."""
+    tables = [stats.group_tables(result.t2i, f"multi_r@{k}") for k in (1, 5, 10)] + \
+             [stats.group_tables(result.i2t, f"cross_r@{k}") for k in (1, 5, 10)]
+
+    def statistic(idx, axis=-1):
+        w = stats._multiplicities(np.moveaxis(np.asarray(idx), axis, -1), tables[0][0].shape[0])
+        return np.mean([macro_average(w @ s, w @ c) for s, c in tables], axis=0)
+
+    return stats._bootstrap_ci(statistic, tables[0][0].shape[0], result.mean_recall(), n_resamples, 0.95, seed, "BCa")
+
+
+def evaluate(model, table, cfg: dict[str, Any]) -> tuple[ImageTextResult, np.ndarray]:
+    """The test metrics (as :func:`image_text_eval.evaluate_table`, captions embedded length-sorted to cut
+    padding) and each caption's 10 best images."""
+    texts, langs, item = table.caption_rows()
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    text_emb = np.empty((len(texts), model.dim), np.float32)
+    text_emb[order] = model.embed_texts([texts[i] for i in order], cfg["encode_batch_size"])
+    image_emb = model.embed_images(table, None, cfg["encode_batch_size"])
+    result = image_text_metrics(text_emb, image_emb, langs, item, np.arange(len(table)), table.languages)
+    top = np.argsort(-(text_emb @ image_emb.T), axis=1, kind="stable")[:, :10]
+    return result, top.astype(np.int32)
+
+
+def _metrics(result: ImageTextResult, n_resamples: int, seed: int) -> dict:
+    cis = confidence_intervals(result, n_resamples=n_resamples, seed=seed)
+    summary = result.summary()
+    out = {name: _entry(cis.get(name), summary[name]) for name in METRICS}
+    out["mean_recall"] = _entry(_mean_recall_ci(result, n_resamples, seed), summary["mean_recall"])
+    return out
+
+
+def _write_report(cfg, results, files: dict, figures: dict | None = None, markdown: str = "") -> Path:
+    """Write reports/runs/<run_name>/ completely in a temp folder, then swap it in."""
+    report_dir = run_dirs(cfg)[0]
+    tmp = report_dir.with_name(f".{report_dir.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        reporting.write_json(tmp / "config.json", {**cfg, "provenance": results["provenance"]})
+        reporting.write_json(tmp / "results.json", results)
+        for name, write in files.items():
+            write(tmp / name)
+        for name, fig in (figures or {}).items():
+            reporting.save_figure(fig, tmp / name)
+        reporting.write_text(tmp / "results.md", f"# Run {cfg['run_name']}\n\n{reporting.stamp(results['provenance'])}"
+                                                 f"\n\n{markdown}\n\n" + reporting.markdown_table(_rows(results)))
+        if report_dir.exists():
+            shutil.rmtree(report_dir)
+        tmp.rename(report_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return report_dir
+
+
+def _rows(results: dict) -> list[dict]:
+    m = results["metrics"]
+    return [{col: reporting.format_ci(m[k], 2 if "distance" in k else 3) if m.get(k) else "n/a"
+             for k, col in TABLE.items()}]
+
+
+def run_image_text(params: dict[str, Any], strategy=None, show_progress: bool = True) -> tuple[Path, dict]:
+    """Check, reuse or (data, train, evaluate, write). Returns (report folder, results)."""
+    cfg = check_run(params, strategy)
+    finished = find_finished(cfg)
+    if finished is not None:
+        return run_dirs(cfg)[0], finished
+    start = time.time()
+    data = prepare_data(cfg)
+    tcfg = train_config(cfg)
+    itt.check(tcfg, data["train"])  # batch size vs items and pools, before the model is loaded
+    model = itt.build_model(tcfg)
+    _, weights_dir = run_dirs(cfg)
+    trained = itt.train_image_text(model, data["train"], data["validation"], tcfg, weights_dir, show_progress)
+    with reporting.atomic_path(weights_dir / "model.pt") as tmp:
+        torch.save(model.state_dict(), tmp)
+    t_eval = time.time()
+    result, top = evaluate(model, data["test"], cfg)
+    metrics = _metrics(result, cfg["n_resamples"], cfg["seed"])
+    sizes = {s: len(t) for s, t in data.items()}
+    results = {
+        "schema": SCHEMA, "kind": "image-text trained", "profile": params.get("profile", "custom"),
+        "model": {"text": cfg["model"], "image_tower": cfg["image_tower"], "image_tower_args": cfg["image_tower_args"],
+                  "image_size": cfg["image_size"], "dim": cfg["dim"], "max_length": cfg["max_length"],
+                  "evaluated": "best validation loss", "weights": str(weights_dir / "model.pt")},
+        "data": {"dataset": cfg["dataset"], "languages": data["test"].languages, "items": sizes,
+                 "attribution": ATTRIBUTION if cfg["dataset"] == "openmoji-cldr" else None},
+        "training": {"strategy": cfg["strategy"], "alpha": cfg["alpha"],
+                     "weights": sampling.parse_strategy(cfg["strategy"], cfg["alpha"]), "steps": cfg["steps"],
+                     "batch_size": cfg["batch_size"], "lr": cfg["lr"], "image_lr": cfg["image_lr"], "seed": cfg["seed"],
+                     "best_step": trained.best_step, "best_val_loss": trained.best_val_loss,
+                     "final_loss": trained.history[-1]["loss"], "config_hash": cfg["hash"],
+                     "kinds": pd.Series([r["kind"] for r in trained.history]).value_counts().to_dict()},
+        "provenance": reporting.provenance(params.get("profile", "custom")),
+        "timings": {"wall_s": time.time() - start, "train_s": sum(r["step_s"] for r in trained.history),
+                    "eval_s": time.time() - t_eval},
+        "metrics": metrics, "summary": result.summary(),
+        "per_query": {p: f"per_query_{p}.npz" for p in PROBLEMS},
+    }
+    _, langs, item = data["test"].caption_rows()
+    files = {f"per_query_{p}.npz": getattr(result, p).save for p in PROBLEMS}
+    files["topk_t2i.npz"] = lambda path: np.savez_compressed(path, top=top, caption_item=item, ids=np.array(
+        data["test"].ids), caption_lang=langs.astype(str))
+    files["train_log.jsonl"] = lambda path: shutil.copy(trained.log_path, path)
+    curve = reporting.plot_training_curves(trained.history, cfg["run_name"])
+    text = (f"Image-text run: strategy {cfg['strategy']} (batch kinds {results['training']['weights']}), "
+            f"{cfg['steps']} steps of {cfg['batch_size']} images on {cfg['dataset']} ({sizes['train']} training items, "
+            f"languages {', '.join(data['test'].languages)}), text tower {cfg['model']}, image tower "
+            f"{cfg['image_tower']}; evaluated on {sizes['test']} test images with the best model by validation loss "
+            f"(step {trained.best_step}). 95% CIs: bootstrap over images. Config hash {cfg['hash']}.")
+    report_dir = _write_report(cfg, results, files, {"loss_curve.png": curve}, text)
+    import matplotlib.pyplot as plt
+
+    plt.close(curve)
+    return report_dir, _read_results(report_dir)  # as a reuse would give it (NaN -> None)
+
+
+def run_zero_shot(params: dict[str, Any], show_progress: bool = True) -> tuple[Path, dict]:
+    """The untrained text tower's cross-lingual caption retrieval on the test captions (reused by hash)."""
+    from hybridnb.encoders import Encoder
+
+    cfg = check_run(params, zero_shot=True)
+    finished = find_finished(cfg)
+    if finished is not None:
+        return run_dirs(cfg)[0], finished
+    start = time.time()
+    test = prepare_data(cfg)["test"]
+    encoder = Encoder.from_pretrained(cfg["model"], max_length=cfg["max_length"])
+    texts, langs, item = test.caption_rows()
+    emb = encoder.encode(texts, "query", cfg["encode_batch_size"], show_progress)
+    codes = np.array([test.languages.index(g) for g in langs])
+    captions = caption_retrieval(emb, codes, item, test.languages)
+    cis = stats.confidence_intervals(captions, cfg["n_resamples"], seed=cfg["seed"], metrics=["cross_ap", "multi_ap"])
+    metrics = {name: None for name in (*METRICS, "mean_recall")}
+    metrics["caption_cross_map"] = _entry(cis["cross"]["map"], captions.macro("cross_ap"))
+    metrics["caption_pooled_map"] = _entry(cis["multi"]["map"], captions.macro("multi_ap"))
+    results = {"schema": SCHEMA, "kind": "image-text zero-shot", "profile": params.get("profile", "custom"),
+               "model": {"text": cfg["model"], "max_length": cfg["max_length"], "image_tower": None},
+               "data": {"dataset": cfg["dataset"], "languages": test.languages, "items": {"test": len(test)}},
+               "note": "text->image and image->text need a trained image tower: only caption-caption retrieval "
+                       "of the untrained text tower is a meaningful zero-shot baseline",
+               "provenance": reporting.provenance(params.get("profile", "custom")),
+               "timings": {"wall_s": time.time() - start}, "metrics": metrics,
+               "summary": {"languages": test.languages, "caption_map_matrix": captions.matrix("ap").tolist()},
+               "per_query": {"captions": "per_query_captions.npz"}}
+    text = (f"Zero-shot starting point: the untrained text tower {cfg['model']} (its own embeddings, no projection) "
+            f"on cross-lingual caption retrieval over the {len(test)} test images of {cfg['dataset']}. "
+            f"{results['note']}. Config hash {cfg['hash']}.")
+    report_dir = _write_report(cfg, results, {"per_query_captions.npz": captions.save}, None, text)
+    return report_dir, _read_results(report_dir)
+
+
+# ---- comparison (notebook 07) -------------------------------------------------------------------------
+
+
+def collect(params: dict[str, Any], show_progress: bool = True) -> dict[str, dict]:
+    """{system: {"results", "dir"}}: the zero-shot run, then each of ``mm_strategies`` (all checked first;
+    finished runs are reused by config hash, the others trained now)."""
+    check_runs(params)
+    path, results = run_zero_shot(params, show_progress)
+    systems = {"zero-shot": {"results": results, "dir": path}}
+    for strategy in params["mm_strategies"]:
+        path, results = run_image_text(params, strategy, show_progress)
+        systems[compare.system_label(strategy)] = {"results": results, "dir": path}
+    return systems
+
+
+def load_result(report_dir: str | os.PathLike) -> ImageTextResult:
+    """The per-query results of a run folder (t2i and i2t are None for the zero-shot run)."""
+    d = Path(report_dir)
+    parts = {p: EvalResult.load(d / f"per_query_{p}.npz") if (d / f"per_query_{p}.npz").is_file() else None
+             for p in PROBLEMS}
+    return ImageTextResult(list(parts["captions"].languages), parts["t2i"], parts["i2t"], parts["captions"])
+
+
+def comparison_table(systems: dict[str, dict]) -> pd.DataFrame:
+    """Rows: systems; columns: the :data:`TABLE` metrics as 'value [low, high]' (n/a where undefined)."""
+    return pd.DataFrame({name: _rows(s["results"])[0] for name, s in systems.items()}).T
+
+
+def significance(systems: dict[str, dict], target: str = "hybrid", n_resamples: int = 1000,
+                 seed: int = 0) -> pd.DataFrame:
+    """`target` minus each other system per metric (paired bootstrap CI, permutation p-value); against the
+    zero-shot run only the caption metrics exist."""
+    a = load_result(systems[target]["dir"])
+    rows = []
+    for name, s in systems.items():
+        if name == target:
+            continue
+        b = load_result(s["dir"])
+        if b.t2i is None:
+            nested = stats.compare(a.captions, b.captions, n_resamples=n_resamples, seed=seed,
+                                   metrics=["cross_ap", "multi_ap"])
+            cmp = {"caption_cross_map": nested["cross"]["map"], "caption_pooled_map": nested["multi"]["map"]}
+        else:
+            cmp = compare_results(a, b, n_resamples=n_resamples, seed=seed)
+        rows += [{"baseline": name, "metric": m, "diff": e["diff"], "low": e["low"], "high": e["high"],
+                  "p_value": e["p_value"]} for m, e in cmp.items()]
+    return pd.DataFrame(rows)
+
+
+def significance_wide(sig: pd.DataFrame) -> pd.DataFrame:
+    """Rows: baselines; columns: metrics; cells 'diff [low, high] p=...'."""
+    cell = [f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}] p={p:.3f}" for d, lo, hi, p in
+            zip(sig["diff"], sig.low, sig.high, sig.p_value)]
+    wide = sig.assign(cell=cell).pivot(index="baseline", columns="metric", values="cell")
+    return wide[[m for m in dict.fromkeys(sig.metric)]].fillna("n/a")
+
+
+def verdicts(sig: pd.DataFrame, target: str = "hybrid", alpha: float = 0.05) -> list[str]:
+    """One sentence per expected direction of :data:`EXPECTED`."""
+    out = []
+    for (metric, baseline), sign in EXPECTED.items():
+        rows = sig[(sig.baseline == compare.system_label(baseline)) & (sig.metric == metric)]
+        if rows.empty:
+            continue
+        r = rows.iloc[0]
+        agrees, significant = np.sign(r["diff"]) == sign, r.p_value < alpha
+        verdict = ("no difference" if r["diff"] == 0 else "as expected, significant" if agrees and significant
+                   else "as expected, not significant" if agrees else "against the expectation, significant"
+                   if significant else "against the expectation, not significant")
+        out.append(f"{metric}: {target} expected {'higher' if sign > 0 else 'lower'} than "
+                   f"{compare.system_label(baseline)}; ours {r['diff']:+.4g} [{r.low:+.4g}, {r.high:+.4g}], "
+                   f"p = {r.p_value:.3g} → {verdict}.")
+    return out
+
+
+def plot_per_language(systems: dict[str, dict], k: int = 10):
+    """Recall@k per caption language, text->image and image->text, one bar per trained system."""
+    import matplotlib.pyplot as plt
+
+    trained = {n: s["results"] for n, s in systems.items() if s["results"]["kind"] == "image-text trained"}
+    langs = next(iter(trained.values()))["summary"]["languages"]
+    fig, axes = plt.subplots(1, 2, figsize=(max(8, 0.9 * len(langs) * 2), 3.6), sharey=True)
+    width = 0.8 / len(trained)
+    for ax, d in zip(axes, ("t2i", "i2t")):
+        for j, (name, res) in enumerate(trained.items()):
+            ax.bar(np.arange(len(langs)) + j * width, [res["summary"]["per_language"][g][f"{d}_r@{k}"] for g in langs],
+                   width, label=name)
+        n = next(iter(trained.values()))["data"]["items"]["test"]
+        ax.axhline(min(1.0, k / n), color="0.4", ls="--", lw=1, label="chance" if d == "i2t" else None)
+        ax.set_xticks(np.arange(len(langs)) + 0.4 - width / 2, langs)
+        ax.set_title(f"{'text→image' if d == 't2i' else 'image→text'} R@{k}")
+    axes[0].set_ylabel(f"Recall@{k}")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_examples(report_dir: str | os.PathLike, test, n_items: int = 2, max_languages: int = 4, seed: int = 0):
+    """Caption queries (`n_items` random test images, in up to `max_languages` languages whose script the
+    default font draws) and their top-5 images from a run's ``topk_t2i.npz``; the true image is framed green."""
+    import matplotlib.pyplot as plt
+
+    with np.load(Path(report_dir) / "topk_t2i.npz") as z:
+        top, item, lang, ids = z["top"], z["caption_item"], z["caption_lang"], list(z["ids"])
+    if ids != list(test.ids):
+        raise ValueError("the test table does not match the run's top-k file (other items or order)")
+    shown = [g for g in test.languages if g in DISPLAYABLE][:max_languages] or test.languages[:1]
+    picks = np.random.default_rng(seed).choice(len(test), size=min(n_items, len(test)), replace=False)
+    rows = [np.flatnonzero((item == i) & (lang == g))[0] for i in picks for g in shown
+            if ((item == i) & (lang == g)).any()]
+    fig, axes = plt.subplots(len(rows), 6, figsize=(11, 1.3 * len(rows)), squeeze=False,
+                             gridspec_kw={"width_ratios": [2.6, 1, 1, 1, 1, 1]})
+    for ax_row, r in zip(axes, rows):
+        text = textwrap.fill(f"[{lang[r]}] {test.captions[str(lang[r])][int(item[r])]}", 30)
+        ax_row[0].text(0, 0.5, text, fontsize=9, va="center")
+        for ax, j in zip(ax_row[1:], top[r, :5]):
+            ax.imshow(test.pixels([int(j)])[0])
+            if j == item[r]:
+                ax.add_patch(plt.Rectangle((0, 0), 1, 1, transform=ax.transAxes, fill=False, ec="green", lw=4))
+        for ax in ax_row:
+            ax.set_xticks([]), ax.set_yticks([])
+            ax.spines[:].set_visible(False)
+    fig.suptitle("caption query → top-5 images (green: the captioned emoji)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def report_markdown(params: dict, systems: dict, table: pd.DataFrame, sig: pd.DataFrame, figures: list[str],
+                    prov: dict) -> str:
+    """reports/<profile>/MULTIMODAL.md: provenance, what was run, the table, paired tests, figures."""
+    trained = {n: s["results"] for n, s in systems.items() if s["results"]["kind"] == "image-text trained"}
+    r0 = next(iter(trained.values()))
+    wall = sum(s["results"]["timings"]["wall_s"] for s in systems.values())
+    lines = ["# Multilingual image-text retrieval with hybrid batches", "", reporting.stamp(prov), "",
+             f"Wall time of the runs behind this report: {wall / 60:.1f} min.", "", "## What was run", "",
+             f"- Data: {r0['data']['dataset']}, languages {', '.join(r0['data']['languages'])}; items "
+             f"{r0['data']['items']}.",
+             f"- Model: text tower `{r0['model']['text']}` (max length {r0['model']['max_length']}), image tower "
+             f"`{r0['model']['image_tower']}` at {r0['model']['image_size']} px from scratch, projections to "
+             f"{r0['model']['dim']} dimensions; symmetric image-text InfoNCE, plus caption-caption InfoNCE on cross "
+             "batches.",
+             f"- Training: {r0['training']['steps']} steps of {r0['training']['batch_size']} images, lr "
+             f"{r0['training']['lr']:g} (text) / {r0['training']['image_lr']:g} (image tower, projections), seed "
+             f"{r0['training']['seed']}; evaluated with the best model by validation loss.",
+             "- Strategies: " + ", ".join(f"{n} (batch kinds {r['training']['kinds']}, best step "
+                                          f"{r['training']['best_step']})" for n, r in trained.items()) + ".",
+             "- Zero-shot row: the untrained text tower's caption-caption cross-lingual retrieval (text->image "
+             "needs a trained image tower, so it is n/a there).",
+             "- 95% CIs: bootstrap over test images; hybrid vs each baseline: paired bootstrap CI of the difference "
+             "and a paired permutation test. Rank distance: lower is better.", "",
+             "## Results", "", reporting.markdown_table(table.reset_index(names="system").to_dict("records")), ""]
+    if not sig.empty:
+        lines += ["## Hybrid minus baseline (paired)", "",
+                  reporting.markdown_table(significance_wide(sig).reset_index().to_dict("records")), ""]
+        lines += [f"- {v}" for v in verdicts(sig)] + [""]
+    lines += ["## Figures", ""] + [f"![{Path(f).stem}]({f})" for f in figures] + [""]
+    if r0["data"]["dataset"] == "openmoji-cldr":
+        lines += ["## Attribution", "", "All emojis designed by OpenMoji – the open-source emoji and icon project. "
+                  "License: CC BY-SA 4.0. Emoji names: Unicode CLDR, via the emoji package.", ""]
+    return "\n".join(lines)

@@ -1,0 +1,264 @@
+"""Tests for hybridnb.image_text_train (the loop) and hybridnb.image_text_runs (one run end to end, the
+zero-shot baseline, reuse by hash, the atomic writer, the comparison), on a tiny random BERT and a synthetic
+table: fast and offline."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tiny_models import WORDS, save_tiny_bert  # noqa: E402
+
+from hybridnb import config  # noqa: E402
+from hybridnb import image_text_runs as mm  # noqa: E402
+from hybridnb import image_text_train as itt  # noqa: E402
+from hybridnb.encoders import Encoder  # noqa: E402
+from hybridnb.image_text import batch_loss, collate_image_text, image_text_loss  # noqa: E402
+from hybridnb.image_text_data import ImageTextTable  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+LANGS = ["en", "de", "fr"]
+
+
+def synthetic(n=24, languages=LANGS, size=16, seed=0, missing=()):
+    """Item i: a random 4 x 4 colour pattern (large blocks: a CNN with global pooling tells them apart); its
+    caption in language j is two vocabulary words (unique per language)."""
+    blocks = np.random.default_rng(seed).integers(0, 256, (n, 4, 4, 3), dtype=np.uint8)
+    images = blocks.repeat(size // 4, axis=1).repeat(size // 4, axis=2)
+    word = lambda k: WORDS[k % len(WORDS)]  # noqa: E731
+    captions = {g: [None if (g, i) in missing else f"{word(i + 3 * j)} {word(7 * i + j)}" for i in range(n)]
+                for j, g in enumerate(languages)}
+    return ImageTextTable([f"e{seed}-{i}" for i in range(n)], list(languages), captions, images=images, name="toy")
+
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory):
+    return str(save_tiny_bert(tmp_path_factory.mktemp("bert") / "bert", dropout=0.1))
+
+
+def cfg_for(**kw):
+    base = dict(strategy="hybrid", steps=40, batch_size=6, lr=2e-3, image_lr=3e-3, warmup_ratio=0.0, image_size=16,
+                dim=16, max_length=8, image_tower_args={"width": 8, "depth": 2}, val_every=10, val_batches=2,
+                temperature=0.1)
+    return itt.ImageTextConfig(**{**base, **kw})
+
+
+def model_for(cfg, bert):
+    return itt.build_model(cfg, Encoder.from_pretrained(bert, max_length=cfg.max_length))
+
+
+# ---- the training loop ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"strategy": "bilingual"}, "unknown strategy"),
+    ({"alpha": 1.5}, "alpha"),
+    ({"batch_size": 25}, "exceeds the 24 items"),
+    ({"languages": ["en", "xx"]}, r"\['xx'\] are not in the training table"),
+    ({"steps": 0}, "steps must be a positive int"),
+    ({"image_lr": 0.0}, "image_lr"),
+    ({"image_tower": "resnet"}, "unknown image tower"),
+    ({"train_dtype": "int8"}, "train_dtype"),
+])
+def test_bad_settings_raise_before_any_work(change, message, tmp_path, monkeypatch):
+    def fail(*a, **k):
+        raise AssertionError("work started")
+
+    monkeypatch.setattr(itt, "collate_image_text", fail)
+    monkeypatch.setattr(itt.training, "build_optimizer", fail)
+    with pytest.raises(ValueError, match=message):
+        itt.train_image_text(None, synthetic(), synthetic(12, seed=1), cfg_for(**change), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_mono_batches_of_a_language_larger_than_its_items_are_refused():
+    table = synthetic(missing={("fr", i) for i in range(20)})  # only 4 French captions
+    with pytest.raises(ValueError, match="mono batches need"):
+        itt.check(cfg_for(strategy="mono", batch_size=6), table)
+
+
+def test_training_lowers_the_loss_and_is_deterministic(bert, tmp_path):
+    train, val = synthetic(), synthetic(12, seed=1)
+    cfg = cfg_for()
+    model = model_for(cfg, bert)
+    batches = itt.training.fixed_validation_batches(cfg, train)
+    before = itt.validation_loss(model, train, batches, cfg)
+    result = itt.train_image_text(model, train, val, cfg, tmp_path / "a", show_progress=False)
+    after = itt.validation_loss(model, train, batches, cfg)
+    assert after < 0.85 * before, (before, after)
+    assert len(result.history) == cfg.steps and result.best_step in (10, 20, 30, 40)
+    assert result.best_val_loss == min(r["val_loss"] for r in result.history if "val_loss" in r)
+    log = [json.loads(line) for line in (tmp_path / "a" / itt.LOG).read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(cfg.steps))
+    assert {"loss", "lr", "image_lr", "grad_norm", "kind", "pairs_per_s", "text_term"} <= set(log[0])
+    assert log[-1]["lr"] < log[1]["lr"] and log[1]["image_lr"] == pytest.approx(1.5 * log[1]["lr"])  # two lrs
+    assert model.training is False  # left in eval mode with the best weights
+
+    again = itt.train_image_text(model_for(cfg, bert), train, val, cfg, None, show_progress=False)
+    assert [r["loss"] for r in again.history] == [r["loss"] for r in result.history]
+    other = itt.train_image_text(model_for(cfg_for(seed=1), bert), train, val, cfg_for(seed=1), None,
+                                 show_progress=False)
+    assert [r["loss"] for r in other.history] != [r["loss"] for r in result.history]
+
+
+def test_the_best_validation_weights_are_restored(bert, monkeypatch):
+    train, val, cfg = synthetic(), synthetic(12, seed=1), cfg_for(steps=6, val_every=2)
+    scores = iter([0.5, 0.2, 0.9])  # best at step 4
+    seen = {}
+
+    def fake_validation(model, table, batches, cfg):
+        value = next(scores)
+        seen[value] = {k: v.clone() for k, v in model.state_dict().items()}
+        return value
+
+    monkeypatch.setattr(itt, "validation_loss", fake_validation)
+    model = model_for(cfg, bert)
+    result = itt.train_image_text(model, train, val, cfg, None, show_progress=False)
+    assert result.best_step == 4 and result.best_val_loss == 0.2
+    assert all(torch.equal(v, seen[0.2][k]) for k, v in model.state_dict().items())
+
+
+def test_mono_batches_have_no_parallel_captions_and_cross_batches_add_the_text_term(bert):
+    train, val = synthetic(), synthetic(12, seed=1)
+    for strategy, expected in (("mono", {False}), ("cross", {True})):
+        cfg = cfg_for(strategy=strategy, steps=3, val_every=3)
+        history = itt.train_image_text(model_for(cfg, bert), train, val, cfg, None, show_progress=False).history
+        assert {r["text_term"] for r in history} == expected and {r["kind"] for r in history} == {strategy}
+    cfg = cfg_for(steps=10, val_every=10)
+    history = itt.train_image_text(model_for(cfg, bert), train, val, cfg, None, show_progress=False).history
+    assert {r["kind"] for r in history} == {"mono", "cross"}
+    assert all(r["text_term"] == (r["kind"] == "cross") for r in history)
+
+    model = model_for(cfg, bert).eval()
+    sampler = itt.check(cfg_for(strategy="cross"), train)
+    batch = collate_image_text(train, sampler.next_batch().pairs, tower=model.image_tower)
+    assert batch.parallel_captions is not None
+    with torch.no_grad():
+        cap, img = model.encode_text(batch.captions), model.encode_images(batch.images)
+        par = model.encode_text(batch.parallel_captions)
+        full, image_only = batch_loss(model, batch, 0.1, 1.0), batch_loss(model, batch, 0.1, 0.0)
+    assert full.item() == pytest.approx(image_text_loss(cap, img, par, 0.1).item(), rel=1e-5)
+    assert full.item() > image_only.item() + 0.1  # the caption-caption InfoNCE term is in the loss
+
+
+# ---- runs ------------------------------------------------------------------------------------------
+
+
+def params_for(bert, **kw):
+    base = dict(profile="test", model=bert, seed=0, n_resamples=30, temperature=0.1, encode_batch_size=16,
+                mm_dataset="openmoji-cldr", mm_image_root=None, mm_languages=["en", "de"], mm_train_items=20,
+                mm_val_items=12, mm_eval_items=10, mm_strategies=["mono", "hybrid"], mm_alpha=0.5, mm_steps=3,
+                mm_batch_size=4, mm_lr=1e-3, mm_image_lr=1e-2, mm_weight_decay=0.01, mm_warmup_ratio=0.1,
+                mm_max_grad_norm=1.0, mm_text_weight=1.0, mm_image_tower="cnn",
+                mm_image_tower_args={"width": 8, "depth": 2}, mm_image_size=16, mm_dim=8, mm_max_length=8,
+                mm_train_dtype="float32", mm_val_every=3, mm_val_batches=1)
+    return {**base, **kw}
+
+
+@pytest.fixture
+def dirs(tmp_path, monkeypatch):
+    """Reports and cache in tmp; OpenMoji-CLDR replaced by synthetic splits (same interface)."""
+    monkeypatch.setenv("HYBRIDNB_REPORTS", str(tmp_path / "reports"))
+    monkeypatch.setenv("HYBRIDNB_CACHE", str(tmp_path / "cache"))
+    calls = []
+
+    def fake_load(size=64, seed=0, fractions=None, languages=None):
+        calls.append(size)
+        return {s: synthetic(n, list(languages), size, seed=k)
+                for k, (s, n) in enumerate((("train", 30), ("validation", 14), ("test", 16)))}
+
+    monkeypatch.setattr("hybridnb.openmoji_cldr.load_openmoji_cldr", fake_load)
+    return tmp_path, calls
+
+
+@pytest.mark.parametrize("change, error, message", [
+    ({"mm_strategy": "bilingual"}, ValueError, "unknown strategy"),
+    ({"mm_alpha": -0.1}, ValueError, "alpha"),
+    ({"mm_languages": ["en", "xx"]}, ValueError, r"\['xx'\] not in openmoji-cldr"),
+    ({"mm_batch_size": 32}, ValueError, "exceeds mm_train_items 20"),
+    ({"mm_steps": 0}, ValueError, "steps"),
+    ({"mm_dataset": "coco"}, ValueError, "unknown mm_dataset"),
+    ({"mm_dataset": "xtd10", "mm_languages": None}, FileNotFoundError, "mm_image_root"),
+    ({"mm_dataset": "multi30k", "mm_languages": None, "mm_image_root": "/nonexistent/flickr30k"},
+     FileNotFoundError, "/nonexistent/flickr30k"),
+    ({"mm_eval_items": 1}, ValueError, "mm_eval_items"),
+])
+def test_bad_run_parameters_raise_before_any_work(change, error, message, bert, dirs, monkeypatch):
+    tmp_path, calls = dirs
+    params = params_for(bert, **change)
+    with pytest.raises(error, match=message):
+        mm.run_image_text(params, params.get("mm_strategy", "hybrid"))
+    assert calls == [] and not (tmp_path / "reports").exists() and not (tmp_path / "cache").exists()
+    with pytest.raises(error, match=message):
+        mm.check_runs({**params, "mm_strategies": ["mono", params.get("mm_strategy", "hybrid")]})
+
+
+def test_a_run_is_written_atomically_and_reused_by_hash(bert, dirs, monkeypatch):
+    tmp_path, _ = dirs
+    params = params_for(bert)
+    cfg = mm.check_run(params, "hybrid")
+    report_dir = tmp_path / "reports" / "runs" / "test-mm-hybrid-openmoji-cldr-seed0"
+    assert mm.run_dirs(cfg)[0] == report_dir
+
+    def broken(*a, **k):
+        raise RuntimeError("disk full")
+
+    with monkeypatch.context() as m:  # a failure while writing leaves no report folder, not even a partial one
+        m.setattr(mm.reporting, "save_figure", broken)
+        with pytest.raises(RuntimeError, match="disk full"):
+            mm.run_image_text(params, "hybrid", show_progress=False)
+    assert not report_dir.exists() and list((tmp_path / "reports" / "runs").iterdir()) == []
+
+    path, results = mm.run_image_text(params, "hybrid", show_progress=False)
+    assert path == report_dir
+    assert {"config.json", "results.json", "results.md", "train_log.jsonl", "loss_curve.png", "topk_t2i.npz",
+            "per_query_t2i.npz", "per_query_i2t.npz", "per_query_captions.npz"} <= {p.name for p in path.iterdir()}
+    assert json.loads((path / "config.json").read_text())["hash"] == cfg["hash"] == results["training"]["config_hash"]
+    assert (tmp_path / "cache" / "runs" / report_dir.name / cfg["hash"] / "model.pt").is_file()  # weights: cache
+    assert "Generated by hybridnb" in (path / "results.md").read_text()
+    m = results["metrics"]
+    assert 0 <= m["t2i_r@10"]["value"] <= 1 and m["mean_recall"]["ci"][0] <= m["mean_recall"]["value"]
+    assert results["data"]["items"] == {"train": 20, "validation": 12, "test": 10}
+    assert len((path / "train_log.jsonl").read_text().splitlines()) == 3
+    loaded = mm.load_result(path)
+    assert loaded.summary()["t2i_r@10"] == pytest.approx(m["t2i_r@10"]["value"])
+
+    monkeypatch.setattr(mm.itt, "train_image_text", broken)  # reused, not retrained
+    again_path, again = mm.run_image_text(params, "hybrid", show_progress=False)
+    assert again_path == path and again == results
+    with pytest.raises(RuntimeError, match="disk full"):  # another hashed setting is another run
+        mm.run_image_text(params_for(bert, mm_steps=4), "hybrid", show_progress=False)
+    assert mm.check_run(params_for(bert, mm_alpha=0.25), "mono")["hash"] == mm.check_run(params, "mono")["hash"]
+
+
+def test_zero_shot_comparison_and_report(bert, dirs):
+    tmp_path, _ = dirs
+    params = params_for(bert)
+    systems = mm.collect({**params, "mm_strategies": ["mono", "hybrid"]}, show_progress=False)
+    assert list(systems) == ["zero-shot", "X-X-mono", "hybrid"]
+    zs = systems["zero-shot"]["results"]
+    assert zs["metrics"]["t2i_r@10"] is None and 0 < zs["metrics"]["caption_cross_map"]["value"] <= 1
+    table = mm.comparison_table(systems)
+    assert table.loc["zero-shot", "t2i R@10"] == "n/a" and "[" in table.loc["hybrid", "caption X→Y mAP"]
+    sig = mm.significance(systems, "hybrid", n_resamples=30)
+    assert set(sig.baseline) == {"zero-shot", "X-X-mono"}
+    assert set(sig[sig.baseline == "zero-shot"].metric) == {"caption_cross_map", "caption_pooled_map"}
+    assert sig.p_value.between(0, 1).all() and len(mm.verdicts(sig)) == 3
+    test = mm.eval_table(params)
+    fig = mm.plot_examples(systems["hybrid"]["dir"], test, n_items=2)
+    assert len(fig.axes) == 2 * 2 * 6
+    report = mm.report_markdown(params, systems, table, sig, ["figures/x.png"], mm.reporting.provenance("test"))
+    assert "All emojis designed by OpenMoji" in report and "Generated by hybridnb" in report
+
+
+@pytest.mark.parametrize("profile", ["ci", "cpu", "paper"])
+def test_profiles_pass_the_image_text_checks(profile):
+    params = config.load_profile(profile)
+    cfgs = mm.check_runs(params)
+    assert [c["run_name"] for c in cfgs][0] == f"{profile}-mm-zero-shot-openmoji-cldr-seed0"
+    assert len({c["hash"] for c in cfgs}) == len(cfgs)
