@@ -8,7 +8,6 @@ import json
 import math
 import os
 import random
-import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hybridnb import distributed
+from hybridnb import distributed, reporting
 
 __all__ = ["rng_state", "set_rng_state", "rank_rng_state", "set_rank_rng_state", "save_checkpoint", "save_encoder",
            "read_log"]
@@ -61,14 +60,8 @@ def save_checkpoint(path: Path, **state) -> None:
 
 def save_encoder(encoder, path: Path) -> None:
     """Encoder.save into a temp folder, then swap it in (the previous copy stays until the swap)."""
-    tmp, old = path.with_name(f".{path.name}.tmp"), path.with_name(f".{path.name}.old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    encoder.save(tmp)
-    if path.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        path.rename(old)
-    tmp.rename(path)
-    shutil.rmtree(old, ignore_errors=True)
+    with reporting.atomic_dir(path) as tmp:
+        encoder.save(tmp)
 
 
 def read_log(path: Path, upto_step: int) -> list[dict]:

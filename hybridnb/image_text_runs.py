@@ -23,7 +23,6 @@ subset, the same for every training seed).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -41,6 +40,7 @@ from hybridnb.image_text_eval import (METRICS, ImageTextResult, caption_retrieva
                                       image_text_metrics)
 from hybridnb.openmoji_cldr import ATTRIBUTION, OPENMOJI_LANGUAGES
 from hybridnb.paths import cache_root, reports_root
+from hybridnb.runs import find_finished  # same report folder and hash check as a text run
 
 __all__ = ["DATASETS", "RUN_KEYS", "ZERO_SHOT_KEYS", "check_run", "check_runs", "prepare_data", "eval_table",
            "find_finished", "run_image_text", "run_zero_shot"]
@@ -109,12 +109,11 @@ def check_run(params: dict[str, Any], strategy=None, zero_shot: bool = False) ->
         if cfg["strategy"] is None:
             raise ValueError("no strategy: pass strategy= or mm_strategy")
         sampling.parse_strategy(cfg["strategy"], cfg["alpha"])
-        if not (isinstance(cfg["strategy"], str) and cfg["strategy"].strip().lower() == "hybrid"):
-            cfg["alpha"] = None  # only hybrid reads alpha: the same run (hash) for any alpha
+        cfg["alpha"] = runs.hashed_alpha(cfg["strategy"], cfg["alpha"])
         if cfg["train_items"] is not None and cfg["batch_size"] > cfg["train_items"]:
             raise ValueError(f"mm_batch_size {cfg['batch_size']} exceeds mm_train_items {cfg['train_items']}")
         itt.check_settings(train_config(cfg))
-    cfg["hash"] = _hash(cfg, ZERO_SHOT_KEYS if zero_shot else RUN_KEYS)
+    cfg["hash"] = runs.config_hash(cfg, ZERO_SHOT_KEYS if zero_shot else RUN_KEYS)
     label = "zero-shot" if zero_shot else runs.strategy_label(cfg["strategy"], cfg["alpha"])
     cfg["run_name"] = (None if zero_shot else params.get("mm_run_name")) or \
         f"{params.get('profile', 'custom')}-mm-{label}-{cfg['dataset']}-seed{cfg['seed']}"
@@ -128,11 +127,6 @@ def check_runs(params: dict[str, Any]) -> list[dict[str, Any]]:
     if not strategies:
         raise ValueError("mm_strategies must list at least one strategy (e.g. [mono, cross, hybrid])")
     return [check_run(params, zero_shot=True)] + [check_run(params, s) for s in strategies]
-
-
-def _hash(cfg: dict, keys) -> str:
-    canonical = json.dumps({k: cfg[k] for k in keys}, sort_keys=True, ensure_ascii=True, default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
 def train_config(cfg: dict[str, Any]) -> itt.ImageTextConfig:
@@ -183,17 +177,6 @@ def _read_results(report_dir: Path) -> dict[str, Any]:
     return json.loads((report_dir / "results.json").read_text(encoding="utf-8"))
 
 
-def find_finished(cfg: dict[str, Any]) -> dict[str, Any] | None:
-    """The results of a finished run with the same config hash, or None."""
-    report_dir = run_dirs(cfg)[0]
-    try:
-        saved = json.loads((report_dir / "config.json").read_text(encoding="utf-8"))
-        results = _read_results(report_dir)
-    except (OSError, json.JSONDecodeError):
-        return None
-    return results if saved.get("hash") == cfg["hash"] else None
-
-
 def _entry(ci: dict | None, value) -> dict:
     return {"value": value, "ci": None if ci is None else [ci["low"], ci["high"]]}
 
@@ -234,10 +217,7 @@ def _metrics(result: ImageTextResult, n_resamples: int, seed: int) -> dict:
 def _write_report(cfg, results, files: dict, figures: dict | None = None, markdown: str = "") -> Path:
     """Write reports/runs/<run_name>/ completely in a temp folder, then swap it in."""
     report_dir = run_dirs(cfg)[0]
-    tmp = report_dir.with_name(f".{report_dir.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with reporting.atomic_dir(report_dir) as tmp:
         reporting.write_json(tmp / "config.json", {**cfg, "provenance": results["provenance"]})
         reporting.write_json(tmp / "results.json", results)
         for name, write in files.items():
@@ -246,11 +226,6 @@ def _write_report(cfg, results, files: dict, figures: dict | None = None, markdo
             reporting.save_figure(fig, tmp / name)
         reporting.write_text(tmp / "results.md", f"# Run {cfg['run_name']}\n\n{reporting.stamp(results['provenance'])}"
                                                  f"\n\n{markdown}\n\n" + reporting.markdown_table(_rows(results)))
-        if report_dir.exists():
-            shutil.rmtree(report_dir)
-        tmp.rename(report_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return report_dir
 
 

@@ -50,8 +50,7 @@ def check_run(params: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"run parameters missing: {missing}")
     cfg = {k: params[k] for k in RUN_KEYS}
     sampling.parse_strategy(cfg["strategy"], cfg["alpha"])  # unknown kind, weights, alpha in [0, 1]
-    if not (isinstance(cfg["strategy"], str) and cfg["strategy"].strip().lower() == "hybrid"):
-        cfg["alpha"] = None  # only hybrid reads alpha: mono with any alpha is the same run (same hash)
+    cfg["alpha"] = hashed_alpha(cfg["strategy"], cfg["alpha"])
     train_name = cfg["train_data"]
     if train_name not in TRAIN_SOURCES and not str(train_name).endswith(".json"):
         raise ValueError(f"unknown train_data {train_name!r}; choose one of {list(TRAIN_SOURCES)} or a "
@@ -81,9 +80,15 @@ def check_run(params: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
-def config_hash(cfg: dict[str, Any]) -> str:
-    canonical = json.dumps({k: cfg[k] for k in RUN_KEYS}, sort_keys=True, ensure_ascii=True, default=str)
+def config_hash(cfg: dict[str, Any], keys=RUN_KEYS) -> str:
+    """sha256 (12 hex digits) of the canonical JSON of ``cfg``'s result-defining ``keys``."""
+    canonical = json.dumps({k: cfg[k] for k in keys}, sort_keys=True, ensure_ascii=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def hashed_alpha(strategy, alpha):
+    """``alpha`` if the strategy reads it (hybrid), else None: mono with any alpha is the same run (same hash)."""
+    return alpha if isinstance(strategy, str) and strategy.strip().lower() == "hybrid" else None
 
 
 def strategy_label(strategy, alpha) -> str:
@@ -213,10 +218,7 @@ def results_json(cfg, data: RunData, trained, evaluations, profile: str, wall_s:
 def write_run(cfg: dict[str, Any], results: dict[str, Any], trained, evaluations, figures: dict | None = None) -> Path:
     """Write reports/runs/<run_name>/ completely in a temp folder, then swap it in."""
     report_dir, _ = run_dirs(cfg)
-    tmp = report_dir.with_name(f".{report_dir.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with reporting.atomic_dir(report_dir) as tmp:
         reporting.write_json(tmp / "config.json", {**cfg, "provenance": results["provenance"]})
         reporting.write_json(tmp / "results.json", results)
         shutil.copy(trained.log_path, tmp / "train_log.jsonl")
@@ -233,11 +235,6 @@ def write_run(cfg: dict[str, Any], results: dict[str, Any], trained, evaluations
                              f"{', '.join(cfg['eval_data'])} with the best checkpoint by validation loss "
                              f"(step {trained.best_step}). Config hash {cfg['hash']}.\n\n"
                              + reporting.markdown_table(rows))
-        if report_dir.exists():
-            shutil.rmtree(report_dir)
-        tmp.rename(report_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return report_dir
 
 

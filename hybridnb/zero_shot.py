@@ -11,7 +11,6 @@ evaluations. The folder is written under a temporary name and renamed when compl
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -58,20 +57,13 @@ def write(out_dir: Path, results: dict[str, Any], per_query: dict, title: str, n
           figures: dict | None = None) -> Path:
     """Write results.json, results.md, the per-query files and figures into ``out_dir``, all or nothing."""
     out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name, result in per_query.items():
-        result.save(tmp / f"per_query_{name}.npz")
-    for name, fig in (figures or {}).items():
-        reporting.save_figure(fig, tmp / name)
-    reporting.write_json(tmp / "results.json", results)
-    reporting.write_text(tmp / "results.md", f"# {title}\n\n{reporting.stamp(results['provenance'])}\n\n"
-                         + (note + "\n\n" if note else "") + reporting.markdown_table(reporting.summary_rows(results)))
-    old = out_dir.with_name(out_dir.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out_dir.exists():
-        out_dir.rename(old)
-    tmp.rename(out_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    with reporting.atomic_dir(out_dir) as tmp:
+        for name, result in per_query.items():
+            result.save(tmp / f"per_query_{name}.npz")
+        for name, fig in (figures or {}).items():
+            reporting.save_figure(fig, tmp / name)
+        reporting.write_json(tmp / "results.json", results)
+        reporting.write_text(tmp / "results.md", f"# {title}\n\n{reporting.stamp(results['provenance'])}\n\n"
+                             + (note + "\n\n" if note else "")
+                             + reporting.markdown_table(reporting.summary_rows(results)))
     return out_dir

@@ -30,7 +30,7 @@ def _pipeline(env) -> subprocess.Popen:
 
 
 def _partials(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if ".partial" in p.name or p.name.endswith(".tmp")]
+    return [p for p in root.rglob("*") if ".partial" in p.name or p.name.endswith((".tmp", ".old"))]
 
 
 def test_pipeline_survives_an_interruption_and_reuses_finished_work():
