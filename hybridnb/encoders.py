@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from hybridnb import allocator
 from hybridnb.st_folder import DenseLayer, read_sentence_transformers, write_json
 
 __all__ = ["OFFLINE_E5", "E5_RECIPE", "POOLINGS", "KINDS", "EncoderConfig", "DenseLayer", "Encoder"]
@@ -269,6 +270,7 @@ class Encoder(torch.nn.Module):
         """
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        allocator.tune_malloc()
         rows = self._rows(inputs, kind)
         n = len(rows["input_ids"])
         if n == 0:

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from hybridnb import losses, sampling, training
+from hybridnb import allocator, losses, sampling, training
 from hybridnb.image_text import ImageTextModel, batch_loss, collate_image_text
 from hybridnb.image_text_data import ImageTextTable
 from hybridnb.image_towers import IMAGE_TOWERS, build_image_tower
@@ -197,6 +197,7 @@ def train_image_text(model: ImageTextModel, train_table: ImageTextTable, val_tab
     module docstring).
     """
     sampler = check(cfg, train_table)  # every check before any work
+    allocator.tune_malloc()
     train_table, val_table = _languages(cfg, train_table, "training"), _languages(cfg, val_table, "validation")
     val_batches = training.fixed_validation_batches(cfg, val_table)
     log_path = None

@@ -1,7 +1,8 @@
 """`make reproduce`: run the notebooks through papermill with one profile and keep the executed copies.
 
 Each executed notebook is written to a temp file and moved into reports/<profile>/notebooks/ only when it
-ran to the end, so an interrupted run never leaves a half-executed notebook that looks finished.
+ran to the end, so an interrupted run never leaves a half-executed notebook that looks finished. A run that finishes writes
+its own time and memory record, reports/<profile>/BUDGET.md (:mod:`hybridnb.budget`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from hybridnb import backbone_study, config, image_text_runs, runs, sweep
+from hybridnb import backbone_study, budget, config, image_text_runs, runs, sweep
 from hybridnb.paths import repo_root, reports_root
 
 NOTEBOOKS = ("01_data.ipynb", "02_zero_shot.ipynb", "03_train.ipynb", "04_compare.ipynb", "06_backbones.ipynb",
@@ -67,21 +68,24 @@ def run(profile_name: str, notebooks: tuple[str, ...] = NOTEBOOKS) -> list[Path]
     if missing:
         raise FileNotFoundError(f"notebooks not found in {nb_dir}: {missing}")
     out_dir = reports_root() / profile["profile"] / "notebooks"
-    written = []
+    written, records, started = [], [], time.perf_counter()
     for nb, name, overrides in plan:
-        start = time.time()
         print(f"[hybridnb] {name} with profile {profile['profile']} ...", flush=True)
         out_dir.mkdir(parents=True, exist_ok=True)
         partial = out_dir / f".{name}.partial.ipynb"
         try:
-            papermill.execute_notebook(str(nb_dir / nb), str(partial),
-                                       parameters=notebook_parameters(nb_dir / nb, {**profile, **overrides}),
-                                       cwd=str(nb_dir), progress_bar=False, log_output=False)
+            with budget.measure(name, records):
+                papermill.execute_notebook(str(nb_dir / nb), str(partial),
+                                           parameters=notebook_parameters(nb_dir / nb, {**profile, **overrides}),
+                                           cwd=str(nb_dir), progress_bar=False, log_output=False)
             partial.replace(out_dir / name)
         finally:
             partial.unlink(missing_ok=True)
-        print(f"[hybridnb] {name} done in {time.time() - start:.0f} s -> {out_dir / name}", flush=True)
+        print(f"[hybridnb] {name} done in {records[-1].seconds:.0f} s -> {out_dir / name}", flush=True)
         written.append(out_dir / name)
+    if tuple(notebooks) == NOTEBOOKS:  # the whole of `make reproduce` (not `make sweep` or a subset)
+        print("[hybridnb] wrote", budget.write_budget(profile, records, time.perf_counter() - started,
+                                                      out_dir.parent), flush=True)
     return written
 
 

@@ -26,14 +26,19 @@ METRICS = ("map", "r@1", "r@10")
 
 
 def git_commit() -> str:
-    """HEAD of the checkout, with '+dirty' when tracked files differ from it ('unknown' outside git)."""
+    """HEAD of the checkout, with '+dirty' when tracked files differ from it ('unknown' outside git).
+
+    Files under ``reports/`` do not count: they are this project's output, and a run that regenerates
+    committed reports would otherwise stamp itself dirty while the code that made them is exactly HEAD.
+    """
     from hybridnb.paths import repo_root
 
     root = repo_root() or Path.cwd()
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                               check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)reports"], cwd=root,
                                capture_output=True, text=True, check=True).stdout.strip()
         return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):

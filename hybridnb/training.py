@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hybridnb import checkpoints, distributed, losses, sampling
+from hybridnb import allocator, checkpoints, distributed, losses, sampling
 from hybridnb.train_data import ParallelTable, collate
 
 __all__ = ["TrainConfig", "TrainResult", "check_settings", "check_config", "build_optimizer", "build_scheduler", "train",
@@ -204,6 +204,7 @@ def train(encoder, train_table: ParallelTable, val_table: ParallelTable, cfg: Tr
     """
     distributed.init()
     sampler = check_config(cfg, train_table)
+    allocator.tune_malloc()
     val_batches = fixed_validation_batches(cfg, val_table)
     main = distributed.is_main()
     out_dir = Path(out_dir)

@@ -62,4 +62,8 @@ def test_pipeline_survives_an_interruption_and_reuses_finished_work():
     report = (root / "ci" / "REPORT.md").read_text(encoding="utf-8")
     assert "profile `ci`" in report and "hybrid" in report
     assert (root / "ci" / "BACKBONES.md").is_file() and (root / "ci" / "MULTIMODAL.md").is_file()
+    record = json.loads((root / "ci" / "budget.json").read_text(encoding="utf-8"))  # the resumed run's own record
+    assert [r["notebook"] for r in record["notebooks"]][:3] == ["01_data.ipynb", "02_zero_shot.ipynb",
+                                                               "03_train-mono.ipynb"]
+    assert record["peak_rss_mb_exact"] > 100 and record["total_s"] > 0
     assert not _partials(root)
