@@ -35,7 +35,6 @@ import torch
 
 from hybridnb import image_text_data, reporting, runs, sampling, stats
 from hybridnb import image_text_train as itt
-from hybridnb.eval_result import macro_average
 from hybridnb.image_text_eval import (METRICS, ImageTextResult, caption_retrieval, confidence_intervals,
                                       image_text_metrics)
 from hybridnb.openmoji_cldr import ATTRIBUTION, OPENMOJI_LANGUAGES
@@ -185,12 +184,8 @@ def _mean_recall_ci(result: ImageTextResult, n_resamples: int, seed: int) -> dic
     """Bootstrap CI of the mean of the six recalls, resampling images (the groups of both directions)."""
     tables = [stats.group_tables(result.t2i, f"multi_r@{k}") for k in (1, 5, 10)] + \
              [stats.group_tables(result.i2t, f"cross_r@{k}") for k in (1, 5, 10)]
-
-    def statistic(idx, axis=-1):
-        w = stats._multiplicities(np.moveaxis(np.asarray(idx), axis, -1), tables[0][0].shape[0])
-        return np.mean([macro_average(w @ s, w @ c) for s, c in tables], axis=0)
-
-    return stats._bootstrap_ci(statistic, tables[0][0].shape[0], result.mean_recall(), n_resamples, 0.95, seed, "BCa")
+    ci = stats.mean_of_macro_ci(tables, n_resamples, 0.95, seed, "BCa")
+    return {**ci, "estimate": result.mean_recall()}
 
 
 def evaluate(model, table, cfg: dict[str, Any]) -> tuple[ImageTextResult, np.ndarray]:

@@ -29,7 +29,7 @@ from scipy import stats as sps
 
 from .evaluation import EvalResult, cell_sums, json_safe, macro_average
 
-__all__ = ["confidence_intervals", "compare", "group_tables"]
+__all__ = ["confidence_intervals", "compare", "group_tables", "mean_of_macro_ci"]
 
 
 def _group_index(result: EvalResult) -> tuple[np.ndarray, int]:
@@ -155,6 +155,29 @@ def confidence_intervals(result: EvalResult, n_resamples: int = 1000, confidence
     out.update(n_groups=n_groups, n_resamples=int(n_resamples), confidence=float(confidence),
                method=method, seed=int(seed))
     return json_safe(out)
+
+
+def mean_of_macro_ci(tables: list[tuple[np.ndarray, np.ndarray]], n_resamples: int = 1000,
+                     confidence: float = 0.95, seed: int = 0, method: str = "BCa") -> dict:
+    """Bootstrap CI of the mean of several macro-averaged metrics over the same question groups.
+
+    ``tables`` are (sums, counts) pairs from :func:`group_tables` (or built the same way), each (G, cells)
+    with the same G groups in the same order; one resample of the groups is shared by every metric, so the
+    CI of a composite score (e.g. image-text retrieval's mean recall over R@1/5/10 in both directions)
+    keeps the metrics' correlation. With one table it equals that metric's :func:`confidence_intervals` entry.
+    """
+    if not tables:
+        raise ValueError("no metric tables")
+    n_groups = tables[0][0].shape[0]
+    if any(s.shape[0] != n_groups or c.shape[0] != n_groups for s, c in tables):
+        raise ValueError("every table must have the same number of groups")
+
+    def statistic(idx, axis=-1):
+        w = _multiplicities(np.moveaxis(np.asarray(idx), axis, -1), n_groups)
+        return np.mean([macro_average(w @ s, w @ c) for s, c in tables], axis=0)
+
+    estimate = float(np.mean([macro_average(s.sum(0), c.sum(0)) for s, c in tables]))
+    return json_safe(_bootstrap_ci(statistic, n_groups, estimate, n_resamples, confidence, seed, method))
 
 
 def _check_paired(a: EvalResult, b: EvalResult):

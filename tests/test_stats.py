@@ -173,3 +173,33 @@ def test_group_tables_and_real_evaluation():
     assert ci["mono"]["map"]["low"] <= res.summary()["mono"]["map"] <= ci["mono"]["map"]["high"]
     with pytest.raises(ValueError, match="same queries"):
         compare(res, _synthetic(n_groups))
+
+
+def test_mean_of_macro_ci_with_one_table_is_that_metrics_ci():
+    from hybridnb.stats import mean_of_macro_ci
+
+    res = _synthetic(50)
+    single = mean_of_macro_ci([group_tables(res, "mono_ap")], n_resamples=300, seed=3)
+    expected = confidence_intervals(res, n_resamples=300, seed=3, metrics=["mono_ap"])["mono"]["map"]
+    for k in ("estimate", "low", "high", "se"):
+        assert single[k] == pytest.approx(expected[k], abs=1e-12), k
+
+
+def test_mean_of_macro_ci_of_two_metrics():
+    from hybridnb.stats import mean_of_macro_ci
+
+    res = _synthetic(80)
+    tables = [group_tables(res, "mono_ap"), group_tables(res, "cross_ap")]
+    ci = mean_of_macro_ci(tables, n_resamples=400, seed=0)
+    s = res.summary()
+    assert ci["estimate"] == pytest.approx((s["mono"]["map"] + s["cross"]["map"]) / 2, abs=1e-12)
+    assert ci["low"] < ci["estimate"] < ci["high"]
+    # averaging two (partly independent) metrics narrows the interval below the wider one's
+    wide = max(confidence_intervals(res, n_resamples=400, seed=0, metrics=[k])[s_][m]["high"]
+               - confidence_intervals(res, n_resamples=400, seed=0, metrics=[k])[s_][m]["low"]
+               for k, s_, m in (("mono_ap", "mono", "map"), ("cross_ap", "cross", "map")))
+    assert ci["high"] - ci["low"] < wide
+    with pytest.raises(ValueError, match="same number of groups"):
+        mean_of_macro_ci([tables[0], group_tables(_synthetic(10), "mono_ap")])
+    with pytest.raises(ValueError, match="no metric tables"):
+        mean_of_macro_ci([])
