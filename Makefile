@@ -25,8 +25,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
+# FRESH=1: recompute every run and zero-shot result instead of reusing committed ones (a from-scratch time)
 reproduce: venv
-	$(BIN)/python -m hybridnb.pipeline --profile $(PROFILE)
+	$(BIN)/python -m hybridnb.pipeline --profile $(PROFILE) $(if $(FRESH),--fresh,)
 
 # the mix-ratio sweep (notebook 05): its own target, outside make reproduce's CPU budget
 sweep: venv

@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Iterator
 
 from hybridnb import reporting
+from hybridnb.paths import cache_root, reports_root
 
-__all__ = ["NotebookRecord", "measure", "children_peak_rss_mb", "write_budget"]
+__all__ = ["NotebookRecord", "measure", "children_peak_rss_mb", "results_snapshot", "reused_results",
+           "cache_is_empty", "write_budget"]
 
 SAMPLE_S = 0.5
 
@@ -68,38 +70,77 @@ def measure(name: str, records: list[NotebookRecord]) -> Iterator[None]:
     records.append(NotebookRecord(name, time.perf_counter() - start, peak[0]))
 
 
+def results_snapshot(profile_name: str) -> dict[str, int]:
+    """{results.json path: mtime_ns} of the profile's runs and zero-shot results, before a pipeline run."""
+    root = reports_root()
+    files = [*(root / profile_name / "zero_shot").glob("*/results.json"),
+             *(root / "runs").glob(f"{profile_name}-*/results.json")]
+    return {str(p): p.stat().st_mtime_ns for p in files}
+
+
+def reused_results(before: dict[str, int]) -> list[str]:
+    """The results in `before` that the run left untouched: it reused them instead of computing them."""
+    out = []
+    for path, mtime in before.items():
+        p = Path(path)
+        if p.is_file() and p.stat().st_mtime_ns == mtime:
+            out.append(str(p.parent.relative_to(reports_root())))
+    return sorted(out)
+
+
+def cache_is_empty() -> bool:
+    """Whether the model/data cache holds nothing yet (a fresh machine also converts E5 and the data)."""
+    root = cache_root()
+    return not root.is_dir() or not any(root.iterdir())
+
+
 def children_peak_rss_mb() -> float:
     """The largest peak RSS of any finished child process (exact, from the kernel's accounting)."""
     kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return kb / 1024 if sys.platform != "darwin" else kb / 2**20  # macOS reports bytes
 
 
-def write_budget(profile: dict, records: list[NotebookRecord], total_s: float, out_dir: Path) -> Path:
-    """BUDGET.md and budget.json in `out_dir`, against the profile's targets (if it sets them)."""
+def write_budget(profile: dict, records: list[NotebookRecord], total_s: float, out_dir: Path,
+                 reused: list[str] | None = None, cache_was_empty: bool | None = None) -> Path:
+    """BUDGET.md and budget.json in `out_dir`, against the profile's targets (if it sets them).
+
+    A run that reused earlier results (`reused`) is no measure of the budget: it gets no verdict.
+    """
+    reused = list(reused or [])
     prov = reporting.provenance(profile["profile"])
     exact_mb = children_peak_rss_mb()
     sampled_mb = max((r.peak_rss_mb for r in records), default=0.0)
     minutes, gb = profile.get("budget_minutes"), profile.get("budget_peak_rss_gb")
     peak_gb = max(exact_mb, sampled_mb) * 2**20 / 1e9
     verdicts = {
-        "wall_time_met": None if minutes is None else total_s / 60 <= minutes,
-        "peak_memory_met": None if gb is None else peak_gb <= gb,
+        "wall_time_met": None if minutes is None or reused else total_s / 60 <= minutes,
+        "peak_memory_met": None if gb is None or reused else peak_gb <= gb,
     }
     doc = {"provenance": prov, "total_s": total_s, "notebooks": [asdict(r) for r in records],
            "peak_rss_mb_exact": exact_mb, "peak_rss_mb_sampled": sampled_mb, "peak_rss_gb": peak_gb,
            "targets": {"budget_minutes": minutes, "budget_peak_rss_gb": gb}, **verdicts,
+           "reused_results": reused, "cache_was_empty": cache_was_empty,
            "threads": os.environ.get("OMP_NUM_THREADS"), "mirror": bool(os.environ.get("HYBRIDNB_MIRROR"))}
     reporting.write_json(out_dir / "budget.json", doc)
 
     def verdict(met, target, unit):
-        return "no target in the profile" if met is None else f"target {target} {unit}: **{'met' if met else 'NOT met'}**"
+        if target is None:
+            return "no target in the profile"
+        if reused:
+            return f"target {target} {unit}: no verdict, earlier results were reused"
+        return f"target {target} {unit}: **{'met' if met else 'NOT met'}**"
 
     rows = [{"notebook": r.notebook, "wall": f"{r.seconds:.0f} s", "peak RSS (kernel tree, sampled)":
              f"{r.peak_rss_mb / 1024:.2f} GiB"} for r in records]
     text = (f"# make reproduce: time and memory (profile `{profile['profile']}`)\n\n{reporting.stamp(prov)}\n\n"
-            "Written by `hybridnb.pipeline` at the end of the run it describes. A run that reused finished "
-            "runs or zero-shot results from `reports/` (or a warm cache) is faster than a fresh one; this "
-            "records this invocation only.\n\n" + reporting.markdown_table(rows) +
+            "Written by `hybridnb.pipeline` at the end of the run it describes (this invocation only). "
+            + (f"**Not a from-scratch run**: it reused {len(reused)} earlier result(s) ({', '.join(reused)}), "
+               "so it says nothing about the budget; `make reproduce FRESH=1` recomputes everything."
+               if reused else "Every run and zero-shot result was computed by this run"
+               + ("; the model and data cache started empty, as on a fresh machine." if cache_was_empty
+                  else "; the model/data cache was already filled (E5 conversion and data preparation "
+                       "not timed)." if cache_was_empty is False else "."))
+            + "\n\n" + reporting.markdown_table(rows) +
             f"\n- Wall time: **{total_s / 60:.1f} min** ({verdict(verdicts['wall_time_met'], minutes, 'min')})\n"
             f"- Peak resident memory: **{peak_gb:.2f} GB** = {peak_gb * 1e9 / 2**30:.2f} GiB "
             f"(largest finished kernel, exact: {exact_mb / 1024:.2f} GiB; kernel trees sampled every "

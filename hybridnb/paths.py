@@ -3,6 +3,9 @@
 A source checkout keeps everything beside the code (gitignored `cache/`, committed `reports/`), so a
 reader finds the artefacts next to the notebooks; an installed package falls back to ~/.cache/hybridnb.
 `HYBRIDNB_CACHE` and `HYBRIDNB_REPORTS` override both.
+
+`HYBRIDNB_FRESH_SINCE` (a Unix time; set by ``make reproduce FRESH=1``) makes results and checkpoints
+written before that moment count as absent, so a run measures the whole work from scratch.
 """
 
 from __future__ import annotations
@@ -31,3 +34,20 @@ def reports_root() -> Path:
         return Path(os.environ["HYBRIDNB_REPORTS"]).expanduser().resolve()
     root = repo_root()
     return root / "reports" if root else Path.cwd() / "reports"
+
+
+def fresh_since() -> float | None:
+    """The ``HYBRIDNB_FRESH_SINCE`` cutoff, or None when earlier results may be reused."""
+    value = os.environ.get("HYBRIDNB_FRESH_SINCE", "").strip()
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"HYBRIDNB_FRESH_SINCE must be a Unix time in seconds, got {value!r}") from None
+
+
+def reusable(path: str | os.PathLike) -> bool:
+    """Whether an existing result or checkpoint at `path` may be reused (not older than the fresh cutoff)."""
+    since = fresh_since()
+    return since is None or Path(path).stat().st_mtime >= since

@@ -42,7 +42,11 @@ def notebook_parameters(notebook: Path, profile: dict) -> dict:
     return {k: v for k, v in profile.items() if k in declared}
 
 
-def run(profile_name: str, notebooks: tuple[str, ...] = NOTEBOOKS) -> list[Path]:
+def run(profile_name: str, notebooks: tuple[str, ...] = NOTEBOOKS, fresh: bool = False) -> list[Path]:
+    """Execute the notebooks; `fresh` recomputes every result and checkpoint this run would otherwise reuse
+    (by setting ``HYBRIDNB_FRESH_SINCE`` to now for the kernels), so its BUDGET.md is a from-scratch time."""
+    import os
+
     import papermill
 
     profile = config.load_profile(profile_name)
@@ -68,6 +72,10 @@ def run(profile_name: str, notebooks: tuple[str, ...] = NOTEBOOKS) -> list[Path]
     if missing:
         raise FileNotFoundError(f"notebooks not found in {nb_dir}: {missing}")
     out_dir = reports_root() / profile["profile"] / "notebooks"
+    if fresh:
+        os.environ["HYBRIDNB_FRESH_SINCE"] = repr(time.time())  # inherited by every kernel
+    before = budget.results_snapshot(profile["profile"])
+    cache_was_empty = budget.cache_is_empty()
     written, records, started = [], [], time.perf_counter()
     for nb, name, overrides in plan:
         print(f"[hybridnb] {name} with profile {profile['profile']} ...", flush=True)
@@ -84,8 +92,9 @@ def run(profile_name: str, notebooks: tuple[str, ...] = NOTEBOOKS) -> list[Path]
         print(f"[hybridnb] {name} done in {records[-1].seconds:.0f} s -> {out_dir / name}", flush=True)
         written.append(out_dir / name)
     if tuple(notebooks) == NOTEBOOKS:  # the whole of `make reproduce` (not `make sweep` or a subset)
+        reused = budget.reused_results(before)
         print("[hybridnb] wrote", budget.write_budget(profile, records, time.perf_counter() - started,
-                                                      out_dir.parent), flush=True)
+                                                      out_dir.parent, reused, cache_was_empty), flush=True)
     return written
 
 
@@ -93,8 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--profile", default="cpu", help="params/<profile>.yaml (ci, cpu, paper) or a YAML path")
     parser.add_argument("--notebooks", nargs="*", default=list(NOTEBOOKS))
+    parser.add_argument("--fresh", action="store_true",
+                        help="recompute every run and zero-shot result instead of reusing earlier ones")
     args = parser.parse_args(argv)
-    run(args.profile, tuple(args.notebooks))
+    run(args.profile, tuple(args.notebooks), fresh=args.fresh)
     return 0
 
 

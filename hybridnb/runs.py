@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hybridnb import config as profiles, distributed, reporting, sampling, train_data, training
+from hybridnb import config as profiles, distributed, paths, reporting, sampling, train_data, training
 from hybridnb.paths import cache_root, reports_root
 
 __all__ = ["RUN_KEYS", "TRAIN_SOURCES", "RunData", "check_run", "config_hash", "prepare_data", "find_finished",
@@ -163,11 +163,14 @@ def run_dirs(cfg: dict[str, Any]) -> tuple[Path, Path]:
 
 
 def find_finished(cfg: dict[str, Any]) -> dict[str, Any] | None:
-    """The results of a finished run with the same config hash, or None."""
+    """The results of a finished run with the same config hash, or None (also when older than
+    ``HYBRIDNB_FRESH_SINCE``, see :func:`hybridnb.paths.reusable`)."""
     report_dir, _ = run_dirs(cfg)
     try:
         saved = json.loads((report_dir / "config.json").read_text(encoding="utf-8"))
         results = json.loads((report_dir / "results.json").read_text(encoding="utf-8"))
+        if not paths.reusable(report_dir / "results.json"):
+            return None
     except (OSError, json.JSONDecodeError):
         return None
     return results if saved.get("hash") == cfg["hash"] else None

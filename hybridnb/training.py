@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hybridnb import allocator, checkpoints, distributed, losses, sampling
+from hybridnb import allocator, checkpoints, distributed, losses, paths, sampling
 from hybridnb.train_data import ParallelTable, collate
 
 __all__ = ["TrainConfig", "TrainResult", "check_settings", "check_config", "build_optimizer", "build_scheduler", "train",
@@ -219,7 +219,7 @@ def train(encoder, train_table: ParallelTable, val_table: ParallelTable, cfg: Tr
 
     start, best = 0, {"step": -1, "val_loss": math.inf}
     torch.manual_seed(cfg.seed + distributed.rank())  # each rank its own dropout masks
-    if resume and ckpt_path.exists():
+    if resume and ckpt_path.exists() and paths.reusable(ckpt_path):
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
         if state["config"] != _comparable(cfg):
             raise ValueError(f"{ckpt_path} was written with a different configuration; "

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hybridnb import reporting
+from hybridnb import paths, reporting
 from hybridnb.paths import reports_root
 
 __all__ = ["result_dir", "model_record", "matches", "find", "write"]
@@ -43,9 +43,11 @@ def matches(results: dict[str, Any], record: dict[str, Any], tasks: dict, n_resa
 
 
 def find(out_dir: Path, record: dict[str, Any], tasks: dict, n_resamples: int, seed: int) -> dict[str, Any] | None:
-    """The saved results in ``out_dir`` if complete and matching, else None."""
+    """The saved results in ``out_dir`` if complete, matching and not older than ``HYBRIDNB_FRESH_SINCE``."""
     try:
         saved = json.loads((Path(out_dir) / "results.json").read_text(encoding="utf-8"))
+        if not paths.reusable(Path(out_dir) / "results.json"):
+            return None
     except (OSError, json.JSONDecodeError):
         return None
     if not matches(saved, record, tasks, n_resamples, seed):

@@ -1,6 +1,7 @@
 """hybridnb.budget: the pipeline's time and memory record, against the profile's targets."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -41,3 +42,30 @@ def test_write_budget_states_whether_targets_were_met(tmp_path):
     budget.write_budget({"profile": "ci"}, records, 612.0, tmp_path)
     doc = json.loads((tmp_path / "budget.json").read_text())
     assert doc["wall_time_met"] is None and "no target" in (tmp_path / "BUDGET.md").read_text()
+
+
+def test_reused_results_get_no_verdict(tmp_path, monkeypatch):
+    monkeypatch.setenv("HYBRIDNB_REPORTS", str(tmp_path / "reports"))
+    monkeypatch.setenv("HYBRIDNB_CACHE", str(tmp_path / "cache"))
+    old = tmp_path / "reports" / "runs" / "cpu-mono-a-to-b-seed0" / "results.json"
+    redone = tmp_path / "reports" / "cpu" / "zero_shot" / "e5" / "results.json"
+    other = tmp_path / "reports" / "runs" / "ci-mono-a-to-b-seed0" / "results.json"  # another profile's
+    for p in (old, redone, other):
+        p.parent.mkdir(parents=True)
+        p.write_text("{}")
+    before = budget.results_snapshot("cpu")
+    assert sorted(before) == sorted([str(old), str(redone)])
+    assert budget.cache_is_empty()
+    os.utime(redone, ns=(before[str(redone)] + 10**9, before[str(redone)] + 10**9))  # rewritten by the run
+    reused = budget.reused_results(before)
+    assert reused == ["runs/cpu-mono-a-to-b-seed0"]
+    records = [budget.NotebookRecord("01_data.ipynb", 5.0, 100.0)]
+    md = budget.write_budget({"profile": "cpu", "budget_minutes": 45, "budget_peak_rss_gb": 6}, records, 5.0,
+                             tmp_path, reused, True)
+    doc = json.loads((tmp_path / "budget.json").read_text())
+    assert doc["wall_time_met"] is None and doc["peak_memory_met"] is None
+    assert doc["reused_results"] == reused and doc["cache_was_empty"] is True
+    assert "Not a from-scratch run" in md.read_text() and "FRESH=1" in md.read_text()
+    md = budget.write_budget({"profile": "cpu", "budget_minutes": 45, "budget_peak_rss_gb": 6}, records, 5.0,
+                             tmp_path, [], True)
+    assert "cache started empty" in md.read_text() and "**met**" in md.read_text()

@@ -152,6 +152,19 @@ def test_resume_refuses_a_checkpoint_of_another_config(tiny, tmp_path, one_threa
                        tmp_path / "run", show_progress=False)
 
 
+def test_fresh_cutoff_ignores_older_checkpoints(tiny, tmp_path, monkeypatch, one_thread):
+    """make reproduce FRESH=1: a checkpoint older than HYBRIDNB_FRESH_SINCE is not resumed from."""
+    enc = Encoder.from_pretrained(tiny["model"], max_length=32)
+    val = tiny["table"].subset(range(10))
+    training.train(enc, tiny["table"], val, cfg(steps=3), tmp_path / "run", show_progress=False)
+    monkeypatch.setenv("HYBRIDNB_FRESH_SINCE", "0")  # everything is newer than 1970: resumed (and refused)
+    with pytest.raises(ValueError, match="different configuration"):
+        training.train(enc, tiny["table"], val, cfg(steps=3, lr=2e-3), tmp_path / "run", show_progress=False)
+    monkeypatch.setenv("HYBRIDNB_FRESH_SINCE", repr(time.time() + 60))  # the checkpoint predates the cutoff
+    result = training.train(enc, tiny["table"], val, cfg(steps=3, lr=2e-3), tmp_path / "run", show_progress=False)
+    assert [r["step"] for r in result.history] == [0, 1, 2]  # trained from step 0, not resumed
+
+
 RUNNER = """
 import sys, time, torch
 torch.set_num_threads(1)
