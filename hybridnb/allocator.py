@@ -5,10 +5,11 @@ PyTorch's CPU tensors come from plain ``malloc``. glibc serves every block above
 forward pass of a transformer maps, page-faults and has the kernel zero its large activations again.
 Raising the threshold keeps those blocks on the heap, where freed memory is reused from step to step.
 It changes no number, only where memory comes from; PyTorch's CPU performance guide gets the same effect
-by preloading jemalloc or tcmalloc. Measured on a 2-core AVX2 EPYC with e5-small (batch 32 + 32 hard
-negatives): a training step at 128 tokens 13.5 s -> 9.8 s, at 64 tokens ~15% faster, encoding ~5-20%
-(``benchmarks/bench_training.py`` has the end-to-end numbers). The price is a higher resident set where
-the heap fragments (peak RSS 8.5 -> 9.8 GB at 128 tokens, unchanged at 64);
+by preloading jemalloc or tcmalloc. Step microbenchmark on a 2-core Xeon with e5-small (batch 32 + 32
+hard negatives): 13.5 s -> 9.8 s at 128 tokens, ~15% at 64 tokens, encoding ~5-20%; end to end
+(``benchmarks/bench_training.py``, both trainers with both settings) the gain is smaller and within the
+machine's run-to-run noise. The price is a higher resident set where the heap fragments (peak RSS
+8.5 -> 9.8 GB at 128 tokens, unchanged at 64);
 :func:`hybridnb.training.release_memory` still hands free heap memory back between phases.
 
 ``HYBRIDNB_MALLOC=default`` leaves glibc alone; on other C libraries (macOS, musl) this is a no-op.
