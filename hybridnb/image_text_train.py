@@ -252,7 +252,7 @@ def train_image_text(model: ImageTextModel, train_table: ImageTextTable, val_tab
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    training.release_memory()
+    allocator.release_memory()
     return ImageTextTrainResult(history, best["step"], best["val_loss"], log_path)
 
 

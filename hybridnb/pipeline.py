@@ -1,13 +1,14 @@
 """`make reproduce`: run the notebooks through papermill with one profile and keep the executed copies.
 
 Each executed notebook is written to a temp file and moved into reports/<profile>/notebooks/ only when it
-ran to the end, so an interrupted run never leaves a half-executed notebook that looks finished. A run that finishes writes
-its own time and memory record, reports/<profile>/BUDGET.md (:mod:`hybridnb.budget`).
+ran to the end, so an interrupted run never leaves a half-executed notebook that looks finished. A run that
+finishes writes its own time and memory record, reports/<profile>/BUDGET.md (:mod:`hybridnb.budget`).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -45,8 +46,6 @@ def notebook_parameters(notebook: Path, profile: dict) -> dict:
 def run(profile_name: str, notebooks: tuple[str, ...] = NOTEBOOKS, fresh: bool = False) -> list[Path]:
     """Execute the notebooks; `fresh` recomputes every result and checkpoint this run would otherwise reuse
     (by setting ``HYBRIDNB_FRESH_SINCE`` to now for the kernels), so its BUDGET.md is a from-scratch time."""
-    import os
-
     import papermill
 
     profile = config.load_profile(profile_name)

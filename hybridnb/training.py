@@ -280,24 +280,12 @@ def train(encoder, train_table: ParallelTable, val_table: ParallelTable, cfg: Tr
                                      scheduler=scheduler.state_dict(), sampler=sampler.state_dict(), rng=rng)
     bar.close()
     del optimizer, scheduler, model  # model: the DDP wrapper and its gradient buckets, if distributed
-    release_memory()
+    allocator.release_memory()
     encoder.eval()
     if main and (not (out_dir / "final").exists() or start < cfg.steps):
         checkpoints.save_encoder(encoder, out_dir / "final")
     distributed.barrier()  # no rank returns before final/ is written
     return TrainResult(out_dir / "final", out_dir / "best", best["step"], best["val_loss"], log_path, history)
-
-
-def release_memory() -> None:
-    """Free the optimizer's memory for the evaluation that follows: glibc keeps freed arenas unless trimmed."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
-        pass
 
 
 def _comparable(cfg: TrainConfig) -> dict:
