@@ -196,24 +196,30 @@ class Encoder(torch.nn.Module):
         if second is None:
             enc = tok(first, truncation=True, max_length=max_length)
         else:
-            try:
-                enc = tok(first, second, truncation="only_second", max_length=max_length)
-            except Exception:
-                # some first segment alone exceeds max_length, which only_second refuses: for those
-                # pairs (only) cut both segments, longest first
-                enc = {}
-                for a, b in zip(first, second):
-                    try:
-                        one = tok(a, b, truncation="only_second", max_length=max_length)
-                    except Exception:
-                        one = tok(a, b, truncation="longest_first", max_length=max_length)
-                    for k, v in one.items():
-                        enc.setdefault(k, []).append(v)
+            enc = self._tokenize_pairs(first, second)
         keep = ["input_ids", "attention_mask"] + (["token_type_ids"] if self._accepts_token_types else [])
         rows = {k: list(enc[k]) for k in keep if k in enc}
         if "attention_mask" not in rows:
             rows["attention_mask"] = [[1] * len(ids) for ids in rows["input_ids"]]
         return rows
+
+    def _tokenize_pairs(self, first: list[str], second: list[str]) -> dict[str, list]:
+        """Pairs cut context first (``only_second``); a pair whose first segment alone leaves no room
+        for context is cut longest first instead. One batched tokenizer call per group: a per-pair
+        fallback made tokenising XQuAD-R's 13k candidates take 36 s instead of 2 s."""
+        tok, max_length = self.tokenizer, self.config.max_length
+        room = max_length - tok.num_special_tokens_to_add(pair=True)
+        too_long = np.array([len(ids) >= room for ids in tok(first, add_special_tokens=False)["input_ids"]])
+        out: dict[str, list] = {}
+        for strategy, idx in (("only_second", np.flatnonzero(~too_long)), ("longest_first", np.flatnonzero(too_long))):
+            if not len(idx):
+                continue
+            enc = tok([first[i] for i in idx], [second[i] for i in idx], truncation=strategy, max_length=max_length)
+            for key, values in enc.items():
+                column = out.setdefault(key, [None] * len(first))
+                for i, row in zip(idx, values):
+                    column[i] = row
+        return out
 
     def tokenize(self, inputs: Sequence[str] | Sequence[tuple[str, str]], kind: str) -> dict[str, torch.Tensor]:
         """Padded tensors for a batch; ``kind`` ("query" | "passage") picks the prefix (first segment)."""

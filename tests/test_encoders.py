@@ -196,6 +196,27 @@ def test_pairs_are_encoded_as_pairs_and_truncate_the_context_first(model_dir):
     assert feats["input_ids"][1].tolist() == ids  # the other pair keeps only_second truncation
 
 
+def test_batched_pair_truncation_matches_the_per_pair_rule(model_dir):
+    """Every pair as if tokenised alone: context cut first, unless the first segment leaves no room for it."""
+    enc = load(model_dir, passage_prefix="passage: ", max_length=12)
+    tok = enc.tokenizer
+    rng = random.Random(5)
+    pairs = [(" ".join(rng.choices(WORDS, k=rng.randint(1, 14))), " ".join(rng.choices(WORDS, k=rng.randint(1, 9))))
+             for _ in range(120)]
+
+    def alone(a, b):
+        try:
+            return tok(a, b, truncation="only_second", max_length=12)["input_ids"]
+        except Exception:  # the first segment alone fills max_length
+            return tok(a, b, truncation="longest_first", max_length=12)["input_ids"]
+
+    expected = [alone("passage: " + a, b) for a, b in pairs]
+    lengths = {len(tok("passage: " + a, add_special_tokens=False)["input_ids"]) for a, _ in pairs}
+    room = 12 - tok.num_special_tokens_to_add(pair=True)
+    assert {room - 1, room, room + 1} <= lengths  # both sides of the boundary are exercised
+    assert enc._rows(pairs, "passage")["input_ids"] == expected
+
+
 def test_single_texts_truncate_to_max_length(model_dir):
     enc = load(model_dir, max_length=8)
     assert enc.tokenize([" ".join(WORDS)], "query")["input_ids"].shape == (1, 8)
