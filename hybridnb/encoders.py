@@ -43,6 +43,7 @@ E5_RECIPE = {"pooling": "mean", "query_prefix": "query: ", "passage_prefix": "pa
 POOLINGS = ("mean", "cls")
 KINDS = ("query", "passage")
 HYBRIDNB_CONFIG = "hybridnb_encoder.json"  # our own record inside a saved folder
+PAIR_CHUNK = 64  # pairs per tokenizer call: it keeps every cut-off piece of a long context (XQuAD-R at once: +3.5 GiB)
 
 
 @dataclass
@@ -211,14 +212,14 @@ class Encoder(torch.nn.Module):
         room = max_length - tok.num_special_tokens_to_add(pair=True)
         too_long = np.array([len(ids) >= room for ids in tok(first, add_special_tokens=False)["input_ids"]])
         out: dict[str, list] = {}
-        for strategy, idx in (("only_second", np.flatnonzero(~too_long)), ("longest_first", np.flatnonzero(too_long))):
-            if not len(idx):
-                continue
-            enc = tok([first[i] for i in idx], [second[i] for i in idx], truncation=strategy, max_length=max_length)
-            for key, values in enc.items():
-                column = out.setdefault(key, [None] * len(first))
-                for i, row in zip(idx, values):
-                    column[i] = row
+        for strategy, group in (("only_second", np.flatnonzero(~too_long)), ("longest_first", np.flatnonzero(too_long))):
+            for start in range(0, len(group), PAIR_CHUNK):  # bounded memory: the tokenizer keeps every cut-off piece
+                idx = group[start : start + PAIR_CHUNK]
+                enc = tok([first[i] for i in idx], [second[i] for i in idx], truncation=strategy, max_length=max_length)
+                for key, values in enc.items():
+                    column = out.setdefault(key, [None] * len(first))
+                    for i, row in zip(idx, values):
+                        column[i] = row
         return out
 
     def tokenize(self, inputs: Sequence[str] | Sequence[tuple[str, str]], kind: str) -> dict[str, torch.Tensor]:

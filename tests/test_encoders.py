@@ -196,8 +196,9 @@ def test_pairs_are_encoded_as_pairs_and_truncate_the_context_first(model_dir):
     assert feats["input_ids"][1].tolist() == ids  # the other pair keeps only_second truncation
 
 
-def test_batched_pair_truncation_matches_the_per_pair_rule(model_dir):
+def test_batched_pair_truncation_matches_the_per_pair_rule(model_dir, monkeypatch):
     """Every pair as if tokenised alone: context cut first, unless the first segment leaves no room for it."""
+    monkeypatch.setattr("hybridnb.encoders.PAIR_CHUNK", 16)  # several tokenizer calls per group
     enc = load(model_dir, passage_prefix="passage: ", max_length=12)
     tok = enc.tokenizer
     rng = random.Random(5)
