@@ -206,14 +206,15 @@ class Encoder(torch.nn.Module):
 
     def _tokenize_pairs(self, first: list[str], second: list[str]) -> dict[str, list]:
         """Pairs cut context first (``only_second``); a pair whose first segment alone leaves no room
-        for context is cut longest first instead. One batched tokenizer call per group: a per-pair
-        fallback made tokenising XQuAD-R's 13k candidates take 36 s instead of 2 s."""
+        for context is cut longest first instead (the rule a per-pair call with a fallback applies).
+        Batched calls of ``PAIR_CHUNK`` pairs per group: tokenising XQuAD-R's 13k candidates one pair
+        at a time took 34 s, batched 15 s (most of it tokenising the full contexts)."""
         tok, max_length = self.tokenizer, self.config.max_length
         room = max_length - tok.num_special_tokens_to_add(pair=True)
         too_long = np.array([len(ids) >= room for ids in tok(first, add_special_tokens=False)["input_ids"]])
         out: dict[str, list] = {}
         for strategy, group in (("only_second", np.flatnonzero(~too_long)), ("longest_first", np.flatnonzero(too_long))):
-            for start in range(0, len(group), PAIR_CHUNK):  # bounded memory: the tokenizer keeps every cut-off piece
+            for start in range(0, len(group), PAIR_CHUNK):
                 idx = group[start : start + PAIR_CHUNK]
                 enc = tok([first[i] for i in idx], [second[i] for i in idx], truncation=strategy, max_length=max_length)
                 for key, values in enc.items():
