@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from hybridnb import allocator
+from hybridnb.pair_tokens import tokenize_pairs
 from hybridnb.st_folder import DenseLayer, read_sentence_transformers, write_json
 
 __all__ = ["OFFLINE_E5", "E5_RECIPE", "POOLINGS", "KINDS", "EncoderConfig", "DenseLayer", "Encoder"]
@@ -43,7 +44,6 @@ E5_RECIPE = {"pooling": "mean", "query_prefix": "query: ", "passage_prefix": "pa
 POOLINGS = ("mean", "cls")
 KINDS = ("query", "passage")
 HYBRIDNB_CONFIG = "hybridnb_encoder.json"  # our own record inside a saved folder
-PAIR_CHUNK = 64  # pairs per tokenizer call: it keeps every cut-off piece of a long context (XQuAD-R at once: +3.5 GiB)
 
 
 @dataclass
@@ -197,31 +197,12 @@ class Encoder(torch.nn.Module):
         if second is None:
             enc = tok(first, truncation=True, max_length=max_length)
         else:
-            enc = self._tokenize_pairs(first, second)
+            enc = tokenize_pairs(tok, first, second, max_length)  # context cut first, distinct contexts once
         keep = ["input_ids", "attention_mask"] + (["token_type_ids"] if self._accepts_token_types else [])
         rows = {k: list(enc[k]) for k in keep if k in enc}
         if "attention_mask" not in rows:
             rows["attention_mask"] = [[1] * len(ids) for ids in rows["input_ids"]]
         return rows
-
-    def _tokenize_pairs(self, first: list[str], second: list[str]) -> dict[str, list]:
-        """Pairs cut context first (``only_second``); a pair whose first segment alone leaves no room
-        for context is cut longest first instead (the rule a per-pair call with a fallback applies).
-        Batched calls of ``PAIR_CHUNK`` pairs per group: tokenising XQuAD-R's 13k candidates one pair
-        at a time took 34 s, batched 15 s (most of it tokenising the full contexts)."""
-        tok, max_length = self.tokenizer, self.config.max_length
-        room = max_length - tok.num_special_tokens_to_add(pair=True)
-        too_long = np.array([len(ids) >= room for ids in tok(first, add_special_tokens=False)["input_ids"]])
-        out: dict[str, list] = {}
-        for strategy, group in (("only_second", np.flatnonzero(~too_long)), ("longest_first", np.flatnonzero(too_long))):
-            for start in range(0, len(group), PAIR_CHUNK):
-                idx = group[start : start + PAIR_CHUNK]
-                enc = tok([first[i] for i in idx], [second[i] for i in idx], truncation=strategy, max_length=max_length)
-                for key, values in enc.items():
-                    column = out.setdefault(key, [None] * len(first))
-                    for i, row in zip(idx, values):
-                        column[i] = row
-        return out
 
     def tokenize(self, inputs: Sequence[str] | Sequence[tuple[str, str]], kind: str) -> dict[str, torch.Tensor]:
         """Padded tensors for a batch; ``kind`` ("query" | "passage") picks the prefix (first segment)."""

@@ -196,26 +196,86 @@ def test_pairs_are_encoded_as_pairs_and_truncate_the_context_first(model_dir):
     assert feats["input_ids"][1].tolist() == ids  # the other pair keeps only_second truncation
 
 
-def test_batched_pair_truncation_matches_the_per_pair_rule(model_dir, monkeypatch):
-    """Every pair as if tokenised alone: context cut first, unless the first segment leaves no room for it."""
-    monkeypatch.setattr("hybridnb.encoders.PAIR_CHUNK", 16)  # several tokenizer calls per group
-    enc = load(model_dir, passage_prefix="passage: ", max_length=12)
-    tok = enc.tokenizer
-    rng = random.Random(5)
-    pairs = [(" ".join(rng.choices(WORDS, k=rng.randint(1, 14))), " ".join(rng.choices(WORDS, k=rng.randint(1, 9))))
-             for _ in range(120)]
+def _pairs_and_rule(tok, seed=5, n=120, max_length=12):
+    """Pairs whose sentences straddle the no-room boundary, contexts shared between pairs, and the per-pair rule."""
+    rng = random.Random(seed)
+    contexts = [" ".join(rng.choices(WORDS, k=rng.randint(1, 9))) for _ in range(n // 4)]
+    pairs = [(" ".join(rng.choices(WORDS, k=rng.randint(1, 14))), rng.choice(contexts)) for _ in range(n)]
 
     def alone(a, b):
         try:
-            return tok(a, b, truncation="only_second", max_length=12)["input_ids"]
+            return tok(a, b, truncation="only_second", max_length=max_length)
         except Exception:  # the first segment alone fills max_length
-            return tok(a, b, truncation="longest_first", max_length=12)["input_ids"]
+            return tok(a, b, truncation="longest_first", max_length=max_length)
 
     expected = [alone("passage: " + a, b) for a, b in pairs]
     lengths = {len(tok("passage: " + a, add_special_tokens=False)["input_ids"]) for a, _ in pairs}
-    room = 12 - tok.num_special_tokens_to_add(pair=True)
+    room = max_length - tok.num_special_tokens_to_add(pair=True)
     assert {room - 1, room, room + 1} <= lengths  # both sides of the boundary are exercised
-    assert enc._rows(pairs, "passage")["input_ids"] == expected
+    return pairs, expected
+
+
+def test_batched_pair_truncation_matches_the_per_pair_rule(model_dir, monkeypatch):
+    """Every pair as if tokenised alone: context cut first, unless the first segment leaves no room for it."""
+    monkeypatch.setattr("hybridnb.pair_tokens.PAIR_CHUNK", 16)  # several tokenizer calls per group
+    enc = load(model_dir, passage_prefix="passage: ", max_length=12)
+    pairs, expected = _pairs_and_rule(enc.tokenizer)
+    from hybridnb import pair_tokens
+
+    by_tokenizer, calls = pair_tokens._by_tokenizer, []
+
+    def spy(tok, first, second, idx, strategy, *args):
+        calls.append((strategy, len(idx)))
+        return by_tokenizer(tok, first, second, idx, strategy, *args)
+
+    monkeypatch.setattr(pair_tokens, "_by_tokenizer", spy)
+    rows = enc._rows(pairs, "passage")
+    for key in rows:
+        assert rows[key] == [list(e[key]) for e in expected], key
+    # the tokenizer itself did only the probe of each strategy's pairs: the rest were assembled
+    assert sorted(calls) == [("longest_first", 16), ("only_second", 16)]
+
+
+@pytest.mark.parametrize("style", sorted(STYLES))
+def test_kept_lengths_is_the_tokenizers_truncation_rule(style):
+    """The lengths the assembled rows keep are the tokenizer's, over a grid on both sides of every boundary."""
+    from hybridnb.pair_tokens import kept_lengths
+
+    tok = make_tokenizer(style)
+    words_a, words_b = WORDS[:16], WORDS[16:32]  # one token each, disjoint: the output tells the segments apart
+    ids_a = set(tok(" ".join(words_a), add_special_tokens=False)["input_ids"])
+    for max_length in (7, 8, 12):
+        room = max_length - tok.num_special_tokens_to_add(pair=True)
+        for n_a in range(1, 16):
+            for n_b in range(1, 16):
+                for strategy in ("only_second", "longest_first"):
+                    if strategy == "only_second" and n_a >= room:
+                        continue  # the tokenizer refuses: the first segment leaves no room
+                    ids = tok(" ".join(words_a[:n_a]), " ".join(words_b[:n_b]), truncation=strategy,
+                              max_length=max_length)["input_ids"]
+                    body = [i for i in ids if i not in tok.all_special_ids]
+                    kept = (sum(i in ids_a for i in body), sum(i not in ids_a for i in body))
+                    assert kept_lengths(strategy, n_a, n_b, room) == kept, (strategy, n_a, n_b, max_length)
+
+
+def test_pair_assembly_falls_back_to_the_tokenizer_when_its_template_is_wrong(model_dir, monkeypatch):
+    """A tokenizer whose pair output is not the template read off the probe still gets the per-pair rule."""
+    from hybridnb import pair_tokens
+
+    enc = load(model_dir, passage_prefix="passage: ", max_length=12)
+    good = pair_tokens.pair_template(enc.tokenizer)
+    wrong = pair_tokens.PairTemplate(good.pre, good.mid + good.mid, good.post, None)
+    monkeypatch.setattr(pair_tokens, "pair_template", lambda tok: wrong)
+    pairs, expected = _pairs_and_rule(enc.tokenizer, seed=6)
+    assert enc._rows(pairs, "passage")["input_ids"] == [e["input_ids"] for e in expected]
+
+
+def test_pairs_with_an_empty_context_are_tokenised_as_the_tokenizer_does(model_dir):
+    enc = load(model_dir, passage_prefix="passage: ", max_length=12)
+    pairs = [("the river", ""), ("a city", "the capital of the country"), (" ".join(WORDS[:12]), "")]
+    expected = enc.tokenizer([f"passage: {a}" for a, _ in pairs], [b for _, b in pairs], truncation="longest_first",
+                             max_length=12)["input_ids"]
+    assert enc._rows(pairs, "passage")["input_ids"] == [list(e) for e in expected]
 
 
 def test_single_texts_truncate_to_max_length(model_dir):
