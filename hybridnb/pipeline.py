@@ -93,7 +93,8 @@ def run(profile_name: str, notebooks: tuple[str, ...] = NOTEBOOKS, fresh: bool =
     if tuple(notebooks) == NOTEBOOKS:  # the whole of `make reproduce` (not `make sweep` or a subset)
         reused = budget.reused_results(before)
         print("[hybridnb] wrote", budget.write_budget(profile, records, time.perf_counter() - started,
-                                                      out_dir.parent, reused, cache_was_empty), flush=True)
+                                                      out_dir.parent, reused, cache_was_empty,
+                                                      budget.encode_speeds(profile["profile"], before)), flush=True)
     return written
 
 

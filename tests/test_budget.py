@@ -69,3 +69,27 @@ def test_reused_results_get_no_verdict(tmp_path, monkeypatch):
     md = budget.write_budget({"profile": "cpu", "budget_minutes": 45, "budget_peak_rss_gb": 6}, records, 5.0,
                              tmp_path, [], True)
     assert "cache started empty" in md.read_text() and "**met**" in md.read_text()
+
+
+def test_machine_speed_comes_from_the_results_this_run_computed(tmp_path, monkeypatch):
+    monkeypatch.setenv("HYBRIDNB_REPORTS", str(tmp_path / "reports"))
+    reused = tmp_path / "reports" / "runs" / "cpu-mono-a-to-b-seed0" / "results.json"
+    computed = tmp_path / "reports" / "cpu" / "zero_shot" / "e5" / "results.json"
+    fresh_run = tmp_path / "reports" / "runs" / "cpu-hybrid-a-to-b-seed0" / "results.json"
+
+    def result(path, n, seconds):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"timings": {"xquad-r": {"encode_candidates_s": seconds}, "mlqa-r": {}},
+                                    "datasets": {"xquad-r": {"n_candidates": n}, "mlqa-r": {"n_candidates": 7}}}))
+
+    result(reused, 1000, 1.0)
+    result(computed, 1000, 10.0)
+    before = budget.results_snapshot("cpu")
+    result(fresh_run, 1300, 20.0)  # written by this run (not in the snapshot)
+    os.utime(computed, ns=(before[str(computed)] + 10**9,) * 2)  # rewritten by this run
+    speeds = budget.encode_speeds("cpu", before)
+    assert speeds == {"xquad-r": [100.0, 65.0]}  # zero-shot, then the run; the reused one and untimed mlqa-r left out
+    records = [budget.NotebookRecord("02_zero_shot.ipynb", 5.0, 100.0)]
+    md = budget.write_budget({"profile": "cpu"}, records, 5.0, tmp_path, [], True, speeds)
+    assert "xquad-r: candidate passages embedded at 100, 65/s (median 82/s" in md.read_text()
+    assert json.loads((tmp_path / "budget.json").read_text())["passages_per_s"] == speeds
