@@ -8,13 +8,19 @@ simplex. Every point is validated before the first one trains.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from hybridnb import runs, sampling
+from hybridnb import reporting, runs, sampling, stats
+from hybridnb.evaluation import EvalResult
 
-__all__ = ["strategy_for_alpha", "sweep_points", "sweep_frame"]
+__all__ = ["REFERENCE", "SETTINGS", "strategy_for_alpha", "sweep_points", "sweep_frame", "table_with_cis",
+           "paired_against", "report_markdown"]
+
+REFERENCE = "alpha=0.5"  # the paper's hybrid: every other point is compared with it, query by query
+SETTINGS = {"mono mAP": "mono_ap", "cross mAP": "cross_ap", "multi mAP": "multi_ap", "rank distance": "rank_distance"}
 
 
 def strategy_for_alpha(alpha: float) -> str:
@@ -62,3 +68,69 @@ def sweep_frame(results: dict[str, dict[str, Any]]) -> pd.DataFrame:
             row.update({"rank distance": e["value"], "rd low": e["ci"][0], "rd high": e["ci"][1]})
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def table_with_cis(frame: pd.DataFrame) -> pd.DataFrame:
+    """The sweep table for a reader: mixture weights, then each column as ``value [low, high]`` (95% CI)."""
+    out = frame[["dataset", "point", "w_mono", "w_cross", "w_mixed"]].copy()
+    bounds = {"rank distance": ("rd low", "rd high")}
+    for column in SETTINGS:
+        low, high = bounds.get(column, (column.replace("mAP", "low"), column.replace("mAP", "high")))
+        digits = 1 if column == "rank distance" else 3
+        out[column] = [f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+                       for v, lo, hi in zip(frame[column], frame[low], frame[high])]
+    return out
+
+
+def paired_against(run_dirs: dict[str, Path], dataset: str, reference: str = REFERENCE, n_resamples: int = 1000,
+                   seed: int = 0) -> pd.DataFrame:
+    """Each point minus ``reference`` per column on the same queries: difference, 95% paired bootstrap CI and
+    permutation p-value (:func:`hybridnb.stats.compare`).
+
+    The points' own CIs overlap (question difficulty varies far more than the mixes do); differences paired
+    by query say which mixes really differ from the paper's hybrid.
+    """
+    if reference not in run_dirs:
+        raise ValueError(f"the reference point {reference!r} is not in the sweep ({sorted(run_dirs)})")
+
+    def load(label):
+        return EvalResult.load(Path(run_dirs[label]) / f"per_query_{dataset}.npz")
+
+    ref, rows = load(reference), []
+    for label in run_dirs:
+        if label == reference:
+            continue
+        cmp = stats.compare(load(label), ref, n_resamples=n_resamples, seed=seed, metrics=list(SETTINGS.values()))
+        for column, key in SETTINGS.items():
+            setting, _, _ = next(k for k in ref.metric_keys() if k[2] == key)
+            e = cmp[setting] if setting == "rank_distance" else cmp[setting]["map"]
+            rows.append({"dataset": dataset, "point": label, "column": column, "diff": e["diff"], "low": e["low"],
+                         "high": e["high"], "p_value": e["p_value"]})
+    return pd.DataFrame(rows)
+
+
+def report_markdown(prov: dict, frame: pd.DataFrame, paired: pd.DataFrame, run_note: str,
+                    reference: str = REFERENCE, alpha: float = 0.05) -> str:
+    """RATIO_SWEEP.md: every point with its CIs, then every point against the paper's hybrid, paired."""
+    text = (f"# Mix-ratio sweep\n\n{reporting.stamp(prov)}\n\n{run_note} Each cell: value [95% bootstrap CI over "
+            "question groups]; sweep.csv has the numbers. Figure: figures/ratio_sweep.png\n\n"
+            + reporting.markdown_table(table_with_cis(frame).to_dict("records")))
+    if paired.empty:
+        return text + f"\n\nNo paired comparison: the sweep has no {reference} point.\n"
+    rows, found = [], []
+    for (dataset, point), block in paired.groupby(["dataset", "point"], sort=False):
+        row = {"dataset": dataset, "point": point}
+        for r in block.itertuples():
+            digits = 1 if r.column == "rank distance" else 3
+            row[r.column] = f"{r.diff:+.{digits}f} [{r.low:+.{digits}f}, {r.high:+.{digits}f}], p = {r.p_value:.3g}"
+            if r.p_value < alpha:
+                better = (r.diff < 0) == (r.column == "rank distance")
+                found.append(f"{point} is {'better' if better else 'worse'} than {reference} on {dataset} "
+                             f"{r.column} ({r.diff:+.{digits}f}, p = {r.p_value:.3g})")
+        rows.append(row)
+    summary = ("Differences significant at p < 0.05 (no correction for the number of comparisons): "
+               + "; ".join(found) + "." if found else
+               f"No point differs from {reference} significantly (p < 0.05) in any column.")
+    return (text + f"\n\n## Each point minus {reference} (the paper's hybrid), paired by query\n\n"
+            "Difference [95% paired bootstrap CI], two-sided paired permutation p-value; for rank distance "
+            "lower is better.\n\n" + reporting.markdown_table(rows) + "\n\n" + summary + "\n")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
 from hybridnb import config, pipeline, runs, sweep
+from hybridnb.evaluation import EvalResult
 
 
 def ci_profile(**change):
@@ -68,3 +71,45 @@ def test_sweep_frame_lines_up_weights_metrics_and_cis():
     assert frame.loc[1, ["w_mono", "w_cross", "w_mixed"]].tolist() == [0.5, 0.0, 0.5]
     assert frame.loc[1, "multi low"] == pytest.approx(0.6)
     assert frame.loc[0, "rank distance"] == 5.0
+
+
+def _per_query(tmp_path, name, shift=0.0, seed=0):
+    """A saved EvalResult of 30 question groups x 2 languages (the same queries for every point)."""
+    rng = np.random.default_rng(seed)
+    n_q, q_lang = 60, np.tile([0, 1], 30)
+    cross = rng.random((n_q, 2))
+    cross[np.arange(n_q), q_lang] = np.nan
+    per_query = {"mono_ap": np.clip(rng.random(n_q) + shift, 0, 1), "cross_ap": cross,
+                 "multi_ap": rng.random(n_q), "rank_distance": rng.poisson(20, n_q).astype(float)}
+    res = EvalResult(languages=["en", "de"], per_query=per_query, q_lang=q_lang, q_group=np.repeat(np.arange(30), 2))
+    (tmp_path / name).mkdir()
+    res.save(tmp_path / name / "per_query_xquad-r.npz")
+    return tmp_path / name
+
+
+def test_points_are_compared_with_the_papers_hybrid_query_by_query(tmp_path):
+    ref = _per_query(tmp_path, "ref")
+    same = _per_query(tmp_path, "same")
+    better = _per_query(tmp_path, "better", shift=0.0)
+    res = EvalResult.load(better / "per_query_xquad-r.npz")
+    res.per_query["mono_ap"] = res.per_query["mono_ap"] + 0.05  # every query 0.05 better, nothing else changed
+    res.save(better / "per_query_xquad-r.npz")
+    sig = sweep.paired_against({"alpha=0": same, "alpha=0.5": ref, "alpha=1": better}, "xquad-r", n_resamples=200)
+    assert list(sig.point.unique()) == ["alpha=0", "alpha=1"] and set(sig.column) == set(sweep.SETTINGS)
+    row = sig[(sig.point == "alpha=1") & (sig.column == "mono mAP")].iloc[0]
+    assert row["diff"] == pytest.approx(0.05) and row.low == pytest.approx(0.05) and row.p_value <= 2 / 201
+    for _, r in sig[sig.point == "alpha=0"].iterrows():  # identical per-query results: no difference at all
+        assert r["diff"] == 0 and r.p_value == 1
+    other = sig[(sig.point == "alpha=1") & (sig.column != "mono mAP")]
+    assert (other["diff"] == 0).all()
+    with pytest.raises(ValueError, match="reference point 'alpha=0.5'"):
+        sweep.paired_against({"alpha=0": same}, "xquad-r")
+
+
+def test_table_with_cis_prints_each_column_with_its_interval():
+    frame = pd.DataFrame([{"dataset": "xquad-r", "point": "alpha=0", "w_mono": 0.0, "w_cross": 1.0, "w_mixed": 0.0,
+                           "mono mAP": 0.7123, "mono low": 0.7, "mono high": 0.72, "cross mAP": 0.6, "cross low": 0.59,
+                           "cross high": 0.61, "multi mAP": 0.4, "multi low": 0.39, "multi high": 0.41,
+                           "rank distance": 463.77, "rd low": 415.5, "rd high": 517.04}])
+    row = sweep.table_with_cis(frame).iloc[0]
+    assert row["mono mAP"] == "0.712 [0.700, 0.720]" and row["rank distance"] == "463.8 [415.5, 517.0]"
