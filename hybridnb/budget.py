@@ -19,12 +19,12 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from hybridnb import reporting
 from hybridnb.paths import cache_root, reports_root
 
-__all__ = ["NotebookRecord", "measure", "children_peak_rss_mb", "results_snapshot", "reused_results", "encode_speeds",
+__all__ = ["NotebookRecord", "measure", "children_peak_rss_mb", "results_snapshot", "reused_results", "read_reuse_log", "encode_speeds",
            "cache_is_empty", "write_budget"]
 
 SAMPLE_S = 0.5
@@ -84,7 +84,7 @@ def results_snapshot(profile_name: str) -> dict[str, int]:
 
 
 def encode_speeds(profile_name: str, before: dict[str, int]) -> dict[str, list[float]]:
-    """{dataset: candidate passages embedded per second, one per result this run computed}.
+    """{"dataset, model": candidate passages embedded per second, one per result this run computed}.
 
     The same work at another time or on another machine shows how fast the machine was: the time budget
     of two runs compares only next to these (a shared 2-core VM varied by ~10% within an hour).
@@ -97,21 +97,33 @@ def encode_speeds(profile_name: str, before: dict[str, int]) -> dict[str, list[f
             doc = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             continue
+        model = doc.get("model") or {}
+        model = model.get("name", "?") if isinstance(model, dict) else str(model)
         for name, block in (doc.get("datasets") or {}).items():
             seconds = (doc.get("timings") or {}).get(name, {}).get("encode_candidates_s")
             if seconds and block.get("n_candidates"):
-                speeds.setdefault(name, []).append(block["n_candidates"] / seconds)
+                speeds.setdefault(f"{name}, {model}", []).append(block["n_candidates"] / seconds)
     return speeds
 
 
-def reused_results(before: dict[str, int]) -> list[str]:
-    """The results in `before` that the run left untouched: it reused them instead of computing them."""
-    out = []
-    for path, mtime in before.items():
-        p = Path(path)
-        if p.is_file() and p.stat().st_mtime_ns == mtime:
-            out.append(str(p.parent.relative_to(reports_root())))
+def reused_results(before: dict[str, int], used: Iterable[str]) -> list[str]:
+    """The results this run reused: read by one of its kernels (``used``: the paths in the reuse log, see
+    :func:`hybridnb.paths.note_reuse`) and untouched since the run started. A result written earlier in the
+    same run and read by a later notebook is not reuse; nor is a result the run never read."""
+    snapshot = {str(Path(p).resolve()): mtime for p, mtime in before.items()}
+    out = set()
+    for path in used:
+        p = Path(path).resolve()
+        if snapshot.get(str(p)) is not None and p.is_file() and p.stat().st_mtime_ns == snapshot[str(p)]:
+            out.add(str(p.parent.relative_to(reports_root().resolve())))
     return sorted(out)
+
+
+def read_reuse_log(path: Path) -> list[str]:
+    try:
+        return [line for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    except FileNotFoundError:
+        return []
 
 
 def cache_is_empty() -> bool:

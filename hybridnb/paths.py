@@ -6,6 +6,8 @@ reader finds the artefacts next to the notebooks; an installed package falls bac
 
 `HYBRIDNB_FRESH_SINCE` (a Unix time; set by ``make reproduce FRESH=1``) makes results and checkpoints
 written before that moment count as absent, so a run measures the whole work from scratch.
+`HYBRIDNB_REUSE_LOG` (a file; set by the pipeline) collects every earlier result a kernel reused, so the
+pipeline's time record says exactly which work it did not do.
 """
 
 from __future__ import annotations
@@ -51,3 +53,11 @@ def reusable(path: str | os.PathLike) -> bool:
     """Whether an existing result or checkpoint at `path` may be reused (not older than the fresh cutoff)."""
     since = fresh_since()
     return since is None or Path(path).stat().st_mtime >= since
+
+
+def note_reuse(results_path: str | os.PathLike) -> None:
+    """Record that a finished result was reused instead of computed (appended to ``HYBRIDNB_REUSE_LOG``)."""
+    log = os.environ.get("HYBRIDNB_REUSE_LOG", "").strip()
+    if log:
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(str(Path(results_path).resolve()) + "\n")

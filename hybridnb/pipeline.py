@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -46,8 +47,6 @@ def notebook_parameters(notebook: Path, profile: dict) -> dict:
 def run(profile_name: str, notebooks: tuple[str, ...] = NOTEBOOKS, fresh: bool = False) -> list[Path]:
     """Execute the notebooks; `fresh` recomputes every result and checkpoint this run would otherwise reuse
     (by setting ``HYBRIDNB_FRESH_SINCE`` to now for the kernels), so its BUDGET.md is a from-scratch time."""
-    import papermill
-
     profile = config.load_profile(profile_name)
     # Validate everything a notebook would check, before the first long step.
     if "eval_datasets" in profile:
@@ -76,6 +75,30 @@ def run(profile_name: str, notebooks: tuple[str, ...] = NOTEBOOKS, fresh: bool =
     before = budget.results_snapshot(profile["profile"])
     cache_was_empty = budget.cache_is_empty()
     written, records, started = [], [], time.perf_counter()
+    fd, reuse_log = tempfile.mkstemp(prefix="hybridnb-reuse-", suffix=".log")  # every kernel notes what it reused
+    os.close(fd)
+    previous_log = os.environ.get("HYBRIDNB_REUSE_LOG")
+    os.environ["HYBRIDNB_REUSE_LOG"] = reuse_log  # inherited by every kernel
+    try:
+        _execute(plan, nb_dir, out_dir, profile, records, written)
+        used = budget.read_reuse_log(Path(reuse_log))
+    finally:
+        os.unlink(reuse_log)
+        if previous_log is None:
+            os.environ.pop("HYBRIDNB_REUSE_LOG", None)
+        else:
+            os.environ["HYBRIDNB_REUSE_LOG"] = previous_log
+    if tuple(notebooks) == NOTEBOOKS:  # the whole of `make reproduce` (not `make sweep` or a subset)
+        reused = budget.reused_results(before, used)
+        print("[hybridnb] wrote", budget.write_budget(profile, records, time.perf_counter() - started,
+                                                      out_dir.parent, reused, cache_was_empty,
+                                                      budget.encode_speeds(profile["profile"], before)), flush=True)
+    return written
+
+
+def _execute(plan, nb_dir: Path, out_dir: Path, profile: dict, records: list, written: list) -> None:
+    import papermill
+
     for nb, name, overrides in plan:
         print(f"[hybridnb] {name} with profile {profile['profile']} ...", flush=True)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -90,12 +113,6 @@ def run(profile_name: str, notebooks: tuple[str, ...] = NOTEBOOKS, fresh: bool =
             partial.unlink(missing_ok=True)
         print(f"[hybridnb] {name} done in {records[-1].seconds:.0f} s -> {out_dir / name}", flush=True)
         written.append(out_dir / name)
-    if tuple(notebooks) == NOTEBOOKS:  # the whole of `make reproduce` (not `make sweep` or a subset)
-        reused = budget.reused_results(before)
-        print("[hybridnb] wrote", budget.write_budget(profile, records, time.perf_counter() - started,
-                                                      out_dir.parent, reused, cache_was_empty,
-                                                      budget.encode_speeds(profile["profile"], before)), flush=True)
-    return written
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -173,7 +173,10 @@ def find_finished(cfg: dict[str, Any]) -> dict[str, Any] | None:
             return None
     except (OSError, json.JSONDecodeError):
         return None
-    return results if saved.get("hash") == cfg["hash"] else None
+    if saved.get("hash") != cfg["hash"]:
+        return None
+    paths.note_reuse(report_dir / "results.json")
+    return results
 
 
 def train_model(cfg: dict[str, Any], data: RunData, resume: bool = True, show_progress: bool = True):

@@ -17,7 +17,7 @@ from hybridnb import reporting, runs, sampling, stats
 from hybridnb.evaluation import EvalResult
 
 __all__ = ["REFERENCE", "SETTINGS", "strategy_for_alpha", "sweep_points", "sweep_frame", "table_with_cis",
-           "paired_against", "report_markdown"]
+           "paired_against", "report_markdown", "plot_points"]
 
 REFERENCE = "alpha=0.5"  # the paper's hybrid: every other point is compared with it, query by query
 SETTINGS = {"mono mAP": "mono_ap", "cross mAP": "cross_ap", "multi mAP": "multi_ap", "rank distance": "rank_distance"}
@@ -113,7 +113,8 @@ def report_markdown(prov: dict, frame: pd.DataFrame, paired: pd.DataFrame, run_n
                     reference: str = REFERENCE, alpha: float = 0.05) -> str:
     """RATIO_SWEEP.md: every point with its CIs, then every point against the paper's hybrid, paired."""
     text = (f"# Mix-ratio sweep\n\n{reporting.stamp(prov)}\n\n{run_note} Each cell: value [95% bootstrap CI over "
-            "question groups]; sweep.csv has the numbers. Figure: figures/ratio_sweep.png\n\n"
+            "question groups]; sweep.csv has the numbers. Figures: figures/ratio_sweep.png (the alpha line), "
+            "figures/ratio_sweep_points_<dataset>.png (every point)\n\n"
             + reporting.markdown_table(table_with_cis(frame).to_dict("records")))
     if paired.empty:
         return text + f"\n\nNo paired comparison: the sweep has no {reference} point.\n"
@@ -134,3 +135,26 @@ def report_markdown(prov: dict, frame: pd.DataFrame, paired: pd.DataFrame, run_n
     return (text + f"\n\n## Each point minus {reference} (the paper's hybrid), paired by query\n\n"
             "Difference [95% paired bootstrap CI], two-sided paired permutation p-value; for rank distance "
             "lower is better.\n\n" + reporting.markdown_table(rows) + "\n\n" + summary + "\n")
+
+
+def plot_points(frame: pd.DataFrame, dataset: str):
+    """Every point of the sweep (the alpha line and the simplex mixtures) with its 95% CIs, one row per point."""
+    import matplotlib.pyplot as plt
+
+    d = frame[frame.dataset == dataset].reset_index(drop=True)
+    y = range(len(d))[::-1]  # first point on top
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * len(d) + 1.5), sharey=True)
+    for offset, (s, color) in zip((-0.15, 0.0, 0.15), (("mono", "C0"), ("cross", "C1"), ("multi", "C2"))):
+        v = d[f"{s} mAP"]
+        axes[0].errorbar(v, [t + offset for t in y], xerr=[v - d[f"{s} low"], d[f"{s} high"] - v], fmt="o",
+                         color=color, capsize=3, label=s)
+    axes[0].set(xlabel="mAP", title=f"{dataset}: mAP per setting")
+    axes[0].legend(fontsize=8, loc="center right")
+    v = d["rank distance"]
+    axes[1].errorbar(v, list(y), xerr=[v - d["rd low"], d["rd high"] - v], fmt="o", color="C3", capsize=3)
+    axes[1].set(xlabel="rank distance (lower = less bias)", title="language bias")
+    axes[0].set_yticks(list(y), [f"{p} ({a:g}/{b:g}/{c:g})" for p, a, b, c in
+                                 zip(d.point, d.w_mono, d.w_cross, d.w_mixed)], fontsize=8)
+    axes[0].set_ylabel("point (mono/cross/mixed batch weights)")
+    fig.tight_layout()
+    return fig

@@ -52,7 +52,10 @@ def find(out_dir: Path, record: dict[str, Any], tasks: dict, n_resamples: int, s
         return None
     if not matches(saved, record, tasks, n_resamples, seed):
         return None
-    return saved if all((Path(out_dir) / f"per_query_{n}.npz").is_file() for n in tasks) else None
+    if not all((Path(out_dir) / f"per_query_{n}.npz").is_file() for n in tasks):
+        return None
+    paths.note_reuse(Path(out_dir) / "results.json")
+    return saved
 
 
 def write(out_dir: Path, results: dict[str, Any], per_query: dict, title: str, note: str = "",

@@ -56,9 +56,15 @@ def test_reused_results_get_no_verdict(tmp_path, monkeypatch):
     before = budget.results_snapshot("cpu")
     assert sorted(before) == sorted([str(old), str(redone)])
     assert budget.cache_is_empty()
+    untouched = tmp_path / "reports" / "runs" / "cpu-hybrid0.25-a-to-b-seed0" / "results.json"  # e.g. a sweep's
+    untouched.parent.mkdir(parents=True)
+    untouched.write_text("{}")
+    before = budget.results_snapshot("cpu")
     os.utime(redone, ns=(before[str(redone)] + 10**9, before[str(redone)] + 10**9))  # rewritten by the run
-    reused = budget.reused_results(before)
+    # the kernels read `old` (reused) and `redone` (after writing it); nobody read `untouched`
+    reused = budget.reused_results(before, [str(old), str(redone), str(old)])
     assert reused == ["runs/cpu-mono-a-to-b-seed0"]
+    assert budget.reused_results(before, []) == []  # a run that read nothing earlier reused nothing
     records = [budget.NotebookRecord("01_data.ipynb", 5.0, 100.0)]
     md = budget.write_budget({"profile": "cpu", "budget_minutes": 45, "budget_peak_rss_gb": 6}, records, 5.0,
                              tmp_path, reused, True)
@@ -88,8 +94,28 @@ def test_machine_speed_comes_from_the_results_this_run_computed(tmp_path, monkey
     result(fresh_run, 1300, 20.0)  # written by this run (not in the snapshot)
     os.utime(computed, ns=(before[str(computed)] + 10**9,) * 2)  # rewritten by this run
     speeds = budget.encode_speeds("cpu", before)
-    assert speeds == {"xquad-r": [100.0, 65.0]}  # zero-shot, then the run; the reused one and untimed mlqa-r left out
+    assert speeds == {"xquad-r, ?": [100.0, 65.0]}  # zero-shot, then the run; the reused one and untimed mlqa-r left out
     records = [budget.NotebookRecord("02_zero_shot.ipynb", 5.0, 100.0)]
     md = budget.write_budget({"profile": "cpu"}, records, 5.0, tmp_path, [], True, speeds)
-    assert "xquad-r: candidate passages embedded at 100, 65/s (median 82/s" in md.read_text()
+    assert "xquad-r, ?: candidate passages embedded at 100, 65/s (median 82/s" in md.read_text()
     assert json.loads((tmp_path / "budget.json").read_text())["passages_per_s"] == speeds
+
+
+def test_the_reuse_log_collects_what_kernels_reused(tmp_path, monkeypatch):
+    from hybridnb import paths, runs
+
+    monkeypatch.setenv("HYBRIDNB_REPORTS", str(tmp_path / "reports"))
+    log = tmp_path / "reuse.log"
+    cfg = {"run_name": "cpu-mono-a-to-b-seed0", "hash": "abc"}
+    folder = tmp_path / "reports" / "runs" / cfg["run_name"]
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"hash": "abc"}))
+    (folder / "results.json").write_text(json.dumps({"datasets": {}}))
+    monkeypatch.delenv("HYBRIDNB_REUSE_LOG", raising=False)
+    assert runs.find_finished(cfg) == {"datasets": {}} and not log.exists()  # no log asked for: none written
+    monkeypatch.setenv("HYBRIDNB_REUSE_LOG", str(log))
+    assert runs.find_finished({**cfg, "hash": "other"}) is None  # not reused: not logged
+    assert budget.read_reuse_log(log) == []
+    runs.find_finished(cfg)
+    paths.note_reuse(folder / "results.json")
+    assert budget.read_reuse_log(log) == [str((folder / "results.json").resolve())] * 2

@@ -66,4 +66,6 @@ def test_pipeline_survives_an_interruption_and_reuses_finished_work():
     assert [r["notebook"] for r in record["notebooks"]][:3] == ["01_data.ipynb", "02_zero_shot.ipynb",
                                                                "03_train-mono.ipynb"]
     assert record["peak_rss_mb_exact"] > 100 and record["total_s"] > 0
+    # the resumed run reused the killed run's mono result, and its record says so (no budget verdict)
+    assert str(mono.relative_to(root)) in record["reused_results"] and record["wall_time_met"] is None
     assert not _partials(root)

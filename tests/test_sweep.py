@@ -113,3 +113,19 @@ def test_table_with_cis_prints_each_column_with_its_interval():
                            "rank distance": 463.77, "rd low": 415.5, "rd high": 517.04}])
     row = sweep.table_with_cis(frame).iloc[0]
     assert row["mono mAP"] == "0.712 [0.700, 0.720]" and row["rank distance"] == "463.8 [415.5, 517.0]"
+
+
+def test_plot_points_draws_every_point_of_one_dataset():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    rows = []
+    for i, (point, dataset) in enumerate([("alpha=0", "xquad-r"), ("mix", "xquad-r"), ("alpha=0", "mlqa-r")]):
+        row = {"dataset": dataset, "point": point, "w_mono": 0.5, "w_cross": 0.0, "w_mixed": 0.5}
+        for s in ("mono", "cross", "multi"):
+            row.update({f"{s} mAP": 0.5 + i / 10, f"{s} low": 0.4, f"{s} high": 0.9})
+        rows.append({**row, "rank distance": 10.0, "rd low": 5.0, "rd high": 20.0})
+    fig = sweep.plot_points(pd.DataFrame(rows), "xquad-r")
+    ticks = {t.get_text(): y for t, y in zip(fig.axes[0].get_yticklabels(), fig.axes[0].get_yticks())}
+    assert ticks == {"alpha=0 (0.5/0/0.5)": 1, "mix (0.5/0/0.5)": 0}  # xquad-r's points only, the first on top
+    assert len(fig.axes[0].lines) >= 3 and fig.axes[1].get_xlabel().startswith("rank distance")
