@@ -118,20 +118,21 @@ def report_markdown(prov: dict, frame: pd.DataFrame, paired: pd.DataFrame, run_n
             + reporting.markdown_table(table_with_cis(frame).to_dict("records")))
     if paired.empty:
         return text + f"\n\nNo paired comparison: the sweep has no {reference} point.\n"
-    rows, found = [], []
+    rows, lines = [], []
     for (dataset, point), block in paired.groupby(["dataset", "point"], sort=False):
-        row = {"dataset": dataset, "point": point}
+        row = {"dataset": dataset, "point": point, **{column: "" for column in SETTINGS}}
+        verdict = {"better": [], "worse": []}
         for r in block.itertuples():
             digits = 1 if r.column == "rank distance" else 3
             row[r.column] = f"{r.diff:+.{digits}f} [{r.low:+.{digits}f}, {r.high:+.{digits}f}], p = {r.p_value:.3g}"
             if r.p_value < alpha:
                 better = (r.diff < 0) == (r.column == "rank distance")
-                found.append(f"{point} is {'better' if better else 'worse'} than {reference} on {dataset} "
-                             f"{r.column} ({r.diff:+.{digits}f}, p = {r.p_value:.3g})")
+                verdict["better" if better else "worse"].append(f"{r.column} ({r.diff:+.{digits}f})")
         rows.append(row)
-    summary = ("Differences significant at p < 0.05 (no correction for the number of comparisons): "
-               + "; ".join(found) + "." if found else
-               f"No point differs from {reference} significantly (p < 0.05) in any column.")
+        said = "; ".join(f"{k} on {', '.join(v)}" for k, v in verdict.items() if v) or "no significant difference"
+        lines.append(f"- {dataset}, {point}: {said}")
+    summary = (f"Against {reference}, at p < 0.05 (no correction for the number of comparisons):\n"
+               + "\n".join(lines))
     return (text + f"\n\n## Each point minus {reference} (the paper's hybrid), paired by query\n\n"
             "Difference [95% paired bootstrap CI], two-sided paired permutation p-value; for rank distance "
             "lower is better.\n\n" + reporting.markdown_table(rows) + "\n\n" + summary + "\n")

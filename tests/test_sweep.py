@@ -129,3 +129,25 @@ def test_plot_points_draws_every_point_of_one_dataset():
     ticks = {t.get_text(): y for t, y in zip(fig.axes[0].get_yticklabels(), fig.axes[0].get_yticks())}
     assert ticks == {"alpha=0 (0.5/0/0.5)": 1, "mix (0.5/0/0.5)": 0}  # xquad-r's points only, the first on top
     assert len(fig.axes[0].lines) >= 3 and fig.axes[1].get_xlabel().startswith("rank distance")
+
+
+def test_report_markdown_says_which_points_differ_from_the_papers_hybrid():
+    est = {"mono mAP": 0.7, "mono low": 0.69, "mono high": 0.71, "cross mAP": 0.6, "cross low": 0.59, "cross high": 0.61,
+           "multi mAP": 0.4, "multi low": 0.39, "multi high": 0.41, "rank distance": 400.0, "rd low": 380.0,
+           "rd high": 420.0}
+    frame = pd.DataFrame([{"dataset": "xquad-r", "point": p, "w_mono": w, "w_cross": 1 - w, "w_mixed": 0.0, **est}
+                          for p, w in (("alpha=0", 0.0), ("alpha=0.5", 0.5), ("alpha=1", 1.0))])
+    paired = pd.DataFrame([
+        {"dataset": "xquad-r", "point": "alpha=0", "column": "multi mAP", "diff": 0.02, "low": 0.01, "high": 0.03,
+         "p_value": 0.002},
+        {"dataset": "xquad-r", "point": "alpha=0", "column": "rank distance", "diff": 19.0, "low": 9.0, "high": 28.0,
+         "p_value": 0.002},
+        {"dataset": "xquad-r", "point": "alpha=1", "column": "mono mAP", "diff": -0.001, "low": -0.003, "high": 0.001,
+         "p_value": 0.4}])
+    prov = {"commit": "abc", "profile": "cpu", "created": "now", "hardware": {"cuda": None, "cpu": "x", "cores": 2}}
+    md = sweep.report_markdown(prov, frame, paired, "One run per point.")
+    assert "0.700 [0.690, 0.710]" in md and "400.0 [380.0, 420.0]" in md
+    assert "| xquad-r | alpha=0 |  |  | +0.020 [+0.010, +0.030], p = 0.002 | +19.0 [+9.0, +28.0], p = 0.002 |" in md
+    assert "- xquad-r, alpha=0: better on multi mAP (+0.020); worse on rank distance (+19.0)" in md
+    assert "- xquad-r, alpha=1: no significant difference" in md
+    assert "No paired comparison" in sweep.report_markdown(prov, frame, pd.DataFrame(), "")
