@@ -150,7 +150,7 @@ def plot_points(frame: pd.DataFrame, dataset: str):
         axes[0].errorbar(v, [t + offset for t in y], xerr=[v - d[f"{s} low"], d[f"{s} high"] - v], fmt="o",
                          color=color, capsize=3, label=s)
     axes[0].set(xlabel="mAP", title=f"{dataset}: mAP per setting")
-    axes[0].legend(fontsize=8, loc="center right")
+    axes[0].legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3)  # below: no point hidden
     v = d["rank distance"]
     axes[1].errorbar(v, list(y), xerr=[v - d["rd low"], d["rd high"] - v], fmt="o", color="C3", capsize=3)
     axes[1].set(xlabel="rank distance (lower = less bias)", title="language bias")
