@@ -24,8 +24,8 @@ from typing import Iterable, Iterator
 from hybridnb import reporting
 from hybridnb.paths import cache_root, reports_root
 
-__all__ = ["NotebookRecord", "measure", "children_peak_rss_mb", "results_snapshot", "reused_results", "read_reuse_log", "encode_speeds",
-           "cache_is_empty", "write_budget"]
+__all__ = ["NotebookRecord", "measure", "children_peak_rss_mb", "results_snapshot", "reused_results",
+           "read_reuse_log", "encode_speeds", "cache_is_empty", "write_budget"]
 
 SAMPLE_S = 0.5
 
@@ -114,7 +114,8 @@ def reused_results(before: dict[str, int], used: Iterable[str]) -> list[str]:
     out = set()
     for path in used:
         p = Path(path).resolve()
-        if snapshot.get(str(p)) is not None and p.is_file() and p.stat().st_mtime_ns == snapshot[str(p)]:
+        mtime = snapshot.get(str(p))
+        if mtime is not None and p.is_file() and p.stat().st_mtime_ns == mtime:
             out.add(str(p.parent.relative_to(reports_root().resolve())))
     return sorted(out)
 
