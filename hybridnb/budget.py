@@ -83,16 +83,20 @@ def results_snapshot(profile_name: str) -> dict[str, int]:
     return {str(p): p.stat().st_mtime_ns for p in _result_files(profile_name)}
 
 
+def _computed(profile_name: str, before: dict[str, int]) -> list[Path]:
+    """The profile's results.json files this run wrote (new, or changed since the snapshot)."""
+    return [p for p in _result_files(profile_name) if before.get(str(p)) != p.stat().st_mtime_ns]
+
+
 def encode_speeds(profile_name: str, before: dict[str, int]) -> dict[str, list[float]]:
     """{"dataset, model": candidate passages embedded per second, one per result this run computed}.
 
-    The same work at another time or on another machine shows how fast the machine was: the time budget
-    of two runs compares only next to these (a shared 2-core VM varied by ~10% within an hour).
+    How fast the machine evaluated: two runs' wall times compare only next to these and to
+    :func:`train_step_seconds` (on a shared 2-core VM, identical runs an hour apart took 40.5 and 45.2 min;
+    encoding speed was equal and training ~35% slower, so neither measure alone shows the machine's speed).
     """
     speeds: dict[str, list[float]] = {}
-    for path in _result_files(profile_name):
-        if before.get(str(path)) == path.stat().st_mtime_ns:
-            continue  # reused, not measured by this run
+    for path in _computed(profile_name, before):
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
@@ -104,6 +108,21 @@ def encode_speeds(profile_name: str, before: dict[str, int]) -> dict[str, list[f
             if seconds and block.get("n_candidates"):
                 speeds.setdefault(f"{name}, {model}", []).append(block["n_candidates"] / seconds)
     return speeds
+
+
+def train_step_seconds(profile_name: str, before: dict[str, int]) -> dict[str, float]:
+    """{run name: median seconds per training step (``step_s`` of its train log)}, for the runs this run
+    trained: how fast the machine trained (the same run name is the same work on any machine)."""
+    out = {}
+    for path in _computed(profile_name, before):
+        log = path.parent / "train_log.jsonl"
+        if path.parent.parent.name != "runs" or not log.is_file():
+            continue
+        steps = [r["step_s"] for r in map(json.loads, log.read_text(encoding="utf-8").splitlines())
+                 if isinstance(r.get("step_s"), (int, float))]
+        if steps:
+            out[path.parent.name] = statistics.median(steps)
+    return out
 
 
 def reused_results(before: dict[str, int], used: Iterable[str]) -> list[str]:
@@ -141,7 +160,7 @@ def children_peak_rss_mb() -> float:
 
 def write_budget(profile: dict, records: list[NotebookRecord], total_s: float, out_dir: Path,
                  reused: list[str] | None = None, cache_was_empty: bool | None = None,
-                 speeds: dict[str, list[float]] | None = None) -> Path:
+                 speeds: dict[str, list[float]] | None = None, step_s: dict[str, float] | None = None) -> Path:
     """BUDGET.md and budget.json in `out_dir`, against the profile's targets (if it sets them).
 
     A run that reused earlier results (`reused`) is no measure of the budget: it gets no verdict.
@@ -160,6 +179,7 @@ def write_budget(profile: dict, records: list[NotebookRecord], total_s: float, o
            "peak_rss_mb_exact": exact_mb, "peak_rss_mb_sampled": sampled_mb, "peak_rss_gb": peak_gb,
            "targets": {"budget_minutes": minutes, "budget_peak_rss_gb": gb}, **verdicts,
            "reused_results": reused, "cache_was_empty": cache_was_empty, "passages_per_s": speeds or {},
+           "train_step_s": step_s or {},
            "threads": os.environ.get("OMP_NUM_THREADS"), "mirror": bool(os.environ.get("HYBRIDNB_MIRROR"))}
     reporting.write_json(out_dir / "budget.json", doc)
 
@@ -186,8 +206,12 @@ def write_budget(profile: dict, records: list[NotebookRecord], total_s: float, o
             f"(largest finished kernel, exact: {exact_mb / 1024:.2f} GiB; kernel trees sampled every "
             f"{SAMPLE_S} s: {sampled_mb / 1024:.2f} GiB) "
             f"({verdict(verdicts['peak_memory_met'], gb, 'GB')})\n"
-            + "".join(f"- Machine speed, {name}: candidate passages embedded at "
-                      f"{', '.join(f'{v:.0f}' for v in values)}/s (median {statistics.median(values):.0f}/s; "
-                      "the same work runs at the same rate, so this compares runs across machines)\n"
-                      for name, values in sorted((speeds or {}).items())))
+            + ("\nMachine speed, from this run's own work (the same work on another machine, or on a shared "
+               "VM at another time, runs at another rate: compare wall times only next to these):\n\n"
+               if speeds or step_s else "")
+            + "".join(f"- Evaluation, {name}: candidate passages embedded per second: "
+                      f"{', '.join(f'{v:.0f}' for v in values)} (median {statistics.median(values):.0f})\n"
+                      for name, values in sorted((speeds or {}).items()))
+            + "".join(f"- Training, {name}: median {seconds:.2f} s per step\n"
+                      for name, seconds in sorted((step_s or {}).items())))
     return reporting.write_text(out_dir / "BUDGET.md", text)

@@ -92,7 +92,8 @@ def run(profile_name: str, notebooks: tuple[str, ...] = NOTEBOOKS, fresh: bool =
         reused = budget.reused_results(before, used)
         print("[hybridnb] wrote", budget.write_budget(profile, records, time.perf_counter() - started,
                                                       out_dir.parent, reused, cache_was_empty,
-                                                      budget.encode_speeds(profile["profile"], before)), flush=True)
+                                                      budget.encode_speeds(profile["profile"], before),
+                                                      budget.train_step_seconds(profile["profile"], before)), flush=True)
     return written
 
 

@@ -95,10 +95,19 @@ def test_machine_speed_comes_from_the_results_this_run_computed(tmp_path, monkey
     os.utime(computed, ns=(before[str(computed)] + 10**9,) * 2)  # rewritten by this run
     speeds = budget.encode_speeds("cpu", before)
     assert speeds == {"xquad-r, ?": [100.0, 65.0]}  # zero-shot, then the run; the reused one and untimed mlqa-r left out
+    for path, steps in ((fresh_run, [7.0, 9.0, 8.0, "x"]), (reused, [1.0])):  # a training log for each run
+        path.with_name("train_log.jsonl").write_text("".join(
+            json.dumps({"step": i, "step_s": s} if s != "x" else {"step": i}) + "\n" for i, s in enumerate(steps)))
+    step_s = budget.train_step_seconds("cpu", before)
+    assert step_s == {"cpu-hybrid-a-to-b-seed0": 8.0}  # the median; the reused run left out
     records = [budget.NotebookRecord("02_zero_shot.ipynb", 5.0, 100.0)]
-    md = budget.write_budget({"profile": "cpu"}, records, 5.0, tmp_path, [], True, speeds)
-    assert "xquad-r, ?: candidate passages embedded at 100, 65/s (median 82/s" in md.read_text()
-    assert json.loads((tmp_path / "budget.json").read_text())["passages_per_s"] == speeds
+    md = budget.write_budget({"profile": "cpu"}, records, 5.0, tmp_path, [], True, speeds, step_s)
+    assert "- Evaluation, xquad-r, ?: candidate passages embedded per second: 100, 65 (median 82)" in md.read_text()
+    assert "- Training, cpu-hybrid-a-to-b-seed0: median 8.00 s per step" in md.read_text()
+    doc = json.loads((tmp_path / "budget.json").read_text())
+    assert doc["passages_per_s"] == speeds and doc["train_step_s"] == step_s
+    md = budget.write_budget({"profile": "cpu"}, records, 5.0, tmp_path, [], True)
+    assert "Machine speed" not in md.read_text()
 
 
 def test_the_reuse_log_collects_what_kernels_reused(tmp_path, monkeypatch):
