@@ -23,6 +23,8 @@ import torch.nn.functional as F
 
 __all__ = ["row_grads", "RowGradState"]
 
+MAX_TOUCHED = 4096  # id lists remembered for re-zeroing; beyond, the buffer is zeroed in full
+
 
 class RowGradState:
     """The persistent ``.grad`` buffer of one embedding matrix and the rows written into it."""
@@ -61,6 +63,8 @@ class RowGradState:
         grad.index_add_(0, unique, rows.to(grad.dtype))
         if grad is self.buffer:
             self.touched.append(unique)
+            if len(self.touched) > MAX_TOUCHED:  # .grad never cleared (zero_grad(set_to_none=False)): bound the list
+                self.touched, self.dirty = [], True
 
     def note_autograd_grad(self, grad: torch.Tensor | None) -> None:
         """Tensor hook: autograd delivers a gradient too (the matrix used outside the embedding module),

@@ -81,6 +81,23 @@ def test_the_padding_row_gets_no_gradient_and_the_buffer_is_zeroed_between_steps
         assert state.touched and not state.dirty
 
 
+def test_a_gradient_never_cleared_keeps_a_bounded_list_and_stays_correct(monkeypatch):
+    monkeypatch.setattr(embedding_grads, "MAX_TOUCHED", 2)
+    plain, fast = tiny_bert().eval(), tiny_bert().eval()
+    for model, enabled in ((plain, False), (fast, True)):
+        with row_grads(model, enabled=enabled) as state:
+            for step in range(3):  # zero_grad(set_to_none=False): the same .grad, zeroed in place
+                for ids in chunks(step):
+                    model(input_ids=ids).last_hidden_state.pow(2).mean().backward()
+                if state is not None:
+                    assert len(state.touched) <= 2
+                    assert state.dirty  # three chunks per step: over the bound, so a full zeroing is due
+                model.zero_grad(set_to_none=False)
+            for ids in chunks(5):
+                model(input_ids=ids).last_hidden_state.pow(2).mean().backward()
+    assert torch.equal(plain.embeddings.word_embeddings.weight.grad, fast.embeddings.word_embeddings.weight.grad)
+
+
 def tied_rounds(model: BertModel, fast: bool, rounds: int = 3) -> tuple[list[torch.Tensor], list[bool]]:
     """Gradients of rounds of backwards where the matrix is also used outside its module (a tied layer)."""
     grads, dirty = [], []
