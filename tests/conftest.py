@@ -5,6 +5,10 @@ from pathlib import Path
 
 import pytest
 
+# Test runs and reports never land in the committed reports/: `make test` points HYBRIDNB_REPORTS at
+# cache/test-reports, and a bare `pytest` does the same (the notebook kernels inherit it).
+os.environ.setdefault("HYBRIDNB_REPORTS", str(Path(__file__).resolve().parents[1] / "cache" / "test-reports"))
+
 
 def _real_mirror() -> Path | None:
     for candidate in (os.environ.get("HYBRIDNB_MIRROR"), "/work/shared/data"):
