@@ -32,6 +32,11 @@ def test_the_shipped_file_is_empty_and_loads():
     assert all(v in text for v in paper_numbers.VALUES)  # the file documents every key it accepts
 
 
+def test_the_yaml_keys_are_the_report_columns():
+    assert sorted(paper_numbers.value_name(s, m) for s, m in compare.COLUMNS) == sorted(paper_numbers.VALUES)
+    assert compare.PAPER_DIRECTION is paper_numbers.PAPER_DIRECTION
+
+
 def test_a_transcription_is_printed_labelled_with_the_claims_in_its_numbers(tmp_path):
     frame, source = paper_numbers.load(write(tmp_path, source="Table 1", scale="percent", rows=ROWS))
     assert len(frame) == 4 and source == "Table 1"
