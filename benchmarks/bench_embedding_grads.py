@@ -52,7 +52,8 @@ def worker(args) -> None:
 
 
 def measure(args, which: str) -> dict:
-    cmd = [sys.executable, __file__, "--worker", which, "--steps", str(args.steps), "--max-length", str(args.max_length)]
+    cmd = [sys.executable, __file__, "--worker", which, "--steps", str(args.steps),
+           "--max-length", str(args.max_length)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not lines:

@@ -232,7 +232,8 @@ def main(argv=None) -> int:
                             "What remains under the same setting is the trainers' own per-step work: hybridnb "
                             "computes the input embedding's gradient on the rows the batch uses "
                             "(`hybridnb.embedding_grads`, bit-identical to autograd's) instead of zero-filling and "
-                            "adding a 384 MB matrix per backward, and steps AdamW with the fused kernel." if swapped_ratio else ""))
+                            "adding a 384 MB matrix per backward, and steps AdamW with the fused kernel."
+                            if swapped_ratio else ""))
     print("wrote", out)
     return 0
 

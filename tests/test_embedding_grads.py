@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -170,19 +171,14 @@ def disable_row_grads(monkeypatch):
 
 
 def spy_row_grads(monkeypatch) -> list:
+    """Patch row_grads to record the state each training loop got (None: the path was not taken)."""
     real, states = embedding_grads.row_grads, []
 
+    @contextlib.contextmanager
     def spy(model, enabled=True):
-        cm = real(model, enabled)
-
-        class Recorded:
-            def __enter__(self):
-                states.append(cm.__enter__())
-                return states[-1]
-
-            def __exit__(self, *exc):
-                return cm.__exit__(*exc)
-        return Recorded()
+        with real(model, enabled) as state:
+            states.append(state)
+            yield state
     monkeypatch.setattr(embedding_grads, "row_grads", spy)
     return states
 
