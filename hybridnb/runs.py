@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hybridnb import config as profiles, distributed, paths, reporting, sampling, train_data, training
+from hybridnb import config as profiles, distributed, losses, paths, reporting, sampling, train_data, training
 from hybridnb.paths import cache_root, reports_root
 
 __all__ = ["RUN_KEYS", "TRAIN_SOURCES", "RunData", "check_run", "config_hash", "prepare_data", "find_finished",
@@ -26,6 +26,10 @@ __all__ = ["RUN_KEYS", "TRAIN_SOURCES", "RunData", "check_run", "config_hash", "
 
 TRAIN_SOURCES = ("mlqa-r", "xquad-r", "mmarco")  # or a path to a ParallelTable JSON
 MAX_OVERLAP_FRACTION = 0.01  # more evaluation text than this in the training data is an error, not noise
+#: the data's own randomness (hard-negative choice, validation split, validation batches) is fixed: a run's
+#: ``seed`` changes only the training randomness (batch kinds, languages and items drawn, dropout masks), so
+#: runs that differ by seed are trained on the same data and validated on the same held-out items
+DATA_SEED = 0
 
 #: notebook-03 parameters that define a run (and its hash); profile, run_name and reporting knobs do not.
 RUN_KEYS = ("model", "strategy", "alpha", "language_sampling", "train_data", "train_languages", "train_max_ids",
@@ -98,8 +102,11 @@ def strategy_label(strategy, alpha) -> str:
 
 
 def default_run_name(profile: str, cfg: dict[str, Any]) -> str:
+    """``<profile>-<strategy>[-tau<t>]-<train>-to-<eval>-seed<k>``; the temperature only when it is not the
+    default, so two temperatures of one strategy never share a report folder."""
     train_name = Path(str(cfg["train_data"])).stem
-    return (f"{profile}-{strategy_label(cfg['strategy'], cfg['alpha'])}-{train_name}-to-"
+    tau = "" if cfg["temperature"] == losses.DEFAULT_TEMPERATURE else f"-tau{cfg['temperature']:g}"
+    return (f"{profile}-{strategy_label(cfg['strategy'], cfg['alpha'])}{tau}-{train_name}-to-"
             f"{'+'.join(cfg['eval_data'])}-seed{cfg['seed']}")
 
 
@@ -116,11 +123,11 @@ def _load_train_table(cfg: dict[str, Any]) -> train_data.ParallelTable:
     name = cfg["train_data"]
     if name in profiles.DATASET_LANGUAGES:
         task = lareqa.load_task(name, cfg["train_languages"], cfg["train_max_ids"])
-        return train_data.from_lareqa(task, cfg["candidate_mode"], cfg["n_hard_negatives"], cfg["seed"])
+        return train_data.from_lareqa(task, cfg["candidate_mode"], cfg["n_hard_negatives"], DATA_SEED)
     if name == "mmarco":
         if not cfg["train_languages"]:
             raise ValueError("train_data 'mmarco' needs train_languages (e.g. [en, de, ar])")
-        return train_data.load_mmarco(cfg["train_languages"], cfg["train_max_ids"], seed=cfg["seed"],
+        return train_data.load_mmarco(cfg["train_languages"], cfg["train_max_ids"], seed=DATA_SEED,
                                       n_hard_negatives=cfg["n_hard_negatives"])
     path = Path(name)
     if not path.is_file():
@@ -151,7 +158,7 @@ def prepare_data(cfg: dict[str, Any]) -> RunData:
                 "evaluation data, so the evaluation would not be zero-shot")
     for task in eval_tasks.values():
         train_data.check_no_overlap(table, task, cfg["candidate_mode"])
-    train, val = train_data.split_validation(table, cfg["val_fraction"], seed=cfg["seed"])
+    train, val = train_data.split_validation(table, cfg["val_fraction"], seed=DATA_SEED)
     training.check_config(train_config(cfg), train)  # batch size vs items, languages, hard negatives
     training.fixed_validation_batches(train_config(cfg), val)
     return RunData(train, val, eval_tasks, dropped)

@@ -39,7 +39,7 @@ from hybridnb import allocator, checkpoints, distributed, embedding_grads, losse
 from hybridnb.train_data import ParallelTable, collate
 
 __all__ = ["TrainConfig", "TrainResult", "check_settings", "check_config", "build_optimizer", "build_scheduler", "train",
-           "validation_loss", "TRAIN_DTYPES"]
+           "validation_loss", "validation_scores", "TRAIN_DTYPES", "VALIDATION_SEED"]
 
 TRAIN_DTYPES = ("auto", "float32", "bfloat16")  # auto: bf16 autocast on CUDA, float32 on CPU
 CHECKPOINT = "checkpoint.pt"
@@ -157,6 +157,11 @@ def _features(encoder, table: ParallelTable, pairs: np.ndarray, n_neg: int):
     return qf, pf, nf
 
 
+#: the validation batches are drawn with this seed whatever the run's seed, so every seed of a strategy is
+#: validated on the same batches (the held-out items are fixed too, by the caller's split)
+VALIDATION_SEED = 1
+
+
 def fixed_validation_batches(cfg: TrainConfig, val_table: ParallelTable) -> list[np.ndarray]:
     """`val_batches` batches drawn once from the validation table with the training strategy.
 
@@ -166,7 +171,7 @@ def fixed_validation_batches(cfg: TrainConfig, val_table: ParallelTable) -> list
     for size in range(min(cfg.batch_size, len(val_table)), 1, -1):
         try:
             sampler = sampling.HybridBatchSampler(val_table.available(), val_table.languages, size, cfg.strategy,
-                                                  cfg.alpha, cfg.language_sampling, seed=cfg.seed + 1)
+                                                  cfg.alpha, cfg.language_sampling, seed=VALIDATION_SEED)
         except ValueError:
             continue
         return [b.pairs for b in sampler.take(cfg.val_batches)]
@@ -175,23 +180,39 @@ def fixed_validation_batches(cfg: TrainConfig, val_table: ParallelTable) -> list
 
 
 @torch.no_grad()
-def validation_loss(encoder, val_table: ParallelTable, batches: list[np.ndarray], cfg: TrainConfig) -> float:
-    """Mean InfoNCE over the fixed validation batches, in eval mode (no dropout)."""
+def validation_scores(encoder, val_table: ParallelTable, batches: list[np.ndarray], cfg: TrainConfig) -> dict:
+    """Mean InfoNCE over the fixed validation batches, in eval mode (no dropout), and two ranking scores.
+
+    ``loss`` depends on the temperature; ``top1`` (share of queries whose positive outranks every in-batch
+    and hard negative) and ``mrr`` (mean reciprocal rank of the positive) do not, so they compare runs
+    trained at different temperatures on the same held-out items.
+    """
     was_training = encoder.training
     encoder.eval()
     dtype = autocast_dtype(cfg.train_dtype, encoder.device)
-    total = 0.0
+    total, top1, rr, n_queries = 0.0, 0.0, 0.0, 0
     try:
         for pairs in batches:
             qf, pf, nf = _features(encoder, val_table, pairs, cfg.n_hard_negatives)
             with torch.autocast(encoder.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
                 q, p = encoder(qf), encoder(pf)
                 n = encoder(nf) if nf is not None else None
-            total += float(losses.info_nce(q.float(), p.float(), None if n is None else n.float(),
-                                           temperature=cfg.temperature))
+            q, p, n = q.float(), p.float(), None if n is None else n.float()
+            total += float(losses.info_nce(q, p, n, temperature=cfg.temperature))
+            scores = q @ (p if n is None else torch.cat([p, n])).T          # (B, B + B*h)
+            positive = scores.diagonal()                                     # query i's own passage
+            rank = 1 + (scores > positive[:, None]).sum(dim=1)               # ties count in the positive's favour
+            top1 += float((rank == 1).sum())
+            rr += float((1.0 / rank).sum())
+            n_queries += len(pairs)
     finally:
         encoder.train(was_training)
-    return total / len(batches)
+    return {"loss": total / len(batches), "top1": top1 / n_queries, "mrr": rr / n_queries}
+
+
+def validation_loss(encoder, val_table: ParallelTable, batches: list[np.ndarray], cfg: TrainConfig) -> float:
+    """Mean InfoNCE over the fixed validation batches (:func:`validation_scores`' ``loss``)."""
+    return validation_scores(encoder, val_table, batches, cfg)["loss"]
 
 
 def train(encoder, train_table: ParallelTable, val_table: ParallelTable, cfg: TrainConfig,
@@ -262,8 +283,9 @@ def train(encoder, train_table: ParallelTable, val_table: ParallelTable, cfg: Tr
                       "language": batch.language, "pairs_per_s": cfg.batch_size / seconds, "step_s": seconds}
             done = step + 1
             if done % cfg.val_every == 0 or done == cfg.steps:
-                val = validation_loss(encoder, val_table, val_batches, cfg) if main else None
-                record["val_loss"] = distributed.broadcast_object(val)  # rank 0's, so all ranks agree
+                val = validation_scores(encoder, val_table, val_batches, cfg) if main else None
+                val = distributed.broadcast_object(val)  # rank 0's, so all ranks agree
+                record.update(val_loss=val["loss"], val_top1=val["top1"], val_mrr=val["mrr"])
                 if record["val_loss"] < best["val_loss"]:
                     best = {"step": done, "val_loss": record["val_loss"]}
                     if main:
