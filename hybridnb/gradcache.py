@@ -127,7 +127,7 @@ def gradcache_step(
     """
     chunk_size = _check_chunk_size(chunk_size)
     groups = _groups(query_features, passage_features, negative_features)
-    ctx = _resolve_autocast(autocast, groups)
+    ctx = _resolve_autocast(autocast, groups, model)
     cuda_devices = _cuda_devices(model, groups)
     chunked = [split_features(g, chunk_size) for g in groups]
 
@@ -180,7 +180,7 @@ def plain_step(
     in training.
     """
     groups = _groups(query_features, passage_features, negative_features)
-    ctx = _resolve_autocast(autocast, groups)
+    ctx = _resolve_autocast(autocast, groups, model)
     reps = []
     for features in groups:
         chunks = [dict(features)] if chunk_size is None else split_features(features, chunk_size)
@@ -235,11 +235,16 @@ def _groups(query: Features, passage: Features, negative: Features | None) -> li
     return [query, passage, negative]
 
 
-def _resolve_autocast(autocast: AutocastArg, groups: list[Features]) -> Callable[[], ContextManager]:
+def _resolve_autocast(autocast: AutocastArg, groups: list[Features],
+                      model: object = None) -> Callable[[], ContextManager]:
+    """A dtype autocasts on the device the model computes on: its parameters' device when it has any
+    (the tokenizer's features usually arrive on the CPU and the model moves them to its GPU; an autocast
+    keyed on the features' device would then be a CPU autocast, and the GPU would run in float32)."""
     if autocast is None:
         return contextlib.nullcontext
     if isinstance(autocast, torch.dtype):
-        device = next(iter(groups[0].values())).device
+        param = next(model.parameters(), None) if isinstance(model, nn.Module) else None
+        device = param.device if param is not None else next(iter(groups[0].values())).device
         return make_autocast(device, autocast)
     if callable(autocast):
         return autocast

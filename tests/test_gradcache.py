@@ -241,3 +241,16 @@ def test_split_features():
     assert set(chunks[0]) == set(NEGATIVES)
     for key, value in NEGATIVES.items():
         torch.testing.assert_close(torch.cat([c[key] for c in chunks]), value)
+
+
+def test_a_dtype_autocasts_on_the_model_device_not_the_features_device(monkeypatch):
+    # the tokenizer's features arrive on the CPU while the model sits on its GPU: the autocast must follow
+    # the model (found by reading benchmarks/gpu_check.py's path; a GPU run would otherwise train in float32)
+    seen = []
+    monkeypatch.setattr(gc, "make_autocast", lambda device, dtype: seen.append(torch.device(device)) or contextlib.nullcontext)
+    model = nn.Linear(2, 2, device="meta")
+    features = [{"input_ids": torch.zeros(2, 3, dtype=torch.long)}]
+    gc._resolve_autocast(torch.bfloat16, features, model)
+    assert seen == [torch.device("meta")]
+    gc._resolve_autocast(torch.bfloat16, features, lambda f: None)  # no parameters: the features' device
+    assert seen[-1] == torch.device("cpu")
