@@ -1,12 +1,14 @@
 # The two commands of the README:
 #   make reproduce   the main job: notebooks through papermill with PROFILE (default cpu), writing reports/
 #   make sweep       the mix-ratio sweep (notebook 05) with PROFILE
+#   make study       the seed study (notebook 08) with STUDY_PROFILE (default study): every strategy x seed
 #   make test        unit tests + pytest --nbval over the notebooks (their defaults are the ci profile)
 # Both create and fill the virtual environment themselves.
 
 PYTHON  ?= python3
 VENV    ?= .venv
 PROFILE ?= cpu
+STUDY_PROFILE ?= study
 BIN     := $(VENV)/bin
 
 # Offline machines: a local mirror of the raw data (layout of ../shared/data, see README). When one sits
@@ -14,7 +16,7 @@ BIN     := $(VENV)/bin
 HYBRIDNB_MIRROR ?= $(if $(wildcard ../shared/data/MANIFEST.md),$(abspath ../shared/data),)
 export HYBRIDNB_MIRROR
 
-.PHONY: reproduce sweep test venv clean-cache
+.PHONY: reproduce sweep study test venv clean-cache
 
 venv: $(VENV)/.installed
 
@@ -33,9 +35,14 @@ reproduce: venv
 sweep: venv
 	$(BIN)/python -m hybridnb.pipeline --profile $(PROFILE) --notebooks 05_ratio_sweep.ipynb
 
+# the study (notebook 08): every strategy x seed at params/study.yaml's budget, runs reused by config hash;
+# writes reports/$(STUDY_PROFILE)/STUDY.md, its figures and BUDGET.md (its own, outside make reproduce's)
+study: venv
+	$(BIN)/python -m hybridnb.pipeline --profile $(STUDY_PROFILE) --notebooks 08_study.ipynb $(if $(FRESH),--fresh,)
+
 test: venv
 	HYBRIDNB_REPORTS=$(CURDIR)/cache/test-reports $(BIN)/python -m pytest tests \
-		--nbval-lax notebooks --nbval-current-env -p no:cacheprovider
+		--nbval-lax notebooks --nbval-current-env -p no:cacheprovider --durations=30
 
 clean-cache:
 	rm -rf cache

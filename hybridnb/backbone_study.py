@@ -63,9 +63,11 @@ def zero_shot_dir(params: dict[str, Any], backbone: str) -> Path:
     return zero_shot.result_dir(params["profile"], model_name(backbone, params))
 
 
-def zero_shot_results(backbone: str, tasks: dict, params: dict[str, Any], show_progress: bool = True) -> dict[str, Any]:
-    """Zero-shot results of one backbone (schema of notebook 02), reused from disk when they match."""
-    out = zero_shot_dir(params, backbone)
+def zero_shot_results(backbone: str, tasks: dict, params: dict[str, Any], show_progress: bool = True,
+                      out: Path | None = None) -> dict[str, Any]:
+    """Zero-shot results of one backbone (schema of notebook 02), reused from disk when they match; in
+    ``out`` (default: :func:`zero_shot_dir`)."""
+    out = zero_shot_dir(params, backbone) if out is None else Path(out)
     record = zero_shot.model_record(model_name(backbone, params), params["max_length"], params["candidate_mode"],
                                     params["encode_dtype"])
     saved = zero_shot.find(out, record, tasks, params["n_resamples"], params["seed"])

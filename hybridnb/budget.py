@@ -162,7 +162,8 @@ def children_peak_rss_mb() -> float:
 
 def write_budget(profile: dict, records: list[NotebookRecord], total_s: float, out_dir: Path,
                  reused: list[str] | None = None, cache_was_empty: bool | None = None,
-                 speeds: dict[str, list[float]] | None = None, step_s: dict[str, float] | None = None) -> Path:
+                 speeds: dict[str, list[float]] | None = None, step_s: dict[str, float] | None = None,
+                 command: str = "make reproduce") -> Path:
     """BUDGET.md and budget.json in `out_dir`, against the profile's targets (if it sets them).
 
     A run that reused earlier results (`reused`) is no measure of the budget: it gets no verdict.
@@ -194,10 +195,10 @@ def write_budget(profile: dict, records: list[NotebookRecord], total_s: float, o
 
     rows = [{"notebook": r.notebook, "wall": f"{r.seconds:.0f} s", "peak RSS (kernel tree, sampled)":
              f"{r.peak_rss_mb / 1024:.2f} GiB"} for r in records]
-    text = (f"# make reproduce: time and memory (profile `{profile['profile']}`)\n\n{reporting.stamp(prov)}\n\n"
+    text = (f"# {command}: time and memory (profile `{profile['profile']}`)\n\n{reporting.stamp(prov)}\n\n"
             "Written by `hybridnb.pipeline` at the end of the run it describes (this invocation only). "
             + (f"**Not a from-scratch run**: it reused {len(reused)} earlier result(s) ({', '.join(reused)}), "
-               "so it says nothing about the budget; `make reproduce FRESH=1` recomputes everything."
+               "so it says nothing about the budget; `{command} FRESH=1` recomputes everything."
                if reused else "Every run and zero-shot result was computed by this run"
                + ("; the model and data cache started empty, as on a fresh machine." if cache_was_empty
                   else "; the model/data cache was already filled (E5 conversion and data preparation "

@@ -14,13 +14,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from hybridnb import backbone_study, budget, config, image_text_runs, runs, sweep
+from hybridnb import backbone_study, budget, config, image_text_runs, runs, study, sweep
 from hybridnb.paths import repo_root, reports_root
 
 NOTEBOOKS = ("01_data.ipynb", "02_zero_shot.ipynb", "03_train.ipynb", "04_compare.ipynb", "06_backbones.ipynb",
              "07_multimodal.ipynb")
 TRAIN_NOTEBOOK = "03_train.ipynb"  # executed once per strategy in the profile's `strategies`
 SWEEP_NOTEBOOK = "05_ratio_sweep.ipynb"  # `make sweep`: its own target, not in NOTEBOOKS
+STUDY_NOTEBOOK = "08_study.ipynb"  # `make study`: its own target and budget (reports/<profile>/BUDGET.md)
 
 
 def jobs(profile: dict, notebooks: tuple[str, ...]) -> list[tuple[str, str, dict]]:
@@ -65,6 +66,8 @@ def run(profile_name: str, notebooks: tuple[str, ...] = NOTEBOOKS, fresh: bool =
         image_text_runs.check_runs(profile)  # the image-text runs and their zero-shot baseline
     if SWEEP_NOTEBOOK in notebooks:
         sweep.sweep_points(profile)  # every alpha and mixture of the sweep
+    if STUDY_NOTEBOOK in notebooks:
+        study.check_study(profile)  # every (strategy, seed) run any probe temperature can imply
     nb_dir = repo_root() / "notebooks"
     missing = [nb for nb in notebooks if not (nb_dir / nb).exists()]
     if missing:
@@ -88,12 +91,14 @@ def run(profile_name: str, notebooks: tuple[str, ...] = NOTEBOOKS, fresh: bool =
             os.environ.pop("HYBRIDNB_REUSE_LOG", None)
         else:
             os.environ["HYBRIDNB_REUSE_LOG"] = previous_log
-    if tuple(notebooks) == NOTEBOOKS:  # the whole of `make reproduce` (not `make sweep` or a subset)
+    commands = {NOTEBOOKS: "make reproduce", (STUDY_NOTEBOOK,): "make study"}  # not `make sweep` or a subset
+    if tuple(notebooks) in commands:
         reused = budget.reused_results(before, used)
         print("[hybridnb] wrote", budget.write_budget(profile, records, time.perf_counter() - started,
                                                       out_dir.parent, reused, cache_was_empty,
                                                       budget.encode_speeds(profile["profile"], before),
-                                                      budget.train_step_seconds(profile["profile"], before)), flush=True)
+                                                      budget.train_step_seconds(profile["profile"], before),
+                                                      command=commands[tuple(notebooks)]), flush=True)
     return written
 
 

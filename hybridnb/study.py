@@ -27,8 +27,8 @@ from typing import Any
 
 from hybridnb import compare, config, runs
 
-__all__ = ["StudyRun", "check_study", "probe_runs", "grid_runs", "reverse_runs", "choose_temperature",
-           "train_all"]
+__all__ = ["STUDY_KEYS", "StudyRun", "check_study", "probe_runs", "grid_runs", "reverse_runs", "choose_temperature",
+           "train_all", "collect", "zero_shot"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,11 @@ class StudyRun:
     @property
     def cfg(self) -> dict[str, Any]:
         return runs.check_run(self.params)
+
+
+#: the parameters of a study (notebook 08): a run's (runs.RUN_KEYS) plus the study's own
+STUDY_KEYS = (*runs.RUN_KEYS, "profile", "encode_batch_size", "strategies", "seeds", "study_temperatures",
+              "study_reverse", "study_candidate_modes", "study_train", "study_budget_minutes")
 
 
 def _seeds(params: dict[str, Any]) -> list[int]:
@@ -121,23 +126,73 @@ def choose_temperature(probes: dict[float, dict[str, Any]]) -> tuple[float, dict
     return chosen, mrr
 
 
-def train_all(params: dict[str, Any], show_progress: bool = True) -> dict[str, Any]:
-    """Run (or reuse) every study run in order; returns {"temperature", "val_mrr", "probes", "grid", "reverse"}
-    with {"results", "dir", "run"} per run."""
+def collect(params: dict[str, Any], train: bool = True, show_progress: bool = True) -> dict[str, Any]:
+    """Every study run in order, trained now (``train``) or only the finished ones (``train=False``: an
+    interim report from what is committed). Returns {"temperature", "val_mrr", "probes", "grid", "reverse",
+    "systems"} with {"run", "results", "dir"} per run; "systems" groups the grid by system label."""
     check_study(params)
 
     def execute(planned: list[StudyRun]) -> list[dict[str, Any]]:
         out = []
         for r in planned:
-            report_dir, results = runs.run(r.params, show_progress=show_progress)
+            cfg = r.cfg
+            results, report_dir = runs.find_finished(cfg), runs.run_dirs(cfg)[0]
+            if results is None and train:
+                print(f"[hybridnb] study: training {cfg['run_name']} ({r.group}) ...", flush=True)
+                report_dir, results = runs.run(r.params, show_progress=show_progress)
+            elif results is None:
+                print(f"[hybridnb] study: not finished yet: {cfg['run_name']}", flush=True)
+                continue
             out.append({"run": r, "results": results, "dir": report_dir})
         return out
 
     probes = execute(probe_runs(params))
-    temperature, val_mrr = choose_temperature({p["run"].params["temperature"]: p for p in probes})
-    grid = execute(grid_runs(params, temperature))
-    reverse = execute(reverse_runs(params, temperature))
-    return {"temperature": temperature, "val_mrr": val_mrr, "probes": probes, "grid": grid, "reverse": reverse}
+    done: dict[str, Any] = {"temperature": None, "val_mrr": {}, "probes": probes, "grid": [], "reverse": [],
+                            "systems": {}}
+    if len(probes) < len(_temperatures(params)):
+        return done  # the temperature is not chosen yet
+    done["temperature"], done["val_mrr"] = choose_temperature({p["run"].params["temperature"]: p for p in probes})
+    done["grid"] = execute(grid_runs(params, done["temperature"]))
+    done["reverse"] = execute(reverse_runs(params, done["temperature"]))
+    for r in done["grid"]:
+        done["systems"].setdefault(r["run"].system, []).append(r)
+    return done
+
+
+def train_all(params: dict[str, Any], show_progress: bool = True) -> dict[str, Any]:
+    """Run (or reuse) every study run: :func:`collect` with training."""
+    return collect(params, train=True, show_progress=show_progress)
+
+
+def zero_shot(params: dict[str, Any], mode: str, compute: bool = True, show_progress: bool = True):
+    """The zero-shot row of the study's model in candidate ``mode`` on the evaluation dataset:
+    {"results", "dir"}, or None when it is neither saved nor ``compute``-d.
+
+    A saved result with the same model, encoding settings, queries, candidates and bootstrap is reused from
+    any profile's folder (the same computation, e.g. the cpu profile's notebook 02); otherwise it is
+    computed into ``reports/<profile>/zero_shot/<model>[--<mode>]/``.
+    """
+    from hybridnb import backbone_study, backbones, lareqa, zero_shot as zs
+    from hybridnb.paths import reports_root
+
+    config.check_candidate_mode(mode)
+    name = params["eval_data"]
+    opts = config.check_eval_datasets({name: params["eval_datasets"].get(name)})[name]
+    tasks = {name: lareqa.load_task(name, opts["languages"], opts["max_ids"])}
+    record = zs.model_record(params["model"], params["max_length"], mode, params["encode_dtype"])
+    own = zs.result_dir(params["profile"], params["model"])
+    own = own if mode == params["candidate_mode"] else own.with_name(f"{own.name}--{mode.replace('+', '-')}")
+    candidates = [own] + sorted(p for p in reports_root().glob(f"*/zero_shot/{own.name}") if p != own)
+    for folder in candidates:
+        saved = zs.find(folder, record, tasks, params["n_resamples"], params["seed"])
+        if saved is not None:
+            return {"results": saved, "dir": folder}
+    if not compute:
+        return None
+    backbone = backbones.get_backbone(params["model"]).name  # the registry entry of the study's model
+    results = backbone_study.zero_shot_results(backbone, tasks, {**params, "candidate_mode": mode},
+                                               show_progress=show_progress, out=own)
+    return {"results": results, "dir": own}
 
 
 def main(argv: list[str] | None = None) -> int:
