@@ -8,6 +8,7 @@ simplex. Every point is validated before the first one trains.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from hybridnb import reporting, runs, sampling, stats
 from hybridnb.evaluation import EvalResult
 
 __all__ = ["REFERENCE", "SETTINGS", "strategy_for_alpha", "sweep_points", "sweep_frame", "table_with_cis",
-           "paired_against", "report_markdown", "plot_points"]
+           "paired_against", "seed_spread", "report_markdown", "plot_points"]
 
 REFERENCE = "alpha=0.5"  # the paper's hybrid: every other point is compared with it, query by query
 SETTINGS = {"mono mAP": "mono_ap", "cross mAP": "cross_ap", "multi mAP": "multi_ap", "rank distance": "rank_distance"}
@@ -109,13 +110,54 @@ def paired_against(run_dirs: dict[str, Path], dataset: str, reference: str = REF
     return pd.DataFrame(rows)
 
 
+def seed_spread(params: dict[str, Any], seeds: list[int]) -> pd.DataFrame:
+    """The reference point (hybrid, alpha = 0.5) at every seed in ``seeds`` that has a finished run (none is
+    trained here; ``make study`` with the same profile trains them): one row per (dataset, seed).
+
+    Every sweep point is one seed; this is how far another seed moves the same configuration, so a reader can
+    see which differences between points exceed training noise.
+    """
+    rows = []
+    for seed in seeds:
+        results = runs.find_finished(runs.check_run({**params, "strategy": "hybrid", "alpha": 0.5, "seed": seed,
+                                                     "run_name": None}))
+        for dataset, block in (results or {}).get("datasets", {}).items():
+            rows.append({"dataset": dataset, "seed": seed, **{
+                column: (block["rank_distance"] if key == "rank_distance" else block[key.split("_")[0]]["map"])["value"]
+                for column, key in SETTINGS.items()}})
+    return pd.DataFrame(rows, columns=["dataset", "seed", *SETTINGS])
+
+
+def _spread_sd(spread: pd.DataFrame | None) -> dict[tuple[str, str], float]:
+    """{(dataset, column): standard deviation over seeds} where at least 2 seeds finished."""
+    if spread is None or spread.empty:
+        return {}
+    return {(d, c): float(g[c].std(ddof=1)) for d, g in spread.groupby("dataset") if len(g) >= 2 for c in SETTINGS}
+
+
 def report_markdown(prov: dict, frame: pd.DataFrame, paired: pd.DataFrame, run_note: str,
-                    reference: str = REFERENCE, alpha: float = 0.05) -> str:
-    """RATIO_SWEEP.md: every point with its CIs, then every point against the paper's hybrid, paired."""
+                    reference: str = REFERENCE, alpha: float = 0.05, spread: pd.DataFrame | None = None) -> str:
+    """RATIO_SWEEP.md: every point with its CIs, the reference's seed-to-seed spread (when ``spread`` has two
+    or more seeds), then every point against the paper's hybrid, paired, with the seed noise beside it."""
     text = (f"# Mix-ratio sweep\n\n{reporting.stamp(prov)}\n\n{run_note} Each cell: value [95% bootstrap CI over "
             "question groups]; sweep.csv has the numbers. Figures: figures/ratio_sweep.png (the alpha line), "
             "figures/ratio_sweep_points_<dataset>.png (every point)\n\n"
             + reporting.markdown_table(table_with_cis(frame).to_dict("records")))
+    sd = _spread_sd(spread)
+    if sd:
+        text += (f"\n\n## Seed-to-seed spread of {reference}\n\nThe same configuration trained with other seeds "
+                 "(the study's runs of this profile): a difference between two one-seed points is only beyond "
+                 "training noise when it is larger than about 2·√2·sd (the sd of a difference of two single runs "
+                 "is √2·sd).\n\n" + reporting.markdown_table(
+                     [{k: (f"{v:.1f}" if k == "rank distance" else f"{v:.3f}") if k in SETTINGS else v
+                       for k, v in r.items()} for r in spread.to_dict("records")])
+                 + "\n" + "".join(f"- {d}, {c}: sd {v:.{1 if c == 'rank distance' else 4}f} over "
+                                   f"{int((spread.dataset == d).sum())} seeds\n" for (d, c), v in sd.items()))
+    else:
+        n = 0 if spread is None else len(spread)
+        text += (f"\n\nThe seed-to-seed spread of {reference} is not measured yet ({n} finished seed run(s) of the "
+                 "profile's `seeds`; `make study STUDY_PROFILE=<this profile>` trains them), so the differences "
+                 "below say nothing about training noise.\n")
     if paired.empty:
         return text + f"\n\nNo paired comparison: the sweep has no {reference} point.\n"
     rows, lines = [], []
@@ -130,6 +172,10 @@ def report_markdown(prov: dict, frame: pd.DataFrame, paired: pd.DataFrame, run_n
                 verdict["better" if better else "worse"].append(f"{r.column} ({r.diff:+.{digits}f})")
         rows.append(row)
         said = "; ".join(f"{k} on {', '.join(v)}" for k, v in verdict.items() if v) or "no significant difference"
+        if sd:
+            beyond = [r.column for r in block.itertuples()
+                      if (dataset, r.column) in sd and abs(r.diff) > 2 * math.sqrt(2) * sd[(dataset, r.column)]]
+            said += f"; beyond seed noise: {', '.join(beyond) if beyond else 'none'}"
         lines.append(f"- {dataset}, {point}: {said}")
     summary = (f"Against {reference}, at p < 0.05 (no correction for the number of comparisons):\n"
                + "\n".join(lines))

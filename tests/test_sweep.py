@@ -151,3 +151,41 @@ def test_report_markdown_says_which_points_differ_from_the_papers_hybrid():
     assert "- xquad-r, alpha=0: better on multi mAP (+0.020); worse on rank distance (+19.0)" in md
     assert "- xquad-r, alpha=1: no significant difference" in md
     assert "No paired comparison" in sweep.report_markdown(prov, frame, pd.DataFrame(), "")
+
+
+def test_report_markdown_puts_the_seed_spread_of_the_reference_beside_the_differences():
+    est = {"mono mAP": 0.7, "mono low": 0.69, "mono high": 0.71, "cross mAP": 0.6, "cross low": 0.59, "cross high": 0.61,
+           "multi mAP": 0.4, "multi low": 0.39, "multi high": 0.41, "rank distance": 400.0, "rd low": 380.0,
+           "rd high": 420.0}
+    frame = pd.DataFrame([{"dataset": "xquad-r", "point": p, "w_mono": w, "w_cross": 1 - w, "w_mixed": 0.0, **est}
+                          for p, w in (("alpha=0", 0.0), ("alpha=0.5", 0.5))])
+    paired = pd.DataFrame([
+        {"dataset": "xquad-r", "point": "alpha=0", "column": "multi mAP", "diff": 0.02, "low": 0.01, "high": 0.03,
+         "p_value": 0.002},
+        {"dataset": "xquad-r", "point": "alpha=0", "column": "mono mAP", "diff": -0.004, "low": -0.006, "high": -0.002,
+         "p_value": 0.002}])
+    # seeds: mono sd 0.005 (2·√2·sd = 0.014 > 0.004: within noise), multi sd 0.002 (0.0057 < 0.02: beyond)
+    spread = pd.DataFrame([{"dataset": "xquad-r", "seed": s, "mono mAP": 0.7 + 0.005 * k, "cross mAP": 0.6,
+                            "multi mAP": 0.4 + 0.002 * k, "rank distance": 400.0 + k} for s, k in ((0, -1), (1, 0), (2, 1))])
+    prov = {"commit": "abc", "profile": "cpu", "created": "now", "hardware": {"cuda": None, "cpu": "x", "cores": 2}}
+    md = sweep.report_markdown(prov, frame, paired, "One run per point.", spread=spread)
+    assert "## Seed-to-seed spread of alpha=0.5" in md
+    assert "- xquad-r, mono mAP: sd 0.0050 over 3 seeds" in md
+    assert "beyond seed noise: multi mAP" in md
+    one = sweep.report_markdown(prov, frame, paired, "", spread=spread[spread.seed == 0])
+    assert "is not measured yet (1 finished seed run(s)" in one and "beyond seed noise" not in one
+
+
+def test_seed_spread_reads_finished_runs_only(tmp_path, monkeypatch):
+    params = {**config.load_profile("ci"), "run_name": None}
+    block = {s: {"map": {"value": v}} for s, v in (("mono", 0.7), ("cross", 0.6), ("multi", 0.4))}
+    seen = []
+
+    def finished(cfg):
+        seen.append((cfg["seed"], cfg["strategy"], cfg["alpha"]))
+        return None if cfg["seed"] == 2 else {"datasets": {"xquad-r": {**block, "rank_distance": {"value": 40.0}}}}
+
+    monkeypatch.setattr(sweep.runs, "find_finished", finished)
+    spread = sweep.seed_spread(params, [0, 1, 2])
+    assert seen == [(0, "hybrid", 0.5), (1, "hybrid", 0.5), (2, "hybrid", 0.5)]
+    assert spread.seed.tolist() == [0, 1] and spread["rank distance"].tolist() == [40.0, 40.0]
