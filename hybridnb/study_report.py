@@ -215,7 +215,7 @@ def plot_differences(verdicts: pd.DataFrame, dataset: str):
     import matplotlib.pyplot as plt
 
     baselines = [b for b in BASELINES if b in set(verdicts.baseline)]
-    fig, (ax, ax_rd) = plt.subplots(1, 2, figsize=(10, 4.6), gridspec_kw={"width_ratios": [3, 1]})
+    fig, (ax, ax_rd) = plt.subplots(1, 2, figsize=(10, 4.6), gridspec_kw={"width_ratios": [3, 1]}, layout="constrained")
     for axis, frame in ((ax, verdicts[verdicts.key != "rank_distance"]), (ax_rd, verdicts[verdicts.key == "rank_distance"])):
         columns = list(dict.fromkeys(frame.column))
         for j, baseline in enumerate(baselines):
@@ -230,20 +230,20 @@ def plot_differences(verdicts: pd.DataFrame, dataset: str):
                               label=f"hybrid − {baseline}" if yi == y[0] else None)
         axis.axvline(0, color="k", lw=0.8)
         axis.set_yticks(range(len(columns)), columns)
-        axis.invert_yaxis()
+        axis.set_ylim(len(columns) - 0.5, -0.5)  # first column on top; one row per column, whatever the panel
         axis.grid(axis="x", alpha=0.3)
     ax.set_xlabel("difference (mAP / recall)")
     ax_rd.set_xlabel("difference (ranks; < 0 favours hybrid)")
     ax.legend(loc="lower left", bbox_to_anchor=(0, 1.01), ncol=3, fontsize=8, frameon=False)
     fig.suptitle(f"{dataset}: hybrid minus each baseline, 95% interval over seeds and questions "
-                 "(filled: beyond noise)", fontsize=10, y=1.0)
-    fig.tight_layout()
+                 "(filled: beyond noise)", fontsize=10)
     return fig
 
 
 def plot_validation_curves(logs: dict[str, dict[int, list[dict]]]):
     """Validation loss and MRR per step, one line per seed, one colour per system (left: loss, right: MRR)."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, (ax_loss, ax_mrr) = plt.subplots(1, 2, figsize=(10, 3.8))
     for name, by_seed in logs.items():
@@ -261,7 +261,7 @@ def plot_validation_curves(logs: dict[str, dict[int, list[dict]]]):
     ax_mrr.set(xlabel="step", ylabel="validation MRR", title="validation MRR (temperature-free)")
     for a in (ax_loss, ax_mrr):
         a.grid(alpha=0.3)
-        a.xaxis.get_major_locator().set_params(integer=True)
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
     ax_loss.legend(fontsize=8, title="one line per seed", title_fontsize=8)
     fig.tight_layout()
     return fig

@@ -12,6 +12,7 @@ reports/runs/<run_name>/.
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 
 import yaml
@@ -29,6 +30,18 @@ def parse_overrides(pairs: list[str]) -> dict:
     return out
 
 
+def check_override_keys(overrides: dict, params: dict) -> None:
+    """Refuse a key the profile does not have (``--set stepz=3`` would otherwise be dropped silently and an
+    earlier run reused), naming the closest known keys."""
+    known = set(params) | set(runs.RUN_KEYS) | {"run_name", "encode_batch_size"}
+    for key in overrides:
+        if key not in known:
+            hint = difflib.get_close_matches(key, sorted(known), n=3)
+            raise SystemExit(f"--set {key}=...: unknown key {key!r}"
+                             + (f"; did you mean {' or '.join(repr(h) for h in hint)}?" if hint else "")
+                             + f" (the profile's keys: {', '.join(sorted(known))})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="cpu", help="params/<profile>.yaml or a YAML path")
@@ -39,17 +52,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     params = config.load_profile(args.profile)
-    params.update(parse_overrides(args.set))
+    overrides = parse_overrides(args.set)
+    check_override_keys(overrides, params)
+    params.update(overrides)
     for key in ("strategy", "alpha", "run_name"):
         if getattr(args, key) is not None:
             params[key] = getattr(args, key)
+    finished = runs.find_finished(runs.check_run(params))  # checks everything before any work
     try:
         report_dir, results = runs.run(params)
         main = distributed.is_main()
     finally:
         distributed.cleanup()  # under torchrun: leave the process group (a no-op otherwise)
     if main:
-        print(f"[hybridnb] {report_dir}")
+        if finished is not None:
+            created = finished.get("provenance", {}).get("created", "?")
+            print(f"[hybridnb] reused {report_dir} (finished {created}; same config hash, nothing trained)")
+        else:
+            print(f"[hybridnb] {report_dir}")
         print(reporting.markdown_table(reporting.summary_rows(results)))
     return 0
 

@@ -116,3 +116,12 @@ def test_training_data_with_evaluation_text_is_refused_before_training(tiny_run)
         runs.run({**params, "train_data": str(tmp_path / "leaky.json")}, show_progress=False)
     assert not (tmp_path / "reports" / "runs").exists()
     assert not (tmp_path / "cache" / "runs").exists()
+
+
+def test_cli_refuses_an_unknown_key_with_a_hint():
+    params = config.load_profile("ci")
+    with pytest.raises(SystemExit, match="unknown key 'stepz'; did you mean 'steps'"):
+        train.check_override_keys({"stepz": 3}, params)
+    with pytest.raises(SystemExit, match="unknown key 'alhpa'.*'alpha'"):
+        train.main(["--profile", "ci", "--set", "alhpa=0.25"])
+    train.check_override_keys({"steps": 3, "run_name": "x"}, params)  # known keys pass
