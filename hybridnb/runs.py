@@ -274,6 +274,10 @@ def run(params: dict[str, Any], show_progress: bool = True) -> tuple[Path, dict[
         evaluations = evaluate_run(cfg, data, trained, show_progress)
         results = results_json(cfg, data, trained, evaluations, params.get("profile", "custom"),
                                time.time() - start)
+        import matplotlib.pyplot as plt
+
         figures = {"loss_curve.png": reporting.plot_training_curves(trained.history, cfg["run_name"])}
         outcome = write_run(cfg, results, trained, evaluations, figures), results
+        for fig in figures.values():
+            plt.close(fig)  # saved: a notebook that runs several runs does not display each curve again
     return distributed.broadcast_object(outcome)  # the other ranks wait here while rank 0 evaluates

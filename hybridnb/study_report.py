@@ -355,10 +355,11 @@ def report_markdown(prov: dict, params: dict, collected: dict, sections: dict[st
     return "\n".join(lines) + "\n"
 
 
-def build(params: dict, collected: dict, zero_shot_row: dict | None, zero_shot_other: dict | None = None,
-          show: bool = False) -> dict[str, Any]:
-    """Compute every section and figure, write ``reports/<profile>/STUDY.md`` and its figures (all or
-    nothing), and return {"sections", "figures", "path"} for the notebook to display."""
+def build(params: dict, collected: dict, zero_shot_row: dict | None,
+          zero_shot_other: dict | None = None) -> dict[str, Any]:
+    """Compute every section and figure, write ``reports/<profile>/STUDY.md`` and its figures, and return
+    {"sections", "figures", "path", "text"} for the notebook to display (the figures are closed after
+    saving; ``display(fig)`` still draws them)."""
     import matplotlib.pyplot as plt
 
     from hybridnb import checkpoints
@@ -406,8 +407,7 @@ def build(params: dict, collected: dict, zero_shot_row: dict | None, zero_shot_o
     text = report_markdown(prov, params, collected, sections, list(figures), source)
     for rel, fig in figures.items():
         reporting.save_figure(fig, out_dir / rel)
-        if not show:
-            plt.close(fig)
+        plt.close(fig)
     path = reporting.write_text(out_dir / "STUDY.md", text)
     return {"sections": sections, "figures": figures, "path": path, "text": text}
 
