@@ -165,7 +165,7 @@ def train_all(params: dict[str, Any], show_progress: bool = True) -> dict[str, A
 
 
 def zero_shot(params: dict[str, Any], mode: str, compute: bool = True, show_progress: bool = True):
-    """The zero-shot row of the study's model in candidate ``mode`` on the evaluation dataset:
+    """The zero-shot row of the study's model in candidate ``mode`` on the profile's ``eval_datasets``:
     {"results", "dir"}, or None when it is neither saved nor ``compute``-d.
 
     A saved result with the same model, encoding settings, queries, candidates and bootstrap is reused from
@@ -176,9 +176,10 @@ def zero_shot(params: dict[str, Any], mode: str, compute: bool = True, show_prog
     from hybridnb.paths import reports_root
 
     config.check_candidate_mode(mode)
-    name = params["eval_data"]
-    opts = config.check_eval_datasets({name: params["eval_datasets"].get(name)})[name]
-    tasks = {name: lareqa.load_task(name, opts["languages"], opts["max_ids"])}
+    # every dataset of the profile, as notebook 02 evaluates them: the folder is 02's for the profile's own
+    # mode, and a result of fewer datasets written there would replace 02's (and not match it next time)
+    tasks = {name: lareqa.load_task(name, opts["languages"], opts["max_ids"])
+             for name, opts in config.check_eval_datasets(params["eval_datasets"]).items()}
     record = zs.model_record(params["model"], params["max_length"], mode, params["encode_dtype"])
     own = zs.result_dir(params["profile"], params["model"])
     own = own if mode == params["candidate_mode"] else own.with_name(f"{own.name}--{mode.replace('+', '-')}")

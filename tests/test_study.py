@@ -136,3 +136,25 @@ def test_the_ci_study_end_to_end(one_thread):
     for rel in report["figures"]:
         assert (reports_root() / "ci" / rel).stat().st_size > 10_000
     assert not math.isnan(sec["verdicts"]["diff"].iloc[0])
+
+
+@needs_mirror
+def test_the_zero_shot_row_is_notebook_02s_result_and_never_replaces_it(monkeypatch, tmp_path):
+    """study.zero_shot evaluates every dataset of the profile, as notebook 02 does, so it finds 02's result
+    (and a result it writes there is 02's): a one-dataset result once replaced 02's and made it recompute."""
+    from hybridnb import backbone_study, zero_shot as zs
+
+    params = config.load_profile("ci")
+    seen = {}
+
+    def fake(backbone, tasks, p, show_progress=True, out=None):
+        seen["datasets"], seen["out"] = sorted(tasks), out
+        return {"datasets": {}}
+
+    monkeypatch.setattr(backbone_study, "zero_shot_results", fake)
+    monkeypatch.setattr(zs, "find", lambda *a, **k: None)
+    study.zero_shot({**params, "profile": "zs-test"}, params["candidate_mode"])
+    assert seen["datasets"] == sorted(params["eval_datasets"])
+    assert seen["out"] == zs.result_dir("zs-test", params["model"])
+    study.zero_shot({**params, "profile": "zs-test"}, "sentence")
+    assert seen["out"].name.endswith("--sentence")

@@ -16,7 +16,8 @@ def ci_profile(**change):
 
 
 def test_sweep_points_cover_alphas_and_mixtures_and_share_the_baseline_runs():
-    profile = ci_profile()
+    cpu = config.load_profile("cpu")  # the full grid (the ci profile sweeps a smaller one)
+    profile = ci_profile(alphas=cpu["alphas"], mixtures=cpu["mixtures"])
     points = sweep.sweep_points(profile)
     labels = [label for label, _ in points]
     assert labels == ["alpha=0", "alpha=0.25", "alpha=0.5", "alpha=0.75", "alpha=1",
