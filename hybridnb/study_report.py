@@ -92,20 +92,21 @@ def verdict_table(comparisons: dict[str, dict]) -> pd.DataFrame:
 
 
 def summary_sentence(verdicts: pd.DataFrame, dataset: str) -> str:
-    """One plain sentence: where hybrid wins, loses and ties against each baseline on ``dataset``."""
+    """Plain sentences: where hybrid wins, loses and ties against each baseline on ``dataset``."""
     parts = []
     for baseline, group in verdicts.groupby("baseline", sort=False):
         by = {v: [c for c in group[group.verdict.str.rstrip("?") == v].column] for v in ("win", "loss")}
         ties = len(group) - len(by["win"]) - len(by["loss"])
-        bits = []
-        if by["win"]:
-            bits.append("better on " + ", ".join(by["win"]))
-        if by["loss"]:
-            bits.append("worse on " + ", ".join(by["loss"]))
-        if ties:
-            bits.append(f"no difference beyond noise on the other {ties}" if bits else
-                        f"no difference beyond noise on any of the {ties} columns")
-        parts.append(f"against {baseline}, hybrid is " + "; ".join(bits))
+        if not by["win"] and not by["loss"]:
+            text = f"Against {baseline}, no difference beyond noise in any of the {ties} columns"
+        else:
+            bits = [f"{word} on {', '.join(by[v])}" for v, word in (("win", "better"), ("loss", "worse")) if by[v]]
+            if ties:
+                bits.append(f"no different beyond noise on the other {ties}")
+            text = f"Against {baseline}, hybrid is " + "; ".join(bits)
+        if group.verdict.str.endswith("?").any():
+            text += " (one seed: training noise not measured, so these are not yet claims)"
+        parts.append(text)
     return f"On {dataset}: " + ". ".join(parts) + "."
 
 
@@ -202,6 +203,7 @@ def plot_points(summaries: dict[str, dict], dataset: str):
             offsets = np.linspace(-0.15, 0.15, len(vals)) if len(vals) > 1 else [0.0]
             ax.scatter(i + np.asarray(offsets), vals, s=18, color=COLOURS[name], edgecolor="k", lw=0.4, zorder=3)
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+        ax.set_xlim(-0.6, len(names) - 0.4)  # room for the mean bars at both ends
         ax.set_title(_column(key) + (" (lower is better)" if key in seed_stats.LOWER_IS_BETTER else ""), fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"{dataset}: per-seed values (dots), mean and 95% interval over seeds and questions", fontsize=10)

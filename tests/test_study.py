@@ -158,3 +158,20 @@ def test_the_zero_shot_row_is_notebook_02s_result_and_never_replaces_it(monkeypa
     assert seen["out"] == zs.result_dir("zs-test", params["model"])
     study.zero_shot({**params, "profile": "zs-test"}, "sentence")
     assert seen["out"].name.endswith("--sentence")
+
+
+def test_the_summary_sentence_names_wins_losses_and_unmeasured_seed_noise():
+    import pandas as pd
+
+    from hybridnb import study_report
+
+    v = pd.DataFrame([{"baseline": "X-Y", "column": "mono map", "verdict": "win"},
+                      {"baseline": "X-Y", "column": "multi map", "verdict": "loss"},
+                      {"baseline": "X-Y", "column": "cross map", "verdict": "no difference"},
+                      {"baseline": "zero-shot", "column": "mono map", "verdict": "win?"}])
+    text = study_report.summary_sentence(v, "xquad-r")
+    tie = study_report.summary_sentence(v[v.verdict == "no difference"], "mlqa-r")
+    assert tie == "On mlqa-r: Against X-Y, no difference beyond noise in any of the 1 columns."
+    assert text == ("On xquad-r: Against X-Y, hybrid is better on mono map; worse on multi map; no different beyond "
+                    "noise on the other 1. Against zero-shot, hybrid is better on mono map (one seed: training noise "
+                    "not measured, so these are not yet claims).")
