@@ -23,6 +23,7 @@ import argparse
 import math
 import sys
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from hybridnb import compare, config, runs
@@ -38,8 +39,9 @@ class StudyRun:
     seed: int
     params: dict[str, Any]      # the run's parameters (runs.run takes them)
 
-    @property
+    @cached_property
     def cfg(self) -> dict[str, Any]:
+        """The checked run config (name, hash), computed once per planned run."""
         return runs.check_run(self.params)
 
 
