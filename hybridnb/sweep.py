@@ -117,15 +117,13 @@ def seed_spread(params: dict[str, Any], seeds: list[int]) -> pd.DataFrame:
     Every sweep point is one seed; this is how far another seed moves the same configuration, so a reader can
     see which differences between points exceed training noise.
     """
-    rows = []
-    for seed in seeds:
-        results = runs.find_finished(runs.check_run({**params, "strategy": "hybrid", "alpha": 0.5, "seed": seed,
-                                                     "run_name": None}))
-        for dataset, block in (results or {}).get("datasets", {}).items():
-            rows.append({"dataset": dataset, "seed": seed, **{
-                column: (block["rank_distance"] if key == "rank_distance" else block[key.split("_")[0]]["map"])["value"]
-                for column, key in SETTINGS.items()}})
-    return pd.DataFrame(rows, columns=["dataset", "seed", *SETTINGS])
+    finished = {seed: runs.find_finished(runs.check_run({**params, "strategy": "hybrid", "alpha": 0.5,
+                                                         "seed": seed, "run_name": None})) for seed in seeds}
+    finished = {seed: results for seed, results in finished.items() if results is not None}
+    if not finished:
+        return pd.DataFrame(columns=["dataset", "seed", *SETTINGS])
+    frame = sweep_frame(finished).rename(columns={"point": "seed"})  # the sweep's own table, one row per seed
+    return frame[["dataset", "seed", *SETTINGS]]
 
 
 def _spread_sd(spread: pd.DataFrame | None) -> dict[tuple[str, str], float]:

@@ -179,12 +179,14 @@ def test_report_markdown_puts_the_seed_spread_of_the_reference_beside_the_differ
 
 def test_seed_spread_reads_finished_runs_only(tmp_path, monkeypatch):
     params = {**config.load_profile("ci"), "run_name": None}
-    block = {s: {"map": {"value": v}} for s, v in (("mono", 0.7), ("cross", 0.6), ("multi", 0.4))}
+    block = {s: {"map": {"value": v, "ci": [v - 0.01, v + 0.01]}}
+             for s, v in (("mono", 0.7), ("cross", 0.6), ("multi", 0.4))}
     seen = []
 
     def finished(cfg):
         seen.append((cfg["seed"], cfg["strategy"], cfg["alpha"]))
-        return None if cfg["seed"] == 2 else {"datasets": {"xquad-r": {**block, "rank_distance": {"value": 40.0}}}}
+        return None if cfg["seed"] == 2 else {"training": {"weights": {"mono": 0.5, "cross": 0.5}},
+                                              "datasets": {"xquad-r": {**block, "rank_distance": {"value": 40.0, "ci": [39.0, 41.0]}}}}
 
     monkeypatch.setattr(sweep.runs, "find_finished", finished)
     spread = sweep.seed_spread(params, [0, 1, 2])
