@@ -29,16 +29,16 @@ $(VENV)/.installed: pyproject.toml
 
 # FRESH=1: recompute every run and zero-shot result instead of reusing committed ones (a from-scratch time)
 reproduce: venv
-	$(BIN)/python -m hybridnb.pipeline --profile $(PROFILE) $(if $(FRESH),--fresh,)
+	$(BIN)/python -m hybridnb pipeline --profile $(PROFILE) $(if $(FRESH),--fresh,)
 
 # the mix-ratio sweep (notebook 05): its own target, outside make reproduce's CPU budget
 sweep: venv
-	$(BIN)/python -m hybridnb.pipeline --profile $(PROFILE) --notebooks 05_ratio_sweep.ipynb
+	$(BIN)/python -m hybridnb pipeline --profile $(PROFILE) --notebooks 05_ratio_sweep.ipynb
 
 # the study (notebook 08): every strategy x seed at params/study.yaml's budget, runs reused by config hash;
 # writes reports/$(STUDY_PROFILE)/STUDY.md, its figures and BUDGET.md (its own, outside make reproduce's)
 study: venv
-	$(BIN)/python -m hybridnb.pipeline --profile $(STUDY_PROFILE) --notebooks 08_study.ipynb $(if $(FRESH),--fresh,)
+	$(BIN)/python -m hybridnb pipeline --profile $(STUDY_PROFILE) --notebooks 08_study.ipynb $(if $(FRESH),--fresh,)
 
 test: venv
 	HYBRIDNB_REPORTS=$(CURDIR)/cache/test-reports $(BIN)/python -m pytest tests \

@@ -1,8 +1,8 @@
-"""Row-wise input-embedding gradients (hybridnb.embedding_grads) against autograd's dense ones, same work.
+"""Row-wise input-embedding gradients (hybridnb.training.embedding_grads) against autograd's dense ones, same work.
 
 The cpu profile's training step: the offline multilingual-e5-small, MLQA-R hybrid batches of 32
 (query, positive, hard negative), max length 64, GradCache in chunks of 16 (six backwards per step),
-float32, through :func:`hybridnb.training.train`. One worker trains with the row-wise path (the default),
+float32, through :func:`hybridnb.training.trainer.train`. One worker trains with the row-wise path (the default),
 the other with it switched off (autograd's dense embedding backward: a 250,037 x 384 zero-filled matrix
 per backward, added into ``.grad``). Each worker is its own subprocess, the workers alternate for
 ``--rounds`` rounds (the shared VM is noisy), and the first ``--warmup`` steps of each are left out. Both
@@ -30,8 +30,10 @@ WORKERS = ("row-wise", "autograd dense")
 def worker(args) -> None:
     import torch
 
-    from hybridnb import embedding_grads, lareqa, train_data, training
-    from hybridnb.encoders import OFFLINE_E5, Encoder
+    from hybridnb.training import embedding_grads
+    from hybridnb.data import lareqa, train_data
+    from hybridnb import training
+    from hybridnb.models.encoders import OFFLINE_E5, Encoder
 
     if args.worker == "autograd dense":
         real = embedding_grads.row_grads

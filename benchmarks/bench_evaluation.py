@@ -1,6 +1,6 @@
 """Full XQuAD-R evaluation time against the time to encode its texts once (target: at most 1.10x).
 
-Runs :func:`hybridnb.eval_runner.evaluate_encoder` (what notebook 02 and every trained run call) on the whole
+Runs :func:`hybridnb.evaluation.runner.evaluate_encoder` (what notebook 02 and every trained run call) on the whole
 of XQuAD-R (13,090 questions, 13,014 sentence+paragraph candidates) with a profile's model settings, and
 compares its wall time with the time its two encoding passes took inside the same call (every text is
 encoded exactly once; the rest is scoring, the 110 cross-lingual pools, rank distance and the bootstrap).
@@ -23,8 +23,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
 
-    from hybridnb import config, eval_runner, lareqa, reporting
-    from hybridnb.encoders import Encoder
+    from hybridnb import config, reporting
+    from hybridnb.evaluation import runner
+    from hybridnb.data import lareqa
+    from hybridnb.models.encoders import Encoder
     from hybridnb.paths import reports_root
 
     prof = config.load_profile(args.profile)
@@ -32,8 +34,8 @@ def main(argv=None) -> int:
     task = lareqa.load_task("xquad-r")
     encoder = Encoder.from_pretrained(prof["model"], max_length=prof["max_length"])
     start = time.perf_counter()
-    ev = eval_runner.evaluate_encoder(encoder, task, prof["candidate_mode"], prof["encode_batch_size"],
-                                      prof["n_resamples"], prof["seed"], autocast_dtype=dtype)
+    ev = runner.evaluate_encoder(encoder, task, prof["candidate_mode"], prof["encode_batch_size"],
+                                 prof["n_resamples"], prof["seed"], autocast_dtype=dtype)
     total = time.perf_counter() - start
     encode = ev.timings["encode_queries_s"] + ev.timings["encode_candidates_s"]
     ratio = total / encode

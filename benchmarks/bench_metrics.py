@@ -1,10 +1,10 @@
-"""Benchmark of the LAReQA metric computation (hybridnb.evaluation) on data of full XQuAD-R shape.
+"""Benchmark of the LAReQA metric computation (hybridnb.evaluation.metrics) on data of full XQuAD-R shape.
 
 Builds synthetic embeddings shaped like XQuAD-R (1,190 questions x 11 languages = 13,090 queries,
 13,014 candidate sentences, 384-d, one relevant sentence per language per question id), times
-`hybridnb.evaluation.evaluate` against a straightforward per-query loop of
+`hybridnb.evaluation.metrics.evaluate` against a straightforward per-query loop of
 `sklearn.metrics.average_precision_score` computing the same APs (mono, cross and multilingual pools),
-checks that they agree to 1e-9, times the bootstrap CIs / paired comparison of `hybridnb.stats`, and
+checks that they agree to 1e-9, times the bootstrap CIs / paired comparison of `hybridnb.evaluation.stats`, and
 writes JSON + Markdown reports.
 
 The sklearn loop is slow (~0.1 s per query for its 12 pools), so by default it runs on a subset of
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hybridnb.evaluation import evaluate, reference_evaluate
+from hybridnb.evaluation.metrics import evaluate, reference_evaluate
 from hybridnb.paths import reports_root
 
 XQUAD_LANGS = ["ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi", "zh"]
@@ -131,7 +131,7 @@ def summary_difference(a, b) -> float:
 
 
 def time_stats(result, other, n_resamples: int = 1000) -> dict:
-    from hybridnb.stats import compare, confidence_intervals
+    from hybridnb.evaluation.stats import compare, confidence_intervals
 
     t0 = time.perf_counter()
     confidence_intervals(result, n_resamples=n_resamples)
@@ -231,7 +231,7 @@ def to_markdown(report: dict) -> str:
         "",
         "| method | wall time (s) | notes |",
         "| --- | ---: | --- |",
-        f"| `hybridnb.evaluation.evaluate` | {ev['best_s']:.2f} | best of {len(ev['times_s'])} "
+        f"| `hybridnb.evaluation.metrics.evaluate` | {ev['best_s']:.2f} | best of {len(ev['times_s'])} "
         f"({', '.join(f'{t:.2f}' for t in ev['times_s'])}); {ev['computes']} |",
         f"| per-query sklearn loop | {ref['seconds_all_queries']:.1f} | {ref['computes']}; {how} |",
         "",
@@ -244,7 +244,7 @@ def to_markdown(report: dict) -> str:
     ]
     if "stats" in report:
         st = report["stats"]
-        lines += ["", f"`hybridnb.stats` ({st['n_resamples']} resamples over question groups, all 10 metrics): "
+        lines += ["", f"`hybridnb.evaluation.stats` ({st['n_resamples']} resamples over question groups, all 10 metrics): "
                   f"confidence_intervals {st['confidence_intervals_s']:.1f} s, compare (bootstrap CI + "
                   f"permutation test) {st['compare_s']:.1f} s."]
     s = report["summary"]
@@ -274,7 +274,7 @@ def main(argv=None) -> int:
                         help="queries per language for the sklearn loop (0 = all queries, ~20 min)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--n-resamples", type=int, default=1000)
-    parser.add_argument("--no-stats", action="store_true", help="skip timing hybridnb.stats")
+    parser.add_argument("--no-stats", action="store_true", help="skip timing hybridnb.evaluation.stats")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     report = run(ref_per_lang=args.ref_queries, repeats=args.repeats, n_resamples=args.n_resamples,

@@ -2,7 +2,7 @@
 
 Both train the offline multilingual-e5-small on the same MLQA-R batches: the hybrid sampler draws
 `--steps` batches of `--batch-size` (query, positive, hard negative) rows once; hybridnb trains on them
-through :func:`hybridnb.training.train` (same seed, so the very same batches), and
+through :func:`hybridnb.training.trainer.train` (same seed, so the very same batches), and
 ``SentenceTransformerTrainer`` with ``MultipleNegativesRankingLoss`` (scale 20 = temperature 0.05) trains
 on a dataset of exactly those rows, in that order (a sequential batch sampler), with the same
 optimiser settings (AdamW, lr 3e-5, weight decay 0.01, 10% warm-up, clipping 1.0), maximum length and
@@ -38,7 +38,8 @@ LR, WD, WARMUP, CLIP = 3e-5, 0.01, 0.1, 1.0
 
 def batches(steps: int, batch_size: int, seed: int) -> tuple[list[dict], "ParallelTable"]:  # noqa: F821
     """The training table (passages as joined strings) and the rows of the first `steps` hybrid batches."""
-    from hybridnb import lareqa, train_data, training
+    from hybridnb.data import lareqa, train_data
+    from hybridnb import training
 
     task = lareqa.load_task("mlqa-r")
     table = train_data.from_lareqa(task, "sentence+context", n_hard_negatives=1, seed=seed)
@@ -58,7 +59,7 @@ def batches(steps: int, batch_size: int, seed: int) -> tuple[list[dict], "Parall
 
 def run_ours(args) -> dict:
     from hybridnb import training
-    from hybridnb.encoders import OFFLINE_E5, Encoder
+    from hybridnb.models.encoders import OFFLINE_E5, Encoder
 
     _, table = batches(args.steps, args.batch_size, args.seed)
     encoder = Encoder.from_pretrained(OFFLINE_E5, max_length=args.max_length)
@@ -79,7 +80,7 @@ def run_sentence_transformers(args) -> dict:
     from torch.utils.data import BatchSampler, SequentialSampler
     from transformers import TrainerCallback
 
-    from hybridnb.encoders import OFFLINE_E5, Encoder
+    from hybridnb.models.encoders import OFFLINE_E5, Encoder
 
     rows, _ = batches(args.steps, args.batch_size, args.seed)
     with tempfile.TemporaryDirectory() as tmp:
@@ -231,7 +232,7 @@ def main(argv=None) -> int:
                          + (f"\n\nRatio hybridnb / sentence-transformers under the same setting: {swapped_ratio}. "
                             "What remains under the same setting is the trainers' own per-step work: hybridnb "
                             "computes the input embedding's gradient on the rows the batch uses "
-                            "(`hybridnb.embedding_grads`, bit-identical to autograd's) instead of zero-filling and "
+                            "(`hybridnb.training.embedding_grads`, bit-identical to autograd's) instead of zero-filling and "
                             "adding a 384 MB matrix per backward, and steps AdamW with the fused kernel."
                             if swapped_ratio else ""))
     print("wrote", out)

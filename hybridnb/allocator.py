@@ -38,7 +38,7 @@ def _libc():
 def tune_malloc() -> bool:
     """Raise glibc's mmap threshold once per process; True if the setting is in effect.
 
-    Idempotent and cheap: the trainers and :meth:`hybridnb.encoders.Encoder.encode` call it on entry.
+    Idempotent and cheap: the trainers and :meth:`hybridnb.models.encoders.Encoder.encode` call it on entry.
     """
     if "tuned" in _state:
         return _state["tuned"]

@@ -2,19 +2,20 @@
 
 Each executed notebook is written to a temp file and moved into reports/<profile>/notebooks/ only when it
 ran to the end, so an interrupted run never leaves a half-executed notebook that looks finished. A run that
-finishes writes its own time and memory record, reports/<profile>/BUDGET.md (:mod:`hybridnb.budget`).
+finishes writes its own time and memory record, reports/<profile>/BUDGET.md (:mod:`hybridnb.studies.budget`).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from hybridnb import backbone_study, budget, config, image_text_runs, runs, study, sweep
+from hybridnb.studies import backbone_study, budget, runs, study, sweep
+from hybridnb import config
+from hybridnb.image_text import runs as image_text_runs
 from hybridnb.paths import repo_root, reports_root
 
 NOTEBOOKS = ("01_data.ipynb", "02_zero_shot.ipynb", "03_train.ipynb", "04_compare.ipynb", "06_backbones.ipynb",
@@ -122,7 +123,7 @@ def _execute(plan, nb_dir: Path, out_dir: Path, profile: dict, records: list, wr
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m hybridnb pipeline", description=__doc__)
     parser.add_argument("--profile", default="cpu", help="params/<profile>.yaml (ci, cpu, paper) or a YAML path")
     parser.add_argument("--notebooks", nargs="*", default=list(NOTEBOOKS))
     parser.add_argument("--fresh", action="store_true",
@@ -131,6 +132,3 @@ def main(argv: list[str] | None = None) -> int:
     run(args.profile, tuple(args.notebooks), fresh=args.fresh)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

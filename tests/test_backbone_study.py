@@ -1,4 +1,4 @@
-"""hybridnb.backbone_study (notebook 06): up-front checks, run naming, zero-shot reuse, paired gains."""
+"""hybridnb.studies.backbone_study (notebook 06): up-front checks, run naming, zero-shot reuse, paired gains."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from conftest import needs_mirror
-from hybridnb import backbone_study as study, config, lareqa, runs, zero_shot
-from hybridnb.evaluation import EvalResult
+from hybridnb.studies import backbone_study as study, runs, zero_shot
+from hybridnb import config
+from hybridnb.data import lareqa
+from hybridnb.evaluation.metrics import EvalResult
 
 
 def ci_params(**change):

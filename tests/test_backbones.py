@@ -1,4 +1,4 @@
-"""hybridnb.backbones, hub and baselines: the registry, availability without network, hub backbones loaded
+"""hybridnb.models.backbones, hub and baselines: the registry, availability without network, hub backbones loaded
 from a Hugging Face cache built here from tiny random models, BM25 on a hand-made task, USE (slow)."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from hybridnb import backbones, baselines, hub
-from hybridnb.backbones import availability, availability_table, get_backbone, list_backbones, load_backbone
-from hybridnb.encoders import OFFLINE_E5, Encoder
-from hybridnb.lareqa import build_task
+from hybridnb.models import backbones, baselines, hub
+from hybridnb.models.backbones import availability, availability_table, get_backbone, list_backbones, load_backbone
+from hybridnb.models.encoders import OFFLINE_E5, Encoder
+from hybridnb.data.lareqa import build_task
 from test_encoders import _st_modules, make_model, make_tokenizer, texts
 
 HUB_NAMES = ["xlm-roberta-base", "labse", "mbert", "mt5-base", "e5-small", "e5-base"]

@@ -1,11 +1,11 @@
-"""hybridnb.budget: the pipeline's time and memory record, against the profile's targets."""
+"""hybridnb.studies.budget: the pipeline's time and memory record, against the profile's targets."""
 
 import json
 import os
 import subprocess
 import sys
 
-from hybridnb import budget
+from hybridnb.studies import budget
 
 
 def test_measure_samples_the_rss_of_child_processes(tmp_path):
@@ -111,7 +111,8 @@ def test_machine_speed_comes_from_the_results_this_run_computed(tmp_path, monkey
 
 
 def test_the_reuse_log_collects_what_kernels_reused(tmp_path, monkeypatch):
-    from hybridnb import paths, runs
+    from hybridnb import paths
+    from hybridnb.studies import runs
 
     monkeypatch.setenv("HYBRIDNB_REPORTS", str(tmp_path / "reports"))
     log = tmp_path / "reuse.log"

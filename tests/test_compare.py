@@ -1,8 +1,8 @@
-"""hybridnb.compare: verdict wording against the paper's directions, and the table layout."""
+"""hybridnb.studies.compare: verdict wording against the paper's directions, and the table layout."""
 
 import pandas as pd
 
-from hybridnb import compare
+from hybridnb.studies import compare
 
 
 def sig_rows(diff_mono_map, p_mono_map, diff_rd, p_rd):

@@ -1,4 +1,4 @@
-"""hybridnb.distributed under torchrun (2 CPU processes, gloo) against one process with the global batch.
+"""hybridnb.training.distributed under torchrun (2 CPU processes, gloo) against one process with the global batch.
 
 One torchrun job (WORKER) computes a step, sampler batches and two short trainings on 2 ranks and saves
 them; the test process computes the same in one process and compares. Three more jobs (RUNNER) train,
@@ -20,9 +20,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hybridnb import distributed, gradcache, losses, training
-from hybridnb.encoders import Encoder
-from hybridnb.train_data import ParallelTable, split_validation
+from hybridnb.training import distributed, gradcache, losses
+from hybridnb import training
+from hybridnb.models.encoders import Encoder
+from hybridnb.data.train_data import ParallelTable, split_validation
 from tiny_models import save_tiny_bert, synthetic_table
 
 WORLD = 2
@@ -35,9 +36,10 @@ SAMPLER_STEPS = 24
 WORKER = """
 import json, os, sys, torch
 torch.set_num_threads(1)
-from hybridnb import distributed, losses, training
-from hybridnb.encoders import Encoder
-from hybridnb.train_data import ParallelTable, split_validation
+from hybridnb.training import distributed, losses
+from hybridnb import training
+from hybridnb.models.encoders import Encoder
+from hybridnb.data.train_data import ParallelTable, split_validation
 model, table_path, out = sys.argv[1:4]
 step_cfg, train_cfg, strategy, n_steps = (json.loads(a) for a in sys.argv[4:8])
 distributed.init()
@@ -50,7 +52,7 @@ batch = sampler.next_batch()
 enc = Encoder.from_pretrained(model, max_length=32)
 enc.train()
 ddp = distributed.wrap(enc)
-qf, pf, nf = training._features(enc, table, batch.pairs, step_cfg["n_hard_negatives"])
+qf, pf, nf = training.trainer._features(enc, table, batch.pairs, step_cfg["n_hard_negatives"])
 result = {"world": distributed.world_size(), "pairs": torch.as_tensor(batch.pairs)}
 for name, chunk in (("plain", None), ("gradcache", 3)):
     result[name + "_loss"] = distributed.contrastive_step(ddp, qf, pf, losses.InfoNCE(), nf, chunk_size=chunk)
@@ -77,9 +79,10 @@ RUNNER = """
 import os, sys, time, torch
 from pathlib import Path
 torch.set_num_threads(1)
-from hybridnb import distributed, gradcache, training
-from hybridnb.encoders import Encoder
-from hybridnb.train_data import ParallelTable, split_validation
+from hybridnb.training import distributed, gradcache
+from hybridnb import training
+from hybridnb.models.encoders import Encoder
+from hybridnb.data.train_data import ParallelTable, split_validation
 model, table, out, delay = sys.argv[1], sys.argv[2], Path(sys.argv[3]), float(sys.argv[4])
 distributed.init()
 (out / "pids").mkdir(parents=True, exist_ok=True)
@@ -170,7 +173,7 @@ def test_single_process_step_is_the_gradcache_module_step(tiny, one_thread):
     enc = Encoder.from_pretrained(tiny["model_nodrop"], max_length=32)
     enc.train()
     batch = training.check_config(training.TrainConfig(**STEP_CFG), tiny["table"]).next_batch()
-    qf, pf, nf = training._features(enc, tiny["table"], batch.pairs, 1)
+    qf, pf, nf = training.trainer._features(enc, tiny["table"], batch.pairs, 1)
     loss = distributed.contrastive_step(enc, qf, pf, losses.InfoNCE(), nf)
     grads = [p.grad.clone() for p in enc.parameters()]
     enc.zero_grad(set_to_none=True)
@@ -187,7 +190,7 @@ def test_two_ranks_give_the_loss_and_gradients_of_one_process(tiny, two_ranks, o
     batch = training.check_config(training.TrainConfig(**STEP_CFG), table, world_size=1, rank=0).next_batch()
     enc = Encoder.from_pretrained(tiny["model_nodrop"], max_length=32)
     enc.train()
-    qf, pf, nf = training._features(enc, table, batch.pairs, 1)
+    qf, pf, nf = training.trainer._features(enc, table, batch.pairs, 1)
     ref_loss = gradcache.plain_step(enc, qf, pf, losses.InfoNCE(), nf)
     ref_grads = {k: p.grad for k, p in enc.named_parameters()}
 
@@ -230,7 +233,7 @@ def test_two_rank_training_matches_one_process(tiny, two_ranks, tmp_path, gc, on
     ref = training.train(enc, train_t, val_t, training.TrainConfig(**TRAIN_CFG, gradcache=gc, chunk_size=3),
                          tmp_path / "run", show_progress=False)
     out = two_ranks / f"train_gc{int(gc)}"
-    log = [json.loads(line) for line in (out / training.LOG).read_text().splitlines()]
+    log = [json.loads(line) for line in (out / training.trainer.LOG).read_text().splitlines()]
     assert [r["step"] for r in log] == [0, 1, 2]
     for mine, theirs in zip(log, ref.history):
         assert (mine["kind"], mine["language"]) == (theirs["kind"], theirs["language"])
@@ -240,7 +243,7 @@ def test_two_rank_training_matches_one_process(tiny, two_ranks, tmp_path, gc, on
         expected = weights(tmp_path / "run" / folder)
         for k, v in weights(out / folder).items():
             torch.testing.assert_close(v, expected[k], rtol=1e-4, atol=1e-5, msg=f"{folder} {k}")
-    state = torch.load(out / training.CHECKPOINT, weights_only=False)
+    state = torch.load(out / training.trainer.CHECKPOINT, weights_only=False)
     assert state["step"] == 3 and len(state["rng"]) == WORLD  # every rank's RNG state
 
 
@@ -274,7 +277,7 @@ def test_killed_two_rank_run_resumes_to_the_same_weights_and_log(tiny, tmp_path)
     args = lambda out, delay: [tiny["model"], tiny["table_path"], out, delay]  # noqa: E731
     reference = torchrun(script, args(tmp_path / "ref", 0.0), tmp_path / "ref.log")  # side by side
     killed = torchrun(script, args(tmp_path / "killed", 0.25), tmp_path / "killed.log")
-    log = tmp_path / "killed" / "run" / training.LOG
+    log = tmp_path / "killed" / "run" / training.trainer.LOG
     deadline = time.time() + 300
     while time.time() < deadline:  # kill once step 5 is logged (a checkpoint exists at step 3)
         if log.exists() and sum(1 for _ in log.open()) >= 5:
@@ -283,7 +286,7 @@ def test_killed_two_rank_run_resumes_to_the_same_weights_and_log(tiny, tmp_path)
         time.sleep(0.02)
     _kill_job(killed, tmp_path / "killed" / "pids")
     finish(reference, tmp_path / "ref.log")
-    state = torch.load(tmp_path / "killed" / "run" / training.CHECKPOINT, weights_only=False)
+    state = torch.load(tmp_path / "killed" / "run" / training.trainer.CHECKPOINT, weights_only=False)
     assert 3 <= state["step"] < 12 and not (tmp_path / "killed" / "run" / "final").exists()
 
     finish(torchrun(script, args(tmp_path / "killed", 0.0), tmp_path / "resumed.log"), tmp_path / "resumed.log")
@@ -294,5 +297,5 @@ def test_killed_two_rank_run_resumes_to_the_same_weights_and_log(tiny, tmp_path)
             assert torch.equal(ref_w[k], res_w[k]), (folder, k)
     strip = lambda p: [{k: v for k, v in json.loads(line).items() if k not in ("pairs_per_s", "step_s")}  # noqa: E731
                        for line in p.read_text().splitlines()]
-    assert strip(tmp_path / "ref" / "run" / training.LOG) == strip(log)
+    assert strip(tmp_path / "ref" / "run" / training.trainer.LOG) == strip(log)
     assert [r["step"] for r in strip(log)] == list(range(12))

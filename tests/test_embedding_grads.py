@@ -1,4 +1,4 @@
-"""hybridnb.embedding_grads: the row-wise embedding gradient equals autograd's, bit for bit, in the real loops."""
+"""hybridnb.training.embedding_grads: the row-wise embedding gradient equals autograd's, bit for bit, in the real loops."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from tiny_models import save_tiny_bert, synthetic_table  # noqa: E402
 
-from hybridnb import embedding_grads, training  # noqa: E402
-from hybridnb.embedding_grads import row_grads  # noqa: E402
-from hybridnb.encoders import Encoder  # noqa: E402
+from hybridnb.training import embedding_grads
+from hybridnb import training
+from hybridnb.training.embedding_grads import row_grads  # noqa: E402
+from hybridnb.models.encoders import Encoder  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -203,7 +204,7 @@ def test_training_train_uses_the_row_path_and_matches_autograd(bert_dir, tmp_pat
 def test_image_text_training_uses_the_row_path_and_matches_autograd(bert_dir, monkeypatch):
     from test_image_text_train import cfg_for, model_for, synthetic
 
-    from hybridnb import image_text_train as itt
+    from hybridnb.image_text import trainer as itt
 
     train, val = synthetic(), synthetic(12, seed=1)
     cfg = cfg_for(steps=6, val_every=3)

@@ -1,4 +1,4 @@
-"""hybridnb.encoders on tiny random models built here (fast, offline), and on the offline E5 (slow)."""
+"""hybridnb.models.encoders on tiny random models built here (fast, offline), and on the offline E5 (slow)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hybridnb.encoders import OFFLINE_E5, Encoder, EncoderConfig
+from hybridnb.models.encoders import OFFLINE_E5, Encoder, EncoderConfig
 
 WORDS = (
     "hello world query passage the a of in on is was river city paris london berlin capital country "
@@ -114,7 +114,7 @@ def test_unknown_pooling_is_rejected_before_loading(monkeypatch):
     def boom():
         raise AssertionError("converted before validating")
 
-    monkeypatch.setattr("hybridnb.e5_offline.offline_e5_path", boom)
+    monkeypatch.setattr("hybridnb.models.offline_e5.offline_e5_path", boom)
     with pytest.raises(ValueError, match="pooling"):
         Encoder.from_pretrained(OFFLINE_E5, pooling="max")
 
@@ -217,10 +217,10 @@ def _pairs_and_rule(tok, seed=5, n=120, max_length=12):
 
 def test_batched_pair_truncation_matches_the_per_pair_rule(model_dir, monkeypatch):
     """Every pair as if tokenised alone: context cut first, unless the first segment leaves no room for it."""
-    monkeypatch.setattr("hybridnb.pair_tokens.PAIR_CHUNK", 16)  # several tokenizer calls per group
+    monkeypatch.setattr("hybridnb.models.pair_tokens.PAIR_CHUNK", 16)  # several tokenizer calls per group
     enc = load(model_dir, passage_prefix="passage: ", max_length=12)
     pairs, expected = _pairs_and_rule(enc.tokenizer)
-    from hybridnb import pair_tokens
+    from hybridnb.models import pair_tokens
 
     by_tokenizer, calls = pair_tokens._by_tokenizer, []
 
@@ -239,7 +239,7 @@ def test_batched_pair_truncation_matches_the_per_pair_rule(model_dir, monkeypatc
 @pytest.mark.parametrize("style", sorted(STYLES))
 def test_kept_lengths_is_the_tokenizers_truncation_rule(style):
     """The lengths the assembled rows keep are the tokenizer's, over a grid on both sides of every boundary."""
-    from hybridnb.pair_tokens import kept_lengths
+    from hybridnb.models.pair_tokens import kept_lengths
 
     tok = make_tokenizer(style)
     words_a, words_b = WORDS[:16], WORDS[16:32]  # one token each, disjoint: the output tells the segments apart
@@ -260,7 +260,7 @@ def test_kept_lengths_is_the_tokenizers_truncation_rule(style):
 
 def test_pair_assembly_falls_back_to_the_tokenizer_when_its_template_is_wrong(model_dir, monkeypatch):
     """A tokenizer whose pair output is not the template read off the probe still gets the per-pair rule."""
-    from hybridnb import pair_tokens
+    from hybridnb.models import pair_tokens
 
     enc = load(model_dir, passage_prefix="passage: ", max_length=12)
     good = pair_tokens.pair_template(enc.tokenizer)
@@ -362,7 +362,7 @@ def test_save_loads_in_sentence_transformers(model_dir, tmp_path, pooling, norma
 def test_offline_e5_encoder_matches_reference():
     from transformers import AutoModel, AutoTokenizer
 
-    from hybridnb.e5_offline import offline_e5_path
+    from hybridnb.models.offline_e5 import offline_e5_path
 
     enc = Encoder.from_pretrained(OFFLINE_E5)
     c = enc.config

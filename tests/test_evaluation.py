@@ -1,4 +1,4 @@
-"""Tests of hybridnb.evaluation: agreement with sklearn per-query loops, hand-worked cases, aggregation."""
+"""Tests of hybridnb.evaluation.metrics: agreement with sklearn per-query loops, hand-worked cases, aggregation."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score
 
-from hybridnb.evaluation import EvalResult, evaluate, evaluate_scores, reference_evaluate, topk
+from hybridnb.evaluation.metrics import EvalResult, evaluate, evaluate_scores, reference_evaluate, topk
 
 LANGS = ["en", "de", "ar", "zh"]
 

@@ -138,7 +138,7 @@ def test_torchrun_cli_run_is_killed_after_its_first_checkpoint_and_resumes(dry_r
     assert resumed["exit"] == 0 and resumed["resumed_from"] == killed["checkpoint_step"]
     assert resumed["log_steps"] == list(range(size["train_steps"]))
     assert resumed["final_checkpoint_step"] == size["train_steps"]
-    assert "torch.distributed.run --standalone --nproc_per_node 1 -m hybridnb.train" in part["command"]
+    assert "torch.distributed.run --standalone --nproc_per_node 1 -m hybridnb train" in part["command"]
     assert doc["checks"]["torchrun_kill_resume"] and doc["passed"]
 
 

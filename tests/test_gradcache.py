@@ -15,9 +15,9 @@ from torch import nn
 
 transformers = pytest.importorskip("transformers")
 
-import hybridnb.gradcache as gc  # noqa: E402
-from hybridnb.gradcache import gradcache_step, make_autocast, plain_step, split_features  # noqa: E402
-from hybridnb.losses import InfoNCE, info_nce  # noqa: E402
+import hybridnb.training.gradcache as gc  # noqa: E402
+from hybridnb.training.gradcache import gradcache_step, make_autocast, plain_step, split_features  # noqa: E402
+from hybridnb.training.losses import InfoNCE, info_nce  # noqa: E402
 
 B, H, SEQ = 7, 2, 8  # 7 queries: chunk_size 3 gives uneven chunks (3, 3, 1); 14 hard negatives
 LOSS = InfoNCE()

@@ -1,4 +1,4 @@
-"""Tests for hybridnb.image_text: the loss against hand computations, image towers, the model, collate."""
+"""Tests for hybridnb.image_text.model: the loss against hand computations, image towers, the model, collate."""
 
 import importlib.util
 import math
@@ -13,12 +13,12 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from hybridnb.image_text import (CLIPVision, ImageTextModel, OpenCLIPVision, PrecomputedFeatures,  # noqa: E402
+from hybridnb.image_text.model import (CLIPVision, ImageTextModel, OpenCLIPVision, PrecomputedFeatures,  # noqa: E402
                                  SmallCNN, TinyViT, batch_loss, build_image_tower, collate_image_text,
                                  image_text_loss, symmetric_info_nce)
-from hybridnb.image_text_data import ImageTextTable  # noqa: E402
-from hybridnb.losses import info_nce  # noqa: E402
-from hybridnb.sampling import HybridBatchSampler  # noqa: E402
+from hybridnb.image_text.caption_table import ImageTextTable  # noqa: E402
+from hybridnb.training.losses import info_nce  # noqa: E402
+from hybridnb.training.sampling import HybridBatchSampler  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 LANGS = ["en", "de", "fr"]
@@ -229,7 +229,7 @@ def test_a_fixed_batch_can_be_fitted():
 def test_model_with_a_real_encoder(tmp_path):
     from tiny_models import save_tiny_bert
 
-    from hybridnb.encoders import Encoder
+    from hybridnb.models.encoders import Encoder
 
     encoder = Encoder.from_pretrained(str(save_tiny_bert(tmp_path / "bert")))
     model = ImageTextModel(encoder, SmallCNN(16, 8, 8, 1), dim=4)

@@ -1,4 +1,4 @@
-"""Tests for hybridnb.image_text_data: the ImageTextTable and the XTD10 / Multi30K loaders.
+"""Tests for hybridnb.image_text.caption_table: the ImageTextTable and the XTD10 / Multi30K loaders.
 
 The loaders run on the real caption files of the mirror ($HYBRIDNB_MIRROR or /work/shared/data) with
 generated placeholder JPEGs standing in for the COCO / Flickr30k photos.
@@ -14,7 +14,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import REAL_MIRROR, needs_mirror  # noqa: E402
 
-from hybridnb.image_text_data import (MULTI30K_LANGUAGES, XTD10_LANGUAGES, ImageTextTable,  # noqa: E402
+from hybridnb.image_text.caption_table import (MULTI30K_LANGUAGES, XTD10_LANGUAGES, ImageTextTable,  # noqa: E402
                                       load_multi30k, load_xtd10)
 
 

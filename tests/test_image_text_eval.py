@@ -1,11 +1,11 @@
-"""Tests for hybridnb.image_text_eval: recall, rank distance and caption mAP on a hand-made case,
+"""Tests for hybridnb.image_text.metrics: recall, rank distance and caption mAP on a hand-made case,
 agreement with a brute-force computation, and the stats wrappers."""
 
 import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from hybridnb.image_text_eval import METRICS, compare, confidence_intervals, image_text_metrics
+from hybridnb.image_text.metrics import METRICS, compare, confidence_intervals, image_text_metrics
 
 # 3 images, captions in en and de (item = image index); unit vectors so every score is easy to read.
 IMAGES = np.array([[1, 0], [0, 1], [-1, 0]], dtype=np.float64)

@@ -1,4 +1,4 @@
-"""Tests for hybridnb.image_text_train (the loop) and hybridnb.image_text_runs (one run end to end, the
+"""Tests for hybridnb.image_text.trainer (the loop) and hybridnb.image_text.runs (one run end to end, the
 zero-shot baseline, reuse by hash, the atomic writer, the comparison), on a tiny random BERT and a synthetic
 table: fast and offline."""
 
@@ -14,13 +14,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from tiny_models import WORDS, save_tiny_bert  # noqa: E402
 
-from hybridnb import config  # noqa: E402
-from hybridnb import image_text_compare as mmc  # noqa: E402
-from hybridnb import image_text_runs as mm  # noqa: E402
-from hybridnb import image_text_train as itt  # noqa: E402
-from hybridnb.encoders import Encoder  # noqa: E402
-from hybridnb.image_text import batch_loss, collate_image_text, image_text_loss  # noqa: E402
-from hybridnb.image_text_data import ImageTextTable  # noqa: E402
+from hybridnb import config
+from hybridnb.image_text import compare as mmc
+from hybridnb.image_text import runs as mm
+from hybridnb.image_text import trainer as itt
+from hybridnb.models.encoders import Encoder  # noqa: E402
+from hybridnb.image_text.model import batch_loss, collate_image_text, image_text_loss  # noqa: E402
+from hybridnb.image_text.caption_table import ImageTextTable  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 LANGS = ["en", "de", "fr"]
@@ -71,7 +71,7 @@ def test_bad_settings_raise_before_any_work(change, message, tmp_path, monkeypat
         raise AssertionError("work started")
 
     monkeypatch.setattr(itt, "collate_image_text", fail)
-    monkeypatch.setattr(itt.training, "build_optimizer", fail)
+    monkeypatch.setattr(itt.training.trainer, "build_optimizer", fail)
     with pytest.raises(ValueError, match=message):
         itt.train_image_text(None, synthetic(), synthetic(12, seed=1), cfg_for(**change), tmp_path / "out")
     assert not (tmp_path / "out").exists()
@@ -87,7 +87,7 @@ def test_training_lowers_the_loss_and_is_deterministic(bert, tmp_path):
     train, val = synthetic(), synthetic(12, seed=1)
     cfg = cfg_for()
     model = model_for(cfg, bert)
-    batches = itt.training.fixed_validation_batches(cfg, train)
+    batches = itt.training.trainer.fixed_validation_batches(cfg, train)
     before = itt.validation_loss(model, train, batches, cfg)
     result = itt.train_image_text(model, train, val, cfg, tmp_path / "a", show_progress=False)
     after = itt.validation_loss(model, train, batches, cfg)
@@ -173,7 +173,7 @@ def dirs(tmp_path, monkeypatch):
         return {s: synthetic(n, list(languages), size, seed=k)
                 for k, (s, n) in enumerate((("train", 30), ("validation", 14), ("test", 16)))}
 
-    monkeypatch.setattr("hybridnb.openmoji_cldr.load_openmoji_cldr", fake_load)
+    monkeypatch.setattr("hybridnb.image_text.openmoji_cldr.load_openmoji_cldr", fake_load)
     return tmp_path, calls
 
 

@@ -1,4 +1,4 @@
-"""Tests for hybridnb.lareqa: the LAReQA retrieval task (fixture-exact, real-data facts, bad input).
+"""Tests for hybridnb.data.lareqa: the LAReQA retrieval task (fixture-exact, real-data facts, bad input).
 
 The hand-made fixture (tests/fixtures/lareqa/{en,de}.json):
 
@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hybridnb import lareqa, sources
-from hybridnb.lareqa import build_task, language_stats, load_task, parse_file
-from hybridnb.sources import ChecksumError
+from hybridnb.data import lareqa, sources
+from hybridnb.data.lareqa import build_task, language_stats, load_task, parse_file
+from hybridnb.data.sources import ChecksumError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lareqa"
 EN, DE = FIXTURES / "en.json", FIXTURES / "de.json"

@@ -1,4 +1,4 @@
-"""Tests for hybridnb.losses.info_nce against hand computations and its invariances."""
+"""Tests for hybridnb.training.losses.info_nce against hand computations and its invariances."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hybridnb.losses import DEFAULT_TEMPERATURE, InfoNCE, info_nce
+from hybridnb.training.losses import DEFAULT_TEMPERATURE, InfoNCE, info_nce
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

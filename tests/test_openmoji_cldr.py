@@ -1,9 +1,9 @@
-"""Tests for hybridnb.openmoji_cldr: rendering, empty-glyph detection, captions, the family split, the cache."""
+"""Tests for hybridnb.image_text.openmoji_cldr: rendering, empty-glyph detection, captions, the family split, the cache."""
 
 import numpy as np
 import pytest
 
-from hybridnb import openmoji_cldr as om
+from hybridnb.image_text import openmoji_cldr as om
 
 MEDAL, THUMBS = "\U0001f947", "\U0001f44d"
 SKIN = ["\U0001f3fb", "\U0001f3fc", "\U0001f3fd", "\U0001f3fe", "\U0001f3ff"]

@@ -1,4 +1,4 @@
-"""hybridnb.paper_numbers: the shipped transcription of the paper's tables loads, its cells are the ones checked
+"""hybridnb.studies.paper_numbers: the shipped transcription of the paper's tables loads, its cells are the ones checked
 against the paper's text, it agrees with itself where the paper repeats a number, and a malformed one stops."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import yaml
 
 import pandas as pd
 
-from hybridnb import compare, paper_numbers, reporting
+from hybridnb.studies import compare, paper_numbers
+from hybridnb import reporting
 
 ROWS = [  # made-up values: they test the plumbing, they are not the paper's
     {"model": "xlm-roberta-base", "train": "mmarco", "dataset": "xquad-r", "strategy": "mono",
@@ -232,7 +233,7 @@ def test_a_language_line_given_twice_stops_instead_of_overwriting(tmp_path):
 def test_report_prints_the_paper_block_only_from_a_filled_file(tmp_path):
     prov = reporting.provenance("ci")
     empty = compare.report_markdown({}, minimal_systems(), {}, {}, [], prov, write(tmp_path, rows=[]))
-    assert "## The paper's numbers" in empty and "hybridnb/paper_numbers.yaml" in empty
+    assert "## The paper's numbers" in empty and "hybridnb/studies/paper_numbers.yaml" in empty
     assert "Transcribed by hand" not in empty
     filled = compare.report_markdown({}, minimal_systems(), {}, {}, [], prov,
                                      write(tmp_path, source="Table 1", rows=ROWS))

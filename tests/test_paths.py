@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from hybridnb import paths, runs
+from hybridnb import paths
+from hybridnb.studies import runs
 
 
 def test_fresh_cutoff(tmp_path, monkeypatch):

@@ -18,14 +18,15 @@ from pathlib import Path
 import pytest
 
 from conftest import needs_mirror
-from hybridnb import config, runs
+from hybridnb import config
+from hybridnb.studies import runs
 from hybridnb.paths import reports_root
 
 pytestmark = needs_mirror
 
 
 def _pipeline(env) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "hybridnb.pipeline", "--profile", "ci"], env=env,
+    return subprocess.Popen([sys.executable, "-m", "hybridnb", "pipeline", "--profile", "ci"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 

@@ -88,3 +88,47 @@ def test_pipeline_trains_each_strategy_of_the_profile_and_checks_them_first(tmp_
     with pytest.raises(ValueError, match="bilingual"):
         pipeline.run(str(bad))
     assert not (tmp_path / "reports").exists()
+
+
+# ---- one list of parameters: a misspelled key fails before any work ----------------------------------
+
+
+def test_every_profile_and_notebook_parameter_is_registered_and_every_registered_one_is_used():
+    used = set()
+    for notebook in NOTEBOOKS:
+        declared = set(papermill.inspect_notebook(str(notebook)))
+        assert declared <= set(config.PARAMETERS), (notebook.name, declared - set(config.PARAMETERS))
+        used |= declared
+    for path in sorted((ROOT / "params").glob("*.yaml")):
+        keys = set(yaml.safe_load(path.read_text()))
+        assert keys <= set(config.PARAMETERS), (path.name, keys - set(config.PARAMETERS))
+        used |= keys
+    assert set(config.PARAMETERS) == used, f"registered but used nowhere: {set(config.PARAMETERS) - used}"
+    assert all(help_text.strip() for help_text in config.PARAMETERS.values())
+
+
+def test_a_misspelled_profile_key_is_refused_with_a_hint(tmp_path):
+    profile = yaml.safe_load((ROOT / "params" / "ci.yaml").read_text())
+    profile["stpes"] = profile.pop("steps")
+    (tmp_path / "typo.yaml").write_text(yaml.safe_dump(profile))
+    with pytest.raises(ValueError, match=r"typo.yaml: unknown parameter\(s\) 'stpes' \(did you mean 'steps'"):
+        config.load_profile(tmp_path / "typo.yaml")
+
+
+def test_notebook_parameter_check_ignores_the_kernel_and_refuses_a_typo():
+    import math
+
+    namespace = {"steps": 3, "alpha": 0.5, "In": [], "Out": {}, "_i1": "", "get_ipython": print, "math": math,
+                 "__builtins__": {}}
+    config.check_notebook_parameters(namespace)
+    with pytest.raises(ValueError, match="'stepz' \\(did you mean 'steps'"):
+        config.check_notebook_parameters({**namespace, "stepz": 3})
+
+
+def test_papermill_refuses_a_misspelled_parameter_before_any_work(tmp_path):
+    """`papermill notebooks/03_train.ipynb out.ipynb -p stepz 3`: the first cell after the parameters fails."""
+    with pytest.raises(papermill.PapermillExecutionError, match="stepz.*did you mean 'steps'"):
+        papermill.execute_notebook(str(ROOT / "notebooks" / "03_train.ipynb"), str(tmp_path / "out.ipynb"),
+                                   parameters={"stepz": 3}, cwd=str(ROOT / "notebooks"), progress_bar=False,
+                                   kernel_name="python3")
+    assert not (tmp_path / "reports").exists()

@@ -1,4 +1,4 @@
-"""Tests of the hybrid batch sampler (hybridnb.sampling)."""
+"""Tests of the hybrid batch sampler (hybridnb.training.sampling)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from hybridnb.sampling import (
+from hybridnb.training.sampling import (
     KINDS,
     Batch,
     HybridBatchSampler,

@@ -1,4 +1,4 @@
-"""Tests of hybridnb.seed_stats: intervals and tests over training seeds and questions, on hand-worked cases."""
+"""Tests of hybridnb.evaluation.seed_stats: intervals and tests over training seeds and questions, on hand-worked cases."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from hybridnb import seed_stats
-from hybridnb.evaluation import EvalResult
-from hybridnb.stats import confidence_intervals
+from hybridnb.evaluation import seed_stats
+from hybridnb.evaluation.metrics import EvalResult
+from hybridnb.evaluation.stats import confidence_intervals
 
 LANGS = ["en", "de"]
 

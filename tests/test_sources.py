@@ -1,4 +1,4 @@
-"""Tests for hybridnb.sources: the pinned raw-file table and fetch().
+"""Tests for hybridnb.data.sources: the pinned raw-file table and fetch().
 
 Most tests use a tiny synthetic dataset ("toy") registered for the test, so they run anywhere; the ones
 that need the real raw files use the mirror ($HYBRIDNB_MIRROR or /work/shared/data) and skip without it.
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from hybridnb import sources
-from hybridnb.sources import ChecksumError, DownloadError, RawFile
+from hybridnb.data import sources
+from hybridnb.data.sources import ChecksumError, DownloadError, RawFile
 
 
 from conftest import REAL_MIRROR, needs_mirror  # noqa: E402

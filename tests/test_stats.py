@@ -1,4 +1,4 @@
-"""Tests of hybridnb.stats: bootstrap CIs over question groups and paired comparisons."""
+"""Tests of hybridnb.evaluation.stats: bootstrap CIs over question groups and paired comparisons."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from hybridnb.evaluation import EvalResult, evaluate
-from hybridnb.stats import compare, confidence_intervals, group_tables
+from hybridnb.evaluation.metrics import EvalResult, evaluate
+from hybridnb.evaluation.stats import compare, confidence_intervals, group_tables
 
 LANGS = ["en", "de", "ar"]
 
@@ -176,7 +176,7 @@ def test_group_tables_and_real_evaluation():
 
 
 def test_mean_of_macro_ci_with_one_table_is_that_metrics_ci():
-    from hybridnb.stats import mean_of_macro_ci
+    from hybridnb.evaluation.stats import mean_of_macro_ci
 
     res = _synthetic(50)
     single = mean_of_macro_ci([group_tables(res, "mono_ap")], n_resamples=300, seed=3)
@@ -186,7 +186,7 @@ def test_mean_of_macro_ci_with_one_table_is_that_metrics_ci():
 
 
 def test_mean_of_macro_ci_of_two_metrics():
-    from hybridnb.stats import mean_of_macro_ci
+    from hybridnb.evaluation.stats import mean_of_macro_ci
 
     res = _synthetic(80)
     tables = [group_tables(res, "mono_ap"), group_tables(res, "cross_ap")]

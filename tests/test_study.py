@@ -1,4 +1,4 @@
-"""Tests of the study (hybridnb.study, hybridnb.study_report): its plan, the temperature choice, what a seed
+"""Tests of the study (hybridnb.studies.study, hybridnb.studies.study_report): its plan, the temperature choice, what a seed
 controls, the temperature-free validation scores, and the ci profile's study end to end (2 seeds, tiny)."""
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from conftest import needs_mirror
-from hybridnb import config, runs, study, training
-from hybridnb.encoders import Encoder
-from hybridnb.train_data import collate
+from hybridnb import config, training
+from hybridnb.studies import runs, study
+from hybridnb.models.encoders import Encoder
+from hybridnb.data.train_data import collate
 from tiny_models import save_tiny_bert, synthetic_table
 
 
@@ -72,9 +73,9 @@ def test_validation_scores_are_temperature_free_and_match_a_hand_computation(tmp
     table = synthetic_table()
     enc = Encoder.from_pretrained(save_tiny_bert(tmp_path / "bert", dropout=0.0), max_length=32)
     cfg = training.TrainConfig(batch_size=8, val_batches=2, train_dtype="float32", n_hard_negatives=1)
-    batches = training.fixed_validation_batches(cfg, table)
-    scores = training.validation_scores(enc, table, batches, cfg)
-    hotter = training.validation_scores(enc, table, batches, training.TrainConfig(**{**cfg.__dict__, "temperature": 0.5}))
+    batches = training.trainer.fixed_validation_batches(cfg, table)
+    scores = training.trainer.validation_scores(enc, table, batches, cfg)
+    hotter = training.trainer.validation_scores(enc, table, batches, training.TrainConfig(**{**cfg.__dict__, "temperature": 0.5}))
     assert hotter["loss"] != pytest.approx(scores["loss"])
     assert (hotter["top1"], hotter["mrr"]) == pytest.approx((scores["top1"], scores["mrr"]))
     top1, rr, n = 0, 0.0, 0
@@ -100,7 +101,7 @@ def test_a_seed_changes_the_batches_but_not_the_data_or_the_validation(one_threa
     d0, d1 = runs.prepare_data(cfg0), runs.prepare_data(cfg1)
     assert d0.val.ids == d1.val.ids and d0.train.ids == d1.train.ids      # the same held-out items
     assert d0.train.hard_negatives == d1.train.hard_negatives              # the same hard negatives
-    v0, v1 = (training.fixed_validation_batches(runs.train_config(c), d.val) for c, d in ((cfg0, d0), (cfg1, d1)))
+    v0, v1 = (training.trainer.fixed_validation_batches(runs.train_config(c), d.val) for c, d in ((cfg0, d0), (cfg1, d1)))
     assert all(np.array_equal(a, b) for a, b in zip(v0, v1))               # the same validation batches
     s0, s1 = (training.check_config(runs.train_config(c), d.train) for c, d in ((cfg0, d0), (cfg1, d1)))
     assert not np.array_equal(s0.next_batch().pairs, s1.next_batch().pairs)  # other training batches
@@ -110,7 +111,7 @@ def test_a_seed_changes_the_batches_but_not_the_data_or_the_validation(one_threa
 def test_the_ci_study_end_to_end(one_thread):
     """2 seeds x 3 strategies on the ci profile (the seed-0 runs are the pipeline test's when it ran first),
     then STUDY.md: every baseline in every column, the paper beside it, the figures."""
-    from hybridnb import study_report
+    from hybridnb.studies import study_report
     from hybridnb.paths import reports_root
 
     params = config.load_profile("ci")
@@ -142,7 +143,7 @@ def test_the_ci_study_end_to_end(one_thread):
 def test_the_zero_shot_row_is_notebook_02s_result_and_never_replaces_it(monkeypatch, tmp_path):
     """study.zero_shot evaluates every dataset of the profile, as notebook 02 does, so it finds 02's result
     (and a result it writes there is 02's): a one-dataset result once replaced 02's and made it recompute."""
-    from hybridnb import backbone_study, zero_shot as zs
+    from hybridnb.studies import backbone_study, zero_shot as zs
 
     params = config.load_profile("ci")
     seen = {}
@@ -163,7 +164,7 @@ def test_the_zero_shot_row_is_notebook_02s_result_and_never_replaces_it(monkeypa
 def test_the_summary_sentence_names_wins_losses_and_unmeasured_seed_noise():
     import pandas as pd
 
-    from hybridnb import study_report
+    from hybridnb.studies import study_report
 
     v = pd.DataFrame([{"baseline": "X-Y", "column": "mono map", "verdict": "win"},
                       {"baseline": "X-Y", "column": "multi map", "verdict": "loss"},

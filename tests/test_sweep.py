@@ -1,4 +1,4 @@
-"""hybridnb.sweep: the mix-ratio points, their up-front checks, and sharing the baseline runs."""
+"""hybridnb.studies.sweep: the mix-ratio points, their up-front checks, and sharing the baseline runs."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from hybridnb import config, pipeline, runs, sweep
-from hybridnb.evaluation import EvalResult
+from hybridnb import config, pipeline
+from hybridnb.studies import runs, sweep
+from hybridnb.evaluation.metrics import EvalResult
 
 
 def ci_profile(**change):

@@ -1,4 +1,4 @@
-"""Tests for hybridnb.train_data: the parallel training table, collate, splits, leak checks and mMARCO.
+"""Tests for hybridnb.data.train_data: the parallel training table, collate, splits, leak checks and mMARCO.
 
 LAReQA fixture (tests/fixtures/lareqa, see test_lareqa.py) as training data, languages (en, de):
 
@@ -25,10 +25,10 @@ import datasets
 import numpy as np
 import pytest
 
-from hybridnb import train_data
-from hybridnb.lareqa import RetrievalTask, build_task
-from hybridnb.sampling import HybridBatchSampler
-from hybridnb.train_data import (DataLeakError, ParallelTable, check_no_overlap, collate, from_lareqa, load_mmarco,
+from hybridnb.data import train_data
+from hybridnb.data.lareqa import RetrievalTask, build_task
+from hybridnb.training.sampling import HybridBatchSampler
+from hybridnb.data.train_data import (DataLeakError, ParallelTable, check_no_overlap, collate, from_lareqa, load_mmarco,
                                  normalize_text, remove_overlap, split_validation)
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -434,7 +434,7 @@ def real_tasks(tmp_path_factory):
     mirror = _real_mirror()
     if mirror is None:
         pytest.skip("no raw-data mirror (HYBRIDNB_MIRROR)")
-    from hybridnb.lareqa import load_task
+    from hybridnb.data.lareqa import load_task
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HYBRIDNB_MIRROR", str(mirror))

@@ -1,4 +1,4 @@
-"""hybridnb.training on a tiny random BERT: the step, AdamW/schedule, GradCache switch, best/final, resume after kill."""
+"""hybridnb.training.trainer on a tiny random BERT: the step, AdamW/schedule, GradCache switch, best/final, resume after kill."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import torch
 from safetensors.torch import load_file
 
 from hybridnb import training
-from hybridnb.encoders import Encoder
-from hybridnb.train_data import collate, split_validation
+from hybridnb.models.encoders import Encoder
+from hybridnb.data.train_data import collate, split_validation
 from tiny_models import save_tiny_bert, synthetic_table
 
 
@@ -60,7 +60,7 @@ def test_first_step_loss_and_update_match_a_hand_computation(tiny, tmp_path, one
     # reference update: plain torch AdamW on the same loss (first step at the full lr: no warm-up)
     ref = Encoder.from_pretrained(tiny["model_nodrop"], max_length=32)
     ref.train()
-    opt = training.build_optimizer(ref, config.lr, config.weight_decay)
+    opt = training.trainer.build_optimizer(ref, config.lr, config.weight_decay)
     loss = torch.nn.functional.cross_entropy(
         ref(ref.tokenize(q_txt, "query")) @ torch.cat([ref(ref.tokenize(p_txt, "passage")),
                                                         ref(ref.tokenize(n_txt, "passage"))]).T / 0.05,
@@ -168,9 +168,10 @@ def test_fresh_cutoff_ignores_older_checkpoints(tiny, tmp_path, monkeypatch, one
 RUNNER = """
 import sys, time, torch
 torch.set_num_threads(1)
-from hybridnb import gradcache, training
-from hybridnb.encoders import Encoder
-from hybridnb.train_data import ParallelTable, split_validation
+from hybridnb.training import gradcache
+from hybridnb import training
+from hybridnb.models.encoders import Encoder
+from hybridnb.data.train_data import ParallelTable, split_validation
 model, table, out, delay = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 if delay:  # slow each step down so the test can kill the process mid-run
     step = gradcache.plain_step
@@ -193,7 +194,7 @@ def test_killed_run_resumes_to_the_same_weights_and_log(tiny, tmp_path):
     assert reference.wait(timeout=300) == 0, reference.stderr.read()
 
     killed = _run(tiny, tmp_path / "killed", delay=0.25)
-    log = tmp_path / "killed" / training.LOG
+    log = tmp_path / "killed" / training.trainer.LOG
     deadline = time.time() + 300
     while time.time() < deadline:  # kill once step 5 is logged (a checkpoint exists at step 3)
         if log.exists() and sum(1 for _ in log.open()) >= 5:
@@ -201,7 +202,7 @@ def test_killed_run_resumes_to_the_same_weights_and_log(tiny, tmp_path):
         time.sleep(0.02)
     os.kill(killed.pid, signal.SIGKILL)
     assert killed.wait(timeout=60) == -signal.SIGKILL
-    state = torch.load(tmp_path / "killed" / training.CHECKPOINT, weights_only=False)
+    state = torch.load(tmp_path / "killed" / training.trainer.CHECKPOINT, weights_only=False)
     assert 3 <= state["step"] < 12 and not (tmp_path / "killed" / "final").exists()
 
     resumed = _run(tiny, tmp_path / "killed")
@@ -214,4 +215,4 @@ def test_killed_run_resumes_to_the_same_weights_and_log(tiny, tmp_path):
         assert torch.equal(v, weights(tmp_path / "killed" / "best")[k]), k
     strip = lambda p: [{k: v for k, v in json.loads(line).items() if k not in ("pairs_per_s", "step_s")}  # noqa: E731
                        for line in p.read_text().splitlines()]
-    assert strip(tmp_path / "ref" / training.LOG) == strip(log)
+    assert strip(tmp_path / "ref" / training.trainer.LOG) == strip(log)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from hybridnb.train_data import ParallelTable
+from hybridnb.data.train_data import ParallelTable
 
 WORDS = ("hello world river city paris london berlin capital country people water mountain book music house "
          "school science history today tomorrow small large red blue green quick brown fox jumps over lazy "

@@ -1,0 +1,89 @@
+"""`python -m hybridnb`: the command line, outside Jupyter.
+
+    python -m hybridnb train --profile cpu --strategy cross     # one training run (notebook 03)
+    python -m hybridnb train --profile ci --set alpha=0.25 steps=10 train_data=xquad-r eval_data=mlqa-r
+    torchrun --standalone --nproc_per_node 4 -m hybridnb train --profile paper  # DDP on 4 GPUs
+    python -m hybridnb study --profile study                    # the seed study's runs (notebook 08 reports)
+    python -m hybridnb pipeline --profile cpu                   # make reproduce: every notebook via papermill
+
+``train`` does what notebooks/03_train.ipynb does (:func:`hybridnb.studies.runs.run`): checks everything first, reuses a
+finished run with the same config hash, resumes a killed one from its last checkpoint, writes
+reports/runs/<run_name>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import yaml
+
+from hybridnb import config, reporting
+from hybridnb.training import distributed
+from hybridnb.studies import runs
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise SystemExit(f"--set expects key=value, got {pair!r}")
+        out[key] = yaml.safe_load(value)  # numbers, booleans, null, lists and mappings as in the YAML profiles
+    return out
+
+
+def check_override_keys(overrides: dict) -> None:
+    """Refuse a key no profile or notebook knows (``--set stepz=3`` would otherwise be dropped silently and an
+    earlier run reused), naming the closest known keys (:data:`hybridnb.config.PARAMETERS`)."""
+    try:
+        config.check_parameter_names(overrides, "--set")
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hybridnb train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="cpu", help="params/<profile>.yaml or a YAML path")
+    parser.add_argument("--strategy", help="mono | cross | hybrid | mixed | en (overrides the profile)")
+    parser.add_argument("--alpha", type=float, help="hybrid's share of mono batches")
+    parser.add_argument("--run-name", help="reports/runs/<run-name>/ (default: derived from the config)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="other parameter overrides (YAML values); the keys: "
+                             + ", ".join(k for k in config.PARAMETERS if not k.startswith("mm_")))
+    args = parser.parse_args(argv)
+
+    params = config.load_profile(args.profile)
+    overrides = parse_overrides(args.set)
+    check_override_keys(overrides)
+    params.update(overrides)
+    for key in ("strategy", "alpha", "run_name"):
+        if getattr(args, key) is not None:
+            params[key] = getattr(args, key)
+    finished = runs.find_finished(runs.check_run(params))  # checks everything before any work
+    try:
+        report_dir, results = runs.run(params)
+        main = distributed.is_main()
+    finally:
+        distributed.cleanup()  # under torchrun: leave the process group (a no-op otherwise)
+    if main:
+        if finished is not None:
+            created = finished.get("provenance", {}).get("created", "?")
+            print(f"[hybridnb] reused {report_dir} (finished {created}; same config hash, nothing trained)")
+        else:
+            print(f"[hybridnb] {report_dir}")
+        print(reporting.markdown_table(reporting.summary_rows(results)))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hybridnb <command> ...``: dispatch to the command's own parser."""
+    from hybridnb import pipeline
+    from hybridnb.studies import study
+
+    commands = {"train": train_main, "study": study.main, "pipeline": pipeline.main}
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in commands:
+        raise SystemExit(__doc__ + f"\nusage: python -m hybridnb {{{','.join(commands)}}} ...  (--help after a command)")
+    return commands[argv[0]](argv[1:])

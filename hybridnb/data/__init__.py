@@ -1,0 +1,25 @@
+"""Data: the raw files (sources), the LAReQA retrieval tasks, the parallel training tables (LAReQA, mMARCO)
+and the overlap check that keeps evaluation text out of training.
+
+Modules:
+    sources          Fetch and verify the raw data files (LAReQA XQuAD-R / MLQA-R, XTD10 captions, Multi30k captions).
+    retrieval_task   A multilingual retrieval task: questions, a candidate pool and relevance in CSR form.
+    lareqa_files     Parser of the raw LAReQA files (XQuAD-R, MLQA-R): paragraphs, sentences, questions, answer sentences.
+    lareqa           LAReQA retrieval tasks (XQuAD-R, MLQA-R), built exactly as LAReQA (Roy et al., 2020) defines them.
+    parallel_table   The parallel training table: item -> per language a query, its positive and hard negatives.
+    overlap          Overlap between training data and an evaluation task: never train on evaluation text.
+    mmarco           mMARCO (Bonifacio et al. 2021, parallel MS MARCO in 14 languages) as a parallel training table.
+    train_data       Training data for hybrid batch training: a parallel table of (query, positive, hard negatives).
+"""
+
+from hybridnb.data import sources, retrieval_task, lareqa_files, lareqa, parallel_table, overlap, mmarco, train_data  # noqa: F401  (the modules)
+from hybridnb.data.sources import ChecksumError, DownloadError, RawFile, DATASETS, RAW_FILES, XQUAD_R_LANGUAGES, MLQA_R_LANGUAGES, MIRROR_ENV, dataset_files, dataset_languages, fetch, sha256_file  # noqa: F401
+from hybridnb.data.retrieval_task import RetrievalTask  # noqa: F401
+from hybridnb.data.lareqa_files import RawQuestion, Paragraph, parse_file  # noqa: F401
+from hybridnb.data.lareqa import TASK_LANGUAGES, build_task, load_task, processed_dir, language_stats  # noqa: F401
+from hybridnb.data.parallel_table import ParallelTable, Passage, CANDIDATE_MODES  # noqa: F401
+from hybridnb.data.overlap import DataLeakError, normalize_text, check_no_overlap, remove_overlap  # noqa: F401
+from hybridnb.data.mmarco import MMARCO_LANGUAGES, load_mmarco  # noqa: F401
+from hybridnb.data.train_data import collate, from_lareqa, split_validation  # noqa: F401
+
+__all__ = ['sources', 'retrieval_task', 'lareqa_files', 'lareqa', 'parallel_table', 'overlap', 'mmarco', 'train_data', 'ChecksumError', 'DownloadError', 'RawFile', 'DATASETS', 'RAW_FILES', 'XQUAD_R_LANGUAGES', 'MLQA_R_LANGUAGES', 'MIRROR_ENV', 'dataset_files', 'dataset_languages', 'fetch', 'sha256_file', 'RetrievalTask', 'RawQuestion', 'Paragraph', 'parse_file', 'TASK_LANGUAGES', 'build_task', 'load_task', 'processed_dir', 'language_stats', 'ParallelTable', 'Passage', 'CANDIDATE_MODES', 'DataLeakError', 'normalize_text', 'check_no_overlap', 'remove_overlap', 'MMARCO_LANGUAGES', 'load_mmarco', 'collate', 'from_lareqa', 'split_validation']

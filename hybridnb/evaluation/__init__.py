@@ -1,0 +1,21 @@
+"""Evaluation: LAReQA metrics (mAP, recall@k, rank distance) and their result container, the slow reference
+implementation, bootstrap CIs and paired tests, seed-aware statistics, and the encode-once runner.
+
+Modules:
+    results          The result of an evaluation (:class:`EvalResult`), its macro-averaging, and the input checks.
+    reference        Slow per-query reference implementation of the LAReQA metrics, with scikit-learn.
+    metrics          LAReQA-style retrieval metrics: mono-, cross- and multilingual mAP, recall@k and rank distance.
+    stats            Bootstrap confidence intervals and paired significance tests for `hybridnb.evaluation.metrics` results.
+    seed_stats       Statistics over training seeds and questions: what a claim about training strategies has to beat.
+    runner           Evaluate an encoder on a LAReQA task: encode every text once, score, add CIs, build the results block.
+"""
+
+from hybridnb.evaluation import results, reference, metrics, stats, seed_stats, runner  # noqa: F401  (the modules)
+from hybridnb.evaluation.results import EvalResult, metric_cells, cell_sums, macro_average, json_safe, DEFAULT_KS  # noqa: F401
+from hybridnb.evaluation.reference import reference_evaluate  # noqa: F401
+from hybridnb.evaluation.metrics import evaluate, evaluate_scores, topk  # noqa: F401
+from hybridnb.evaluation.stats import confidence_intervals, compare, group_tables, mean_of_macro_ci  # noqa: F401
+from hybridnb.evaluation.seed_stats import average_over_seeds, seed_summary, seed_compare, verdict, format_p, KEYS  # noqa: F401
+from hybridnb.evaluation.runner import TaskEvaluation, encode_task, evaluate_encoder, results_block, score_task  # noqa: F401
+
+__all__ = ['results', 'reference', 'metrics', 'stats', 'seed_stats', 'runner', 'EvalResult', 'metric_cells', 'cell_sums', 'macro_average', 'json_safe', 'DEFAULT_KS', 'reference_evaluate', 'evaluate', 'evaluate_scores', 'topk', 'confidence_intervals', 'compare', 'group_tables', 'mean_of_macro_ci', 'average_over_seeds', 'seed_summary', 'seed_compare', 'verdict', 'format_p', 'KEYS', 'TaskEvaluation', 'encode_task', 'evaluate_encoder', 'results_block', 'score_task']

@@ -1,0 +1,25 @@
+"""Image-text retrieval: caption tables and the XTD10 / Multi30K / OpenMoji-CLDR sets, image towers, the
+text-image dual encoder, its trainer, metrics, runs and comparison.
+
+Modules:
+    caption_table    Image-text data: a parallel caption table over images, and the XTD10 / Multi30K task 1 loaders.
+    openmoji_cldr    OpenMoji-CLDR: an offline multilingual image-text retrieval set built from two PyPI packages.
+    towers           Image towers for :class:`hybridnb.image_text.model.ImageTextModel`, each a `torch.nn.Module` with ``out_dim``.
+    model            Multilingual image-text retrieval: a text-image dual encoder trained with hybrid batches.
+    metrics          Metrics for multilingual image-text retrieval, computed by `hybridnb.evaluation.metrics.evaluate`.
+    trainer          Training loop for the image-text dual encoder (:class:`hybridnb.image_text.model.ImageTextModel`) with hybrid batches.
+    runs             One image-text run end to end (notebook 07) and the zero-shot baseline; the comparison is in
+    compare          The image-text strategy comparison of notebook 07: collect the runs, the table, paired tests, verdicts,
+"""
+
+from hybridnb.image_text import caption_table, openmoji_cldr, towers, model, metrics, trainer, runs, compare  # noqa: F401  (the modules)
+from hybridnb.image_text.caption_table import ImageTextTable, XTD10_LANGUAGES, MULTI30K_LANGUAGES, MULTI30K_SPLITS, load_xtd10, load_multi30k  # noqa: F401
+from hybridnb.image_text.openmoji_cldr import OPENMOJI_LANGUAGES, SPLITS, ATTRIBUTION, FONT_FILE, font_path, load_font, render, notdef_image, is_single_glyph, is_rendered, clean_name, emoji_family, emoji_id, emoji_chars, candidate_emojis, build_openmoji_cldr, split_table, load_openmoji_cldr, cache_dir  # noqa: F401
+from hybridnb.image_text.towers import IMAGE_TOWERS, PixelTower, SmallCNN, TinyViT, PrecomputedFeatures, CLIPVision, OpenCLIPVision, build_image_tower  # noqa: F401
+from hybridnb.image_text.model import ImageTextModel, symmetric_info_nce, image_text_loss, ImageTextBatch, collate_image_text, batch_loss  # noqa: F401
+from hybridnb.image_text.metrics import IMAGE, RECALL_KS, METRICS, ImageTextResult, image_text_metrics, evaluate_table, confidence_intervals  # noqa: F401
+from hybridnb.image_text.trainer import ImageTextConfig, ImageTextTrainResult, check_settings, check, build_model, build_image_optimizer, validation_loss, train_image_text  # noqa: F401
+from hybridnb.image_text.runs import DATASETS, RUN_KEYS, ZERO_SHOT_KEYS, check_run, check_runs, prepare_data, eval_table, run_image_text, run_zero_shot  # noqa: F401
+from hybridnb.image_text.compare import collect, load_result, comparison_table, significance, significance_wide, verdicts, plot_per_language, plot_examples, report_markdown  # noqa: F401
+
+__all__ = ['caption_table', 'openmoji_cldr', 'towers', 'model', 'metrics', 'trainer', 'runs', 'compare', 'ImageTextTable', 'XTD10_LANGUAGES', 'MULTI30K_LANGUAGES', 'MULTI30K_SPLITS', 'load_xtd10', 'load_multi30k', 'OPENMOJI_LANGUAGES', 'SPLITS', 'ATTRIBUTION', 'FONT_FILE', 'font_path', 'load_font', 'render', 'notdef_image', 'is_single_glyph', 'is_rendered', 'clean_name', 'emoji_family', 'emoji_id', 'emoji_chars', 'candidate_emojis', 'build_openmoji_cldr', 'split_table', 'load_openmoji_cldr', 'cache_dir', 'IMAGE_TOWERS', 'PixelTower', 'SmallCNN', 'TinyViT', 'PrecomputedFeatures', 'CLIPVision', 'OpenCLIPVision', 'build_image_tower', 'ImageTextModel', 'symmetric_info_nce', 'image_text_loss', 'ImageTextBatch', 'collate_image_text', 'batch_loss', 'IMAGE', 'RECALL_KS', 'METRICS', 'ImageTextResult', 'image_text_metrics', 'evaluate_table', 'confidence_intervals', 'ImageTextConfig', 'ImageTextTrainResult', 'check_settings', 'check', 'build_model', 'build_image_optimizer', 'validation_loss', 'train_image_text', 'DATASETS', 'RUN_KEYS', 'ZERO_SHOT_KEYS', 'check_run', 'check_runs', 'prepare_data', 'eval_table', 'run_image_text', 'run_zero_shot', 'collect', 'load_result', 'comparison_table', 'significance', 'significance_wide', 'verdicts', 'plot_per_language', 'plot_examples', 'report_markdown']

@@ -1,0 +1,325 @@
+"""One image-text run end to end (notebook 07) and the zero-shot baseline; the comparison is in
+:mod:`hybridnb.image_text.compare`.
+
+:func:`run_image_text` mirrors :func:`hybridnb.studies.runs.run`: check the parameters (notebook 07's ``mm_*`` names
+plus the shared ``model``, ``seed``, ``n_resamples``, ``temperature``, ``encode_batch_size``), reuse a finished
+run whose ``reports/runs/<run_name>/config.json`` has the same config hash, else build the data, train
+(:func:`hybridnb.image_text.trainer.train_image_text`), evaluate the best-by-validation-loss model on the test
+split (:func:`hybridnb.image_text.metrics.image_text_metrics`, bootstrap CIs over images) and write the report
+folder atomically (a temp folder renamed when complete): ``config.json``, ``results.json``, the per-query
+arrays ``per_query_{t2i,i2t,captions}.npz`` (for paired tests between runs), ``topk_t2i.npz`` (each caption's
+10 best images), ``train_log.jsonl``, ``loss_curve.png`` and ``results.md``. Weights go to
+``cache/runs/<run_name>/<hash>/model.pt``.
+
+Zero-shot baseline (:func:`run_zero_shot`): an untrained image tower makes text->image retrieval meaningless,
+so the starting point reported is the untrained text tower's (E5's own embeddings) cross-lingual
+caption-caption retrieval on the same test captions.
+
+Data (``mm_dataset``): ``openmoji-cldr`` (offline; its family split with seed 0), ``multi30k`` (train / val /
+test_2016_flickr) or ``xtd10`` (1,000 images with no training split: cut 70/10/20 with seed 0); the last two
+need ``mm_image_root``. ``mm_train_items`` / ``mm_val_items`` / ``mm_eval_items`` cap each split (a seeded
+subset, the same for every training seed).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from hybridnb.image_text import caption_table
+from hybridnb import reporting
+from hybridnb.studies import runs
+from hybridnb.training import sampling
+from hybridnb.evaluation import stats
+from hybridnb.image_text import trainer as itt
+from hybridnb.image_text.metrics import (METRICS, ImageTextResult, caption_retrieval, confidence_intervals,
+                                      image_text_metrics)
+from hybridnb.image_text.openmoji_cldr import ATTRIBUTION, OPENMOJI_LANGUAGES
+from hybridnb.paths import cache_root, reports_root
+from hybridnb.studies.runs import find_finished  # same report folder and hash check as a text run
+
+__all__ = ["DATASETS", "RUN_KEYS", "ZERO_SHOT_KEYS", "check_run", "check_runs", "prepare_data", "eval_table",
+           "find_finished", "run_image_text", "run_zero_shot"]
+
+DATASETS = {"openmoji-cldr": OPENMOJI_LANGUAGES, "xtd10": caption_table.XTD10_LANGUAGES,
+            "multi30k": caption_table.MULTI30K_LANGUAGES}
+SHARED = ("model", "seed", "n_resamples", "temperature")  # notebook parameters without the mm_ prefix
+NOTEBOOK_SHARED = ("profile", *SHARED, "encode_batch_size")
+RUN_KEYS = ("model", "dataset", "languages", "train_items", "val_items", "eval_items", "strategy", "alpha", "steps",
+            "batch_size", "lr", "image_lr", "weight_decay", "warmup_ratio", "max_grad_norm", "temperature",
+            "text_weight", "image_tower", "image_tower_args", "image_size", "dim", "max_length", "train_dtype",
+            "val_every", "val_batches", "n_resamples", "seed")
+ZERO_SHOT_KEYS = ("model", "dataset", "languages", "eval_items", "image_size", "max_length", "n_resamples", "seed")
+SPLIT_SEED = 0
+SCHEMA = "hybridnb.image_text_results/1"
+PROBLEMS = ("t2i", "i2t", "captions")
+TABLE = {"t2i_r@1": "t2i R@1", "t2i_r@5": "t2i R@5", "t2i_r@10": "t2i R@10", "i2t_r@1": "i2t R@1",
+         "i2t_r@5": "i2t R@5", "i2t_r@10": "i2t R@10", "mean_recall": "mean recall",
+         "caption_cross_map": "caption X→Y mAP", "i2t_rank_distance": "i2t rank distance ↓"}
+#: hybrid minus baseline, expected sign (the text paper's claims carried over; see notebook 07)
+EXPECTED = {("t2i_r@10", "cross"): +1, ("caption_cross_map", "mono"): +1, ("i2t_pooled_map", "mono"): +1,
+            ("i2t_rank_distance", "mono"): -1}
+DISPLAYABLE = ("en", "de", "es", "fr", "it", "pt", "id", "tr", "ru", "cs", "pl")  # scripts DejaVu Sans draws
+
+
+# ---- configuration ----------------------------------------------------------------------------------
+
+
+def _get(params: dict, key: str):
+    return params[key] if key in SHARED else params[f"mm_{key}"]
+
+
+def _check_items(name: str, value) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 2):
+        raise ValueError(f"mm_{name} must be null or an int >= 2, got {value!r}")
+
+
+def check_run(params: dict[str, Any], strategy=None, zero_shot: bool = False) -> dict[str, Any]:
+    """Validate without touching data or models; returns the run config (with ``hash`` and ``run_name``)."""
+    keys = ZERO_SHOT_KEYS if zero_shot else [k for k in RUN_KEYS if k != "strategy"]
+    missing = [k if k in SHARED else f"mm_{k}" for k in keys if (k if k in SHARED else f"mm_{k}") not in params]
+    if missing:
+        raise ValueError(f"image-text run parameters missing: {missing}")
+    cfg = {k: _get(params, k) for k in keys}
+    if cfg["dataset"] not in DATASETS:
+        raise ValueError(f"unknown mm_dataset {cfg['dataset']!r}; choose one of {list(DATASETS)}")
+    valid, langs = DATASETS[cfg["dataset"]], cfg["languages"]
+    if langs is not None:
+        if isinstance(langs, str) or not langs or len(set(langs)) != len(langs):
+            raise ValueError(f"mm_languages must be null or a list without duplicates, got {langs!r}")
+        unknown = [g for g in langs if g not in valid]
+        if unknown:
+            raise ValueError(f"language(s) {unknown} not in {cfg['dataset']}; it has {list(valid)}")
+        cfg["languages"] = list(langs)
+    for name in ("train_items", "val_items", "eval_items"):
+        if name in cfg:
+            _check_items(name, cfg[name])
+    n = cfg["n_resamples"]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n_resamples must be a positive int, got {n!r}")
+    cfg["image_root"] = params.get("mm_image_root")
+    if cfg["dataset"] != "openmoji-cldr":  # the images are the user's: name the folder before any work
+        caption_table._check_image_root(cfg["image_root"], f"{cfg['dataset']} images (mm_image_root)")
+    if not zero_shot:
+        cfg["strategy"] = params.get("mm_strategy") if strategy is None else strategy
+        if cfg["strategy"] is None:
+            raise ValueError("no strategy: pass strategy= or mm_strategy")
+        sampling.parse_strategy(cfg["strategy"], cfg["alpha"])
+        cfg["alpha"] = runs.hashed_alpha(cfg["strategy"], cfg["alpha"])
+        if cfg["train_items"] is not None and cfg["batch_size"] > cfg["train_items"]:
+            raise ValueError(f"mm_batch_size {cfg['batch_size']} exceeds mm_train_items {cfg['train_items']}")
+        itt.check_settings(train_config(cfg))
+    cfg["hash"] = runs.config_hash(cfg, ZERO_SHOT_KEYS if zero_shot else RUN_KEYS)
+    label = "zero-shot" if zero_shot else runs.strategy_label(cfg["strategy"], cfg["alpha"])
+    cfg["run_name"] = (None if zero_shot else params.get("mm_run_name")) or \
+        f"{params.get('profile', 'custom')}-mm-{label}-{cfg['dataset']}-seed{cfg['seed']}"
+    cfg["encode_batch_size"] = params.get("encode_batch_size", 64)  # speed only: not in the hash
+    return cfg
+
+
+def check_runs(params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The zero-shot config, then one per strategy of ``mm_strategies``: all checked before any work."""
+    strategies = list(params.get("mm_strategies") or [])
+    if not strategies:
+        raise ValueError("mm_strategies must list at least one strategy (e.g. [mono, cross, hybrid])")
+    return [check_run(params, zero_shot=True)] + [check_run(params, s) for s in strategies]
+
+
+def train_config(cfg: dict[str, Any]) -> itt.ImageTextConfig:
+    keys = [k for k in RUN_KEYS if k in itt.ImageTextConfig.__dataclass_fields__]
+    return itt.ImageTextConfig(**{**{k: cfg[k] for k in keys}, "alpha": 0.5 if cfg["alpha"] is None else cfg["alpha"],
+                                  "languages": None, "image_tower_args": dict(cfg["image_tower_args"] or {})})
+
+
+# ---- data, training, evaluation ---------------------------------------------------------------------
+
+
+def _cap(table, n: int | None, split: str):
+    if n is None or n >= len(table):
+        return table
+    return table.subset(np.sort(np.random.default_rng(SPLIT_SEED).permutation(len(table))[:n]), split=split)
+
+
+def prepare_data(cfg: dict[str, Any]) -> dict[str, caption_table.ImageTextTable]:
+    """``{"train", "validation", "test"}`` tables in the run's languages, capped to the configured sizes."""
+    name, langs, root = cfg["dataset"], cfg["languages"], cfg.get("image_root")
+    if name == "openmoji-cldr":
+        from hybridnb.image_text.openmoji_cldr import load_openmoji_cldr
+
+        tables = load_openmoji_cldr(int(cfg.get("image_size") or 64), SPLIT_SEED, languages=langs or OPENMOJI_LANGUAGES)
+    elif name == "multi30k":
+        tables = {s: caption_table.load_multi30k(root, f, langs)
+                  for s, f in (("train", "train"), ("validation", "val"), ("test", "test_2016_flickr"))}
+    else:  # XTD10 is a test set only: a seeded 70/10/20 split of its 1,000 images
+        table = caption_table.load_xtd10(root, langs)
+        order = np.random.default_rng(SPLIT_SEED).permutation(len(table))
+        cuts = np.split(order, [round(0.7 * len(table)), round(0.8 * len(table))])
+        tables = {s: table.subset(np.sort(c), split=s) for s, c in zip(("train", "validation", "test"), cuts)}
+    sizes = {"train": cfg.get("train_items"), "validation": cfg.get("val_items"), "test": cfg.get("eval_items")}
+    return {s: _cap(t, sizes[s], s) for s, t in tables.items()}
+
+
+def eval_table(params: dict[str, Any]) -> caption_table.ImageTextTable:
+    """The test split every run of these parameters is evaluated on (same items, same order)."""
+    return prepare_data(check_run(params, zero_shot=True))["test"]
+
+
+def run_dirs(cfg: dict[str, Any]) -> tuple[Path, Path]:
+    """(report folder under reports/runs/, weights folder under cache/runs/<run_name>/<hash>/)."""
+    return reports_root() / "runs" / cfg["run_name"], cache_root() / "runs" / cfg["run_name"] / cfg["hash"]
+
+
+def _read_results(report_dir: Path) -> dict[str, Any]:
+    return json.loads((report_dir / "results.json").read_text(encoding="utf-8"))
+
+
+def _entry(ci: dict | None, value) -> dict:
+    return {"value": value, "ci": None if ci is None else [ci["low"], ci["high"]]}
+
+
+def _mean_recall_ci(result: ImageTextResult, n_resamples: int, seed: int) -> dict:
+    """Bootstrap CI of the mean of the six recalls, resampling images (the groups of both directions)."""
+    tables = [stats.group_tables(result.t2i, f"multi_r@{k}") for k in (1, 5, 10)] + \
+             [stats.group_tables(result.i2t, f"cross_r@{k}") for k in (1, 5, 10)]
+    ci = stats.mean_of_macro_ci(tables, n_resamples, 0.95, seed, "BCa")
+    return {**ci, "estimate": result.mean_recall()}
+
+
+def evaluate(model, table, cfg: dict[str, Any]) -> tuple[ImageTextResult, np.ndarray]:
+    """The test metrics (as :func:`image_text_eval.evaluate_table`, captions embedded length-sorted to cut
+    padding) and each caption's 10 best images."""
+    texts, langs, item = table.caption_rows()
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    text_emb = np.empty((len(texts), model.dim), np.float32)
+    text_emb[order] = model.embed_texts([texts[i] for i in order], cfg["encode_batch_size"])
+    image_emb = model.embed_images(table, None, cfg["encode_batch_size"])
+    result = image_text_metrics(text_emb, image_emb, langs, item, np.arange(len(table)), table.languages)
+    top = np.argsort(-(text_emb @ image_emb.T), axis=1, kind="stable")[:, :10]
+    return result, top.astype(np.int32)
+
+
+def _metrics(result: ImageTextResult, n_resamples: int, seed: int) -> dict:
+    cis = confidence_intervals(result, n_resamples=n_resamples, seed=seed)
+    summary = result.summary()
+    out = {name: _entry(cis.get(name), summary[name]) for name in METRICS}
+    out["mean_recall"] = _entry(_mean_recall_ci(result, n_resamples, seed), summary["mean_recall"])
+    return out
+
+
+def _write_report(cfg, results, files: dict, figures: dict | None = None, markdown: str = "") -> Path:
+    """Write reports/runs/<run_name>/ completely in a temp folder, then swap it in."""
+    report_dir = run_dirs(cfg)[0]
+    with reporting.atomic_dir(report_dir) as tmp:
+        reporting.write_json(tmp / "config.json", {**cfg, "provenance": results["provenance"]})
+        reporting.write_json(tmp / "results.json", results)
+        for name, write in files.items():
+            write(tmp / name)
+        for name, fig in (figures or {}).items():
+            reporting.save_figure(fig, tmp / name)
+        reporting.write_text(tmp / "results.md", f"# Run {cfg['run_name']}\n\n{reporting.stamp(results['provenance'])}"
+                                                 f"\n\n{markdown}\n\n" + reporting.markdown_table(_rows(results)))
+    return report_dir
+
+
+def _rows(results: dict) -> list[dict]:
+    m = results["metrics"]
+    return [{col: reporting.format_ci(m[k], 2 if "distance" in k else 3) if m.get(k) else "n/a"
+             for k, col in TABLE.items()}]
+
+
+def run_image_text(params: dict[str, Any], strategy=None, show_progress: bool = True) -> tuple[Path, dict]:
+    """Check, reuse or (data, train, evaluate, write). Returns (report folder, results)."""
+    cfg = check_run(params, strategy)
+    finished = find_finished(cfg)
+    if finished is not None:
+        return run_dirs(cfg)[0], finished
+    start = time.time()
+    data = prepare_data(cfg)
+    tcfg = train_config(cfg)
+    itt.check(tcfg, data["train"])  # batch size vs items and pools, before the model is loaded
+    model = itt.build_model(tcfg)
+    _, weights_dir = run_dirs(cfg)
+    trained = itt.train_image_text(model, data["train"], data["validation"], tcfg, weights_dir, show_progress)
+    with reporting.atomic_path(weights_dir / "model.pt") as tmp:
+        torch.save(model.state_dict(), tmp)
+    t_eval = time.time()
+    result, top = evaluate(model, data["test"], cfg)
+    metrics = _metrics(result, cfg["n_resamples"], cfg["seed"])
+    sizes = {s: len(t) for s, t in data.items()}
+    results = {
+        "schema": SCHEMA, "kind": "image-text trained", "profile": params.get("profile", "custom"),
+        "model": {"text": cfg["model"], "image_tower": cfg["image_tower"], "image_tower_args": cfg["image_tower_args"],
+                  "image_size": cfg["image_size"], "dim": cfg["dim"], "max_length": cfg["max_length"],
+                  "evaluated": "best validation loss", "weights": str(weights_dir / "model.pt")},
+        "data": {"dataset": cfg["dataset"], "languages": data["test"].languages, "items": sizes,
+                 "attribution": ATTRIBUTION if cfg["dataset"] == "openmoji-cldr" else None},
+        "training": {"strategy": cfg["strategy"], "alpha": cfg["alpha"],
+                     "weights": sampling.parse_strategy(cfg["strategy"], cfg["alpha"]), "steps": cfg["steps"],
+                     "batch_size": cfg["batch_size"], "lr": cfg["lr"], "image_lr": cfg["image_lr"], "seed": cfg["seed"],
+                     "best_step": trained.best_step, "best_val_loss": trained.best_val_loss,
+                     "final_loss": trained.history[-1]["loss"], "config_hash": cfg["hash"],
+                     "kinds": pd.Series([r["kind"] for r in trained.history]).value_counts().to_dict()},
+        "provenance": reporting.provenance(params.get("profile", "custom")),
+        "timings": {"wall_s": time.time() - start, "train_s": sum(r["step_s"] for r in trained.history),
+                    "eval_s": time.time() - t_eval},
+        "metrics": metrics, "summary": result.summary(),
+        "per_query": {p: f"per_query_{p}.npz" for p in PROBLEMS},
+    }
+    _, langs, item = data["test"].caption_rows()
+    files = {f"per_query_{p}.npz": getattr(result, p).save for p in PROBLEMS}
+    files["topk_t2i.npz"] = lambda path: np.savez_compressed(path, top=top, caption_item=item, ids=np.array(
+        data["test"].ids), caption_lang=langs.astype(str))
+    files["train_log.jsonl"] = lambda path: shutil.copy(trained.log_path, path)
+    curve = reporting.plot_training_curves(trained.history, cfg["run_name"])
+    text = (f"Image-text run: strategy {cfg['strategy']} (batch kinds {results['training']['weights']}), "
+            f"{cfg['steps']} steps of {cfg['batch_size']} images on {cfg['dataset']} ({sizes['train']} training items, "
+            f"languages {', '.join(data['test'].languages)}), text tower {cfg['model']}, image tower "
+            f"{cfg['image_tower']}; evaluated on {sizes['test']} test images with the best model by validation loss "
+            f"(step {trained.best_step}). 95% CIs: bootstrap over images. Config hash {cfg['hash']}.")
+    report_dir = _write_report(cfg, results, files, {"loss_curve.png": curve}, text)
+    import matplotlib.pyplot as plt
+
+    plt.close(curve)
+    return report_dir, _read_results(report_dir)  # as a reuse would give it (NaN -> None)
+
+
+def run_zero_shot(params: dict[str, Any], show_progress: bool = True) -> tuple[Path, dict]:
+    """The untrained text tower's cross-lingual caption retrieval on the test captions (reused by hash)."""
+    from hybridnb.models.encoders import Encoder
+
+    cfg = check_run(params, zero_shot=True)
+    finished = find_finished(cfg)
+    if finished is not None:
+        return run_dirs(cfg)[0], finished
+    start = time.time()
+    test = prepare_data(cfg)["test"]
+    encoder = Encoder.from_pretrained(cfg["model"], max_length=cfg["max_length"])
+    texts, langs, item = test.caption_rows()
+    emb = encoder.encode(texts, "query", cfg["encode_batch_size"], show_progress)
+    codes = np.array([test.languages.index(g) for g in langs])
+    captions = caption_retrieval(emb, codes, item, test.languages)
+    cis = stats.confidence_intervals(captions, cfg["n_resamples"], seed=cfg["seed"], metrics=["cross_ap", "multi_ap"])
+    metrics = {name: None for name in (*METRICS, "mean_recall")}
+    metrics["caption_cross_map"] = _entry(cis["cross"]["map"], captions.macro("cross_ap"))
+    metrics["caption_pooled_map"] = _entry(cis["multi"]["map"], captions.macro("multi_ap"))
+    results = {"schema": SCHEMA, "kind": "image-text zero-shot", "profile": params.get("profile", "custom"),
+               "model": {"text": cfg["model"], "max_length": cfg["max_length"], "image_tower": None},
+               "data": {"dataset": cfg["dataset"], "languages": test.languages, "items": {"test": len(test)}},
+               "note": "text->image and image->text need a trained image tower: only caption-caption retrieval "
+                       "of the untrained text tower is a meaningful zero-shot baseline",
+               "provenance": reporting.provenance(params.get("profile", "custom")),
+               "timings": {"wall_s": time.time() - start}, "metrics": metrics,
+               "summary": {"languages": test.languages, "caption_map_matrix": captions.matrix("ap").tolist()},
+               "per_query": {"captions": "per_query_captions.npz"}}
+    text = (f"Zero-shot starting point: the untrained text tower {cfg['model']} (its own embeddings, no projection) "
+            f"on cross-lingual caption retrieval over the {len(test)} test images of {cfg['dataset']}. "
+            f"{results['note']}. Config hash {cfg['hash']}.")
+    report_dir = _write_report(cfg, results, {"per_query_captions.npz": captions.save}, None, text)
+    return report_dir, _read_results(report_dir)

@@ -1,0 +1,173 @@
+"""Image towers for :class:`hybridnb.image_text.model.ImageTextModel`, each a `torch.nn.Module` with ``out_dim``.
+
+A tower's ``inputs(table, items)`` makes what its ``forward`` takes for items of an
+:class:`~hybridnb.image_text.caption_table.ImageTextTable` (normalised pixels, or looked-up feature rows), and
+``forward`` returns (B, out_dim) features; the model's projection maps them into the shared space.
+
+* offline, trained from scratch: :class:`SmallCNN`, :class:`TinyViT`;
+* fixed features from a ``.npy`` file: :class:`PrecomputedFeatures`;
+* pre-trained, for users with a network: :class:`CLIPVision` (transformers) and :class:`OpenCLIPVision`
+  (open_clip, an optional dependency).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from hybridnb.image_text.caption_table import ImageTextTable
+
+__all__ = ["IMAGE_TOWERS", "PixelTower", "SmallCNN", "TinyViT", "PrecomputedFeatures", "CLIPVision",
+           "OpenCLIPVision", "build_image_tower"]
+
+
+class PixelTower(nn.Module):
+    """Base of the towers that see pixels: ``inputs`` gives normalised float (B, 3, S, S) images."""
+
+    def __init__(self, image_size: int, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
+            raise ValueError(f"image_size must be an int >= 8, got {image_size!r}")
+        self.image_size = image_size
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(3, 1, 1), persistent=False)
+
+    def inputs(self, table: ImageTextTable, items) -> Tensor:
+        pixels = torch.from_numpy(table.pixels(items, self.image_size)).to(self.mean.device)
+        return (pixels.permute(0, 3, 1, 2).float() / 255 - self.mean) / self.std
+
+
+class SmallCNN(PixelTower):
+    """A small convolutional network trained from scratch: a stem and `depth` stride-2 conv blocks
+    (channels doubling from `width`), global average pooling, a linear head. GroupNorm, not BatchNorm,
+    so an embedding never depends on the other images of its batch (chunked / GradCache steps and
+    evaluation see the same function as training)."""
+
+    def __init__(self, image_size: int = 64, out_dim: int = 256, width: int = 32, depth: int = 4):
+        super().__init__(image_size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+        chans = [width * 2 ** k for k in range(depth + 1)]
+        layers = [nn.Conv2d(3, width, 3, padding=1), nn.GroupNorm(8, width), nn.GELU()]
+        for c_in, c_out in zip(chans, chans[1:]):
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.GroupNorm(8, c_out), nn.GELU()]
+        self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(chans[-1], out_dim)
+        self.out_dim = out_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.body(x))
+
+
+class TinyViT(PixelTower):
+    """A small Vision Transformer (Dosovitskiy et al. 2021) trained from scratch: patch embedding, a class
+    token, learned positions, pre-norm `torch.nn.TransformerEncoder` layers, the class token's output."""
+
+    def __init__(self, image_size: int = 64, out_dim: int = 256, patch_size: int = 8, width: int = 192,
+                 depth: int = 4, heads: int = 3):
+        super().__init__(image_size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+        if image_size % patch_size:
+            raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
+        self.patch = nn.Conv2d(3, width, patch_size, stride=patch_size)
+        self.cls = nn.Parameter(torch.zeros(1, 1, width))
+        self.pos = nn.Parameter(torch.randn(1, 1 + (image_size // patch_size) ** 2, width) * 0.02)
+        layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, out_dim)
+        self.out_dim = out_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        tokens = self.patch(x).flatten(2).transpose(1, 2)
+        tokens = torch.cat([self.cls.expand(len(x), -1, -1), tokens], dim=1) + self.pos
+        return self.head(self.norm(self.blocks(tokens)[:, 0]))
+
+
+class PrecomputedFeatures(nn.Module):
+    """Fixed image features (e.g. from a CLIP run elsewhere): row ``r`` of `features` belongs to ``ids[r]``.
+
+    `features`: a (N, D) array or a ``.npy`` path; `ids`: the item ids (as in ``ImageTextTable.ids``) or a
+    text file with one id per line. ``inputs`` looks the table's items up by id; ``forward`` is the identity
+    (only the model's projection is trained).
+    """
+
+    def __init__(self, features: np.ndarray | str | Path, ids: Sequence[str] | str | Path):
+        super().__init__()
+        if isinstance(features, (str, Path)):
+            features = np.load(features)
+        if isinstance(ids, (str, Path)):
+            ids = Path(ids).read_text(encoding="utf-8").split("\n")
+            ids = ids[:-1] if ids and ids[-1] == "" else ids
+        feats = np.asarray(features, dtype=np.float32)
+        ids = [str(i) for i in ids]
+        if feats.ndim != 2 or len(feats) != len(ids) or not np.isfinite(feats).all():
+            raise ValueError(f"features must be a finite (N, D) array with one row per id; got shape {feats.shape} "
+                             f"for {len(ids)} ids")
+        if len(set(ids)) != len(ids):
+            raise ValueError("ids of the precomputed features are not unique")
+        self.row = {i: r for r, i in enumerate(ids)}
+        self.register_buffer("features", torch.from_numpy(feats), persistent=False)
+        self.out_dim = feats.shape[1]
+
+    def inputs(self, table: ImageTextTable, items) -> Tensor:
+        ids = [table.ids[i] for i in np.asarray(items, dtype=np.int64).reshape(-1).tolist()]
+        missing = [i for i in ids if i not in self.row]
+        if missing:
+            raise KeyError(f"{len(missing)} item(s) have no precomputed features, e.g. {missing[:3]}")
+        return self.features[torch.tensor([self.row[i] for i in ids], device=self.features.device)]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+
+class CLIPVision(PixelTower):
+    """A Hugging Face CLIP vision tower with its projection (``CLIPVisionModelWithProjection``), by hub name
+    (e.g. ``"openai/clip-vit-base-patch32"``, needs a network or the local HF cache) or local folder."""
+
+    def __init__(self, name_or_path: str):
+        from transformers import CLIPVisionModelWithProjection
+        from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+        model = CLIPVisionModelWithProjection.from_pretrained(name_or_path)
+        super().__init__(int(model.config.image_size), OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
+        self.model = model
+        self.out_dim = int(model.config.projection_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(pixel_values=x).image_embeds
+
+
+class OpenCLIPVision(PixelTower):
+    """The image encoder of an open_clip model (``pip install open_clip_torch``), e.g.
+    ``OpenCLIPVision("ViT-B-32", pretrained="laion2b_s34b_b79k")``; weights come from open_clip's hub."""
+
+    def __init__(self, model_name: str, pretrained: str | None = None):
+        try:
+            import open_clip
+        except ImportError as err:
+            raise ImportError("the open_clip image tower needs open_clip: pip install open_clip_torch") from err
+        model = open_clip.create_model(model_name, pretrained=pretrained)
+        visual = model.visual
+        size = visual.image_size[0] if isinstance(visual.image_size, (tuple, list)) else visual.image_size
+        cfg = getattr(visual, "preprocess_cfg", None) or {}
+        super().__init__(int(size), cfg.get("mean", open_clip.OPENAI_DATASET_MEAN),
+                         cfg.get("std", open_clip.OPENAI_DATASET_STD))
+        self.visual = visual
+        self.out_dim = int(visual.output_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.visual(x)
+
+
+IMAGE_TOWERS = {"cnn": SmallCNN, "vit": TinyViT, "precomputed": PrecomputedFeatures, "clip": CLIPVision,
+                "open_clip": OpenCLIPVision}
+
+
+def build_image_tower(kind: str, **kwargs) -> nn.Module:
+    """An image tower by name (:data:`IMAGE_TOWERS`); `kwargs` go to its constructor."""
+    if kind not in IMAGE_TOWERS:
+        raise ValueError(f"unknown image tower {kind!r}; valid: {', '.join(IMAGE_TOWERS)}")
+    return IMAGE_TOWERS[kind](**kwargs)

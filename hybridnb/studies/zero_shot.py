@@ -1,0 +1,84 @@
+"""Zero-shot results on disk: where they live, whether saved ones still match, and writing them atomically.
+
+Notebook 02 (the profile's model) and notebook 06 (every backbone) share one layout,
+``reports/<profile>/zero_shot/<model slug>/``: ``results.json`` (the results schema), ``results.md``,
+``per_query_<dataset>.npz`` (per-query results, for paired tests) and figures. Saved results are reused
+when the model, its encoding settings, the evaluated queries and candidates and the bootstrap settings are
+the same (:func:`find`), so re-running ``make reproduce`` after an interruption does not re-encode finished
+evaluations. The folder is written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hybridnb import paths, reporting
+from hybridnb.paths import reports_root
+
+__all__ = ["result_dir", "model_record", "results_json", "matches", "find", "write"]
+
+
+def result_dir(profile_name: str, model: str) -> Path:
+    return reports_root() / profile_name / "zero_shot" / model.replace("/", "__").replace(":", "__")
+
+
+def model_record(model: str, max_length: int, candidate_mode: str, encode_dtype: str) -> dict[str, Any]:
+    return {"name": model, "max_length": max_length, "candidate_mode": candidate_mode, "encode_dtype": encode_dtype}
+
+
+def results_json(record: dict[str, Any], profile: str, evaluations: dict, wall_s: float,
+                 **extra: Any) -> dict[str, Any]:
+    """The zero-shot results JSON (schema in the README) of ``{dataset: runner.TaskEvaluation}``: one builder
+    for notebook 02 and the backbone study (``extra``: e.g. ``backbone=``)."""
+    return {"schema": reporting.SCHEMA, "kind": "zero-shot", **extra, "model": record, "profile": profile,
+            "provenance": reporting.provenance(profile),
+            "timings": {"wall_s": wall_s, **{name: ev.timings for name, ev in evaluations.items()}},
+            "datasets": {name: ev.block for name, ev in evaluations.items()}}
+
+
+def matches(results: dict[str, Any], record: dict[str, Any], tasks: dict, n_resamples: int, seed: int) -> bool:
+    """Do saved results come from the same model and settings, the same queries and the same bootstrap?"""
+    if results.get("model") != record or set(results.get("datasets", {})) != set(tasks):
+        return False
+    for name, task in tasks.items():
+        block = results["datasets"][name]
+        if block["languages"] != list(task.languages) or block["n_queries"] != len(task.questions) \
+                or block["n_candidates"] != len(task.candidates):
+            return False
+        if block["bootstrap"]["n_resamples"] != n_resamples or block["bootstrap"]["seed"] != seed:
+            return False
+    return True
+
+
+def find(out_dir: Path, record: dict[str, Any], tasks: dict, n_resamples: int, seed: int) -> dict[str, Any] | None:
+    """The saved results in ``out_dir`` if complete, matching and not older than ``HYBRIDNB_FRESH_SINCE``."""
+    try:
+        saved = json.loads((Path(out_dir) / "results.json").read_text(encoding="utf-8"))
+        if not paths.reusable(Path(out_dir) / "results.json"):
+            return None
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not matches(saved, record, tasks, n_resamples, seed):
+        return None
+    if not all((Path(out_dir) / f"per_query_{n}.npz").is_file() for n in tasks):
+        return None
+    paths.note_reuse(Path(out_dir) / "results.json")
+    return saved
+
+
+def write(out_dir: Path, results: dict[str, Any], per_query: dict, title: str, note: str = "",
+          figures: dict | None = None) -> Path:
+    """Write results.json, results.md, the per-query files and figures into ``out_dir``, all or nothing."""
+    out_dir = Path(out_dir)
+    with reporting.atomic_dir(out_dir) as tmp:
+        for name, result in per_query.items():
+            result.save(tmp / f"per_query_{name}.npz")
+        for name, fig in (figures or {}).items():
+            reporting.save_figure(fig, tmp / name)
+        reporting.write_json(tmp / "results.json", results)
+        reporting.write_text(tmp / "results.md", f"# {title}\n\n{reporting.stamp(results['provenance'])}\n\n"
+                             + (note + "\n\n" if note else "")
+                             + reporting.markdown_table(reporting.summary_rows(results)))
+    return out_dir

@@ -1,0 +1,318 @@
+"""The contrastive trainer: a shared-weight dual encoder, InfoNCE, hybrid batches, exact resume.
+
+One step: the sampler (:mod:`hybridnb.training.sampling`) picks the batch kind and the (item, query language,
+passage language) triples; :func:`hybridnb.data.train_data.collate` turns them into texts; the encoder embeds
+queries, positives and hard negatives (plainly, or with GradCache so a large batch fits a small GPU); the
+InfoNCE loss with in-batch and hard negatives is back-propagated; gradients are clipped; AdamW with linear
+warm-up and decay steps (the paper: lr 3e-5, weight decay 0.01).
+
+Checkpoints (every ``save_every`` steps and at the end) hold the model, optimizer, scheduler, sampler and
+every RNG state, written atomically, so a killed run resumes where its last checkpoint was and ends with
+the same weights as an uninterrupted run. The encoder with the lowest validation loss is kept in
+``best/`` (the paper early-stops on validation loss), the last one in ``final/``; both load with
+``SentenceTransformer(path)`` and ``Encoder.from_pretrained(path)``.
+
+Under torchrun the same loop runs on every rank (:mod:`hybridnb.training.distributed`): DDP, each rank embeds its
+shard of the global batch, the loss spans the global batch (same loss and gradients as one process), and
+rank 0 alone validates and writes; the checkpoint holds every rank's RNG state.
+
+    encoder = Encoder.from_pretrained(OFFLINE_E5, max_length=128)
+    result = train(encoder, train_table, val_table, TrainConfig(strategy="hybrid", steps=200), "cache/runs/x")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from hybridnb import allocator, paths
+from hybridnb.training import checkpoints, distributed, embedding_grads, losses, sampling
+from hybridnb.data.train_data import ParallelTable, collate
+
+__all__ = ["TrainConfig", "TrainResult", "check_settings", "check_config", "build_optimizer", "build_scheduler", "train",
+           "validation_loss", "validation_scores", "TRAIN_DTYPES", "VALIDATION_SEED"]
+
+TRAIN_DTYPES = ("auto", "float32", "bfloat16")  # auto: bf16 autocast on CUDA, float32 on CPU
+CHECKPOINT = "checkpoint.pt"
+LOG = "train_log.jsonl"
+
+
+@dataclass
+class TrainConfig:
+    strategy: str | dict = "hybrid"     # mono | cross | hybrid | mixed | en | {kind: weight}
+    alpha: float = 0.5                  # hybrid's P(mono)
+    language_sampling: str | float = "uniform"
+    steps: int = 100
+    batch_size: int = 32                # pairs per step (global batch)
+    lr: float = 3e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1           # linear warm-up over this fraction of the steps, then linear decay to 0
+    max_grad_norm: float = 1.0
+    temperature: float = losses.DEFAULT_TEMPERATURE
+    n_hard_negatives: int = 1
+    gradcache: bool = False             # GradCache: embed in chunks of `chunk_size`, same loss and gradients
+    chunk_size: int = 32
+    train_dtype: str = "auto"
+    save_every: int = 50                # checkpoint every N steps (and at the end)
+    val_every: int = 50                 # validation loss every N steps (and at the end)
+    val_batches: int = 8                # fixed validation batches, drawn once with the training strategy
+    seed: int = 0
+    extra: dict = field(default_factory=dict)  # free-form provenance (data names, model name, ...)
+
+
+@dataclass
+class TrainResult:
+    final_dir: Path
+    best_dir: Path
+    best_step: int
+    best_val_loss: float
+    log_path: Path
+    history: list[dict]
+
+
+def check_settings(cfg: TrainConfig) -> TrainConfig:
+    """Validate the settings that do not depend on the data (raises ValueError naming the problem)."""
+    for name in ("steps", "batch_size", "save_every", "val_every", "val_batches", "chunk_size"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    for name, lo, hi in (("lr", 0, math.inf), ("weight_decay", 0, math.inf), ("max_grad_norm", 0, math.inf),
+                         ("warmup_ratio", 0, 1), ("temperature", 0, math.inf)):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+            raise ValueError(f"{name} must be a number in [{lo}, {hi}], got {value!r}")
+    if cfg.temperature == 0 or cfg.lr == 0:
+        raise ValueError("lr and temperature must be > 0")
+    world = distributed.world_size()
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} (the global batch) is not divisible by the "
+                         f"{world} processes of the process group")
+    if cfg.train_dtype not in TRAIN_DTYPES:
+        raise ValueError(f"unknown train_dtype {cfg.train_dtype!r}; choose one of {list(TRAIN_DTYPES)}")
+    sampling.parse_strategy(cfg.strategy, cfg.alpha)
+    return cfg
+
+
+def check_config(cfg: TrainConfig, table: ParallelTable, world_size: int | None = None,
+                 rank: int | None = None) -> sampling.HybridBatchSampler:
+    """Validate everything before training starts; returns this rank's sampler (raises ValueError).
+
+    `world_size` and `rank` default to the process group's (1 and 0 in a plain process); the batch size
+    is global and must be divisible by the world size.
+    """
+    check_settings(cfg)
+    counts = table.hard_negative_counts()[table.available()]
+    if cfg.n_hard_negatives and (counts < cfg.n_hard_negatives).any():
+        raise ValueError(f"n_hard_negatives={cfg.n_hard_negatives} but some items have only "
+                         f"{int(counts.min())} hard negative(s)")
+    # the sampler checks strategy, alpha, language sampling and batch size against the data
+    return sampling.HybridBatchSampler(table.available(), table.languages, cfg.batch_size, cfg.strategy,
+                                       cfg.alpha, cfg.language_sampling, seed=cfg.seed, item_ids=table.ids,
+                                       world_size=distributed.world_size() if world_size is None else world_size,
+                                       rank=distributed.rank() if rank is None else rank)
+
+
+def autocast_dtype(train_dtype: str, device: torch.device) -> torch.dtype | None:
+    if train_dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return torch.bfloat16 if train_dtype == "bfloat16" else None
+
+
+def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW; biases and LayerNorm weights are not decayed (the BERT recipe).
+
+    The fused kernel (one pass over all parameters, CPU and CUDA) computes the same update as the
+    default per-tensor loop; with E5's 96M-parameter embedding matrix the loop is a visible share of a
+    CPU step.
+    """
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.bfloat16, torch.float16)
+                for p in decay + no_decay)
+    return torch.optim.AdamW(groups, lr=lr, fused=fused or None)
+
+
+def build_scheduler(optimizer, warmup_steps: int, total_steps: int):
+    from transformers import get_linear_schedule_with_warmup
+
+    return get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
+
+
+def _features(encoder, table: ParallelTable, pairs: np.ndarray, n_neg: int):
+    queries, positives, negatives = collate(table, pairs, n_neg)
+    qf, pf = encoder.tokenize(queries, "query"), encoder.tokenize(positives, "passage")
+    nf = encoder.tokenize(negatives, "passage") if negatives else None
+    return qf, pf, nf
+
+
+#: the validation batches are drawn with this seed whatever the run's seed, so every seed of a strategy is
+#: validated on the same batches (the held-out items are fixed too, by the caller's split)
+VALIDATION_SEED = 1
+
+
+def fixed_validation_batches(cfg: TrainConfig, val_table: ParallelTable) -> list[np.ndarray]:
+    """`val_batches` batches drawn once from the validation table with the training strategy.
+
+    The batch is the training batch size, or smaller when the split is too small for it (e.g. a mono batch
+    needs that many items in its rarest language); validation losses within a run stay comparable.
+    """
+    for size in range(min(cfg.batch_size, len(val_table)), 1, -1):
+        try:
+            sampler = sampling.HybridBatchSampler(val_table.available(), val_table.languages, size, cfg.strategy,
+                                                  cfg.alpha, cfg.language_sampling, seed=VALIDATION_SEED)
+        except ValueError:
+            continue
+        return [b.pairs for b in sampler.take(cfg.val_batches)]
+    raise ValueError(f"the validation split ({val_table}) is too small for even 2-pair {cfg.strategy} batches; "
+                     "raise val_fraction")
+
+
+@torch.no_grad()
+def validation_scores(encoder, val_table: ParallelTable, batches: list[np.ndarray], cfg: TrainConfig) -> dict:
+    """Mean InfoNCE over the fixed validation batches, in eval mode (no dropout), and two ranking scores.
+
+    ``loss`` depends on the temperature; ``top1`` (share of queries whose positive outranks every in-batch
+    and hard negative) and ``mrr`` (mean reciprocal rank of the positive) do not, so they compare runs
+    trained at different temperatures on the same held-out items.
+    """
+    was_training = encoder.training
+    encoder.eval()
+    dtype = autocast_dtype(cfg.train_dtype, encoder.device)
+    total, top1, rr, n_queries = 0.0, 0.0, 0.0, 0
+    try:
+        for pairs in batches:
+            qf, pf, nf = _features(encoder, val_table, pairs, cfg.n_hard_negatives)
+            with torch.autocast(encoder.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+                q, p = encoder(qf), encoder(pf)
+                n = encoder(nf) if nf is not None else None
+            q, p, n = q.float(), p.float(), None if n is None else n.float()
+            total += float(losses.info_nce(q, p, n, temperature=cfg.temperature))
+            scores = q @ (p if n is None else torch.cat([p, n])).T          # (B, B + B*h)
+            positive = scores.diagonal()                                     # query i's own passage
+            rank = 1 + (scores > positive[:, None]).sum(dim=1)               # ties count in the positive's favour
+            top1 += float((rank == 1).sum())
+            rr += float((1.0 / rank).sum())
+            n_queries += len(pairs)
+    finally:
+        encoder.train(was_training)
+    return {"loss": total / len(batches), "top1": top1 / n_queries, "mrr": rr / n_queries}
+
+
+def validation_loss(encoder, val_table: ParallelTable, batches: list[np.ndarray], cfg: TrainConfig) -> float:
+    """Mean InfoNCE over the fixed validation batches (:func:`validation_scores`' ``loss``)."""
+    return validation_scores(encoder, val_table, batches, cfg)["loss"]
+
+
+def train(encoder, train_table: ParallelTable, val_table: ParallelTable, cfg: TrainConfig,
+          out_dir: str | os.PathLike, resume: bool = True, show_progress: bool = True) -> TrainResult:
+    """Train `encoder` in place; checkpoints, log and encoders go to `out_dir`. Resumes if it can.
+
+    Under torchrun every rank calls this with the same arguments (:mod:`hybridnb.training.distributed`): the
+    encoder is wrapped in DDP, each rank embeds its shard of the global batch, and only rank 0 validates,
+    writes the log, checkpoints and encoders (`out_dir` must be on a filesystem all ranks share).
+    """
+    distributed.init()
+    sampler = check_config(cfg, train_table)
+    allocator.tune_malloc()
+    val_batches = fixed_validation_batches(cfg, val_table)
+    main = distributed.is_main()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path, log_path = out_dir / CHECKPOINT, out_dir / LOG
+    device = encoder.device
+    distributed.check_device(device)
+    dtype = autocast_dtype(cfg.train_dtype, device)
+    loss_fn = losses.InfoNCE(temperature=cfg.temperature)
+    optimizer = build_optimizer(encoder, cfg.lr, cfg.weight_decay)
+    scheduler = build_scheduler(optimizer, round(cfg.warmup_ratio * cfg.steps), cfg.steps)
+
+    start, best = 0, {"step": -1, "val_loss": math.inf}
+    torch.manual_seed(cfg.seed + distributed.rank())  # each rank its own dropout masks
+    if resume and ckpt_path.exists() and paths.reusable(ckpt_path):
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if state["config"] != _comparable(cfg):
+            raise ValueError(f"{ckpt_path} was written with a different configuration; "
+                             "use another output folder or resume=False")
+        encoder.model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        sampler.load_state_dict(state["sampler"])
+        checkpoints.set_rank_rng_state(state["rng"])
+        start, best = state["step"], state["best"]
+    starts = distributed.all_gather_object(start)
+    if len(set(starts)) > 1:
+        raise RuntimeError(f"the ranks would resume from different steps {starts}: {out_dir} must be on a "
+                           "filesystem every rank shares")
+    history = checkpoints.read_log(log_path, start) if start else []
+    distributed.barrier()  # every rank has read the log before rank 0 rewrites it
+    if main:
+        with open(log_path, "w", encoding="utf-8") as f:  # drop records past the checkpoint
+            f.writelines(json.dumps(r) + "\n" for r in history)
+
+    model = distributed.wrap(encoder)  # DDP when distributed (after the resume: it broadcasts rank 0's weights)
+    chunk_size = cfg.chunk_size if cfg.gradcache else None
+    encoder.train()
+    bar = tqdm(total=cfg.steps, initial=start, disable=not (show_progress and main), desc=f"train {cfg.strategy}")
+    # the input embedding's gradient row-wise (bit-identical, no 384 MB fill per backward); not under DDP
+    with open(log_path, "a", encoding="utf-8") if main else contextlib.nullcontext() as log, \
+            embedding_grads.row_grads(encoder.model, enabled=not distributed.is_distributed()):
+        for step in range(start, cfg.steps):
+            t0 = time.perf_counter()
+            batch = sampler.next_batch()  # this rank's shard of the global batch
+            qf, pf, nf = _features(encoder, train_table, batch.pairs, cfg.n_hard_negatives)
+            loss = distributed.contrastive_step(model, qf, pf, loss_fn, nf, chunk_size=chunk_size, autocast=dtype)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(encoder.parameters(), cfg.max_grad_norm))
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            seconds = time.perf_counter() - t0
+            record = {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "kind": batch.kind,
+                      "language": batch.language, "pairs_per_s": cfg.batch_size / seconds, "step_s": seconds}
+            done = step + 1
+            if done % cfg.val_every == 0 or done == cfg.steps:
+                val = validation_scores(encoder, val_table, val_batches, cfg) if main else None
+                val = distributed.broadcast_object(val)  # rank 0's, so all ranks agree
+                record.update(val_loss=val["loss"], val_top1=val["top1"], val_mrr=val["mrr"])
+                if record["val_loss"] < best["val_loss"]:
+                    best = {"step": done, "val_loss": record["val_loss"]}
+                    if main:
+                        checkpoints.save_encoder(encoder, out_dir / "best")
+            if log is not None:
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+            history.append(record)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.3f}", kind=batch.kind)
+            if done % cfg.save_every == 0 or done == cfg.steps:
+                rng = checkpoints.rank_rng_state()  # every rank's (a collective), before rank 0 writes
+                if main:
+                    checkpoints.save_checkpoint(ckpt_path, step=done, best=best, config=_comparable(cfg),
+                                     model=encoder.model.state_dict(), optimizer=optimizer.state_dict(),
+                                     scheduler=scheduler.state_dict(), sampler=sampler.state_dict(), rng=rng)
+    bar.close()
+    del optimizer, scheduler, model  # model: the DDP wrapper and its gradient buckets, if distributed
+    allocator.release_memory()
+    encoder.eval()
+    if main and (not (out_dir / "final").exists() or start < cfg.steps):
+        checkpoints.save_encoder(encoder, out_dir / "final")
+    distributed.barrier()  # no rank returns before final/ is written
+    return TrainResult(out_dir / "final", out_dir / "best", best["step"], best["val_loss"], log_path, history)
+
+
+def _comparable(cfg: TrainConfig) -> dict:
+    """The config as stored in a checkpoint (JSON round trip, so saved and current compare equal)."""
+    return json.loads(json.dumps(asdict(cfg), sort_keys=True))

@@ -1,0 +1,176 @@
+"""The package's shape and the committed results' identity.
+
+- Folders by role: no private name is imported from another folder, and the folders import each other in
+  one direction only (data -> evaluation -> models -> training -> studies -> image_text -> pipeline/cli).
+- Every run committed under reports/runs/ keeps its config hash: its saved config, checked again by
+  today's code, and the run the profile plans today (cpu comparison and sweep, the study, image-text) hash
+  to what is on disk, so `make reproduce` / `make study` reuse them instead of retraining.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "hybridnb"
+#: import order of the role folders: a folder may import only from folders before it (and the top level's
+#: foundation modules, which import no folder except data.sources for the dataset languages)
+FOLDERS = ("data", "evaluation", "models", "training", "studies", "image_text")
+FOUNDATION = ("paths", "allocator", "config", "reporting")
+ORCHESTRATION = ("pipeline", "cli", "__main__")
+
+
+def _imports(path: Path):
+    """(imported module under hybridnb, imported names) for every ``from hybridnb... import`` in the file."""
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "hybridnb":
+            yield node.module, [a.name for a in node.names]
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.split(".")[0] == "hybridnb":
+                    yield a.name, []
+
+
+def _folder(module: str) -> str:
+    """'hybridnb.training.sampling' -> 'training'; top-level modules -> their own name."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def _files():
+    return sorted(p for p in PACKAGE.rglob("*.py"))
+
+
+def _source_folder(path: Path) -> str:
+    rel = path.relative_to(PACKAGE)
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+
+
+def test_every_module_lives_in_a_role_folder():
+    top = sorted(p.stem for p in PACKAGE.glob("*.py"))
+    assert top == sorted(("__init__",) + FOUNDATION + ORCHESTRATION)
+    assert sorted(p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__") == sorted(FOLDERS)
+    for folder in FOLDERS:
+        assert (PACKAGE / folder / "__init__.py").is_file()
+
+
+def test_no_private_name_crosses_a_folder():
+    crossings = []
+    for path in _files():
+        here = _source_folder(path)
+        for module, names in _imports(path):
+            there = _folder(module) if module.count(".") else ""
+            if module.count(".") == 1 and there not in FOLDERS:
+                there = module.split(".")[1]  # a top-level module
+            private = [n for n in names if n.startswith("_")]
+            if private and there != here:
+                crossings.append(f"{path.relative_to(ROOT)}: {module} {private}")
+    assert not crossings, crossings
+
+
+def _rank(name: str) -> int:
+    if name in FOUNDATION or name == "__init__":
+        return -1
+    if name in FOLDERS:
+        return FOLDERS.index(name)
+    assert name in ORCHESTRATION, name
+    return len(FOLDERS)
+
+
+def test_folders_import_in_one_direction():
+    backwards = []
+    for path in _files():
+        here = _source_folder(path)
+        for module, names in _imports(path):
+            parts = module.split(".")
+            if len(parts) == 1:  # from hybridnb import x, y: each name is a folder or a top-level module
+                targets = names
+            else:
+                targets = [parts[1]]
+            for there in targets:
+                if there == here or there == "__version__":
+                    continue
+                if here in FOUNDATION:
+                    ok = there in FOUNDATION or module == "hybridnb.data.sources"
+                elif here in ORCHESTRATION:
+                    ok = True  # the top: pipeline, cli and __main__ may use everything, each other included
+                else:
+                    ok = _rank(there) < _rank(here) or (_rank(there) == -1)
+                if not ok:
+                    backwards.append(f"{path.relative_to(ROOT)} ({here}) imports {module} {names}")
+    assert not backwards, backwards
+
+
+def test_the_package_imports_without_cycles():
+    """Import every module in a fresh interpreter, each first: a cycle shows up as an ImportError."""
+    import subprocess
+    import sys
+
+    modules = sorted({".".join(("hybridnb",) + p.relative_to(PACKAGE).with_suffix("").parts).removesuffix(".__init__")
+                      for p in _files() if p.name != "__main__.py"})
+    script = "import importlib, sys\nfor m in sys.argv[1:]:\n    importlib.import_module(m)\n"
+    for module in modules:  # each module as the first one imported: cycles depend on the entry point
+        done = subprocess.run([sys.executable, "-c", script, module], capture_output=True, text=True, cwd=ROOT)
+        assert done.returncode == 0, f"import {module}: {done.stderr[-800:]}"
+
+
+# ---- the committed runs keep their hashes ------------------------------------------------------------
+
+
+def _committed_configs():
+    return sorted((ROOT / "reports" / "runs").glob("*/config.json"))
+
+
+def test_committed_runs_exist():
+    assert len(_committed_configs()) >= 10
+
+
+@pytest.mark.parametrize("path", _committed_configs(), ids=lambda p: p.parent.name)
+def test_saved_config_rehashes_to_itself(path):
+    """The saved config, checked again by today's code, gives the saved hash (text and image-text runs)."""
+    from hybridnb.image_text import runs as image_text_runs
+    from hybridnb.studies import runs
+
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    if "-mm-" in path.parent.name:  # image-text: its keys are the profile's mm_ keys
+        shared = image_text_runs.SHARED
+        zero_shot = "zero-shot" in path.parent.name
+        params = {(k if k in shared else f"mm_{k}"): v for k, v in saved.items()
+                  if k not in ("hash", "run_name", "provenance", "encode_batch_size")}
+        cfg = image_text_runs.check_run(params, saved.get("strategy"), zero_shot=zero_shot)
+    else:
+        cfg = runs.check_run({**saved, "run_name": saved["run_name"]})
+    assert cfg["hash"] == saved["hash"]
+
+
+def _planned(profile_name: str):
+    """Every run config the profile's notebooks plan today: (run name, hash)."""
+    from hybridnb import config
+    from hybridnb.image_text import runs as image_text_runs
+    from hybridnb.studies import runs, study, sweep
+
+    profile = config.load_profile(profile_name)
+    planned = []
+    if profile_name == "study":
+        planned += [r.cfg for r in study.check_study(profile)]
+    else:
+        planned += [runs.check_run({**profile, "strategy": s, "run_name": None}) for s in profile["strategies"]]
+        planned += [runs.check_run(p) for _, p in sweep.sweep_points(profile)]
+        planned += image_text_runs.check_runs(profile)
+    return {cfg["run_name"]: cfg["hash"] for cfg in planned}
+
+
+@pytest.mark.parametrize("profile_name", ["cpu", "study"])
+def test_profiles_plan_the_committed_runs(profile_name):
+    """`make reproduce` / `make sweep` / `make study` find every committed run of the profile by its hash."""
+    planned = _planned(profile_name)
+    committed = {p.parent.name: json.loads(p.read_text(encoding="utf-8"))["hash"] for p in _committed_configs()
+                 if json.loads(p.read_text(encoding="utf-8"))["provenance"]["profile"] == profile_name}
+    assert committed, f"no committed {profile_name} run"
+    for name, saved_hash in committed.items():
+        assert name in planned, f"{name} is committed but the {profile_name} profile no longer plans it"
+        assert planned[name] == saved_hash, f"{name}: the profile now hashes to {planned[name]}, saved {saved_hash}"
