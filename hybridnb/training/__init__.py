@@ -14,10 +14,20 @@ Modules:
     trainer          The contrastive trainer: a shared-weight dual encoder, InfoNCE, hybrid batches, exact resume.
 """
 
-from hybridnb.training import batch_kinds, language_sampling, sampler_pools, sampling, losses, gradcache, embedding_grads, distributed, checkpoints, trainer  # noqa: F401  (the modules)
+from hybridnb.training import (  # noqa: F401
+    batch_kinds, language_sampling, sampler_pools, sampling, losses, gradcache, embedding_grads,
+    distributed, checkpoints, trainer,
+)
 from hybridnb.training.batch_kinds import KINDS, STRATEGIES, Batch, parse_strategy  # noqa: F401
 from hybridnb.training.sampling import HybridBatchSampler  # noqa: F401
 from hybridnb.training.losses import DEFAULT_TEMPERATURE, InfoNCE, info_nce  # noqa: F401
-from hybridnb.training.trainer import TrainConfig, TrainResult, check_settings, check_config, train  # noqa: F401
+from hybridnb.training.trainer import (  # noqa: F401
+    TrainConfig, TrainResult, check_settings, check_config, train,
+)
 
-__all__ = ['batch_kinds', 'language_sampling', 'sampler_pools', 'sampling', 'losses', 'gradcache', 'embedding_grads', 'distributed', 'checkpoints', 'trainer', 'KINDS', 'STRATEGIES', 'Batch', 'parse_strategy', 'HybridBatchSampler', 'DEFAULT_TEMPERATURE', 'InfoNCE', 'info_nce', 'TrainConfig', 'TrainResult', 'check_settings', 'check_config', 'train']
+__all__ = [
+    'batch_kinds', 'language_sampling', 'sampler_pools', 'sampling', 'losses', 'gradcache',
+    'embedding_grads', 'distributed', 'checkpoints', 'trainer', 'KINDS', 'STRATEGIES', 'Batch',
+    'parse_strategy', 'HybridBatchSampler', 'DEFAULT_TEMPERATURE', 'InfoNCE', 'info_nce', 'TrainConfig',
+    'TrainResult', 'check_settings', 'check_config', 'train',
+]
