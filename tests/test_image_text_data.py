@@ -54,7 +54,7 @@ def test_table_basics():
     (dict(images=None), "exactly one"),
     (dict(image_paths=["x"] * 4), "exactly one"),
     (dict(images=np.zeros((4, 8, 8, 3), np.float32)), "uint8"),
-    (dict(captions={"en": ["a", "b", "c", "d"], "de": ["a", "b", "c"]}), "one per item"),
+    (dict(captions={"en": ["a", "b", "c", "d"], "de": ["a", "b", "c"]}), "one entry per item"),
     (dict(captions={"en": ["a", None, "c", "d"], "de": ["a", None, "c", "d"]}), "no caption"),
     (dict(captions={"en": ["a", "", "c", "d"], "de": ["a", "b", "c", "d"]}), "non-empty"),
     (dict(captions={"en": ["a", "b", "c", "d"], "de": [None] * 4}), "have no captions"),

@@ -2,6 +2,7 @@
 and the overlap check that keeps evaluation text out of training.
 
 Modules:
+    languages        The one check of a language list (every loader's languages=) and of a table's language columns.
     sources          Fetch and verify the raw data files (LAReQA XQuAD-R / MLQA-R, XTD10 captions, Multi30k captions).
     retrieval_task   A multilingual retrieval task: questions, a candidate pool and relevance in CSR form.
     lareqa_files     Parser of the raw LAReQA files (XQuAD-R, MLQA-R): paragraphs, sentences, questions, answer sentences.
@@ -13,8 +14,9 @@ Modules:
 """
 
 from hybridnb.data import (  # noqa: F401
-    sources, retrieval_task, lareqa_files, lareqa, parallel_table, overlap, mmarco, train_data,
+    languages, sources, retrieval_task, lareqa_files, lareqa, parallel_table, overlap, mmarco, train_data,
 )
+from hybridnb.data.languages import check_languages, check_item_columns  # noqa: F401
 from hybridnb.data.sources import (  # noqa: F401
     ChecksumError, DownloadError, RawFile, DATASETS, RAW_FILES, XQUAD_R_LANGUAGES, MLQA_R_LANGUAGES,
     MIRROR_ENV, dataset_files, dataset_languages, fetch, sha256_file,
@@ -32,7 +34,7 @@ from hybridnb.data.mmarco import MMARCO_LANGUAGES, load_mmarco  # noqa: F401
 from hybridnb.data.train_data import collate, from_lareqa, split_validation  # noqa: F401
 
 __all__ = [
-    'sources', 'retrieval_task', 'lareqa_files', 'lareqa', 'parallel_table', 'overlap', 'mmarco',
+    'languages', 'check_languages', 'check_item_columns', 'sources', 'retrieval_task', 'lareqa_files', 'lareqa', 'parallel_table', 'overlap', 'mmarco',
     'train_data', 'ChecksumError', 'DownloadError', 'RawFile', 'DATASETS', 'RAW_FILES',
     'XQUAD_R_LANGUAGES', 'MLQA_R_LANGUAGES', 'MIRROR_ENV', 'dataset_files', 'dataset_languages',
     'fetch', 'sha256_file', 'RetrievalTask', 'RawQuestion', 'Paragraph', 'parse_file', 'TASK_LANGUAGES',

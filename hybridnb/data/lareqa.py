@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from hybridnb.data import sources
+from hybridnb.data.languages import check_languages
 from hybridnb.data.lareqa_files import Paragraph, RawQuestion, parse_file
 from hybridnb.paths import cache_root
 from hybridnb.data.retrieval_task import RetrievalTask
@@ -135,18 +136,8 @@ def build_task(name: str, files: Mapping[str, str | Path], max_ids: int | None =
 def _languages(name: str, languages: Sequence[str] | None) -> list[str]:
     if name not in TASK_LANGUAGES:
         raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(TASK_LANGUAGES)}")
-    valid = TASK_LANGUAGES[name]
-    if languages is None:
-        return list(valid)
-    if isinstance(languages, str):
-        raise TypeError(f"languages must be a list of language codes, not the string {languages!r}")
-    unknown = [lang for lang in languages if lang not in valid]
-    if unknown:
-        raise ValueError(f"unknown language(s) {', '.join(map(repr, unknown))} for {name!r}; "
-                         f"valid languages: {', '.join(valid)}")
-    if not languages:
-        raise ValueError(f"languages is empty; valid languages for {name!r}: {', '.join(valid)}")
-    return [lang for lang in valid if lang in set(languages)]  # canonical order, no duplicates
+    chosen = set(check_languages(languages, TASK_LANGUAGES[name], repr(name)))
+    return [lang for lang in TASK_LANGUAGES[name] if lang in chosen]  # canonical order
 
 
 def processed_dir(name: str, languages: Sequence[str] | None = None, max_ids: int | None = None) -> Path:

@@ -11,7 +11,8 @@ import heapq
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from hybridnb.data.parallel_table import ParallelTable, _check_count, _check_language_list
+from hybridnb.data.languages import check_languages
+from hybridnb.data.parallel_table import ParallelTable, _check_count
 
 __all__ = ["MMARCO_LANGUAGES", "load_mmarco"]
 
@@ -118,7 +119,7 @@ def load_mmarco(languages: Sequence[str], max_items: int | None = None, root: st
         ``huggingface_hub.hf_hub_download`` (collections are 3-8 GB per language).
     The collections are streamed and only the needed passages kept; :meth:`ParallelTable.save` the result.
     """
-    _check_language_list(languages, MMARCO_LANGUAGES, "mMARCO")
+    languages = check_languages(languages, MMARCO_LANGUAGES, "mMARCO")
     if split not in ("train", "dev"):
         raise ValueError(f"unknown split {split!r}; valid: 'train', 'dev'")
     if max_items is not None and _check_count("max_items", max_items) == 0:

@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from hybridnb.data.languages import check_item_columns, check_languages
 
 __all__ = ["ParallelTable", "Passage", "CANDIDATE_MODES"]
 
@@ -40,20 +42,9 @@ class ParallelTable:
     hard_negatives: dict[str, list[list[Passage]]]
 
     def __post_init__(self) -> None:
-        n = len(self.ids)
-        if n == 0:
-            raise ValueError("empty ParallelTable: no items")
-        if len(set(self.ids)) != n:
-            raise ValueError("ParallelTable ids are not unique (duplicated items give false in-batch negatives)")
-        if not self.languages or len(set(self.languages)) != len(self.languages):
-            raise ValueError(f"languages must be non-empty and unique, got {self.languages}")
-        for name in ("queries", "positives", "hard_negatives"):
-            col = getattr(self, name)
-            if set(col) != set(self.languages):
-                raise ValueError(f"{name} has languages {sorted(col)}, expected {sorted(self.languages)}")
-            bad = [lang for lang in self.languages if len(col[lang]) != n]
-            if bad:
-                raise ValueError(f"{name} of language(s) {bad} do not have one entry per item ({n})")
+        check_item_columns("ParallelTable", self.ids, self.languages,
+                           {name: getattr(self, name) for name in ("queries", "positives", "hard_negatives")},
+                           "false in-batch negatives")
         counts = self.available().sum(axis=0)
         empty = [lang for lang, k in zip(self.languages, counts) if k == 0]
         if empty:
@@ -96,7 +87,7 @@ class ParallelTable:
 
     def select_languages(self, languages: Sequence[str]) -> ParallelTable:
         """Keep only `languages` (in that order); items left with no language are dropped."""
-        _check_language_list(languages, self.languages, "this table")
+        languages = check_languages(languages, self.languages, "this table")
         table = ParallelTable(list(self.ids), list(languages), *(
             {g: list(getattr(self, name)[g]) for g in languages}
             for name in ("queries", "positives", "hard_negatives")))
@@ -145,17 +136,6 @@ def _passage_texts(p: Passage, contexts: bool) -> tuple[str, ...]:
     if isinstance(p, tuple):
         return p if contexts else p[:1]
     return (p,)
-
-
-def _check_language_list(languages: Sequence[str], valid: Iterable[str], where: str) -> None:
-    valid = list(valid)
-    if isinstance(languages, str):
-        raise TypeError(f"languages must be a list of language codes, not the string {languages!r}")
-    unknown = [g for g in languages if g not in valid]
-    if unknown:
-        raise ValueError(f"unknown language(s) {unknown} for {where}; valid: {', '.join(valid)}")
-    if not languages or len(set(languages)) != len(languages):
-        raise ValueError(f"languages must be a non-empty list without duplicates, got {list(languages)}")
 
 
 def _check_count(name: str, value: object) -> int:

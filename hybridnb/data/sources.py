@@ -25,6 +25,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from hybridnb.data.languages import check_languages
 from hybridnb.paths import cache_root
 
 __all__ = [
@@ -238,15 +239,7 @@ def _select(dataset: str, languages: list[str] | None) -> list[RawFile]:
     files = dataset_files(dataset)
     if languages is None:
         return files
-    if isinstance(languages, str):
-        raise TypeError(f"languages must be a list of language codes, not the string {languages!r}")
-    valid = dataset_languages(dataset)
-    unknown = [lang for lang in languages if lang not in valid]
-    if unknown:
-        raise ValueError(
-            f"unknown language(s) {', '.join(map(repr, unknown))} for dataset {dataset!r}; "
-            f"valid languages: {', '.join(valid)}"
-        )
+    languages = check_languages(languages, dataset_languages(dataset), f"dataset {dataset!r}")
     wanted = set(languages)
     return [f for f in files if f.lang is None or f.lang in wanted]
 

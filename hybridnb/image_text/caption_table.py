@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from hybridnb.data import sources
+from hybridnb.data.languages import check_item_columns, check_languages
 
 __all__ = ["ImageTextTable", "XTD10_LANGUAGES", "MULTI30K_LANGUAGES", "MULTI30K_SPLITS", "load_xtd10",
            "load_multi30k"]
@@ -60,18 +61,10 @@ class ImageTextTable:
 
     def __post_init__(self) -> None:
         n = len(self.ids)
-        if n == 0:
-            raise ValueError("empty ImageTextTable: no items")
-        if len(set(self.ids)) != n:
-            raise ValueError("ImageTextTable ids are not unique (a duplicated image gives false negatives)")
-        if not self.languages or len(set(self.languages)) != len(self.languages):
-            raise ValueError(f"languages must be non-empty and unique, got {self.languages}")
-        if set(self.captions) != set(self.languages):
-            raise ValueError(f"captions has languages {sorted(self.captions)}, expected {sorted(self.languages)}")
+        check_item_columns("ImageTextTable", self.ids, self.languages, {"captions": self.captions},
+                           "false negatives: one image twice")
         for lang in self.languages:
             col = self.captions[lang]
-            if len(col) != n:
-                raise ValueError(f"captions[{lang!r}] has {len(col)} entries, expected one per item ({n})")
             if not all(c is None or (isinstance(c, str) and c.strip()) for c in col):
                 raise ValueError(f"captions[{lang!r}] must hold non-empty strings or None")
         if (self.images is None) == (self.image_paths is None):
@@ -122,11 +115,7 @@ class ImageTextTable:
 
     def select_languages(self, languages: Sequence[str]) -> ImageTextTable:
         """Keep only `languages` (in that order); items left without a caption are dropped."""
-        if isinstance(languages, str) or not languages or len(set(languages)) != len(languages):
-            raise ValueError(f"languages must be a non-empty list without duplicates, got {languages!r}")
-        unknown = [g for g in languages if g not in self.languages]
-        if unknown:
-            raise ValueError(f"unknown language(s) {unknown}; this table has {self.languages}")
+        languages = check_languages(languages, self.languages, "this table")
         keep = self.available()[:, [self.languages.index(g) for g in languages]].any(axis=1)
         sub = self.subset(keep)
         return ImageTextTable(sub.ids, list(languages), {g: sub.captions[g] for g in languages}, sub.images,
@@ -207,19 +196,6 @@ MULTI30K_LANGUAGES = ("en", "de", "fr", "cs")
 MULTI30K_SPLITS = ("train", "val", "test_2016_flickr")
 
 
-def _languages(languages: Sequence[str] | None, valid: Sequence[str], where: str) -> list[str]:
-    if languages is None:
-        return list(valid)
-    if isinstance(languages, str):
-        raise TypeError(f"languages must be a list of language codes, not the string {languages!r}")
-    unknown = [g for g in languages if g not in valid]
-    if unknown:
-        raise ValueError(f"unknown language(s) {unknown} for {where}; valid: {', '.join(valid)}")
-    if not languages or len(set(languages)) != len(languages):
-        raise ValueError(f"languages must be a non-empty list without duplicates, got {list(languages)}")
-    return list(languages)
-
-
 def _check_image_root(image_root: str | Path | None, what: str) -> Path:
     if image_root is None:
         raise FileNotFoundError(f"no image folder given: pass image_root, the folder holding the {what}")
@@ -269,7 +245,7 @@ def load_xtd10(image_root: str | Path, languages: Sequence[str] | None = None,
     The caption files come from :func:`hybridnb.data.sources.fetch` (mirror or pinned download). Item ids are the
     image file names. XTD10 is a test set: it has no training split.
     """
-    langs = _languages(languages, XTD10_LANGUAGES, "XTD10")
+    langs = check_languages(languages, XTD10_LANGUAGES, "XTD10")
     what = "COCO train2014 images (e.g. COCO_train2014_000000061844.jpg)"
     root = _check_image_root(image_root, what)
     folder = sources.fetch("xtd10", [{"ja": "jp"}.get(g, g) for g in langs])  # sources uses the file names' code
@@ -288,7 +264,7 @@ def load_multi30k(image_root: str | Path, split: str = "test_2016_flickr", langu
     """
     if split not in MULTI30K_SPLITS:
         raise ValueError(f"unknown Multi30K split {split!r}; valid: {', '.join(MULTI30K_SPLITS)}")
-    langs = _languages(languages, MULTI30K_LANGUAGES, "Multi30K task 1")
+    langs = check_languages(languages, MULTI30K_LANGUAGES, "Multi30K task 1")
     what = "Flickr30k images (e.g. 1000092795.jpg)"
     root = _check_image_root(image_root, what)
     folder = sources.fetch("multi30k", langs)

@@ -38,6 +38,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, features
 
+from hybridnb.data.languages import check_languages
 from hybridnb.image_text.caption_table import ImageTextTable
 from hybridnb.paths import cache_root
 
@@ -249,10 +250,4 @@ def _check_size(size: int) -> int:
 
 
 def _check_languages(languages: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(languages, str):
-        raise TypeError(f"languages must be a list of language codes, not the string {languages!r}")
-    unknown = [g for g in languages if g not in OPENMOJI_LANGUAGES]
-    if unknown or not languages or len(set(languages)) != len(languages):
-        raise ValueError(f"languages must be distinct codes among {', '.join(OPENMOJI_LANGUAGES)}, got "
-                         f"{list(languages)!r}")
-    return tuple(languages)
+    return tuple(check_languages(languages, OPENMOJI_LANGUAGES, "OpenMoji-CLDR"))
