@@ -24,8 +24,12 @@ Where a run's data flows (``python -m hybridnb train --profile cpu``, notebook 0
    and multilingual mAP, R@k and rank distance per question, with bootstrap CIs (``evaluation.stats``).
 7. **report** -> :func:`hybridnb.studies.runs.write_run` writes ``reports/runs/<name>/`` (config, results,
    per-query arrays, loss curve) atomically; notebooks 04, 05, 06 and 08 (``hybridnb.studies``) read
-   those folders into REPORT.md, RATIO_SWEEP.md and STUDY.md. Image-text runs (:mod:`hybridnb.image_text`)
-   take the same path with an image tower in place of the passage side.
+   those folders into REPORT.md, RATIO_SWEEP.md and STUDY.md.
+
+Steps 2-7 are one skeleton, :func:`hybridnb.studies.runs.execute` (find finished -> prepare -> train ->
+evaluate -> write), run with a small task object: :class:`~hybridnb.studies.runs.TextRun` for these runs,
+:class:`~hybridnb.image_text.runs.ImageTextRun` for image-text runs (an image tower in place of the
+passage side) and their zero-shot baseline.
 """
 
 __version__ = "0.1.0"

@@ -61,18 +61,13 @@ def train_main(argv: list[str] | None = None) -> int:
     for key in ("strategy", "alpha", "run_name"):
         if getattr(args, key) is not None:
             params[key] = getattr(args, key)
-    finished = runs.find_finished(runs.check_run(params))  # checks everything before any work
-    try:
-        report_dir, results = runs.run(params)
+    try:  # checks everything before any work, then says whether it reuses a finished run or trains
+        report_dir, results = runs.run(params, announce=True)
         main = distributed.is_main()
     finally:
         distributed.cleanup()  # under torchrun: leave the process group (a no-op otherwise)
     if main:
-        if finished is not None:
-            created = finished.get("provenance", {}).get("created", "?")
-            print(f"[hybridnb] reused {report_dir} (finished {created}; same config hash, nothing trained)")
-        else:
-            print(f"[hybridnb] {report_dir}")
+        print(f"[hybridnb] {report_dir}")
         print(reporting.markdown_table(reporting.summary_rows(results)))
     return 0
 

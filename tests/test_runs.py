@@ -127,3 +127,55 @@ def test_cli_refuses_an_unknown_key_with_a_hint():
         cli.train_main(["--profile", "ci", "--set", "alhpa=0.25"])
     cli.check_override_keys({"steps": 3, "run_name": "x"})  # known keys pass
     assert set(params) <= set(config.PARAMETERS)
+
+
+class _FakeTask:
+    """A run kind for the skeleton: counts its calls, optionally fails while evaluating."""
+
+    def __init__(self, fail: bool = False):
+        self.cfg = {"run_name": "fake-run", "hash": "0123456789ab", "steps": 2}
+        self.calls, self.fail = [], fail
+
+    def prepare(self):
+        self.calls.append("prepare")
+        return {"items": 3}
+
+    def train(self, data, show_progress):
+        self.calls.append("train")
+        return None
+
+    def evaluate(self, data, trained, started, show_progress):
+        self.calls.append("evaluate")
+        if self.fail:
+            raise RuntimeError("evaluation failed")
+        from hybridnb import reporting
+
+        results = {"kind": "fake", "items": data["items"], "value": float("nan"),
+                   "provenance": reporting.provenance("test")}
+        return runs.RunOutput(results, {"extra.txt": lambda path: path.write_text("x")}, {},
+                              "A fake run.", [{"column": 1}])
+
+
+def test_the_run_skeleton_writes_once_reuses_by_hash_and_never_leaves_half_a_report(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HYBRIDNB_REPORTS", str(tmp_path))
+    failing = _FakeTask(fail=True)
+    with pytest.raises(RuntimeError, match="evaluation failed"):
+        runs.execute(failing, announce=True)
+    assert failing.calls == ["prepare", "train", "evaluate"] and not any((tmp_path / "runs").glob("*"))
+    assert "fake-run (config 0123456789ab): training" in capsys.readouterr().out
+
+    task = _FakeTask()
+    report_dir, results = runs.execute(task, show_progress=False)
+    assert report_dir == tmp_path / "runs" / "fake-run"
+    assert {p.name for p in report_dir.iterdir()} == {"config.json", "results.json", "results.md", "extra.txt"}
+    assert results["items"] == 3 and results["value"] is None  # read back from results.json, as a reuse gives it
+    assert json.loads((report_dir / "config.json").read_text())["hash"] == "0123456789ab"
+    assert "A fake run." in (report_dir / "results.md").read_text()
+
+    again = _FakeTask()
+    assert runs.execute(again, announce=True) == (report_dir, results) and again.calls == []  # nothing redone
+    assert "reusing the finished run" in capsys.readouterr().out
+    changed = _FakeTask()
+    changed.cfg["hash"] = "ba9876543210"
+    runs.execute(changed, show_progress=False)
+    assert changed.calls == ["prepare", "train", "evaluate"]  # another config: run again, report replaced

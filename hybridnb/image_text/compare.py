@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from hybridnb.studies import compare
+from hybridnb.studies.compare import significance_wide  # noqa: F401  (one table of differences for both wings)
 from hybridnb import reporting
 from hybridnb.evaluation import stats
 from hybridnb.evaluation.metrics import EvalResult
@@ -64,35 +65,16 @@ def significance(systems: dict[str, dict], target: str = "hybrid", n_resamples: 
             cmp = {"caption_cross_map": nested["cross"]["map"], "caption_pooled_map": nested["multi"]["map"]}
         else:
             cmp = compare_results(a, b, n_resamples=n_resamples, seed=seed)
-        rows += [{"baseline": name, "metric": m, "diff": e["diff"], "low": e["low"], "high": e["high"],
+        rows += [{"baseline": name, "metric": m, "column": m, "diff": e["diff"], "low": e["low"], "high": e["high"],
                   "p_value": e["p_value"]} for m, e in cmp.items()]
     return pd.DataFrame(rows)
 
 
-def significance_wide(sig: pd.DataFrame) -> pd.DataFrame:
-    """Rows: baselines; columns: metrics; cells 'diff [low, high] p=...'."""
-    cell = [f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}] p={p:.3f}" for d, lo, hi, p in
-            zip(sig["diff"], sig.low, sig.high, sig.p_value)]
-    wide = sig.assign(cell=cell).pivot(index="baseline", columns="metric", values="cell")
-    return wide[[m for m in dict.fromkeys(sig.metric)]].fillna("n/a")
-
-
 def verdicts(sig: pd.DataFrame, target: str = "hybrid", alpha: float = 0.05) -> list[str]:
-    """One sentence per expected direction of :data:`EXPECTED`."""
-    out = []
-    for (metric, baseline), sign in EXPECTED.items():
-        rows = sig[(sig.baseline == compare.system_label(baseline)) & (sig.metric == metric)]
-        if rows.empty:
-            continue
-        r = rows.iloc[0]
-        agrees, significant = np.sign(r["diff"]) == sign, r.p_value < alpha
-        verdict = ("no difference" if r["diff"] == 0 else "as expected, significant" if agrees and significant
-                   else "as expected, not significant" if agrees else "against the expectation, significant"
-                   if significant else "against the expectation, not significant")
-        out.append(f"{metric}: {target} expected {'higher' if sign > 0 else 'lower'} than "
-                   f"{compare.system_label(baseline)}; ours {r['diff']:+.4g} [{r.low:+.4g}, {r.high:+.4g}], "
-                   f"p = {r.p_value:.3g} → {verdict}.")
-    return out
+    """One sentence per expected direction of :data:`EXPECTED` (the text paper's claims carried over), worded
+    as the text comparison's (:func:`hybridnb.studies.compare.direction_verdicts`)."""
+    expected = {(metric, compare.system_label(baseline)): sign for (metric, baseline), sign in EXPECTED.items()}
+    return compare.direction_verdicts(sig, expected, "the text paper's claim", target, alpha)
 
 
 def plot_per_language(systems: dict[str, dict], k: int = 10):

@@ -1,7 +1,8 @@
 """One image-text run end to end (notebook 07) and the zero-shot baseline; the comparison is in
 :mod:`hybridnb.image_text.compare`.
 
-:func:`run_image_text` mirrors :func:`hybridnb.studies.runs.run`: check the parameters (notebook 07's ``mm_*`` names
+:func:`run_image_text` runs the text runs' skeleton (:func:`hybridnb.studies.runs.execute`) with
+:class:`ImageTextRun`: check the parameters (notebook 07's ``mm_*`` names
 plus the shared ``model``, ``seed``, ``n_resamples``, ``temperature``, ``encode_batch_size``), reuse a finished
 run whose ``reports/runs/<run_name>/config.json`` has the same config hash, else build the data, train
 (:func:`hybridnb.image_text.trainer.train_image_text`), evaluate the best-by-validation-loss model on the test
@@ -23,9 +24,9 @@ subset, the same for every training seed).
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ import torch
 from hybridnb.image_text import caption_table
 from hybridnb import reporting
 from hybridnb.studies import runs
-from hybridnb.training import sampling
+from hybridnb.training import distributed, sampling
 from hybridnb.evaluation import stats
 from hybridnb.image_text import trainer as itt
 from hybridnb.image_text.metrics import (METRICS, ImageTextResult, caption_retrieval, confidence_intervals,
@@ -46,7 +47,7 @@ from hybridnb.paths import cache_root, reports_root
 from hybridnb.studies.runs import find_finished  # same report folder and hash check as a text run
 
 __all__ = ["DATASETS", "RUN_KEYS", "ZERO_SHOT_KEYS", "check_run", "check_runs", "prepare_data", "eval_table",
-           "find_finished", "run_image_text", "run_zero_shot"]
+           "find_finished", "ImageTextRun", "ImageTextZeroShot", "run_image_text", "run_zero_shot"]
 
 DATASETS = {"openmoji-cldr": OPENMOJI_LANGUAGES, "xtd10": caption_table.XTD10_LANGUAGES,
             "multi30k": caption_table.MULTI30K_LANGUAGES}
@@ -176,10 +177,6 @@ def run_dirs(cfg: dict[str, Any]) -> tuple[Path, Path]:
     return reports_root() / "runs" / cfg["run_name"], cache_root() / "runs" / cfg["run_name"] / cfg["hash"]
 
 
-def _read_results(report_dir: Path) -> dict[str, Any]:
-    return json.loads((report_dir / "results.json").read_text(encoding="utf-8"))
-
-
 def _entry(ci: dict | None, value) -> dict:
     return {"value": value, "ci": None if ci is None else [ci["low"], ci["high"]]}
 
@@ -213,113 +210,131 @@ def _metrics(result: ImageTextResult, n_resamples: int, seed: int) -> dict:
     return out
 
 
-def _write_report(cfg, results, files: dict, figures: dict | None = None, markdown: str = "") -> Path:
-    """Write reports/runs/<run_name>/ completely in a temp folder, then swap it in."""
-    report_dir = run_dirs(cfg)[0]
-    with reporting.atomic_dir(report_dir) as tmp:
-        reporting.write_json(tmp / "config.json", {**cfg, "provenance": results["provenance"]})
-        reporting.write_json(tmp / "results.json", results)
-        for name, write in files.items():
-            write(tmp / name)
-        for name, fig in (figures or {}).items():
-            reporting.save_figure(fig, tmp / name)
-        reporting.write_text(tmp / "results.md", f"# Run {cfg['run_name']}\n\n{reporting.stamp(results['provenance'])}"
-                                                 f"\n\n{markdown}\n\n" + reporting.markdown_table(_rows(results)))
-    return report_dir
-
-
 def _rows(results: dict) -> list[dict]:
     m = results["metrics"]
     return [{col: reporting.format_ci(m[k], 2 if "distance" in k else 3) if m.get(k) else "n/a"
              for k, col in TABLE.items()}]
 
 
-def run_image_text(params: dict[str, Any], strategy=None, show_progress: bool = True) -> tuple[Path, dict]:
-    """Check, reuse or (data, train, evaluate, write). Returns (report folder, results)."""
-    cfg = check_run(params, strategy)
-    finished = find_finished(cfg)
-    if finished is not None:
-        return run_dirs(cfg)[0], finished
-    start = time.time()
-    data = prepare_data(cfg)
-    tcfg = train_config(cfg)
-    itt.check(tcfg, data["train"])  # batch size vs items and pools, before the model is loaded
-    model = itt.build_model(tcfg)
-    _, weights_dir = run_dirs(cfg)
-    trained = itt.train_image_text(model, data["train"], data["validation"], tcfg, weights_dir, show_progress)
-    with reporting.atomic_path(weights_dir / "model.pt") as tmp:
-        torch.save(model.state_dict(), tmp)
-    t_eval = time.time()
-    result, top = evaluate(model, data["test"], cfg)
-    metrics = _metrics(result, cfg["n_resamples"], cfg["seed"])
-    sizes = {s: len(t) for s, t in data.items()}
-    results = {
-        "schema": SCHEMA, "kind": "image-text trained", "profile": params.get("profile", "custom"),
-        "model": {"text": cfg["model"], "image_tower": cfg["image_tower"], "image_tower_args": cfg["image_tower_args"],
-                  "image_size": cfg["image_size"], "dim": cfg["dim"], "max_length": cfg["max_length"],
-                  "evaluated": "best validation loss", "weights": str(weights_dir / "model.pt")},
-        "data": {"dataset": cfg["dataset"], "languages": data["test"].languages, "items": sizes,
-                 "attribution": ATTRIBUTION if cfg["dataset"] == "openmoji-cldr" else None},
-        "training": {"strategy": cfg["strategy"], "alpha": cfg["alpha"],
-                     "weights": sampling.parse_strategy(cfg["strategy"], cfg["alpha"]), "steps": cfg["steps"],
-                     "batch_size": cfg["batch_size"], "lr": cfg["lr"], "image_lr": cfg["image_lr"], "seed": cfg["seed"],
-                     "best_step": trained.best_step, "best_val_loss": trained.best_val_loss,
-                     "final_loss": trained.history[-1]["loss"], "config_hash": cfg["hash"],
-                     "kinds": pd.Series([r["kind"] for r in trained.history]).value_counts().to_dict()},
-        "provenance": reporting.provenance(params.get("profile", "custom")),
-        "timings": {"wall_s": time.time() - start, "train_s": sum(r["step_s"] for r in trained.history),
-                    "eval_s": time.time() - t_eval},
-        "metrics": metrics, "summary": result.summary(),
-        "per_query": {p: f"per_query_{p}.npz" for p in PROBLEMS},
-    }
-    _, langs, item = data["test"].caption_rows()
-    files = {f"per_query_{p}.npz": getattr(result, p).save for p in PROBLEMS}
-    files["topk_t2i.npz"] = lambda path: np.savez_compressed(path, top=top, caption_item=item, ids=np.array(
-        data["test"].ids), caption_lang=langs.astype(str))
-    files["train_log.jsonl"] = lambda path: shutil.copy(trained.log_path, path)
-    curve = reporting.plot_training_curves(trained.history, cfg["run_name"])
-    text = (f"Image-text run: strategy {cfg['strategy']} (batch kinds {results['training']['weights']}), "
-            f"{cfg['steps']} steps of {cfg['batch_size']} images on {cfg['dataset']} ({sizes['train']} training items, "
-            f"languages {', '.join(data['test'].languages)}), text tower {cfg['model']}, image tower "
-            f"{cfg['image_tower']}; evaluated on {sizes['test']} test images with the best model by validation loss "
-            f"(step {trained.best_step}). 95% CIs: bootstrap over images. Config hash {cfg['hash']}.")
-    report_dir = _write_report(cfg, results, files, {"loss_curve.png": curve}, text)
-    import matplotlib.pyplot as plt
+def _single_process(what: str) -> None:
+    if distributed.world_size() > 1:
+        raise RuntimeError(f"{what} runs in one process: run it without torchrun")
 
-    plt.close(curve)
-    return report_dir, _read_results(report_dir)  # as a reuse would give it (NaN -> None)
+
+@dataclass
+class ImageTextRun:
+    """An image-text run for :func:`hybridnb.studies.runs.execute`: caption tables, the two-tower trainer,
+    the image-text evaluator."""
+
+    cfg: dict[str, Any]
+    profile: str = "custom"
+
+    def prepare(self) -> dict[str, caption_table.ImageTextTable]:
+        _single_process("an image-text run")
+        data = prepare_data(self.cfg)
+        itt.check(train_config(self.cfg), data["train"])  # batch size vs items and pools, before the model loads
+        return data
+
+    def train(self, data, show_progress: bool):
+        tcfg = train_config(self.cfg)
+        model = itt.build_model(tcfg)
+        _, weights_dir = run_dirs(self.cfg)
+        trained = itt.train_image_text(model, data["train"], data["validation"], tcfg, weights_dir, show_progress)
+        with reporting.atomic_path(weights_dir / "model.pt") as tmp:
+            torch.save(model.state_dict(), tmp)
+        return model, trained
+
+    def evaluate(self, data, model_and_log, started: float, show_progress: bool) -> runs.RunOutput:
+        cfg, (model, trained) = self.cfg, model_and_log
+        weights_dir = run_dirs(cfg)[1]
+        t_eval = time.time()
+        result, top = evaluate(model, data["test"], cfg)
+        metrics = _metrics(result, cfg["n_resamples"], cfg["seed"])
+        sizes = {s: len(t) for s, t in data.items()}
+        results = {
+            "schema": SCHEMA, "kind": "image-text trained", "profile": self.profile,
+            "model": {"text": cfg["model"], "image_tower": cfg["image_tower"],
+                      "image_tower_args": cfg["image_tower_args"], "image_size": cfg["image_size"], "dim": cfg["dim"],
+                      "max_length": cfg["max_length"], "evaluated": "best validation loss",
+                      "weights": str(weights_dir / "model.pt")},
+            "data": {"dataset": cfg["dataset"], "languages": data["test"].languages, "items": sizes,
+                     "attribution": ATTRIBUTION if cfg["dataset"] == "openmoji-cldr" else None},
+            "training": {"strategy": cfg["strategy"], "alpha": cfg["alpha"],
+                         "weights": sampling.parse_strategy(cfg["strategy"], cfg["alpha"]), "steps": cfg["steps"],
+                         "batch_size": cfg["batch_size"], "lr": cfg["lr"], "image_lr": cfg["image_lr"],
+                         "seed": cfg["seed"], "best_step": trained.best_step, "best_val_loss": trained.best_val_loss,
+                         "final_loss": trained.history[-1]["loss"], "config_hash": cfg["hash"],
+                         "kinds": pd.Series([r["kind"] for r in trained.history]).value_counts().to_dict()},
+            "provenance": reporting.provenance(self.profile),
+            "timings": {"wall_s": time.time() - started, "train_s": sum(r["step_s"] for r in trained.history),
+                        "eval_s": time.time() - t_eval},
+            "metrics": metrics, "summary": result.summary(),
+            "per_query": {p: f"per_query_{p}.npz" for p in PROBLEMS},
+        }
+        _, langs, item = data["test"].caption_rows()
+        files = {f"per_query_{p}.npz": getattr(result, p).save for p in PROBLEMS}
+        files["topk_t2i.npz"] = lambda path: np.savez_compressed(path, top=top, caption_item=item, ids=np.array(
+            data["test"].ids), caption_lang=langs.astype(str))
+        files["train_log.jsonl"] = lambda path: shutil.copy(trained.log_path, path)
+        summary = (f"Image-text run: strategy {cfg['strategy']} (batch kinds {results['training']['weights']}), "
+                   f"{cfg['steps']} steps of {cfg['batch_size']} images on {cfg['dataset']} ({sizes['train']} "
+                   f"training items, languages {', '.join(data['test'].languages)}), text tower {cfg['model']}, "
+                   f"image tower {cfg['image_tower']}; evaluated on {sizes['test']} test images with the best model "
+                   f"by validation loss (step {trained.best_step}). 95% CIs: bootstrap over images. Config hash "
+                   f"{cfg['hash']}.")
+        curve = reporting.plot_training_curves(trained.history, cfg["run_name"])
+        return runs.RunOutput(results, files, {"loss_curve.png": curve}, summary, _rows(results))
+
+
+@dataclass
+class ImageTextZeroShot:
+    """The untrained text tower's cross-lingual caption retrieval on the test captions (nothing trains)."""
+
+    cfg: dict[str, Any]
+    profile: str = "custom"
+
+    def prepare(self) -> caption_table.ImageTextTable:
+        _single_process("the image-text zero-shot evaluation")
+        return prepare_data(self.cfg)["test"]
+
+    def train(self, data, show_progress: bool) -> None:
+        return None
+
+    def evaluate(self, test, trained: None, started: float, show_progress: bool) -> runs.RunOutput:
+        from hybridnb.models.encoders import Encoder
+
+        cfg = self.cfg
+        encoder = Encoder.from_pretrained(cfg["model"], max_length=cfg["max_length"])
+        texts, langs, item = test.caption_rows()
+        emb = encoder.encode(texts, "query", cfg["encode_batch_size"], show_progress)
+        codes = np.array([test.languages.index(g) for g in langs])
+        captions = caption_retrieval(emb, codes, item, test.languages)
+        cis = stats.confidence_intervals(captions, cfg["n_resamples"], seed=cfg["seed"],
+                                         metrics=["cross_ap", "multi_ap"])
+        metrics = {name: None for name in (*METRICS, "mean_recall")}
+        metrics["caption_cross_map"] = _entry(cis["cross"]["map"], captions.macro("cross_ap"))
+        metrics["caption_pooled_map"] = _entry(cis["multi"]["map"], captions.macro("multi_ap"))
+        results = {"schema": SCHEMA, "kind": "image-text zero-shot", "profile": self.profile,
+                   "model": {"text": cfg["model"], "max_length": cfg["max_length"], "image_tower": None},
+                   "data": {"dataset": cfg["dataset"], "languages": test.languages, "items": {"test": len(test)}},
+                   "note": "text->image and image->text need a trained image tower: only caption-caption retrieval "
+                           "of the untrained text tower is a meaningful zero-shot baseline",
+                   "provenance": reporting.provenance(self.profile),
+                   "timings": {"wall_s": time.time() - started}, "metrics": metrics,
+                   "summary": {"languages": test.languages, "caption_map_matrix": captions.matrix("ap").tolist()},
+                   "per_query": {"captions": "per_query_captions.npz"}}
+        summary = (f"Zero-shot starting point: the untrained text tower {cfg['model']} (its own embeddings, no "
+                   f"projection) on cross-lingual caption retrieval over the {len(test)} test images of "
+                   f"{cfg['dataset']}. {results['note']}. Config hash {cfg['hash']}.")
+        return runs.RunOutput(results, {"per_query_captions.npz": captions.save}, {}, summary, _rows(results))
+
+
+def run_image_text(params: dict[str, Any], strategy=None, show_progress: bool = True) -> tuple[Path, dict]:
+    """Check, then reuse or train, evaluate, write (:func:`hybridnb.studies.runs.execute`)."""
+    return runs.execute(ImageTextRun(check_run(params, strategy), params.get("profile", "custom")), show_progress)
 
 
 def run_zero_shot(params: dict[str, Any], show_progress: bool = True) -> tuple[Path, dict]:
-    """The untrained text tower's cross-lingual caption retrieval on the test captions (reused by hash)."""
-    from hybridnb.models.encoders import Encoder
-
-    cfg = check_run(params, zero_shot=True)
-    finished = find_finished(cfg)
-    if finished is not None:
-        return run_dirs(cfg)[0], finished
-    start = time.time()
-    test = prepare_data(cfg)["test"]
-    encoder = Encoder.from_pretrained(cfg["model"], max_length=cfg["max_length"])
-    texts, langs, item = test.caption_rows()
-    emb = encoder.encode(texts, "query", cfg["encode_batch_size"], show_progress)
-    codes = np.array([test.languages.index(g) for g in langs])
-    captions = caption_retrieval(emb, codes, item, test.languages)
-    cis = stats.confidence_intervals(captions, cfg["n_resamples"], seed=cfg["seed"], metrics=["cross_ap", "multi_ap"])
-    metrics = {name: None for name in (*METRICS, "mean_recall")}
-    metrics["caption_cross_map"] = _entry(cis["cross"]["map"], captions.macro("cross_ap"))
-    metrics["caption_pooled_map"] = _entry(cis["multi"]["map"], captions.macro("multi_ap"))
-    results = {"schema": SCHEMA, "kind": "image-text zero-shot", "profile": params.get("profile", "custom"),
-               "model": {"text": cfg["model"], "max_length": cfg["max_length"], "image_tower": None},
-               "data": {"dataset": cfg["dataset"], "languages": test.languages, "items": {"test": len(test)}},
-               "note": "text->image and image->text need a trained image tower: only caption-caption retrieval "
-                       "of the untrained text tower is a meaningful zero-shot baseline",
-               "provenance": reporting.provenance(params.get("profile", "custom")),
-               "timings": {"wall_s": time.time() - start}, "metrics": metrics,
-               "summary": {"languages": test.languages, "caption_map_matrix": captions.matrix("ap").tolist()},
-               "per_query": {"captions": "per_query_captions.npz"}}
-    text = (f"Zero-shot starting point: the untrained text tower {cfg['model']} (its own embeddings, no projection) "
-            f"on cross-lingual caption retrieval over the {len(test)} test images of {cfg['dataset']}. "
-            f"{results['note']}. Config hash {cfg['hash']}.")
-    report_dir = _write_report(cfg, results, {"per_query_captions.npz": captions.save}, None, text)
-    return report_dir, _read_results(report_dir)
+    """The zero-shot starting point, reused by config hash like a run (:func:`hybridnb.studies.runs.execute`)."""
+    return runs.execute(ImageTextZeroShot(check_run(params, zero_shot=True), params.get("profile", "custom")),
+                        show_progress)

@@ -104,26 +104,44 @@ def significance(systems: dict, dataset: str, target: str = "hybrid", n_resample
     return pd.DataFrame(rows)
 
 
-def verdicts(sig: pd.DataFrame, target: str = "hybrid", alpha: float = 0.05) -> list[str]:
-    """One sentence per paper claim: does our run agree with the paper's direction of effect?"""
+def direction_verdicts(sig: pd.DataFrame, expected: dict[tuple[str, str], int], source: str,
+                       target: str = "hybrid", alpha: float = 0.05) -> list[str]:
+    """One sentence per expected direction of effect: does ``target`` minus the baseline point that way?
+
+    ``sig`` holds one row per (baseline, column) with diff, low, high and p_value (a paired test of one run
+    each); ``expected`` maps (column, baseline label) to +1 (target expected higher) or -1 (lower); ``source``
+    says whose expectation it is ("the paper"). Text and image-text comparisons both report through this.
+    """
     out = []
-    for (setting, metric), (baseline, sign) in PAPER_DIRECTION.items():
-        rows = sig[(sig.baseline == system_label(baseline)) & (sig.setting == setting)
-                   & (sig.metric == (metric or "rank_distance"))]
+    for (column, baseline), sign in expected.items():
+        rows = sig[(sig.baseline == baseline) & (sig.column == column)]
         if rows.empty:
             continue
         r = rows.iloc[0]
-        what = column_name(setting, metric)
-        better = "lower" if sign < 0 else "higher"
-        significant = r.p_value < alpha
-        agrees = np.sign(r["diff"]) == sign
-        verdict = ("agrees with the paper" if agrees and significant else
-                   "points the paper's way but is not significant" if agrees else
-                   "contradicts the paper (significantly)" if significant else
-                   "goes against the paper's direction, not significantly")
-        out.append(f"{what}: the paper expects {target} to be {better} than {system_label(baseline)}; "
-                   f"ours: {r['diff']:+.4g} [{r.low:+.4g}, {r.high:+.4g}], p = {r.p_value:.3g} → {verdict}.")
+        significant, agrees = r.p_value < alpha, np.sign(r["diff"]) == sign
+        verdict = (f"agrees with {source}" if agrees and significant else
+                   f"points {source}'s way but is not significant" if agrees else
+                   f"contradicts {source} (significantly)" if significant else
+                   f"goes against {source}'s direction, not significantly")
+        out.append(f"{column}: {source} expects {target} to be {'lower' if sign < 0 else 'higher'} than "
+                   f"{baseline}; ours: {r['diff']:+.4g} [{r.low:+.4g}, {r.high:+.4g}], p = {r.p_value:.3g} "
+                   f"→ {verdict}.")
     return out
+
+
+def verdicts(sig: pd.DataFrame, target: str = "hybrid", alpha: float = 0.05) -> list[str]:
+    """One sentence per paper claim (:data:`PAPER_DIRECTION`): does our run agree with the paper's direction?"""
+    expected = {(column_name(setting, metric), system_label(baseline)): sign
+                for (setting, metric), (baseline, sign) in PAPER_DIRECTION.items()}
+    return direction_verdicts(sig, expected, "the paper", target, alpha)
+
+
+def significance_wide(sig: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
+    """Rows: baselines; columns: ``sig``'s columns (in ``columns``' order); cells 'diff [low, high] p=...'."""
+    cell = [f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}] p={p:.3f}" for d, lo, hi, p in
+            zip(sig["diff"], sig.low, sig.high, sig.p_value)]
+    wide = sig.assign(cell=cell).pivot(index="baseline", columns="column", values="cell")
+    return wide[columns or list(dict.fromkeys(sig.column))].fillna("n/a")
 
 
 def per_language_frame(systems: dict, dataset: str) -> pd.DataFrame:
@@ -181,9 +199,7 @@ def report_markdown(profile: dict, systems: dict, tables: dict[str, pd.DataFrame
                                                                          .to_dict("records")), ""]
         sig = sigs.get(dataset)
         if sig is not None and not sig.empty:
-            wide = sig.assign(cell=[f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}] p={p:.3f}" for d, lo, hi, p in
-                                    zip(sig["diff"], sig.low, sig.high, sig.p_value)])
-            wide = wide.pivot(index="baseline", columns="column", values="cell")[[column_name(s, m) for s, m in COLUMNS]]
+            wide = significance_wide(sig, [column_name(s, m) for s, m in COLUMNS])
             lines += [f"### {dataset}: hybrid minus baseline", "",
                       reporting.markdown_table(wide.reset_index().to_dict("records")), "",
                       "Against the paper's direction of effect:", ""]

@@ -1,5 +1,9 @@
 """One training run end to end: check the config, build the data, train, evaluate zero-shot, write the report.
 
+:func:`execute` is the skeleton every run follows, text or image-text (check -> find finished -> prepare ->
+train -> evaluate -> write), parameterised by a small task object (:class:`TextRun` here; the image-text
+runs in :mod:`hybridnb.image_text.runs`), and :func:`write_run` the one writer of a run's report folder.
+
 Shared by ``notebooks/03_train.ipynb``, ``python -m hybridnb train`` and ``make reproduce``, so every trained
 number in ``reports/`` comes from the same code. A run is identified by the hash of its config (everything
 that changes the result: model, strategy, data, hyper-parameters, seed); a finished run whose
@@ -14,9 +18,10 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from hybridnb import config as profiles, paths, reporting, training
 from hybridnb.training import distributed, losses, sampling
@@ -24,7 +29,7 @@ from hybridnb.data import train_data
 from hybridnb.paths import cache_root, reports_root
 
 __all__ = ["RUN_KEYS", "TRAIN_SOURCES", "RunData", "check_run", "config_hash", "prepare_data", "find_finished",
-           "train_model", "evaluate_run", "write_run", "run"]
+           "train_model", "evaluate_run", "RunOutput", "RunTask", "execute", "write_run", "TextRun", "run"]
 
 TRAIN_SOURCES = ("mlqa-r", "xquad-r", "mmarco")  # or a path to a ParallelTable JSON
 MAX_OVERLAP_FRACTION = 0.01  # more evaluation text than this in the training data is an error, not noise
@@ -230,56 +235,119 @@ def results_json(cfg, data: RunData, trained, evaluations, profile: str, wall_s:
     }
 
 
-def write_run(cfg: dict[str, Any], results: dict[str, Any], trained, evaluations, figures: dict | None = None) -> Path:
-    """Write reports/runs/<run_name>/ completely in a temp folder, then swap it in."""
-    report_dir, _ = run_dirs(cfg)
+# ---- the run skeleton: every run (text, image-text, image-text zero-shot) goes through execute() -----------
+
+
+@dataclass
+class RunOutput:
+    """Everything a finished run writes into ``reports/runs/<run_name>/`` besides ``config.json``."""
+
+    results: dict[str, Any]                                     # results.json (holds "provenance")
+    files: dict[str, Callable[[Path], Any]]                     # file name -> writer(path): per-query arrays, log
+    figures: dict[str, Any] = field(default_factory=dict)       # file name -> matplotlib figure
+    summary: str = ""                                           # the paragraph that opens results.md
+    rows: list[dict[str, Any]] = field(default_factory=list)    # the table of results.md
+
+
+class RunTask(Protocol):
+    """One kind of run for :func:`execute`: :class:`TextRun` here, the image-text runs in
+    :mod:`hybridnb.image_text.runs`. ``cfg`` is already checked (``run_name``, ``hash``)."""
+
+    cfg: dict[str, Any]
+
+    def prepare(self) -> Any: ...                                     # the data (rank 0 first under torchrun)
+
+    def train(self, data: Any, show_progress: bool) -> Any: ...       # every rank; None when nothing trains
+
+    def evaluate(self, data: Any, trained: Any, started: float, show_progress: bool) -> RunOutput: ...  # rank 0
+
+
+def execute(task: RunTask, show_progress: bool = True, announce: bool = False) -> tuple[Path, dict[str, Any]]:
+    """find finished -> prepare -> train -> evaluate -> write; returns (report folder, results).
+
+    A finished run with the same config hash is reused (nothing prepared or trained); ``announce`` prints
+    which of the two happens. Under torchrun every rank calls it: every rank prepares the data (rank 0 first,
+    so the cache is built once) and trains its shard; rank 0 alone evaluates and writes the report, and the
+    other ranks return its results. The results are read back from ``results.json``, so a fresh run and a
+    reused one return the same thing.
+    """
+    distributed.init()
+    cfg = task.cfg
+    report_dir = run_dirs(cfg)[0]
+    finished = find_finished(cfg)
+    if announce and distributed.is_main():
+        created = (finished or {}).get("provenance", {}).get("created", "?")
+        print(f"[hybridnb] run {cfg['run_name']} (config {cfg['hash']}): " +
+              (f"reusing the finished run in {report_dir} (finished {created}; nothing is trained)" if finished
+               else "training"), flush=True)
+    if finished is not None:
+        return report_dir, finished
+    started = time.time()
+    with distributed.main_first():  # deterministic, and cached: rank 0 builds, the others read
+        data = task.prepare()
+    trained = task.train(data, show_progress)
+    outcome = None
+    if distributed.is_main():
+        output = task.evaluate(data, trained, started, show_progress)
+        write_run(cfg, output)
+        import matplotlib.pyplot as plt
+
+        for fig in output.figures.values():
+            plt.close(fig)  # saved: a notebook that runs several runs does not display each curve again
+        outcome = report_dir, json.loads((report_dir / "results.json").read_text(encoding="utf-8"))
+    return distributed.broadcast_object(outcome)  # the other ranks wait here while rank 0 evaluates
+
+
+def write_run(cfg: dict[str, Any], output: RunOutput) -> Path:
+    """Write reports/runs/<run_name>/ completely in a temp folder, then swap it in: config.json, results.json,
+    the output's files and figures, and results.md (its summary and table)."""
+    report_dir = run_dirs(cfg)[0]
+    prov = output.results["provenance"]
     with reporting.atomic_dir(report_dir) as tmp:
-        reporting.write_json(tmp / "config.json", {**cfg, "provenance": results["provenance"]})
-        reporting.write_json(tmp / "results.json", results)
-        shutil.copy(trained.log_path, tmp / "train_log.jsonl")
-        for name, ev in evaluations.items():
-            ev.result.save(tmp / f"per_query_{name}.npz")
-        for name, fig in (figures or {}).items():
+        reporting.write_json(tmp / "config.json", {**cfg, "provenance": prov})
+        reporting.write_json(tmp / "results.json", output.results)
+        for name, write in output.files.items():
+            write(tmp / name)
+        for name, fig in output.figures.items():
             reporting.save_figure(fig, tmp / name)
-        rows = reporting.summary_rows(results)
-        reporting.write_text(tmp / "results.md",
-                             f"# Run {cfg['run_name']}\n\n{reporting.stamp(results['provenance'])}\n\n"
-                             f"Strategy {cfg['strategy']} (batch kinds "
-                             f"{sampling.parse_strategy(cfg['strategy'], cfg['alpha'])}), {cfg['steps']} steps of "
-                             f"{cfg['batch_size']} pairs on {cfg['train_data']}, evaluated zero-shot on "
-                             f"{', '.join(cfg['eval_data'])} with the best checkpoint by validation loss "
-                             f"(step {trained.best_step}). Config hash {cfg['hash']}.\n\n"
-                             + reporting.markdown_table(rows))
+        reporting.write_text(tmp / "results.md", f"# Run {cfg['run_name']}\n\n{reporting.stamp(prov)}\n\n"
+                                                 f"{output.summary}\n\n" + reporting.markdown_table(output.rows))
     return report_dir
 
 
-def run(params: dict[str, Any], show_progress: bool = True) -> tuple[Path, dict[str, Any]]:
-    """Check, reuse or train, evaluate, write. Returns (report folder, results).
+@dataclass
+class TextRun:
+    """A text run: parallel question-passage pairs, the dual-encoder trainer, the LAReQA evaluator."""
 
-    Under torchrun every rank calls it: every rank prepares the data (rank 0 first, so the cache is built
-    once) and trains its shard (:func:`training.train`); rank 0 alone evaluates and writes the report,
-    and the other ranks return its results. Evaluation is not sharded: it encodes each text once, a small
-    share of a run, and the metrics, bootstrap CIs and per-query files need all embeddings in one place,
-    while one process's length-sorted batches give the same numbers as a single-GPU evaluation.
-    """
-    distributed.init()
-    cfg = check_run(params)
-    finished = find_finished(cfg)
-    if finished is not None:
-        return run_dirs(cfg)[0], finished
-    start = time.time()
-    with distributed.main_first():  # deterministic, and cached: rank 0 builds, the others read
-        data = prepare_data(cfg)
-    trained = train_model(cfg, data, show_progress=show_progress)
-    outcome = None
-    if distributed.is_main():
+    cfg: dict[str, Any]
+    profile: str = "custom"
+
+    def prepare(self) -> RunData:
+        return prepare_data(self.cfg)
+
+    def train(self, data: RunData, show_progress: bool):
+        return train_model(self.cfg, data, show_progress=show_progress)
+
+    def evaluate(self, data: RunData, trained, started: float, show_progress: bool) -> RunOutput:
+        cfg = self.cfg
         evaluations = evaluate_run(cfg, data, trained, show_progress)
-        results = results_json(cfg, data, trained, evaluations, params.get("profile", "custom"),
-                               time.time() - start)
-        import matplotlib.pyplot as plt
+        results = results_json(cfg, data, trained, evaluations, self.profile, time.time() - started)
+        files = {"train_log.jsonl": lambda path: shutil.copy(trained.log_path, path),
+                 **{f"per_query_{name}.npz": ev.result.save for name, ev in evaluations.items()}}
+        summary = (f"Strategy {cfg['strategy']} (batch kinds {sampling.parse_strategy(cfg['strategy'], cfg['alpha'])}),"
+                   f" {cfg['steps']} steps of {cfg['batch_size']} pairs on {cfg['train_data']}, evaluated zero-shot "
+                   f"on {', '.join(cfg['eval_data'])} with the best checkpoint by validation loss (step "
+                   f"{trained.best_step}). Config hash {cfg['hash']}.")
+        return RunOutput(results, files, {"loss_curve.png": reporting.plot_training_curves(trained.history,
+                                                                                           cfg["run_name"])},
+                         summary, reporting.summary_rows(results))
 
-        figures = {"loss_curve.png": reporting.plot_training_curves(trained.history, cfg["run_name"])}
-        outcome = write_run(cfg, results, trained, evaluations, figures), results
-        for fig in figures.values():
-            plt.close(fig)  # saved: a notebook that runs several runs does not display each curve again
-    return distributed.broadcast_object(outcome)  # the other ranks wait here while rank 0 evaluates
+
+def run(params: dict[str, Any], show_progress: bool = True, announce: bool = False) -> tuple[Path, dict[str, Any]]:
+    """Check, then reuse or train, evaluate, write (:func:`execute`). Returns (report folder, results).
+
+    Evaluation is not sharded under torchrun: it encodes each text once, a small share of a run, and the
+    metrics, bootstrap CIs and per-query files need all embeddings in one place, while one process's
+    length-sorted batches give the same numbers as a single-GPU evaluation.
+    """
+    return execute(TextRun(check_run(params), params.get("profile", "custom")), show_progress, announce)
