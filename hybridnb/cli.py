@@ -67,7 +67,9 @@ def train_main(argv: list[str] | None = None) -> int:
     finally:
         distributed.cleanup()  # under torchrun: leave the process group (a no-op otherwise)
     if main:
-        print(f"[hybridnb] {report_dir}")
+        print(f"[hybridnb] report: {report_dir}")
+        if results["model"].get("best_dir"):  # runs written before the path was recorded have none
+            print(f"[hybridnb] best encoder (a sentence-transformers folder): {results['model']['best_dir']}")
         print(reporting.markdown_table(reporting.summary_rows(results)))
     return 0
 

@@ -340,16 +340,23 @@ def test_save_loads_in_sentence_transformers(model_dir, tmp_path, pooling, norma
     pool = json.loads((out / "1_Pooling" / "config.json").read_text())
     assert pool["pooling_mode_cls_token"] == (pooling == "cls") and pool["pooling_mode_mean_tokens"] == (pooling == "mean")
     assert (out / "2_Normalize").is_dir() == normalize
-    prompts = json.loads((out / "config_sentence_transformers.json").read_text())["prompts"]
-    assert prompts == {"query": "query: ", "passage": "passage: "}
+    st_config = json.loads((out / "config_sentence_transformers.json").read_text())
+    assert st_config["prompts"] == {"query": "query: ", "passage": "passage: ", "document": "passage: "}
+    assert st_config["default_prompt_name"] == "query"
+    card = (out / "README.md").read_text()
+    assert "encode_document" in card and "'passage: '" in card and str(enc.config.name_or_path) in card
 
     batch = texts(9, seed=4, hi=40)
     ours = enc.encode(batch, "query", batch_size=4, show_progress=False)
     st = SentenceTransformer(str(out), device="cpu")
+    assert getattr(st[0].auto_model, "pooler", None) is None  # no unused, newly initialised pooler, no warning
+    passages = enc.encode(batch, "passage", show_progress=False)
     np.testing.assert_allclose(st.encode(batch, prompt_name="query"), ours, atol=1e-5)
-    np.testing.assert_allclose(st.encode(["query: " + t for t in batch]), ours, atol=1e-5)
-    np.testing.assert_allclose(st.encode(batch, prompt_name="passage"),
-                               enc.encode(batch, "passage", show_progress=False), atol=1e-5)
+    np.testing.assert_allclose(st.encode(batch), ours, atol=1e-5)  # the default prompt: never no prefix
+    np.testing.assert_allclose(st.encode(["query: " + t for t in batch], prompt=""), ours, atol=1e-5)
+    np.testing.assert_allclose(st.encode(batch, prompt_name="passage"), passages, atol=1e-5)
+    np.testing.assert_allclose(st.encode_query(batch), ours, atol=1e-5)  # sentence-transformers >= 5
+    np.testing.assert_allclose(st.encode_document(batch), passages, atol=1e-5)
 
     again = Encoder.from_pretrained(out)
     assert (again.config.pooling, again.config.normalize, again.config.query_prefix, again.config.max_length) == (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -94,6 +95,8 @@ def test_run_writes_a_complete_report_and_reuses_it(tiny_run, one_thread):
     assert names == {"config.json", "results.json", "results.md", "train_log.jsonl", "loss_curve.png",
                      "per_query_xquad-r.npz"}
     assert results["kind"] == "trained" and results["training"]["best_step"] in (2, 4)
+    best = results["model"]["best_dir"]  # the sentence-transformers folder, with its model card
+    assert (tmp_path / "cache" / "runs") in Path(best).parents and "steps: 4" in (Path(best) / "README.md").read_text()
     block = results["datasets"]["xquad-r"]
     assert block["n_queries"] == 20 and 0 <= block["mono"]["map"]["value"] <= 1
     assert json.loads((report_dir / "config.json").read_text())["hash"] == results["training"]["config_hash"]

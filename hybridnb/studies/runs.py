@@ -220,7 +220,8 @@ def results_json(cfg, data: RunData, trained, evaluations, profile: str, wall_s:
     return {
         "schema": reporting.SCHEMA, "kind": "trained", "profile": profile,
         "model": {"name": cfg["model"], "max_length": cfg["max_length"], "candidate_mode": cfg["candidate_mode"],
-                  "encode_dtype": cfg["encode_dtype"], "evaluated": "best validation loss"},
+                  "encode_dtype": cfg["encode_dtype"], "evaluated": "best validation loss",
+                  "best_dir": str(trained.best_dir)},  # a sentence-transformers folder with a model card
         "training": {"strategy": cfg["strategy"], "alpha": cfg["alpha"],
                      "weights": sampling.parse_strategy(cfg["strategy"], cfg["alpha"]),
                      "train_data": str(cfg["train_data"]), "train_items": len(data.train),

@@ -59,10 +59,11 @@ def save_checkpoint(path: Path, **state) -> None:
     os.replace(tmp, path)
 
 
-def save_encoder(encoder, path: Path) -> None:
-    """Encoder.save into a temp folder, then swap it in (the previous copy stays until the swap)."""
+def save_encoder(encoder, path: Path, about: dict | None = None) -> None:
+    """Encoder.save into a temp folder, then swap it in (the previous copy stays until the swap); ``about``
+    goes into the folder's model card."""
     with reporting.atomic_dir(path) as tmp:
-        encoder.save(tmp)
+        encoder.save(tmp, about)
 
 
 def read_log(path: Path, upto_step: int) -> list[dict]:

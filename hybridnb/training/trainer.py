@@ -290,7 +290,8 @@ def train(encoder, train_table: ParallelTable, val_table: ParallelTable, cfg: Tr
                 if record["val_loss"] < best["val_loss"]:
                     best = {"step": done, "val_loss": record["val_loss"]}
                     if main:
-                        checkpoints.save_encoder(encoder, out_dir / "best")
+                        checkpoints.save_encoder(encoder, out_dir / "best",
+                                                 _model_card_training(cfg, f"best validation loss, step {done}"))
             if log is not None:
                 log.write(json.dumps(record) + "\n")
                 log.flush()
@@ -308,9 +309,18 @@ def train(encoder, train_table: ParallelTable, val_table: ParallelTable, cfg: Tr
     allocator.release_memory()
     encoder.eval()
     if main and (not (out_dir / "final").exists() or start < cfg.steps):
-        checkpoints.save_encoder(encoder, out_dir / "final")
+        checkpoints.save_encoder(encoder, out_dir / "final", _model_card_training(cfg, f"last step ({cfg.steps})"))
     distributed.barrier()  # no rank returns before final/ is written
     return TrainResult(out_dir / "final", out_dir / "best", best["step"], best["val_loss"], log_path, history)
+
+
+def _model_card_training(cfg: TrainConfig, checkpoint: str) -> dict:
+    """The training lines of a saved encoder's model card."""
+    return {"method": "hybridnb batch-composition training (InfoNCE, in-batch and hard negatives)",
+            "strategy": cfg.strategy if isinstance(cfg.strategy, str) else dict(cfg.strategy),
+            "alpha (hybrid: share of mono batches)": cfg.alpha, "steps": cfg.steps,
+            "batch size (pairs)": cfg.batch_size, "learning rate": cfg.lr, "temperature": cfg.temperature,
+            "hard negatives per pair": cfg.n_hard_negatives, "seed": cfg.seed, "this checkpoint": checkpoint}
 
 
 def _comparable(cfg: TrainConfig) -> dict:
