@@ -95,3 +95,42 @@ def test_bm25_zero_shot_is_written_atomically_reused_and_paired(tmp_path, monkey
     assert row.low <= 0.1 <= row.high and row.p_value < 0.05
     assert json.loads((out / "results.json").read_text())["backbone"] == "bm25"
     assert np.isnan(gains.loc[("hybrid - X-X-mono", "cross map"), "diff"])
+
+
+def test_the_backbone_figures_have_one_tick_per_bar_group_and_draw_na():
+    """The hybrid-gain figure once put bars at x = 0, 3, 6 under ticks 0, 1, 2 (an index into a list with
+    repeats); BM25's missing settings were blank gaps."""
+    import math
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    block = lambda v: {"map": {"value": v, "ci": None if v is None else [v - 0.05, v + 0.05]}}  # noqa: E731
+    results = {"e5": {"datasets": {"xquad-r": {s: block(0.7) for s in ("mono", "cross", "multi")}}},
+               "bm25": {"datasets": {"xquad-r": {"mono": block(0.8), "cross": block(None), "multi": block(None)}}}}
+    frame = study.zero_shot_frame(results)
+    assert math.isnan(frame.set_index(["backbone", "setting"]).loc[("bm25", "cross"), "mAP"])
+    fig = study.plot_zero_shot(frame, "test")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["mono", "cross", "multi"]
+    assert sum(t.get_text() == "n/a" for t in ax.texts) == 2
+    plt.close(fig)
+
+    rows = [{"backbone": b, "dataset": "xquad-r", "comparison": c, "column": col, "diff": 0.01, "low": 0.0,
+             "high": 0.02, "p_value": 0.04}
+            for b in ("e5", "labse") for c in ("hybrid - zero-shot", "hybrid - X-X-mono", "hybrid - X-Y")
+            for col in ("mono map", "cross map", "multi map", "rank distance ↓")]
+    fig = study.plot_hybrid_gains(pd.DataFrame(rows))
+    ax = fig.axes[0]
+    ticks = list(ax.get_xticks())
+    assert len(ticks) == 6 and len(ax.patches) == 6 * 3  # six (backbone, baseline) groups, three mAP columns
+    bars = sorted(p.get_x() + p.get_width() / 2 for p in ax.patches)
+    for i, tick in enumerate(ticks):  # every group's three bars sit around its own tick
+        assert all(abs(x - tick) < 0.5 for x in bars[3 * i:3 * i + 3])
+    assert "e5\nX-Y" in [t.get_text() for t in ax.get_xticklabels()]
+    plt.close(fig)
+    wide = study.gains_wide(pd.DataFrame(rows))
+    assert list(wide.columns) == ["mono map", "cross map", "multi map", "rank distance ↓"] and len(wide) == 6

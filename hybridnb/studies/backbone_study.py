@@ -27,7 +27,8 @@ from hybridnb.evaluation import stats
 from hybridnb.evaluation.metrics import EvalResult
 
 __all__ = ["check_study", "model_name", "zero_shot_dir", "zero_shot_results", "zero_shot_table",
-           "finetune_params", "finetune", "gains_table"]
+           "finetune_params", "finetune", "gains_table", "zero_shot_frame", "plot_zero_shot", "plot_hybrid_gains",
+           "gains_wide", "report_markdown"]
 
 SUMMARY = [("mono", "map"), ("cross", "map"), ("multi", "map"), ("mono", "r@1"), ("mono", "r@10"),
            ("rank_distance", None)]
@@ -155,3 +156,115 @@ def gains_table(backbone: str, systems: dict, params: dict[str, Any], target: st
                              "column": compare.column_name(s, m), "diff": e["diff"], "low": e["low"],
                              "high": e["high"], "p_value": e["p_value"]})
     return pd.DataFrame(rows)
+
+
+# ---- notebook 06's figures and BACKBONES.md ---------------------------------------------------------------
+
+
+def zero_shot_frame(results: dict[str, dict], backbones_order: list[str] | None = None) -> pd.DataFrame:
+    """Long frame: backbone, dataset, setting, mAP (NaN where the backbone cannot do the setting), low, high."""
+    rows = []
+    for name in backbones_order or list(results):
+        for d, b in results[name]["datasets"].items():
+            for s in ("mono", "cross", "multi"):
+                e = b[s]["map"]
+                ci = e.get("ci") or [None, None]
+                rows.append({"backbone": name, "dataset": d, "setting": s, "mAP": e["value"], "low": ci[0],
+                             "high": ci[1]})
+    return pd.DataFrame(rows, columns=["backbone", "dataset", "setting", "mAP", "low", "high"]).astype(
+        {"mAP": float, "low": float, "high": float})
+
+
+def _grouped_bars(ax, groups: list[str], series: list[str], value, low, high, width: float = 0.8):
+    """One bar group per entry of ``groups`` (ticks at the group centres), one bar per ``series`` member;
+    ``value(g, s)`` etc. give the bar's height and interval (NaN: "n/a" written where the bar would be)."""
+    import math
+
+    w = width / max(len(series), 1)
+    for j, s in enumerate(series):
+        xs = [i - width / 2 + (j + 0.5) * w for i in range(len(groups))]
+        vals = [value(g, s) for g in groups]
+        err = [[max(v - lo, 0) if not math.isnan(lo) else 0 for v, lo in zip(vals, (low(g, s) for g in groups))],
+               [max(hi - v, 0) if not math.isnan(hi) else 0 for v, hi in zip(vals, (high(g, s) for g in groups))]]
+        bars = ax.bar(xs, [0 if math.isnan(v) else v for v in vals], w, label=s, color=f"C{j}",
+                      yerr=[[0 if math.isnan(v) else e for v, e in zip(vals, err[0])],
+                            [0 if math.isnan(v) else e for v, e in zip(vals, err[1])]], capsize=2)
+        for x, v, bar in zip(xs, vals, bars):
+            if math.isnan(v):
+                ax.annotate("n/a", (x, 0), xytext=(0, 3), textcoords="offset points", ha="center", va="bottom",
+                            fontsize=7, color="0.35")
+    ax.set_xticks(range(len(groups)), groups, fontsize=8)
+
+
+def plot_zero_shot(frame: pd.DataFrame, profile: str):
+    """backbones_zero_shot.png: mAP per setting, one bar per backbone, 95% CIs; n/a written where a backbone
+    cannot do a setting (BM25 is monolingual only)."""
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(frame.dataset))
+    backbones_order = list(dict.fromkeys(frame.backbone))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 3.6), squeeze=False, sharey=True)
+    cell = frame.set_index(["dataset", "setting", "backbone"])
+    for ax, d in zip(axes.flat, datasets):
+        pick = lambda col: (lambda s, b: float(cell.loc[(d, s, b), col]) if (d, s, b) in cell.index  # noqa: E731
+                            else float("nan"))
+        _grouped_bars(ax, ["mono", "cross", "multi"], backbones_order, pick("mAP"), pick("low"), pick("high"))
+        ax.set(title=f"{d}: zero-shot", ylabel="mAP" if ax is axes.flat[0] else None, ylim=(0, 1))
+    axes.flat[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.suptitle(f"zero-shot mAP per backbone, 95% bootstrap CIs ({profile} profile)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_hybrid_gains(gains: pd.DataFrame):
+    """backbones_hybrid_gain.png: hybrid minus each baseline (and zero-shot) in mono / cross / multi mAP, one
+    bar group per (backbone, comparison), 95% paired CIs; one panel per dataset, one y scale."""
+    import matplotlib.pyplot as plt
+
+    plot = gains[gains.comparison.str.startswith("hybrid") & gains.column.str.endswith("map")]
+    datasets = list(dict.fromkeys(plot.dataset))
+    fig, axes = plt.subplots(1, max(len(datasets), 1), figsize=(6.5 * max(len(datasets), 1), 3.8),
+                             squeeze=False, sharey=True)
+    columns = [c for c in ("mono map", "cross map", "multi map") if c in set(plot.column)]
+    for ax, d in zip(axes.flat, datasets):
+        g = plot[plot.dataset == d]
+        groups = list(dict.fromkeys(f"{b}\n{c.removeprefix('hybrid - ')}" for b, c in zip(g.backbone, g.comparison)))
+        cell = g.assign(group=[f"{b}\n{c.removeprefix('hybrid - ')}" for b, c in zip(g.backbone, g.comparison)]
+                        ).set_index(["group", "column"])
+        pick = lambda col: (lambda grp, c: float(cell.loc[(grp, c), col]) if (grp, c) in cell.index  # noqa: E731
+                            else float("nan"))
+        _grouped_bars(ax, groups, columns, pick("diff"), pick("low"), pick("high"))
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set(title=f"{d}: hybrid minus the baseline named under each group",
+               ylabel="mAP difference" if ax is axes.flat[0] else None)
+    axes.flat[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def gains_wide(gains: pd.DataFrame) -> pd.DataFrame:
+    """Rows (backbone, dataset, comparison); columns in :data:`SUMMARY` order; 'diff [low, high] p=...'."""
+    if gains.empty:
+        return pd.DataFrame()
+    cells = gains.assign(cell=[f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}] p={p:.2g}" for d, lo, hi, p in
+                               zip(gains["diff"], gains.low, gains.high, gains.p_value)])
+    columns = list(dict.fromkeys(gains.column))
+    return cells.pivot_table(index=["backbone", "dataset", "comparison"], columns="column", values="cell",
+                             aggfunc="first")[columns]
+
+
+def report_markdown(params: dict[str, Any], zs_tables: dict[str, pd.DataFrame], gains: pd.DataFrame,
+                    figures: list[str], prov: dict) -> str:
+    """reports/<profile>/BACKBONES.md: the zero-shot table per dataset, the fine-tuning gains, the figures."""
+    tables = "\n\n".join(f"### {d}: zero-shot\n\n" + reporting.markdown_table(
+        t.reset_index(names="backbone").fillna("").to_dict("records")) for d, t in zs_tables.items())
+    wide = gains_wide(gains)
+    gains_md = (reporting.markdown_table(wide.reset_index().to_dict("records")) if len(wide)
+                else "No backbone was fine-tuned here.")
+    return (f"# Backbones ({params['profile']} profile)\n\n{reporting.stamp(prov)}\n\nZero-shot: every backbone "
+            "of the profile; 95% bootstrap CIs over question ids; rank distance: lower is better; BM25 is "
+            "monolingual only (n/a elsewhere); a backbone that could not run here says why.\n\n" + tables +
+            f"\n\n## Fine-tuning gains\n\nRuns: {params['steps']} steps of {params['batch_size']} pairs on "
+            f"{params['train_data']}, seed {params['seed']}. Each cell: paired difference [95% bootstrap CI] and "
+            "permutation p-value.\n\n" + gains_md + "\n\nFigures: " +
+            ", ".join(f"[{Path(f).name}](figures/{Path(f).name})" for f in figures) + "\n")
