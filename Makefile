@@ -16,6 +16,12 @@ BIN     := $(VENV)/bin
 HYBRIDNB_MIRROR ?= $(if $(wildcard ../shared/data/MANIFEST.md),$(abspath ../shared/data),)
 export HYBRIDNB_MIRROR
 
+# REPLACE=1: a run whose config changed may replace the finished report under the same run name (refused
+# otherwise, naming the keys that differ)
+ifdef REPLACE
+export HYBRIDNB_REPLACE_RUNS := 1
+endif
+
 .PHONY: reproduce sweep study test venv clean-cache
 
 venv: $(VENV)/.installed

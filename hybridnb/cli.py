@@ -6,6 +6,8 @@
     python -m hybridnb study --profile study                    # the seed study's runs (notebook 08 reports)
     python -m hybridnb pipeline --profile cpu                   # make reproduce: every notebook via papermill
 
+Errors in the input are one line on stderr (exit status 2); ``--debug`` shows the traceback.
+
 ``train`` does what notebooks/03_train.ipynb does (:func:`hybridnb.studies.runs.run`): checks everything first, reuses a
 finished run with the same config hash, resumes a killed one from its last checkpoint, writes
 reports/runs/<run_name>/.
@@ -14,6 +16,8 @@ reports/runs/<run_name>/.
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 
 import yaml
@@ -23,13 +27,23 @@ from hybridnb.training import distributed
 from hybridnb.studies import runs
 
 
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
 def parse_overrides(pairs: list[str]) -> dict:
+    """``key=value`` pairs, each value read as YAML (numbers, booleans, null, lists and mappings as in the
+    profiles), except that ``3e-5`` is the number YAML 1.2 reads (PyYAML's YAML 1.1 wants ``3.0e-5``)."""
     out = {}
     for pair in pairs:
         key, eq, value = pair.partition("=")
         if not eq or not key:
             raise SystemExit(f"--set expects key=value, got {pair!r}")
-        out[key] = yaml.safe_load(value)  # numbers, booleans, null, lists and mappings as in the YAML profiles
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            reason = str(e).strip().splitlines()[0]
+            raise SystemExit(f"--set {key}: cannot read {value!r} as a YAML value ({reason})") from None
+        out[key] = float(value) if isinstance(parsed, str) and _FLOAT.fullmatch(value.strip()) else parsed
     return out
 
 
@@ -49,6 +63,8 @@ def train_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strategy", help="mono | cross | hybrid | mixed | en (overrides the profile)")
     parser.add_argument("--alpha", type=float, help="hybrid's share of mono batches")
     parser.add_argument("--run-name", help="reports/runs/<run-name>/ (default: derived from the config)")
+    parser.add_argument("--replace", action="store_true",
+                        help="replace a finished report of another config under the same run name")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="other parameter overrides (YAML values); the keys: "
                              + ", ".join(k for k in config.PARAMETERS if not k.startswith("mm_")))
@@ -61,6 +77,8 @@ def train_main(argv: list[str] | None = None) -> int:
     for key in ("strategy", "alpha", "run_name"):
         if getattr(args, key) is not None:
             params[key] = getattr(args, key)
+    if args.replace:
+        os.environ[runs.REPLACE_ENV] = "1"
     try:  # checks everything before any work, then says whether it reuses a finished run or trains
         report_dir, results = runs.run(params, announce=True)
         main = distributed.is_main()
@@ -81,6 +99,14 @@ def main(argv: list[str] | None = None) -> int:
 
     commands = {"train": train_main, "study": study.main, "pipeline": pipeline.main}
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] not in commands:
         raise SystemExit(__doc__ + f"\nusage: python -m hybridnb {{{','.join(commands)}}} ...  (--help after a command)")
-    return commands[argv[0]](argv[1:])
+    try:
+        return commands[argv[0]](argv[1:])
+    except (ValueError, TypeError, OSError) as e:  # bad input, named by the check that caught it
+        if debug:
+            raise
+        print(f"hybridnb {argv[0]}: error: {e}\n(the traceback: add --debug)", file=sys.stderr)
+        return 2

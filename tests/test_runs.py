@@ -43,6 +43,9 @@ def test_ci_and_cpu_profiles_make_valid_runs():
     (dict(val_fraction=1.0), "val_fraction"),
     (dict(train_dtype="fp8"), "train_dtype"),
     (dict(steps=0), "steps"),
+    (dict(max_length=100000), "exceeds the 512 positions"),   # once: a tensor-size error at the first step
+    (dict(max_length=0), "max_length must be an int >= 2"),
+    (dict(encode_batch_size=0), "encode_batch_size"),         # once: an error after all the training
 ])
 def test_bad_run_parameters_fail_before_any_work(change, message):
     with pytest.raises(ValueError, match=message):
@@ -67,6 +70,10 @@ def test_config_hash_follows_the_result_defining_keys_only():
 def test_cli_overrides_are_parsed_as_yaml():
     assert cli.parse_overrides(["steps=10", "gradcache=true", "train_languages=[en, de]", "run_name=null"]) == {
         "steps": 10, "gradcache": True, "train_languages": ["en", "de"], "run_name": None}
+    assert cli.parse_overrides(["lr=3e-5", "alpha=.5", "run_name=1e5x"]) == {"lr": 3e-5, "alpha": 0.5,
+                                                                          "run_name": "1e5x"}
+    with pytest.raises(SystemExit, match=r"--set train_languages: cannot read '\[en, de' as a YAML value"):
+        cli.parse_overrides(["train_languages=[en, de"])
     with pytest.raises(SystemExit):
         cli.parse_overrides(["steps"])
 
@@ -180,5 +187,30 @@ def test_the_run_skeleton_writes_once_reuses_by_hash_and_never_leaves_half_a_rep
     assert "reusing the finished run" in capsys.readouterr().out
     changed = _FakeTask()
     changed.cfg["hash"] = "ba9876543210"
+    monkeypatch.setenv(runs.REPLACE_ENV, "1")  # another config under the same name: only when asked
     runs.execute(changed, show_progress=False)
-    assert changed.calls == ["prepare", "train", "evaluate"]  # another config: run again, report replaced
+    assert changed.calls == ["prepare", "train", "evaluate"]  # run again, report replaced
+
+
+def test_a_changed_config_never_silently_replaces_the_report_under_its_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("HYBRIDNB_REPORTS", str(tmp_path))
+    monkeypatch.delenv(runs.REPLACE_ENV, raising=False)
+    first = _FakeTask()
+    first.cfg["lr"] = 1e-5
+    report_dir, _ = runs.execute(first, show_progress=False)
+    other = _FakeTask()
+    other.cfg.update(lr=5e-5, hash="ffffffffffff")
+    with pytest.raises(ValueError, match=r"another config .*differ in: lr\).*run_name.*HYBRIDNB_REPLACE_RUNS=1"):
+        runs.execute(other, show_progress=False)
+    assert other.calls == [] and json.loads((report_dir / "config.json").read_text())["lr"] == 1e-5
+    monkeypatch.setenv(runs.REPLACE_ENV, "1")
+    runs.execute(other, show_progress=False)
+    assert json.loads((report_dir / "config.json").read_text())["lr"] == 5e-5
+
+
+def test_cli_errors_are_one_line_and_the_traceback_needs_debug(capsys):
+    assert cli.main(["train", "--profile", "ci", "--set", "max_length=0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "hybridnb train: error: max_length must be an int >= 2, got 0" and len(err) == 2
+    with pytest.raises(ValueError, match="max_length"):
+        cli.main(["train", "--profile", "ci", "--set", "max_length=0", "--debug"])

@@ -26,7 +26,7 @@ from pathlib import Path
 from hybridnb.models import hub
 from hybridnb.models.encoders import OFFLINE_E5, Encoder, EncoderConfig
 
-__all__ = ["Backbone", "BACKBONES", "list_backbones", "get_backbone", "availability", "availability_table",
+__all__ = ["Backbone", "BACKBONES", "list_backbones", "position_limit", "get_backbone", "availability", "availability_table",
            "load_backbone", "evaluate_backbone"]
 
 
@@ -105,6 +105,27 @@ def get_backbone(name: str) -> Backbone:
             return b
     raise ValueError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)} "
                      "(or their hub ids; any other model loads with Encoder.from_pretrained)")
+
+
+def position_limit(model: str) -> int | None:
+    """The longest input in tokens that ``model`` (a registry name, hub id or local folder) takes, where it is
+    known without loading the model: the registry's ``max_positions``, or a local folder's config.json
+    (``max_position_embeddings``; RoBERTa-style models keep 2 of them for the padding offset). None: unknown."""
+    try:
+        return get_backbone(model).max_positions
+    except ValueError:
+        pass
+    folder = Path(str(model)).expanduser()
+    for cfg in (folder / "config.json", folder / "0_Transformer" / "config.json"):
+        if cfg.is_file():
+            import json
+
+            c = json.loads(cfg.read_text(encoding="utf-8"))
+            n = c.get("max_position_embeddings")
+            if not isinstance(n, int) or c.get("position_embedding_type", "absolute") != "absolute":
+                return None
+            return n - 2 if c.get("model_type") in ("xlm-roberta", "roberta", "camembert") else n
+    return None
 
 
 def _cached(spec: Backbone, cache_dir) -> tuple[Path | None, list[str]]:

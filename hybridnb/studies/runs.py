@@ -84,11 +84,30 @@ def check_run(params: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"val_fraction must be in (0, 1), got {cfg['val_fraction']!r}")
     if not isinstance(cfg["n_resamples"], int) or cfg["n_resamples"] < 1:
         raise ValueError(f"n_resamples must be a positive int, got {cfg['n_resamples']!r}")
+    check_max_length(cfg["model"], cfg["max_length"])
     training.check_settings(train_config(cfg))  # and against the data in prepare_data
     cfg["hash"] = config_hash(cfg)
     cfg["run_name"] = params.get("run_name") or default_run_name(params.get("profile", "custom"), cfg)
-    cfg["encode_batch_size"] = params.get("encode_batch_size", 64)  # speed only: not in the hash
+    cfg["encode_batch_size"] = check_encode_batch_size(params.get("encode_batch_size", 64))  # speed: not hashed
     return cfg
+
+
+def check_max_length(model: str, max_length) -> int:
+    """An int >= 2 within the model's positions where they are known (a longer input fails at the first step)."""
+    from hybridnb.models.backbones import position_limit
+
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
+        raise ValueError(f"max_length must be an int >= 2, got {max_length!r}")
+    limit = position_limit(model)
+    if limit is not None and max_length > limit:
+        raise ValueError(f"max_length {max_length} exceeds the {limit} positions of {model!r}")
+    return max_length
+
+
+def check_encode_batch_size(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"encode_batch_size must be a positive int, got {value!r}")
+    return value
 
 
 def config_hash(cfg: dict[str, Any], keys=RUN_KEYS) -> str:
@@ -276,6 +295,8 @@ def execute(task: RunTask, show_progress: bool = True, announce: bool = False) -
     cfg = task.cfg
     report_dir = run_dirs(cfg)[0]
     finished = find_finished(cfg)
+    if finished is None:
+        check_no_other_run(cfg, report_dir)
     if announce and distributed.is_main():
         created = (finished or {}).get("provenance", {}).get("created", "?")
         print(f"[hybridnb] run {cfg['run_name']} (config {cfg['hash']}): " +
@@ -297,6 +318,31 @@ def execute(task: RunTask, show_progress: bool = True, announce: bool = False) -
             plt.close(fig)  # saved: a notebook that runs several runs does not display each curve again
         outcome = report_dir, json.loads((report_dir / "results.json").read_text(encoding="utf-8"))
     return distributed.broadcast_object(outcome)  # the other ranks wait here while rank 0 evaluates
+
+
+#: set (to 1) to let a run replace a finished report of another config under the same run name
+REPLACE_ENV = "HYBRIDNB_REPLACE_RUNS"
+
+
+def check_no_other_run(cfg: dict[str, Any], report_dir: Path) -> None:
+    """Refuse to overwrite the finished report of a different config that has the same run name (the default
+    name leaves most settings out: ``--set lr=1e-5`` then ``lr=5e-5`` would replace each other), unless
+    ``HYBRIDNB_REPLACE_RUNS=1``. A report older than ``HYBRIDNB_FRESH_SINCE`` may always be replaced."""
+    import os
+
+    try:
+        saved = json.loads((report_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return  # nothing finished there (or a torn file): nothing to lose
+    if saved.get("hash") == cfg["hash"] or os.environ.get(REPLACE_ENV, "").strip() in ("1", "true", "yes") \
+            or not paths.reusable(report_dir / "config.json"):
+        return
+    changed = sorted(k for k in cfg if k in saved and k not in ("hash", "run_name", "encode_batch_size", "image_root")
+                     and json.dumps(saved[k], sort_keys=True, default=str) != json.dumps(cfg[k], sort_keys=True,
+                                                                                        default=str))
+    raise ValueError(f"{report_dir} holds a finished run of another config (hash {saved.get('hash')}, this one "
+                     f"{cfg['hash']}; they differ in: {', '.join(changed) or 'keys this version hashes'}). Give "
+                     f"this run its own run_name, or set {REPLACE_ENV}=1 to replace it")
 
 
 def write_run(cfg: dict[str, Any], output: RunOutput) -> Path:
