@@ -18,6 +18,7 @@ from hybridnb import config
 from hybridnb.image_text import compare as mmc
 from hybridnb.image_text import runs as mm
 from hybridnb.image_text import trainer as itt
+from hybridnb.studies import runs  # noqa: E402
 from hybridnb.models.encoders import Encoder  # noqa: E402
 from hybridnb.image_text.model import batch_loss, collate_image_text, image_text_loss  # noqa: E402
 from hybridnb.image_text.caption_table import ImageTextTable  # noqa: E402
@@ -232,7 +233,10 @@ def test_a_run_is_written_atomically_and_reused_by_hash(bert, dirs, monkeypatch)
     monkeypatch.setattr(mm.itt, "train_image_text", broken)  # reused, not retrained
     again_path, again = mm.run_image_text(params, "hybrid", show_progress=False)
     assert again_path == path and again == results
-    with pytest.raises(RuntimeError, match="disk full"):  # another hashed setting is another run
+    with pytest.raises(ValueError, match="differ in: steps"):  # another config under the same name: refused
+        mm.run_image_text(params_for(bert, mm_steps=4), "hybrid", show_progress=False)
+    monkeypatch.setenv(runs.REPLACE_ENV, "1")
+    with pytest.raises(RuntimeError, match="disk full"):  # asked to replace: another hashed setting is another run
         mm.run_image_text(params_for(bert, mm_steps=4), "hybrid", show_progress=False)
     assert mm.check_run(params_for(bert, mm_alpha=0.25), "mono")["hash"] == mm.check_run(params, "mono")["hash"]
 
