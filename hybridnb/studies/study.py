@@ -104,8 +104,7 @@ def check_study(params: dict[str, Any]) -> list[StudyRun]:
         cfg = r.cfg
         if names.setdefault(cfg["run_name"], cfg["hash"]) != cfg["hash"]:
             raise ValueError(f"two different study runs would share the report folder {cfg['run_name']}")
-        if runs.find_finished(cfg) is None:  # a finished report of another config there: refused now, not later
-            runs.check_no_other_run(cfg, runs.run_dirs(cfg)[0])
+        runs.check_no_other_run(cfg, runs.run_dirs(cfg)[0])  # another config's report there: refused now, not later
     return planned
 
 
