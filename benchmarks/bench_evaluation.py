@@ -26,11 +26,12 @@ def main(argv=None) -> int:
     from hybridnb import config, reporting
     from hybridnb.evaluation import runner
     from hybridnb.data import lareqa
+    from hybridnb.models import precision
     from hybridnb.models.encoders import Encoder
     from hybridnb.paths import reports_root
 
     prof = config.load_profile(args.profile)
-    dtype = config.check_encode_dtype(prof["encode_dtype"])
+    dtype = precision.encode_arg(prof["encode_dtype"])
     task = lareqa.load_task("xquad-r")
     encoder = Encoder.from_pretrained(prof["model"], max_length=prof["max_length"])
     start = time.perf_counter()

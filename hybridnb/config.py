@@ -17,7 +17,9 @@ from hybridnb.data.sources import MLQA_R_LANGUAGES, XQUAD_R_LANGUAGES
 
 DATASET_LANGUAGES = {"xquad-r": XQUAD_R_LANGUAGES, "mlqa-r": MLQA_R_LANGUAGES}
 CANDIDATE_MODES = ("sentence+context", "sentence")
-ENCODE_DTYPES = ("float32", "bfloat16", "float16")  # float32 = the model's own precision, no autocast
+#: float32 = the model's own precision; auto = bfloat16 where the CPU has native bf16, else float32
+#: (:mod:`hybridnb.models.precision` resolves it and maps each name to what the encoder takes)
+ENCODE_DTYPES = ("float32", "bfloat16", "float16", "int8", "auto")
 
 
 #: Every parameter a profile, a notebook's ``parameters`` cell, ``--set`` or papermill's ``-p`` may set, with
@@ -40,7 +42,8 @@ PARAMETERS: dict[str, str] = {
     "eval_data": "dataset(s) a trained run is evaluated on, zero-shot (xquad-r, mlqa-r)",
     "candidate_mode": "candidate input: sentence+context (LAReQA: the sentence with its paragraph) or sentence",
     "max_length": "tokens per text (the context is cut first); paper 512",
-    "encode_dtype": "encoding precision: float32 (exact), bfloat16 or float16 autocast",
+    "encode_dtype": "encoding precision: float32 (exact), bfloat16 / float16 autocast, int8 (dynamic, CPU), or auto "
+                    "(bfloat16 where the CPU has native bf16, else float32; resolved before the config hash)",
     # ---- one training run (notebook 03, python -m hybridnb train)
     "strategy": "batch composition: mono (X-X-mono), cross (X-Y), hybrid, mixed, en, or {kind: weight}",
     "alpha": "hybrid's probability of a mono batch (the paper: 0.5); ignored by other strategies",
@@ -189,10 +192,8 @@ def check_candidate_mode(mode: str) -> str:
     return mode
 
 
-def check_encode_dtype(name: str):
-    """Map a profile's ``encode_dtype`` to the autocast dtype for encoding (None = no autocast)."""
-    import torch
-
+def check_encode_dtype(name: str) -> str:
+    """A profile's ``encode_dtype``, checked (``precision.encode_arg`` maps it to the encoder's argument)."""
     if name not in ENCODE_DTYPES:
         raise ValueError(f"unknown encode_dtype {name!r}; choose one of {list(ENCODE_DTYPES)}")
-    return None if name == "float32" else getattr(torch, name)
+    return name

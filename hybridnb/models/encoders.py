@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from hybridnb import allocator
+from hybridnb.models import precision
 from hybridnb.models.pair_tokens import tokenize_pairs
 from hybridnb.models.st_folder import DenseLayer, read_sentence_transformers, write_json
 
@@ -248,14 +249,15 @@ class Encoder(torch.nn.Module):
 
     @torch.no_grad()
     def encode(self, inputs, kind: str, batch_size: int = 64, show_progress: bool = True, *,
-               autocast_dtype: torch.dtype | None = None) -> np.ndarray:
+               autocast_dtype: torch.dtype | str | None = None) -> np.ndarray:
         """Embed ``inputs`` as float32 (N, D), in input order.
 
         The inputs are tokenised once, sorted by token length (longest first, so padding is minimal
         and a memory problem shows at once), embedded in eval mode under ``torch.inference_mode``,
         and put back in their original order. ``autocast_dtype=torch.bfloat16`` runs the matmuls in
         bf16 under ``torch.autocast`` (about 3x faster on CPUs with AMX, at ~1e-3 embedding error);
-        the default keeps the model's own precision.
+        ``"int8"`` encodes with a dynamically int8-quantised copy of the model's linear layers (CPU;
+        :mod:`hybridnb.models.precision`); the default keeps the model's own precision.
         """
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -269,6 +271,11 @@ class Encoder(torch.nn.Module):
         out = np.empty((n, self.dim), dtype=np.float32)
         was_training = self.model.training
         self.eval()
+        full_model = self.model
+        if isinstance(autocast_dtype, str):
+            if autocast_dtype != "int8" or self.device.type != "cpu":
+                raise ValueError(f"autocast_dtype must be a torch dtype, None or 'int8' (CPU), got {autocast_dtype!r}")
+            self.model, autocast_dtype = precision.quantize_int8(full_model), None
         try:
             autocast = torch.autocast(self.device.type, dtype=autocast_dtype or torch.bfloat16,
                                       enabled=autocast_dtype is not None)
@@ -280,6 +287,7 @@ class Encoder(torch.nn.Module):
                     out[idx] = emb.float().cpu().numpy()
                     bar.update(len(idx))
         finally:
+            self.model = full_model
             self.train(was_training)
         return out
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from hybridnb.models import backbones
+from hybridnb.models import backbones, precision
 from hybridnb.studies import compare, runs, zero_shot
 from hybridnb import config, reporting
 from hybridnb.evaluation import stats
@@ -82,7 +82,7 @@ def zero_shot_results(backbone: str, tasks: dict, params: dict[str, Any], show_p
     encoder = None if spec.kind == "lexical" else backbones.load_backbone(backbone, max_length=params["max_length"])
     evaluations = {name: backbones.evaluate_backbone(
         backbone, task, params["candidate_mode"], params["encode_batch_size"], params["n_resamples"], params["seed"],
-        show_progress=show_progress, autocast_dtype=config.check_encode_dtype(params["encode_dtype"]),
+        show_progress=show_progress, autocast_dtype=precision.encode_arg(params["encode_dtype"]),
         max_length=params["max_length"], encoder=encoder) for name, task in tasks.items()}
     results = zero_shot.results_json(record, params["profile"], evaluations, time.time() - start, backbone=backbone)
     zero_shot.write(out, results, {n: ev.result for n, ev in evaluations.items()},

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from hybridnb import config as profiles, paths, reporting, training
 from hybridnb.training import distributed, losses, sampling
 from hybridnb.data import train_data
+from hybridnb.models import precision
 from hybridnb.paths import cache_root, reports_root
 
 __all__ = ["RUN_KEYS", "TRAIN_SOURCES", "RunData", "check_run", "config_hash", "prepare_data", "find_finished",
@@ -79,7 +80,7 @@ def check_run(params: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"train_data {train_name!r} is also in eval_data: zero-shot evaluation needs "
                          "another dataset (e.g. train on mlqa-r, evaluate on xquad-r)")
     profiles.check_candidate_mode(cfg["candidate_mode"])
-    profiles.check_encode_dtype(cfg["encode_dtype"])
+    cfg["encode_dtype"] = precision.resolve(cfg["encode_dtype"])  # auto -> what runs here, before the hash
     if not 0 < cfg["val_fraction"] < 1:
         raise ValueError(f"val_fraction must be in (0, 1), got {cfg['val_fraction']!r}")
     if not isinstance(cfg["n_resamples"], int) or cfg["n_resamples"] < 1:
@@ -229,7 +230,7 @@ def evaluate_run(cfg: dict[str, Any], data: RunData, trained, show_progress: boo
     from hybridnb.models.encoders import Encoder
 
     encoder = Encoder.from_pretrained(trained.best_dir, max_length=cfg["max_length"])
-    dtype = profiles.check_encode_dtype(cfg["encode_dtype"])
+    dtype = precision.encode_arg(cfg["encode_dtype"])
     return {name: runner.evaluate_encoder(encoder, task, cfg["candidate_mode"], cfg["encode_batch_size"],
                                           cfg["n_resamples"], cfg["seed"], show_progress, dtype)
             for name, task in data.eval_tasks.items()}

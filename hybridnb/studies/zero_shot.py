@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hybridnb import paths, reporting
+from hybridnb.models import precision
 from hybridnb.paths import reports_root
 
 __all__ = ["result_dir", "model_record", "results_json", "matches", "find", "write"]
@@ -25,7 +26,9 @@ def result_dir(profile_name: str, model: str) -> Path:
 
 
 def model_record(model: str, max_length: int, candidate_mode: str, encode_dtype: str) -> dict[str, Any]:
-    return {"name": model, "max_length": max_length, "candidate_mode": candidate_mode, "encode_dtype": encode_dtype}
+    """What identifies a zero-shot result; `auto` precision is recorded as what it resolved to on this machine."""
+    return {"name": model, "max_length": max_length, "candidate_mode": candidate_mode,
+            "encode_dtype": precision.resolve(encode_dtype)}
 
 
 def results_json(record: dict[str, Any], profile: str, evaluations: dict, wall_s: float,
