@@ -80,3 +80,15 @@ def test_auto_enters_the_run_hash_resolved(flags):
     on_amx = runs.check_run({**base, "encode_dtype": "auto"})
     assert on_amx["encode_dtype"] == "bfloat16" and on_amx["hash"] != on_avx2["hash"]
     assert zero_shot.model_record("m", 64, "sentence", "auto")["encode_dtype"] == "bfloat16"
+    trains = runs.check_run({**base, "train_dtype": "auto"})          # on this CPU: bf16 autocast
+    assert trains["train_dtype"] == "bfloat16" and trains["hash"] == runs.check_run({**base, "train_dtype": "bfloat16"})["hash"]
+
+
+def test_trainer_auto_follows_the_hardware(flags):
+    from hybridnb.training import trainer
+
+    flags("avx2")
+    assert trainer.autocast_dtype("auto", torch.device("cpu")) is None
+    flags("avx512_bf16")
+    assert trainer.autocast_dtype("auto", torch.device("cpu")) is torch.bfloat16
+    assert trainer.autocast_dtype("float32", torch.device("cpu")) is None

@@ -70,10 +70,6 @@ class EncoderConfig:
         raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
 
 
-def _default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def _load_hf(path: str):
     """The encoder (no pooler; for an encoder-decoder family, its encoder-only class) + tokenizer."""
     import transformers
@@ -121,7 +117,7 @@ class Encoder(torch.nn.Module):
             width = layer.out_features
         self.train(model.training)  # mirror the model's mode (from_pretrained gives eval mode)
         if next(model.parameters()).device.type == "cpu":
-            self.model.to(_default_device())
+            self.model.to(precision.run_device())
         self.dense.to(self.device)
 
     # ------------------------------------------------------------------ construction

@@ -57,6 +57,11 @@ def native_bf16(device: torch.device | str = "cpu") -> bool:
     return any(flag in cpu_flags() for flag in NATIVE_BF16_FLAGS)
 
 
+def run_device() -> torch.device:
+    """The device a run trains and encodes on: the GPU when there is one (as ``Encoder.from_pretrained`` picks)."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def resolve(name: str, device: torch.device | str = "cpu") -> str:
     """`name` with `auto` replaced by what it means on `device` (this machine's CPU by default)."""
     if check_encode_dtype(name) != "auto":
