@@ -340,6 +340,8 @@ def test_save_loads_in_sentence_transformers(model_dir, tmp_path, pooling, norma
     pool = json.loads((out / "1_Pooling" / "config.json").read_text())
     assert pool["pooling_mode_cls_token"] == (pooling == "cls") and pool["pooling_mode_mean_tokens"] == (pooling == "mean")
     assert (out / "2_Normalize").is_dir() == normalize
+    tok_class = json.loads((out / "0_Transformer" / "tokenizer_config.json").read_text()).get("tokenizer_class")
+    assert tok_class != "TokenizersBackend", "transformers 4.x could not load the tokenizer"
     st_config = json.loads((out / "config_sentence_transformers.json").read_text())
     assert st_config["prompts"] == {"query": "query: ", "passage": "passage: ", "document": "passage: "}
     assert st_config["default_prompt_name"] == "query"

@@ -306,6 +306,12 @@ class Encoder(torch.nn.Module):
         tdir = path / "0_Transformer"
         self.model.save_pretrained(tdir)
         self.tokenizer.save_pretrained(tdir)
+        tok_config_path = tdir / "tokenizer_config.json"
+        tok_config = json.loads(tok_config_path.read_text(encoding="utf-8")) if tok_config_path.is_file() else {}
+        if tok_config.get("tokenizer_class") == "TokenizersBackend":
+            # transformers >= 5 writes its generic fast-tokenizer name, which transformers 4.x (still what
+            # sentence-transformers' ONNX / OpenVINO backends need) cannot load; both read this one from tokenizer.json
+            write_json(tok_config_path, {**tok_config, "tokenizer_class": "PreTrainedTokenizerFast"})
         st_config: dict[str, Any] = {"max_seq_length": self.config.max_length, "do_lower_case": False}
         model_cls = type(self.model)
         if getattr(self.model, "pooler", None) is None and \
