@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hybridnb.models import hub
-from hybridnb.models.encoders import OFFLINE_E5, Encoder, EncoderConfig
+from hybridnb.models.encoders import OFFLINE_E5, Encoder, EncoderConfig, check_max_length_value
 
-__all__ = ["Backbone", "BACKBONES", "list_backbones", "position_limit", "get_backbone", "availability", "availability_table",
+__all__ = ["Backbone", "BACKBONES", "list_backbones", "position_limit", "check_max_length", "get_backbone", "availability", "availability_table",
            "load_backbone", "evaluate_backbone"]
 
 
@@ -105,6 +105,15 @@ def get_backbone(name: str) -> Backbone:
             return b
     raise ValueError(f"unknown backbone {name!r}; known: {', '.join(BACKBONES)} "
                      "(or their hub ids; any other model loads with Encoder.from_pretrained)")
+
+
+def check_max_length(model: str, max_length) -> int:
+    """An int >= 2 within ``model``'s positions where they are known (a longer input fails at the first step)."""
+    check_max_length_value(max_length)
+    limit = position_limit(model)
+    if limit is not None and max_length > limit:
+        raise ValueError(f"max_length {max_length} exceeds the {limit} positions of {model!r}")
+    return max_length
 
 
 def position_limit(model: str) -> int | None:
@@ -226,8 +235,7 @@ def load_backbone(name: str, max_length: int = 256, cache_dir=None, **kwargs):
         from hybridnb.models.baselines import USEEncoder
 
         return USEEncoder(**kwargs)
-    if spec.max_positions is not None and max_length > spec.max_positions:
-        raise ValueError(f"max_length {max_length} exceeds {spec.name}'s {spec.max_positions} positions")
+    check_max_length(spec.name, max_length)
     recipe = {"pooling": spec.pooling, "query_prefix": spec.query_prefix, "passage_prefix": spec.passage_prefix,
               "normalize": spec.normalize, "max_length": max_length, **kwargs}
     EncoderConfig(name_or_path=spec.source, **recipe)  # bad settings fail before any lookup or download

@@ -47,6 +47,14 @@ KINDS = ("query", "passage")
 HYBRIDNB_CONFIG = "hybridnb_encoder.json"  # our own record inside a saved folder
 
 
+def check_max_length_value(max_length) -> int:
+    """An int >= 2 (room for the special tokens); the one place this is checked (the model's own limit:
+    :func:`hybridnb.models.backbones.check_max_length`)."""
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
+        raise ValueError(f"max_length must be an int >= 2, got {max_length!r}")
+    return max_length
+
+
 @dataclass
 class EncoderConfig:
     name_or_path: str
@@ -59,8 +67,7 @@ class EncoderConfig:
     def __post_init__(self):
         if self.pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {self.pooling!r}; expected one of {POOLINGS}")
-        if not isinstance(self.max_length, int) or self.max_length < 2:
-            raise ValueError(f"max_length must be an int >= 2, got {self.max_length!r}")
+        check_max_length_value(self.max_length)
 
     def prefix(self, kind: str) -> str:
         if kind == "query":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from hybridnb import config as profiles, paths, reporting, training
 from hybridnb.training import distributed, losses, sampling
 from hybridnb.data import train_data
 from hybridnb.models import precision
+from hybridnb.models.backbones import check_max_length  # noqa: F401  (runs.check_max_length, as before)
 from hybridnb.paths import cache_root, reports_root
 
 __all__ = ["RUN_KEYS", "TRAIN_SOURCES", "RunData", "check_run", "config_hash", "prepare_data", "find_finished",
@@ -93,18 +95,6 @@ def check_run(params: dict[str, Any]) -> dict[str, Any]:
     cfg["run_name"] = params.get("run_name") or default_run_name(params.get("profile", "custom"), cfg)
     cfg["encode_batch_size"] = check_encode_batch_size(params.get("encode_batch_size", 64))  # speed: not hashed
     return cfg
-
-
-def check_max_length(model: str, max_length) -> int:
-    """An int >= 2 within the model's positions where they are known (a longer input fails at the first step)."""
-    from hybridnb.models.backbones import position_limit
-
-    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
-        raise ValueError(f"max_length must be an int >= 2, got {max_length!r}")
-    limit = position_limit(model)
-    if limit is not None and max_length > limit:
-        raise ValueError(f"max_length {max_length} exceeds the {limit} positions of {model!r}")
-    return max_length
 
 
 def check_encode_batch_size(value) -> int:
@@ -331,8 +321,6 @@ def check_no_other_run(cfg: dict[str, Any], report_dir: Path) -> None:
     """Refuse to overwrite the finished report of a different config that has the same run name (the default
     name leaves most settings out: ``--set lr=1e-5`` then ``lr=5e-5`` would replace each other), unless
     ``HYBRIDNB_REPLACE_RUNS=1``. A report older than ``HYBRIDNB_FRESH_SINCE`` may always be replaced."""
-    import os
-
     try:
         saved = json.loads((report_dir / "config.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
