@@ -34,3 +34,23 @@ def test_results_table_has_the_paper_layout():
     assert list(table.columns)[:3] == ["mono map", "mono r@1", "mono r@10"]
     assert table.loc["hybrid", "rank distance ↓"] == "12.00 [10.00, 14.00]"
     assert compare.system_label("cross") == "X-Y" and compare.system_label("mono") == "X-X-mono"
+
+
+def test_p_at_the_floor_and_every_baseline_in_every_column():
+    import pandas as pd
+
+    from hybridnb.studies import compare as cmp
+
+    assert cmp.p_text(2 / 1001, 1000) == "p≤2/1001" and cmp.p_text(0.0312, 1000) == "p=0.031"
+    assert cmp.p_text(0.002, None) == "p=0.002"
+    sig = pd.DataFrame([
+        {"baseline": "X-Y", "column": "mono map", "diff": 0.01, "low": 0.002, "high": 0.02, "p_value": 0.01},
+        {"baseline": "X-Y", "column": "multi map", "diff": -0.02, "low": -0.03, "high": -0.01, "p_value": 0.002},
+        {"baseline": "X-Y", "column": "rank distance ↓", "diff": 19.0, "low": 9.0, "high": 28.0, "p_value": 0.002},
+        {"baseline": "X-X-mono", "column": "rank distance ↓", "diff": -30.0, "low": -35.0, "high": -25.0, "p_value": 0.002},
+        {"baseline": "X-X-mono", "column": "mono map", "diff": 0.001, "low": -0.001, "high": 0.003, "p_value": 0.2},
+    ])
+    assert cmp.baseline_summary(sig) == [
+        "vs X-Y: hybrid is better in mono map; worse in multi map, rank distance ↓.",
+        "vs X-X-mono: hybrid is better in rank distance ↓; no different in mono map.",
+    ]
