@@ -381,25 +381,43 @@ def build(params: dict, collected: dict, zero_shot_row: dict | None,
     if collected["probes"]:
         sections["_probes"] = probe_table(collected["probes"], collected["val_mrr"], collected["temperature"],
                                           params["eval_data"])
-    dataset = params["eval_data"]
-    results = per_query(systems, dataset)
-    if TARGET in results:
+    def section(systems: dict, dataset: str, preface: str = "") -> dict | None:
+        results = per_query(systems, dataset)
+        if TARGET not in results:
+            return None
         summaries = {name: seed_stats.seed_summary(r, n, seed=s, deterministic=(name == "zero-shot"))
                      for name, r in results.items()}
         comparisons = {b: seed_stats.seed_compare(results[TARGET], results[b], n, seed=s,
                                                   b_deterministic=(b == "zero-shot"))
                        for b in BASELINES if b in results}
         verdicts = verdict_table(comparisons)
-        sec = {"summaries": summaries, "seed_table": seed_table(summaries), "per_seed": per_seed_table(summaries),
-               "verdicts": verdicts, "sentence": summary_sentence(verdicts, dataset),
-               "paper": paper_agreement(verdicts, paper, dataset),
-               "paper_rows": _paper_rows(paper, dataset)}
+        figures[f"figures/study_points_{dataset}.png"] = plot_points(summaries, dataset)
+        figures[f"figures/study_differences_{dataset}.png"] = plot_differences(verdicts, dataset)
+        return {"summaries": summaries, "seed_table": seed_table(summaries), "per_seed": per_seed_table(summaries),
+                "verdicts": verdicts, "sentence": preface + summary_sentence(verdicts, dataset),
+                "paper": paper_agreement(verdicts, paper, dataset), "paper_rows": _paper_rows(paper, dataset)}
+
+    dataset = params["eval_data"]
+    sec = section(systems, dataset)
+    if sec is not None:
         if zero_shot_other is not None:
             sec["zero_shot_other"] = pd.DataFrame(reporting.summary_rows(zero_shot_other["results"])).set_index(
                 "dataset").rename(index=lambda d: f"zero-shot, {zero_shot_other['results']['model']['candidate_mode']}")
         sections[dataset] = sec
-        figures[f"figures/study_points_{dataset}.png"] = plot_points(summaries, dataset)
-        figures[f"figures/study_differences_{dataset}.png"] = plot_differences(verdicts, dataset)
+    if collected.get("reverse"):  # the paper's other table: trained on eval_data, evaluated on train_data
+        reverse: dict[str, list[dict]] = {}
+        for r in collected["reverse"]:
+            reverse.setdefault(r["run"].system, []).append(r)
+        if zero_shot_row is not None:
+            reverse = {"zero-shot": [zero_shot_row], **reverse}
+        seeds = sorted({r["run"].seed for r in collected["reverse"]})
+        back = params["train_data"]
+        rsec = section(reverse, back, f"Reverse direction: trained on {dataset}, evaluated zero-shot on {back}, "
+                                      f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))} per "
+                                      "strategy" + (": seed noise is not measured here, so a verdict with a "
+                                                    "? is beyond question noise only. " if len(seeds) < 2 else ". "))
+        if rsec is not None:
+            sections[back] = rsec
     logs: dict[str, dict[int, list[dict]]] = {}
     for name, runs in collected["systems"].items():
         for r in runs:
