@@ -62,11 +62,11 @@ def run_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def resolve(name: str, device: torch.device | str = "cpu") -> str:
-    """`name` with `auto` replaced by what it means on `device` (this machine's CPU by default)."""
+def resolve(name: str, device: torch.device | str | None = None) -> str:
+    """`name` with `auto` replaced by what it means on `device` (default: the run's, :func:`run_device`)."""
     if check_encode_dtype(name) != "auto":
         return name
-    return "bfloat16" if native_bf16(device) else "float32"
+    return "bfloat16" if native_bf16(run_device() if device is None else device) else "float32"
 
 
 def encode_arg(name: str) -> torch.dtype | str | None:

@@ -83,8 +83,8 @@ def check_run(params: dict[str, Any]) -> dict[str, Any]:
                          "another dataset (e.g. train on mlqa-r, evaluate on xquad-r)")
     profiles.check_candidate_mode(cfg["candidate_mode"])
     cfg["encode_dtype"] = precision.resolve(cfg["encode_dtype"])  # auto -> what runs here, before the hash
-    if cfg["train_dtype"] == "auto":  # the same for training, on the device the run will train on
-        cfg["train_dtype"] = precision.resolve("auto", precision.run_device())
+    if cfg["train_dtype"] == "auto":  # the same for training (other values are checked by check_settings)
+        cfg["train_dtype"] = precision.resolve("auto")
     if not 0 < cfg["val_fraction"] < 1:
         raise ValueError(f"val_fraction must be in (0, 1), got {cfg['val_fraction']!r}")
     if not isinstance(cfg["n_resamples"], int) or cfg["n_resamples"] < 1:
