@@ -171,12 +171,15 @@ def _planned(profile_name: str):
         planned += [runs.check_run({**profile, "strategy": s, "run_name": None}) for s in profile["strategies"]]
         planned += [runs.check_run(p) for _, p in sweep.sweep_points(profile)]
         planned += image_text_runs.check_runs(profile)
+        if profile.get("seeds"):  # `make study STUDY_PROFILE=<profile>`: the other seeds the sweep's spread reads
+            planned += [r.cfg for r in study.check_study(profile)]
     return {cfg["run_name"]: cfg["hash"] for cfg in planned}
 
 
 @pytest.mark.parametrize("profile_name", ["cpu", "study"])
 def test_profiles_plan_the_committed_runs(profile_name):
-    """`make reproduce` / `make sweep` / `make study` find every committed run of the profile by its hash."""
+    """`make reproduce` / `make sweep` / `make study` (STUDY_PROFILE=cpu too) find every committed run of the profile
+    by its hash."""
     planned = _planned(profile_name)
     committed = {p.parent.name: json.loads(p.read_text(encoding="utf-8"))["hash"] for p in _committed_configs()
                  if json.loads(p.read_text(encoding="utf-8"))["provenance"]["profile"] == profile_name}
