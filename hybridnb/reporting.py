@@ -99,18 +99,24 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield an empty temp folder beside the folder `path`; it replaces `path` as a whole only if the block
     succeeds (the previous copy is moved aside, not deleted, until the new one is in place)."""
     path = Path(path)
-    tmp, old = path.with_name(f".{path.name}.partial"), path.with_name(f".{path.name}.old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # names of this call's own (two processes never share one), removed whatever happens
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    tmp.chmod(0o755)  # mkdtemp's 0700 would make the published folder private
+    old = tmp.with_suffix(".old")
     try:
         yield tmp
-        shutil.rmtree(old, ignore_errors=True)
         if path.exists():
             path.rename(old)
-        tmp.rename(path)
-        shutil.rmtree(old, ignore_errors=True)
+        try:
+            tmp.rename(path)
+        except OSError:
+            if old.exists() and not path.exists():
+                old.rename(path)  # put the previous copy back
+            raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_json(path: str | Path, obj: Any) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,8 @@ def test_run_writes_a_complete_report_and_reuses_it(tiny_run, one_thread):
     assert block["n_queries"] == 20 and 0 <= block["mono"]["map"]["value"] <= 1
     assert json.loads((report_dir / "config.json").read_text())["hash"] == results["training"]["config_hash"]
     assert not list(report_dir.parent.glob(".*partial"))
+    weights = Path(best).parent  # the resume checkpoint is pruned once the report is written; both encoders stay
+    assert not (weights / "checkpoint.pt").exists() and (weights / "best").is_dir() and (weights / "final").is_dir()
 
     mtime = (report_dir / "results.json").stat().st_mtime_ns
     again_dir, again = runs.run(params, show_progress=False)  # same config: reused, nothing retrained
@@ -125,8 +128,8 @@ def test_training_data_with_evaluation_text_is_refused_before_training(tiny_run)
     leaky.save(tmp_path / "leaky.json")
     with pytest.raises(DataLeakError, match="overlaps the evaluation data"):
         runs.run({**params, "train_data": str(tmp_path / "leaky.json")}, show_progress=False)
-    assert not (tmp_path / "reports" / "runs").exists()
-    assert not (tmp_path / "cache" / "runs").exists()
+    assert not list((tmp_path / "reports" / "runs").rglob("*"))  # checked writable, nothing written
+    assert [p.name for p in (tmp_path / "cache" / "runs").rglob("*")] == [".ci-hybrid-leaky-to-xquad-r-seed0.lock"]
 
 
 def test_cli_refuses_an_unknown_key_with_a_hint():
@@ -146,9 +149,17 @@ class _FakeTask:
         self.cfg = {"run_name": "fake-run", "hash": "0123456789ab", "steps": 2}
         self.calls, self.fail = [], fail
 
+    def dirs(self):
+        from hybridnb.paths import reports_root
+
+        return runs.run_dirs(self.cfg)[0], reports_root() / "_weights" / self.cfg["run_name"]
+
     def prepare(self):
         self.calls.append("prepare")
         return {"items": 3}
+
+    def prune(self, trained):
+        self.calls.append("prune")
 
     def train(self, data, show_progress):
         self.calls.append("train")
@@ -172,10 +183,12 @@ def test_the_run_skeleton_writes_once_reuses_by_hash_and_never_leaves_half_a_rep
     with pytest.raises(RuntimeError, match="evaluation failed"):
         runs.execute(failing, announce=True)
     assert failing.calls == ["prepare", "train", "evaluate"] and not any((tmp_path / "runs").glob("*"))
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith((".partial", ".old", ".tmp"))]
     assert "fake-run (config 0123456789ab): training" in capsys.readouterr().out
 
     task = _FakeTask()
     report_dir, results = runs.execute(task, show_progress=False)
+    assert task.calls == ["prepare", "train", "evaluate", "prune"]  # the checkpoint goes once the report is written
     assert report_dir == tmp_path / "runs" / "fake-run"
     assert {p.name for p in report_dir.iterdir()} == {"config.json", "results.json", "results.md", "extra.txt"}
     assert results["items"] == 3 and results["value"] is None  # read back from results.json, as a reuse gives it
@@ -189,7 +202,7 @@ def test_the_run_skeleton_writes_once_reuses_by_hash_and_never_leaves_half_a_rep
     changed.cfg["hash"] = "ba9876543210"
     monkeypatch.setenv(runs.REPLACE_ENV, "1")  # another config under the same name: only when asked
     runs.execute(changed, show_progress=False)
-    assert changed.calls == ["prepare", "train", "evaluate"]  # run again, report replaced
+    assert changed.calls == ["prepare", "train", "evaluate", "prune"]  # run again, report replaced
 
 
 def test_a_changed_config_never_silently_replaces_the_report_under_its_name(tmp_path, monkeypatch):
@@ -214,3 +227,37 @@ def test_cli_errors_are_one_line_and_the_traceback_needs_debug(capsys):
     assert err[0] == "hybridnb train: error: max_length must be an int >= 2, got 0" and len(err) == 2
     with pytest.raises(ValueError, match="max_length"):
         cli.main(["train", "--profile", "ci", "--set", "max_length=0", "--debug"])
+
+
+def test_a_second_process_on_the_same_run_stops_at_once(tmp_path, monkeypatch):
+    """Two identical runs started together once crashed one another (one fixed temp folder, a log with every
+    step twice): the run holds a lock on its name, and the second stops before preparing anything."""
+    from hybridnb.training import checkpoints
+
+    monkeypatch.setenv("HYBRIDNB_REPORTS", str(tmp_path))
+    task = _FakeTask()
+    lock = task.dirs()[1].parent / ".fake-run.lock"
+    with checkpoints.run_lock(lock):  # another process's lock: flock conflicts across open files
+        with pytest.raises(checkpoints.RunLocked, match=rf"already running \(pid {os.getpid()} .*wait for it"):
+            runs.execute(task, show_progress=False)
+    assert task.calls == []
+    runs.execute(task, show_progress=False)  # released: the run goes ahead
+    assert task.calls[-1] == "prune"
+
+
+def test_an_unwritable_output_folder_fails_before_any_work(tmp_path, monkeypatch):
+    blocker = tmp_path / "reports"
+    blocker.write_text("a file where the reports folder should be")  # unwritable even for root
+    monkeypatch.setenv("HYBRIDNB_REPORTS", str(blocker))
+    task = _FakeTask()
+    with pytest.raises(PermissionError, match=r"cannot write to .*reports.*HYBRIDNB_REPORTS"):
+        runs.execute(task, show_progress=False)
+    assert task.calls == []
+
+
+def test_keep_checkpoints_env_skips_the_pruning(tmp_path, monkeypatch):
+    monkeypatch.setenv("HYBRIDNB_REPORTS", str(tmp_path))
+    monkeypatch.setenv(runs.KEEP_CHECKPOINTS_ENV, "1")
+    task = _FakeTask()
+    runs.execute(task, show_progress=False)
+    assert task.calls == ["prepare", "train", "evaluate"]

@@ -152,6 +152,30 @@ def test_resume_refuses_a_checkpoint_of_another_config(tiny, tmp_path, one_threa
                        tmp_path / "run", show_progress=False)
 
 
+def test_a_full_disk_is_found_before_training_and_before_a_save_leaves_a_temp_file(tiny, tmp_path, monkeypatch):
+    """A full disk once surfaced as an unclear torch error mid-save and left a 586 MB temp checkpoint: the
+    trainer checks the room for its checkpoint and encoders before step 0, and every save checks again."""
+    import shutil as sh
+    from collections import namedtuple
+
+    from hybridnb.training import checkpoints
+
+    usage, real_disk_usage = namedtuple("usage", "total used free"), sh.disk_usage
+    monkeypatch.setattr(checkpoints.shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 1000, 1000))  # 1 kB free
+    enc = Encoder.from_pretrained(tiny["model"], max_length=32)
+    with pytest.raises(OSError, match=r"not enough free disk for the run's checkpoint and encoders in .*run: needs about .*MiB, 0\.0 MiB free"):
+        training.train(enc, tiny["table"], tiny["table"].subset(range(10)), cfg(steps=3), tmp_path / "run",
+                       show_progress=False)
+    assert not (tmp_path / "run" / training.trainer.CHECKPOINT).exists()
+    big = {"w": torch.zeros(1_000_000)}  # 4 MB of tensors
+    with pytest.raises(OSError, match=r"the checkpoint checkpoint.pt .*needs about 5\.0 MiB, 0\.0 MiB free"):
+        checkpoints.save_checkpoint(tmp_path / "checkpoint.pt", **big)
+    assert list(tmp_path.glob("*checkpoint*")) == []  # nothing written, no temp file
+    monkeypatch.setattr(checkpoints.shutil, "disk_usage", real_disk_usage)
+    checkpoints.save_checkpoint(tmp_path / "checkpoint.pt", **big)
+    assert [p.name for p in tmp_path.glob("*checkpoint*")] == ["checkpoint.pt"]
+
+
 def test_fresh_cutoff_ignores_older_checkpoints(tiny, tmp_path, monkeypatch, one_thread):
     """make reproduce FRESH=1: a checkpoint older than HYBRIDNB_FRESH_SINCE is not resumed from."""
     enc = Encoder.from_pretrained(tiny["model"], max_length=32)

@@ -229,6 +229,12 @@ class ImageTextRun:
     cfg: dict[str, Any]
     profile: str = "custom"
 
+    def dirs(self) -> tuple[Path, Path]:
+        return run_dirs(self.cfg)
+
+    def prune(self, trained) -> None:
+        """Nothing to drop: this trainer writes no resume checkpoint, only the evaluated weights (model.pt)."""
+
     def prepare(self) -> dict[str, caption_table.ImageTextTable]:
         _single_process("an image-text run")
         data = prepare_data(self.cfg)
@@ -292,6 +298,12 @@ class ImageTextZeroShot:
 
     cfg: dict[str, Any]
     profile: str = "custom"
+
+    def dirs(self) -> tuple[Path, Path]:
+        return run_dirs(self.cfg)
+
+    def prune(self, trained: None) -> None:
+        """Nothing trained, nothing to drop."""
 
     def prepare(self) -> caption_table.ImageTextTable:
         _single_process("the image-text zero-shot evaluation")

@@ -14,10 +14,13 @@ folder and renamed when complete, so an interrupted run never leaves a half-writ
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +28,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from hybridnb import config as profiles, paths, reporting, training
-from hybridnb.training import distributed, losses, sampling
+from hybridnb.training import checkpoints, distributed, losses, sampling
+from hybridnb.training.trainer import CHECKPOINT
 from hybridnb.data import train_data
 from hybridnb.models import precision
 from hybridnb.models.backbones import check_max_length  # noqa: F401  (runs.check_max_length, as before)
@@ -243,6 +247,7 @@ def results_json(cfg, data: RunData, trained, evaluations, profile: str, wall_s:
                      "final_loss": trained.history[-1]["loss"], "config_hash": cfg["hash"]},
         "provenance": reporting.provenance(profile),
         "timings": {"wall_s": wall_s, "train_s": sum(r["step_s"] for r in trained.history),
+                    "peak_rss_mb": peak_rss_mb(),
                     **{name: ev.timings for name, ev in evaluations.items()}},
         "datasets": {name: ev.block for name, ev in evaluations.items()},
     }
@@ -268,11 +273,15 @@ class RunTask(Protocol):
 
     cfg: dict[str, Any]
 
+    def dirs(self) -> tuple[Path, Path]: ...                          # (report folder, weights folder)
+
     def prepare(self) -> Any: ...                                     # the data (rank 0 first under torchrun)
 
     def train(self, data: Any, show_progress: bool) -> Any: ...       # every rank; None when nothing trains
 
     def evaluate(self, data: Any, trained: Any, started: float, show_progress: bool) -> RunOutput: ...  # rank 0
+
+    def prune(self, trained: Any) -> None: ...                        # after the report: drop resume-only files
 
 
 def execute(task: RunTask, show_progress: bool = True, announce: bool = False) -> tuple[Path, dict[str, Any]]:
@@ -297,20 +306,54 @@ def execute(task: RunTask, show_progress: bool = True, announce: bool = False) -
                else "training"), flush=True)
     if finished is not None:
         return report_dir, finished
-    started = time.time()
-    with distributed.main_first():  # deterministic, and cached: rank 0 builds, the others read
-        data = task.prepare()
-    trained = task.train(data, show_progress)
-    outcome = None
-    if distributed.is_main():
-        output = task.evaluate(data, trained, started, show_progress)
-        write_run(cfg, output)
-        import matplotlib.pyplot as plt
+    weights_dir = task.dirs()[1]
+    check_writable(report_dir.parent, weights_dir.parent)  # a read-only reports folder fails now, not after training
+    lock = checkpoints.run_lock(weights_dir.parent / f".{cfg['run_name']}.lock") if distributed.is_main() \
+        else contextlib.nullcontext()
+    with lock:  # a second process starting this run stops here with RunLocked
+        started = time.time()
+        with distributed.main_first():  # deterministic, and cached: rank 0 builds, the others read
+            data = task.prepare()
+        trained = task.train(data, show_progress)
+        outcome = None
+        if distributed.is_main():
+            output = task.evaluate(data, trained, started, show_progress)
+            write_run(cfg, output)
+            import matplotlib.pyplot as plt
 
-        for fig in output.figures.values():
-            plt.close(fig)  # saved: a notebook that runs several runs does not display each curve again
-        outcome = report_dir, json.loads((report_dir / "results.json").read_text(encoding="utf-8"))
+            for fig in output.figures.values():
+                plt.close(fig)  # saved: a notebook that runs several runs does not display each curve again
+            outcome = report_dir, json.loads((report_dir / "results.json").read_text(encoding="utf-8"))
+            if os.environ.get(KEEP_CHECKPOINTS_ENV, "").strip() not in ("1", "true", "yes"):
+                task.prune(trained)  # finished and reported: the resume checkpoint is no longer needed
     return distributed.broadcast_object(outcome)  # the other ranks wait here while rank 0 evaluates
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory so far, in MB (getrusage; None where it is unavailable). A run
+    started in a notebook kernel or a fresh CLI process measures the run itself (and the imports)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024 if sys.platform != "darwin" else kb / 2**20  # KB on Linux, bytes on macOS
+
+
+#: set (to 1) to keep a finished run's resume checkpoint (by default it is deleted once the report is written)
+KEEP_CHECKPOINTS_ENV = "HYBRIDNB_KEEP_CHECKPOINTS"
+
+
+def check_writable(*folders: Path) -> None:
+    """Create (if needed) each folder and a file in it, or raise one clear error naming the folder."""
+    for folder in folders:
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check."):
+                pass
+        except OSError as e:
+            raise PermissionError(f"cannot write to {folder} ({e.strerror or e}): the run's results go there; "
+                                  "set HYBRIDNB_REPORTS / HYBRIDNB_CACHE to a writable folder") from None
 
 
 #: set (to 1) to let a run replace a finished report of another config under the same run name
@@ -360,8 +403,15 @@ class TextRun:
     cfg: dict[str, Any]
     profile: str = "custom"
 
+    def dirs(self) -> tuple[Path, Path]:
+        return run_dirs(self.cfg)
+
     def prepare(self) -> RunData:
         return prepare_data(self.cfg)
+
+    def prune(self, trained) -> None:
+        """Delete the resume checkpoint (model + optimizer state, about 3x the weights); best/ and final/ stay."""
+        (trained.final_dir.parent / CHECKPOINT).unlink(missing_ok=True)
 
     def train(self, data: RunData, show_progress: bool):
         return train_model(self.cfg, data, show_progress=show_progress)

@@ -8,7 +8,11 @@ import json
 import math
 import os
 import random
+import shutil
+import socket
+import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +23,7 @@ from hybridnb.training import distributed
 from hybridnb import reporting
 
 __all__ = ["rng_state", "set_rng_state", "rank_rng_state", "set_rank_rng_state", "save_checkpoint", "save_encoder",
-           "read_log"]
+           "read_log", "state_bytes", "check_free_disk", "run_lock", "RunLocked"]
 
 
 def rng_state() -> dict[str, Any]:
@@ -52,11 +56,75 @@ def set_rank_rng_state(saved: dict[str, Any] | list[dict[str, Any]]) -> None:
                       "run now: the random state (dropout) is not resumed exactly", stacklevel=3)
 
 
+def state_bytes(obj) -> int:
+    """Bytes of every tensor in a (nested) state: what torch.save will write, give or take the pickled rest."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(state_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(state_bytes(v) for v in obj)
+    return 0
+
+
+def check_free_disk(folder: Path, need: int, what: str) -> None:
+    """Raise OSError naming the folder, what needs the room and both sizes when ``folder``'s filesystem has
+    less than ``need`` bytes free: a full disk found up front, not as a torn torch error mid-save."""
+    folder = Path(folder)
+    probe = next((p for p in (folder, *folder.parents) if p.exists()), Path("/"))
+    free = shutil.disk_usage(probe).free
+    if free < need:
+        raise OSError(f"not enough free disk for {what} in {folder}: needs about {_size(need)}, {_size(free)} free")
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
 def save_checkpoint(path: Path, **state) -> None:
-    """torch.save to a temp file, then an atomic rename: a kill never leaves a torn checkpoint."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """torch.save to a temp file of its own (unique per process), then an atomic rename: a kill never leaves a
+    torn checkpoint, two processes never write one temp file, and a failed save (a full disk: checked first,
+    with a clear error) leaves no temp file behind."""
+    check_free_disk(path.parent, int(state_bytes(state) * 1.05) + 2**20, f"the checkpoint {path.name}")
+    with reporting.atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+class RunLocked(RuntimeError):
+    """Another process holds the run's lock (it is training or evaluating the same run)."""
+
+
+@contextmanager
+def run_lock(path: Path):
+    """An exclusive lock on ``path`` (a file beside the run's folders) for as long as the block runs: a second
+    process starting the same run stops at once with :class:`RunLocked` instead of both writing one folder.
+    The lock is the kernel's (``fcntl.flock``), so a killed holder releases it; the file keeps the holder's pid
+    and start time for the message. Without ``fcntl`` (Windows) no lock is taken."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on Linux or macOS
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise RunLocked(f"this run is already running ({holder}; lock {path}): wait for it to finish, "
+                            "then rerun to reuse its results") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def save_encoder(encoder, path: Path, about: dict | None = None) -> None:

@@ -240,6 +240,11 @@ def train(encoder, train_table: ParallelTable, val_table: ParallelTable, cfg: Tr
     optimizer = build_optimizer(encoder, cfg.lr, cfg.weight_decay)
     scheduler = build_scheduler(optimizer, round(cfg.warmup_ratio * cfg.steps), cfg.steps)
 
+    if main:  # a full disk found now, not as a torn save after an hour of training
+        weights = sum(p.numel() * p.element_size() for p in encoder.model.parameters())
+        # a checkpoint written beside the previous one (weights + AdamW's two moments: 3x), best/ beside its
+        # previous copy while it is swapped in, final/: about 5x the weights at the peak
+        checkpoints.check_free_disk(out_dir, 5 * weights, "the run's checkpoint and encoders")
     start, best = 0, {"step": -1, "val_loss": math.inf}
     torch.manual_seed(cfg.seed + distributed.rank())  # each rank its own dropout masks
     if resume and ckpt_path.exists() and paths.reusable(ckpt_path):
