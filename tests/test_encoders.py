@@ -283,6 +283,17 @@ def test_single_texts_truncate_to_max_length(model_dir):
     assert enc.tokenize([" ".join(WORDS)], "query")["input_ids"].shape == (1, 8)
 
 
+def test_a_long_paragraph_tokenised_before_its_cut_gives_no_length_warning(model_dir, capfd, caplog):
+    """Paragraphs are tokenised whole once, then cut to max_length: transformers' "Token indices sequence
+    length is longer than the specified maximum" is noise there (it filled the executed notebooks)."""
+    enc = load(model_dir, max_length=8)
+    enc.tokenizer.model_max_length = 16  # the model's positions; the paragraph below is longer
+    long = " ".join(WORDS * 3)
+    ids = enc.tokenize([(long, long), ("a", long)], "passage")["input_ids"]
+    assert ids.shape[1] == 8
+    assert "Token indices sequence length" not in capfd.readouterr().err + caplog.text
+
+
 # ---------------------------------------------------------------------------------------- encode
 def test_encode_restores_order_after_length_sorting(model_dir, monkeypatch):
     enc = load(model_dir, query_prefix="query: ")

@@ -95,7 +95,8 @@ def _assembled(tok, template, first_ids, second, idx, strategy, room, context_id
     new = list(dict.fromkeys(second[i] for i in idx if second[i] not in context_ids))
     for start in range(0, len(new), PAIR_CHUNK):
         chunk = new[start : start + PAIR_CHUNK]
-        context_ids.update(zip(chunk, tok(chunk, add_special_tokens=False)["input_ids"]))
+        # whole paragraphs, cut below: verbose=False drops transformers' "longer than the maximum" warning
+        context_ids.update(zip(chunk, tok(chunk, add_special_tokens=False, verbose=False)["input_ids"]))
     rows: dict[str, list] = {}
     for i in idx:
         a, b = first_ids[i], context_ids[second[i]]
@@ -108,7 +109,7 @@ def _assembled(tok, template, first_ids, second, idx, strategy, room, context_id
 def tokenize_pairs(tok, first: list[str], second: list[str], max_length: int) -> dict[str, list]:
     """{key: one list per pair} with the keys a pair call of ``tok`` returns, in input order."""
     room = max_length - tok.num_special_tokens_to_add(pair=True)
-    first_ids = tok(first, add_special_tokens=False)["input_ids"]
+    first_ids = tok(first, add_special_tokens=False, verbose=False)["input_ids"]  # cut below, as the contexts
     too_long = np.array([len(ids) >= room for ids in first_ids], dtype=bool)
     template = pair_template(tok) if len(first) else None
     context_ids: dict[str, list[int]] = {}
