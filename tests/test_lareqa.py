@@ -346,3 +346,23 @@ def test_real_max_ids(real_env):
     assert set(sub.questions["id"]) == set(full_mlqa_en_ids[:20])
     _check_common(sub)
     assert set(sub.num_relevant.tolist()) <= {1, 2}
+
+
+@pytest.mark.slow
+def test_a_damaged_processed_cache_is_found_and_rebuilt(real_env):
+    """One flipped byte in the processed Arrow cache was used silently, and a truncated file failed on every
+    rerun: meta.json records each file's sha256, and a cache that does not match is rebuilt with a warning."""
+    task = load_task("xquad-r", languages=["en", "de"], max_ids=4)
+    folder = lareqa.processed_dir("xquad-r", ["en", "de"], 4)
+    assert lareqa.check_processed(folder) is None
+    arrow = next(folder.glob("candidates/*.arrow"))
+    data = bytearray(arrow.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    arrow.write_bytes(bytes(data))
+    assert "does not match its recorded sha256" in lareqa.check_processed(folder)
+    with pytest.warns(UserWarning, match="processed cache .* is damaged .*rebuilding"):
+        again = load_task("xquad-r", languages=["en", "de"], max_ids=4)
+    assert lareqa.check_processed(folder) is None and list(again.candidates["sentence"]) == list(task.candidates["sentence"])
+    arrow.write_bytes(arrow.read_bytes()[:100])  # truncated
+    with pytest.warns(UserWarning, match="damaged"):
+        assert load_task("xquad-r", languages=["en", "de"], max_ids=4).num_questions == task.num_questions

@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -156,6 +157,32 @@ def processed_dir(name: str, languages: Sequence[str] | None = None, max_ids: in
     return cache_root() / "processed" / f"{name}-{digest}"
 
 
+def _file_hashes(folder: Path) -> dict[str, str]:
+    """{relative path: sha256} of every file under ``folder`` but meta.json."""
+    return {p.relative_to(folder).as_posix(): sources.sha256_file(p)
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "meta.json"}
+
+
+def check_processed(folder: Path) -> str | None:
+    """None when the processed cache in ``folder`` holds exactly the files its meta.json lists, with their
+    sha256 (a few MB: milliseconds); otherwise what is wrong. A cache written before the hashes were
+    recorded counts as unverifiable, so it is rebuilt once."""
+    try:
+        recorded = json.loads((folder / "meta.json").read_text(encoding="utf-8")).get("files")
+    except (OSError, json.JSONDecodeError) as e:
+        return f"meta.json unreadable: {e}"
+    if not recorded:
+        return "no file hashes recorded (written by an older version)"
+    actual = _file_hashes(folder)
+    for rel, digest in recorded.items():
+        if rel not in actual:
+            return f"{rel} is missing"
+        if actual[rel] != digest:
+            return f"{rel} does not match its recorded sha256"
+    extra = sorted(set(actual) - set(recorded))
+    return f"unexpected files: {extra}" if extra else None
+
+
 def _load_processed(path: Path, name: str, languages: list[str]) -> RetrievalTask:
     import datasets
 
@@ -188,8 +215,15 @@ def load_task(name: str, languages: Sequence[str] | None = None, max_ids: int | 
     raw_dir = sources.fetch(name, langs)
     target = processed_dir(name, langs, max_ids)
     if (target / "meta.json").is_file():
-        return _load_processed(target, name, langs)
-    if target.exists():  # incomplete leftover: rebuild
+        problem = check_processed(target)
+        if problem is None:
+            try:
+                return _load_processed(target, name, langs)
+            except Exception as e:  # noqa: BLE001 - any unreadable cache is rebuilt from the verified raw files
+                problem = f"it does not load ({type(e).__name__}: {str(e)[:200]})"
+        warnings.warn(f"the processed cache {target} is damaged ({problem}); rebuilding it from the raw files",
+                      stacklevel=2)
+    if target.exists():  # incomplete leftover or a damaged cache: rebuild
         shutil.rmtree(target)
 
     task = build_task(name, {lang: raw_dir / f"{lang}.json" for lang in langs}, max_ids=max_ids)
@@ -211,6 +245,7 @@ def _save_processed(task: RetrievalTask, target: Path, meta: dict) -> None:
         task.questions.save_to_disk(str(tmp / "questions"))
         task.candidates.save_to_disk(str(tmp / "candidates"))
         np.savez(tmp / "relevance.npz", indptr=task.relevant_indptr, indices=task.relevant_indices)
+        meta = {**meta, "files": _file_hashes(tmp)}  # checked on every load (check_processed)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")  # written last: marks completion
         try:
             os.replace(tmp, target)
