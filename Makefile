@@ -3,6 +3,7 @@
 #   make sweep       the mix-ratio sweep (notebook 05) with PROFILE
 #   make study       the seed study (notebook 08) with STUDY_PROFILE (default study): every strategy x seed
 #   make test        unit tests + pytest --nbval over the notebooks (their defaults are the ci profile)
+#   make lab         JupyterLab on notebooks/ in the same environment
 # Both create and fill the virtual environment themselves.
 
 PYTHON  ?= python3
@@ -22,7 +23,7 @@ ifdef REPLACE
 export HYBRIDNB_REPLACE_RUNS := 1
 endif
 
-.PHONY: reproduce sweep study test venv clean-cache
+.PHONY: reproduce sweep study test lab venv clean-cache
 
 venv: $(VENV)/.installed
 
@@ -49,6 +50,11 @@ study: venv
 test: venv
 	HYBRIDNB_REPORTS=$(CURDIR)/cache/test-reports $(BIN)/python -m pytest tests \
 		--nbval-lax notebooks --nbval-current-env -p no:cacheprovider --durations=30
+
+# JupyterLab in the project's environment, on the notebooks (their defaults are the ci profile; widget
+# progress bars through ipywidgets). Extra options: make lab LAB_ARGS="--port 8890 --no-browser"
+lab: venv
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
 
 clean-cache:
 	rm -rf cache

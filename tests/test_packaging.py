@@ -29,3 +29,22 @@ def test_environment_yml_lists_the_same_packages_as_pyproject():
 def test_torch_is_pinned_to_the_cpu_build_version():
     # a looser torch spec makes pip pull a multi-GB CUDA build on this project's machines
     assert _pyproject_requirements()["torch"] == "==2.13.0"
+
+
+def test_make_lab_opens_jupyterlab_from_the_project_environment():
+    """The README's first use is JupyterLab: `make lab` runs the venv's own jupyter (installed, with
+    ipywidgets for widget progress bars), not whatever is on PATH."""
+    import importlib.util
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("make") is None:
+        import pytest
+
+        pytest.skip("make is not installed")
+    bin_dir = Path(sys.executable).parent
+    dry = subprocess.run(["make", "-n", "lab", f"VENV={bin_dir.parent}"], cwd=ROOT, capture_output=True, text=True)
+    assert dry.returncode == 0, dry.stderr
+    assert f"{bin_dir}/jupyter lab --notebook-dir=notebooks" in dry.stdout
+    assert (bin_dir / "jupyter-lab").exists() and importlib.util.find_spec("ipywidgets") is not None
