@@ -11,29 +11,13 @@ from scipy import stats as sps
 from hybridnb.evaluation import seed_stats
 from hybridnb.evaluation.metrics import EvalResult
 from hybridnb.evaluation.stats import confidence_intervals
+from tiny_models import constant_result
 
 LANGS = ["en", "de"]
 
 
 def _constant(value: float, n_groups: int = 20, jitter: np.ndarray | None = None) -> EvalResult:
-    """Every per-query metric equals ``value`` (plus an optional per-group jitter): a system whose macro
-    averages are known by hand."""
-    L = len(LANGS)
-    q_lang = np.tile(np.arange(L), n_groups)
-    q_group = np.repeat(np.arange(n_groups), L)
-    base = np.full(n_groups * L, float(value))
-    if jitter is not None:
-        base = base + np.repeat(jitter, L)
-    per_query = {}
-    for s in ("mono", "multi"):
-        for m in ("ap", "r@1", "r@10"):
-            per_query[f"{s}_{m}"] = base.copy()
-    for m in ("ap", "r@1", "r@10"):
-        cross = np.repeat(base[:, None], L, axis=1)
-        cross[np.arange(len(base)), q_lang] = np.nan
-        per_query[f"cross_{m}"] = cross
-    per_query["rank_distance"] = 100 * base
-    return EvalResult(list(LANGS), per_query, q_lang, q_group)
+    return constant_result(value, LANGS, n_groups, jitter)
 
 
 def test_average_over_seeds_is_the_mean_of_the_macro_averages():

@@ -176,3 +176,63 @@ def test_the_summary_sentence_names_wins_losses_and_unmeasured_seed_noise():
     assert text == ("On xquad-r: Against X-Y, hybrid is better on mono map; worse on multi map; no different beyond "
                     "noise on the other 1. Against zero-shot, hybrid is better on mono map (one seed: training noise "
                     "not measured, so these are not yet claims).")
+
+
+def _fake_run(tmp_path, group, system, seed, values: dict[str, float], jitter_seed: int):
+    """A finished study run as study.collect returns it, with per-query files of known values per dataset."""
+    from types import SimpleNamespace
+
+    from tiny_models import constant_result
+
+    folder = tmp_path / "runs" / f"{group}-{system}-{seed}"
+    rng = np.random.default_rng(jitter_seed)
+    for dataset, value in values.items():
+        constant_result(value, jitter=rng.normal(0, 0.01, 20)).save(folder / f"per_query_{dataset}.npz")
+    run = SimpleNamespace(group=group, system=system, seed=seed, params={"temperature": 0.01},
+                          cfg={"run_name": folder.name})
+    results = {"datasets": dict.fromkeys(values), "training": {"train_items": 100}, "model": {"candidate_mode": "x"},
+               "timings": {"wall_s": 60.0, "train_s": 30.0}}
+    return {"run": run, "results": results, "dir": folder}
+
+
+def test_the_report_has_the_reverse_section_and_the_other_mode_row_per_dataset(tmp_path, monkeypatch):
+    """STUDY.md from hand-made runs: the reverse direction (one seed: verdicts marked ?) gets its own section,
+    and the other candidate mode's zero-shot row appears once per dataset with that dataset's numbers."""
+    from hybridnb.studies import study_report
+
+    monkeypatch.setenv("HYBRIDNB_REPORTS", str(tmp_path / "reports"))
+    params = {**config.load_profile("ci"), "profile": "fake", "seeds": [0, 1], "train_data": "mlqa-r",
+              "eval_data": "xquad-r"}
+    level = {"X-X-mono": 0.60, "X-Y": 0.62, "hybrid": 0.70}
+    grid = [_fake_run(tmp_path, "grid", name, seed, {"xquad-r": v}, 10 * seed + i)
+            for i, (name, v) in enumerate(level.items()) for seed in (0, 1)]
+    reverse = [_fake_run(tmp_path, "reverse", name, 0, {"mlqa-r": v - 0.1}, 50 + i)
+               for i, (name, v) in enumerate(level.items())]
+    collected = {"temperature": 0.01, "val_mrr": {}, "probes": [], "grid": grid, "reverse": reverse,
+                 "systems": {name: [r for r in grid if r["run"].system == name] for name in level}}
+    zero_shot = _fake_run(tmp_path, "zs", "zero-shot", 0, {"xquad-r": 0.50, "mlqa-r": 0.45}, 99)
+    other = _fake_run(tmp_path, "zs", "zero-shot-sentence", 0, {"xquad-r": 0.30, "mlqa-r": 0.35}, 98)
+    other["results"]["model"]["candidate_mode"] = "sentence"
+
+    report = study_report.build(params, collected, zero_shot, other)
+    forward, back = report["sections"]["xquad-r"], report["sections"]["mlqa-r"]
+    assert sorted(back["summaries"]) == ["X-X-mono", "X-Y", "hybrid", "zero-shot"]
+    assert all(len(s["mono_ap"]["per_seed"]) == 1 for s in back["summaries"].values())
+    assert back["verdicts"].verdict.str.endswith("?").all()            # one seed: seed noise unmeasured
+    assert not forward["verdicts"].verdict.str.endswith("?").any()     # two seeds
+    vs_mono = back["verdicts"].query("baseline == 'X-X-mono'").set_index("column").verdict
+    assert set(vs_mono.drop("rank distance ↓")) == {"win?"}  # 0.60 vs 0.50 in every metric, jitter 0.01
+    assert vs_mono["rank distance ↓"] == "loss?"              # rank distance is 100x the value: higher is worse
+    for sec, value in ((forward, 0.30), (back, 0.35)):  # each section shows its own dataset's row
+        row = study_report.seed_table(sec["zero_shot_other_summary"])
+        assert list(row.index) == ["zero-shot, sentence"]
+        assert float(row["mono map"].iloc[0].split()[0]) == pytest.approx(value, abs=0.01)
+        assert list(row.columns) == list(sec["seed_table"].columns)
+    text = report["text"]
+    assert text.count("| zero-shot, sentence |") == 2
+    assert "## mlqa-r" in text and "Reverse direction: trained on xquad-r, evaluated zero-shot on mlqa-r, seed 0" in text
+    assert text.index("## xquad-r") < text.index("## mlqa-r") < text.index("## Budget")
+    assert "study_points_mlqa-r.png" in text
+    assert text.index("## The evaluation input") < text.index("## xquad-r")
+    assert ("Zero-shot on xquad-r, sentence+context vs sentence: mono map 0.50" in text
+            and "not measured yet (`python benchmarks/bench_candidate_mode.py`)" in text)

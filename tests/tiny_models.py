@@ -56,3 +56,28 @@ def synthetic_table(n_items: int = 40, languages=("en", "de", "fr"), seed: int =
             positives[lang].append((words(6), words(12)))
             negatives[lang].append([(words(6), words(12)) for _ in range(n_neg)])
     return ParallelTable(ids, list(languages), queries, positives, negatives)
+
+
+def constant_result(value: float, languages=("en", "de"), n_groups: int = 20, jitter=None):
+    """An EvalResult whose every per-query metric equals ``value`` (plus an optional per-group jitter, one
+    value per question group): a system whose macro averages are known by hand. Rank distance is 100x."""
+    import numpy as np
+
+    from hybridnb.evaluation.metrics import EvalResult
+
+    L = len(languages)
+    q_lang = np.tile(np.arange(L), n_groups)
+    q_group = np.repeat(np.arange(n_groups), L)
+    base = np.full(n_groups * L, float(value))
+    if jitter is not None:
+        base = base + np.repeat(jitter, L)
+    per_query = {}
+    for s in ("mono", "multi"):
+        for m in ("ap", "r@1", "r@10"):
+            per_query[f"{s}_{m}"] = base.copy()
+    for m in ("ap", "r@1", "r@10"):
+        cross = np.repeat(base[:, None], L, axis=1)
+        cross[np.arange(len(base)), q_lang] = np.nan
+        per_query[f"cross_{m}"] = cross
+    per_query["rank_distance"] = 100 * base
+    return EvalResult(list(languages), per_query, q_lang, q_group)

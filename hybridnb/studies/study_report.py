@@ -18,6 +18,7 @@ labels this module shares.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -176,11 +177,28 @@ def budget_rows(runs: list[dict]) -> pd.DataFrame:
     rows = []
     for r in runs:
         t = r["results"].get("timings", {})
+        rss = t.get("peak_rss_mb")
         rows.append({"run": r["run"].cfg["run_name"], "group": r["run"].group,
                      "wall (min)": round(t.get("wall_s", math.nan) / 60, 1),
                      "training (min)": round(t.get("train_s", math.nan) / 60, 1),
+                     "peak RSS (GB)": f"{rss / 1000:.2f}" if rss else "not recorded",
                      "machine": r["results"].get("provenance", {}).get("hardware", {}).get("cpu", "?")})
     return pd.DataFrame(rows)
+
+
+def budget_verdict(budget: pd.DataFrame, target_minutes: float | None) -> str:
+    """The total run time against the study's target, and what one run costs (its training and the rest,
+    which is evaluation), so a reader sees where the minutes go."""
+    if budget.empty:
+        return "No run has finished yet."
+    total = budget["wall (min)"].sum()
+    line = f"Total: **{total:.0f} min** of run time over {len(budget)} runs"
+    if target_minutes:
+        line += f" (target {target_minutes:g} min: **{'met' if total <= target_minutes else 'not met'}**)"
+    train, wall = budget["training (min)"].median(), budget["wall (min)"].median()
+    return (line + f". The median run took {wall:.1f} min, {train:.1f} of them training steps and the rest "
+            "mostly encoding the evaluation dataset; times come from different machines and some runs shared "
+            "the CPU with other work, so they are a record, not a benchmark.")
 
 
 # ---- figures -------------------------------------------------------------------------------------------
@@ -282,7 +300,7 @@ def _table(frame: pd.DataFrame, index: str | None = "system") -> str:
 
 
 def report_markdown(prov: dict, params: dict, collected: dict, sections: dict[str, dict], figures: list[str],
-                    paper_source: str | None) -> str:
+                    paper_source: str | None, bench: dict | None = None) -> str:
     """STUDY.md from the collected runs and the per-dataset sections built by notebook 08."""
     grid = collected["grid"]
     n_runs = {name: len(v) for name, v in collected["systems"].items() if name != "zero-shot"}
@@ -325,6 +343,7 @@ def report_markdown(prov: dict, params: dict, collected: dict, sections: dict[st
                   "loss is not comparable across temperatures, MRR is). The evaluation columns are context, "
                   "not the criterion: choosing on them would tune on the test set.", "",
                   _table(sections["_probes"], index=None), ""]
+    lines += candidate_mode_lines(params, sections.get(params["eval_data"]), bench)
     for dataset, sec in sections.items():
         if dataset.startswith("_"):
             continue
@@ -332,9 +351,9 @@ def report_markdown(prov: dict, params: dict, collected: dict, sections: dict[st
                   f"### Every system, mean over seeds [95% interval over seeds and questions]", "",
                   _table(sec["seed_table"]), "", "Per-seed values (and their standard deviation):", "",
                   _table(sec["per_seed"]), ""]
-        if sec.get("zero_shot_other") is not None:
-            lines += ["Zero-shot in the other candidate mode (context for the choice of `candidate_mode`):", "",
-                      _table(sec["zero_shot_other"]), ""]
+        if sec.get("zero_shot_other_summary"):
+            lines += ["Zero-shot in the other candidate mode (context for the choice of `candidate_mode`; see "
+                      "\"The evaluation input\"):", "", _table(seed_table(sec["zero_shot_other_summary"])), ""]
         v = sec["verdicts"].copy()
         v["diff [95%]"] = [f"{r['diff']:+.{_digits(r.key) + 1}f} [{r.low:+.{_digits(r.key) + 1}f}, "
                            f"{r.high:+.{_digits(r.key) + 1}f}]" for _, r in v.iterrows()]
@@ -352,9 +371,8 @@ def report_markdown(prov: dict, params: dict, collected: dict, sections: dict[st
     lines += ["## Budget", "",
               "Each run's wall time as recorded by the process that trained and evaluated it (reused runs keep "
               f"their original time). Target: {params.get('study_budget_minutes') or 'none set'} min for the whole study on 2 cores.",
-              "", _table(sections["_budget"], index=None),
-              f"Total: **{sections['_budget']['wall (min)'].sum():.0f} min** of run time over "
-              f"{len(sections['_budget'])} runs.", ""]
+              "", _table(sections["_budget"], index=None), budget_verdict(sections["_budget"],
+                                                                params.get("study_budget_minutes")), ""]
     lines += ["## Figures", ""] + [f"![{Path(f).stem}]({f})" for f in figures]
     return "\n".join(lines) + "\n"
 
@@ -400,9 +418,7 @@ def build(params: dict, collected: dict, zero_shot_row: dict | None,
     dataset = params["eval_data"]
     sec = section(systems, dataset)
     if sec is not None:
-        if zero_shot_other is not None:
-            sec["zero_shot_other"] = pd.DataFrame(reporting.summary_rows(zero_shot_other["results"])).set_index(
-                "dataset").rename(index=lambda d: f"zero-shot, {zero_shot_other['results']['model']['candidate_mode']}")
+        sec["zero_shot_other_summary"] = other_mode_summary(zero_shot_other, dataset, n, s)
         sections[dataset] = sec
     if collected.get("reverse"):  # the paper's other table: trained on eval_data, evaluated on train_data
         reverse: dict[str, list[dict]] = {}
@@ -417,6 +433,7 @@ def build(params: dict, collected: dict, zero_shot_row: dict | None,
                                       "strategy" + (": seed noise is not measured here, so a verdict with a "
                                                     "? is beyond question noise only. " if len(seeds) < 2 else ". "))
         if rsec is not None:
+            rsec["zero_shot_other_summary"] = other_mode_summary(zero_shot_other, back, n, s)
             sections[back] = rsec
     logs: dict[str, dict[int, list[dict]]] = {}
     for name, runs in collected["systems"].items():
@@ -426,12 +443,61 @@ def build(params: dict, collected: dict, zero_shot_row: dict | None,
     if logs:
         figures["figures/study_validation_curves.png"] = plot_validation_curves(logs)
     prov = reporting.provenance(params["profile"])
-    text = report_markdown(prov, params, collected, sections, list(figures), source)
+    bench_file = reports_root() / "benchmarks" / "candidate_mode.json"
+    bench = json.loads(bench_file.read_text(encoding="utf-8")) if bench_file.exists() else None
+    text = report_markdown(prov, params, collected, sections, list(figures), source, bench)
     for rel, fig in figures.items():
         reporting.save_figure(fig, out_dir / rel)
         plt.close(fig)
     path = reporting.write_text(out_dir / "STUDY.md", text)
     return {"sections": sections, "figures": figures, "path": path, "text": text}
+
+
+def other_mode_summary(zero_shot_other: dict | None, dataset: str, n_resamples: int, seed: int) -> dict | None:
+    """Zero-shot in the candidate mode the study did not choose, on ``dataset`` only: {label: seed summary}
+    with the label "zero-shot, <mode>" (None when that run is missing or did not evaluate ``dataset``).
+    ``seed_table`` of it has the columns of the "Every system" table."""
+    if zero_shot_other is None:
+        return None
+    label = f"zero-shot, {zero_shot_other['results']['model']['candidate_mode']}"
+    results = per_query({label: [zero_shot_other]}, dataset)
+    if not results:
+        return None
+    return {label: seed_stats.seed_summary(results[label], n_resamples, seed=seed, deterministic=True)}
+
+
+def candidate_mode_lines(params: dict, sec: dict | None, bench: dict | None) -> list[str]:
+    """## The evaluation input: the study's candidate mode, the other mode's zero-shot numbers beside it, and
+    the encoding cost of both from benchmarks/bench_candidate_mode.py (``bench``: its JSON, when run)."""
+    mode, dataset = params["candidate_mode"], params["eval_data"]
+    lines = ["## The evaluation input", "",
+             f"The study encodes candidates as **{mode}**"
+             + (", LAReQA's definition of a candidate (the answer sentence with its paragraph as context), so our "
+                "rows measure the benchmark as it is defined. " if mode == "sentence+context" else ". ")
+             + f"At max length {params['max_length']} the paragraph is cut first, so what it adds is the paragraph's "
+             "opening tokens, the same for every sentence of that paragraph: it makes the sentences of one paragraph "
+             "(the hardest negatives, one of which is the answer) look more alike. The mode was fixed before the "
+             "study's runs and is not changed after seeing them: choosing the evaluation input on test numbers would "
+             "tune on the test set."]
+    other = sec and sec.get("zero_shot_other_summary")
+    if other and "zero-shot" in sec["summaries"]:
+        (label, o), z = next(iter(other.items())), sec["summaries"]["zero-shot"]
+        diffs = ", ".join(f"{_column(k)} {z[k]['mean']:.{_digits(k)}f} vs {o[k]['mean']:.{_digits(k)}f}"
+                          for k in HEADLINE)
+        higher = all((o[k]["mean"] > z[k]["mean"]) == (k != "rank_distance") for k in HEADLINE)
+        lines += ["", f"Zero-shot on {dataset}, {mode} vs {label.split(', ', 1)[1]}: {diffs}"
+                  + (" — the other mode scores higher in every headline column, so absolute levels depend on the "
+                     "mode; the comparison between strategies is within one mode." if higher else ".")]
+    if bench:
+        rows = {r["mode"]: r for r in bench["rows"]}
+        st = bench["settings"]
+        lines += ["", "Encoding cost on full XQuAD-R (benchmarks/bench_candidate_mode.py, "
+                  f"reports/benchmarks/candidate_mode.md, {st['encode_dtype']}, {st['threads']} threads): "
+                  + "; ".join(f"{m}: {r['passages_per_s']:.1f} passages/s, {r['mean_tokens']:.1f} tokens on average, "
+                              f"{100 * r['share_at_cap']:.0f}% at the cap" for m, r in rows.items()) + "."]
+    else:
+        lines += ["", "The encoding cost of each mode is not measured yet (`python benchmarks/bench_candidate_mode.py`)."]
+    return lines + [""]
 
 
 def _paper_rows(paper: pd.DataFrame, dataset: str) -> pd.DataFrame | None:
