@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -193,3 +195,44 @@ def test_seed_spread_reads_finished_runs_only(tmp_path, monkeypatch):
     spread = sweep.seed_spread(params, [0, 1, 2])
     assert seen == [(0, "hybrid", 0.5), (1, "hybrid", 0.5), (2, "hybrid", 0.5)]
     assert spread.seed.tolist() == [0, 1] and spread["rank distance"].tolist() == [40.0, 40.0]
+
+
+def _points_and_spread():
+    rows = []
+    for point, w in (("alpha=0", 0.0), ("alpha=0.5", 0.5), ("alpha=1", 1.0)):
+        row = {"dataset": "xquad-r", "point": point, "w_mono": w, "w_cross": 1 - w, "w_mixed": 0.0}
+        for s, v in (("mono", 0.7), ("cross", 0.6), ("multi", 0.4)):
+            row.update({f"{s} mAP": v, f"{s} low": v - 0.01, f"{s} high": v + 0.01})
+        rows.append({**row, "rank distance": 400.0, "rd low": 380.0, "rd high": 420.0})
+    spread = pd.DataFrame([{"dataset": "xquad-r", "seed": s, "mono mAP": 0.7 + 0.005 * k, "cross mAP": 0.6,
+                            "multi mAP": 0.4, "rank distance": 400.0 + 10 * k} for s, k in ((0, -1), (1, 0), (2, 1))])
+    return pd.DataFrame(rows), spread
+
+
+def test_noise_threshold_is_two_root_two_sd_and_needs_two_seeds():
+    _, spread = _points_and_spread()
+    threshold = sweep.noise_threshold(spread)
+    assert threshold[("xquad-r", "mono mAP")] == pytest.approx(2 * math.sqrt(2) * 0.005)  # sd of -1, 0, 1 is 1
+    assert threshold[("xquad-r", "rank distance")] == pytest.approx(2 * math.sqrt(2) * 10)
+    assert threshold[("xquad-r", "cross mAP")] == 0.0
+    assert sweep.noise_threshold(spread[spread.seed == 0]) == {} and sweep.noise_threshold(None) == {}
+
+
+def test_the_sweep_figures_draw_the_reference_seeds_and_the_noise_lines():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    frame, spread = _points_and_spread()
+    fig = sweep.plot_alpha_line(frame, spread)
+    rd = fig.axes[1]
+    crosses = [line for line in rd.lines if line.get_marker() == "x"]
+    assert len(crosses) == 1 and list(crosses[0].get_xdata()) == [0.5] * 3
+    assert sorted(crosses[0].get_ydata()) == [390.0, 400.0, 410.0]
+    noise = sorted(line.get_ydata()[0] for line in rd.lines if line.get_linestyle() == ":")
+    assert noise == pytest.approx([400 - 20 * math.sqrt(2), 400 + 20 * math.sqrt(2)])
+    assert "seed noise" in " ".join(t.get_text() for t in rd.get_legend().get_texts())
+    points = sweep.plot_points(frame, "xquad-r", spread)
+    marks = [line for line in points.axes[1].lines if line.get_marker() == "x"]
+    assert len(marks) == 1 and set(marks[0].get_ydata()) == {1}  # on alpha=0.5's row (the middle of three)
+    assert len([line for line in points.axes[0].lines if line.get_linestyle() == ":"]) == 6  # 2 per mAP setting
+    assert "alpha=0.5 at other seeds" in [t.get_text() for t in points.legends[0].get_texts()]

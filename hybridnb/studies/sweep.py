@@ -21,7 +21,7 @@ from hybridnb.evaluation import stats
 from hybridnb.evaluation.metrics import EvalResult
 
 __all__ = ["REFERENCE", "SETTINGS", "strategy_for_alpha", "sweep_points", "sweep_frame", "table_with_cis",
-           "paired_against", "seed_spread", "report_markdown", "plot_points"]
+           "paired_against", "seed_spread", "noise_threshold", "report_markdown", "plot_alpha_line", "plot_points"]
 
 REFERENCE = "alpha=0.5"  # the paper's hybrid: every other point is compared with it, query by query
 SETTINGS = {"mono mAP": "mono_ap", "cross mAP": "cross_ap", "multi mAP": "multi_ap", "rank distance": "rank_distance"}
@@ -136,6 +136,17 @@ def _spread_sd(spread: pd.DataFrame | None) -> dict[tuple[str, str], float]:
     return {(d, c): float(g[c].std(ddof=1)) for d, g in spread.groupby("dataset") if len(g) >= 2 for c in SETTINGS}
 
 
+def noise_threshold(spread: pd.DataFrame | None) -> dict[tuple[str, str], float]:
+    """{(dataset, column): 2·√2·sd}: how far apart two one-seed points must be before the difference is beyond
+    training noise (the sd of a difference of two single runs is √2·sd; two of those is about a 95% band)."""
+    return {key: 2 * math.sqrt(2) * v for key, v in _spread_sd(spread).items()}
+
+
+def _reference_values(frame: pd.DataFrame, dataset: str, reference: str) -> dict[str, float] | None:
+    row = frame[(frame.dataset == dataset) & (frame.point == reference)]
+    return None if row.empty else {c: float(row.iloc[0][c]) for c in SETTINGS}
+
+
 def report_markdown(prov: dict, frame: pd.DataFrame, paired: pd.DataFrame, run_note: str,
                     reference: str = REFERENCE, alpha: float = 0.05, spread: pd.DataFrame | None = None) -> str:
     """RATIO_SWEEP.md: every point with its CIs, the reference's seed-to-seed spread (when ``spread`` has two
@@ -185,24 +196,76 @@ def report_markdown(prov: dict, frame: pd.DataFrame, paired: pd.DataFrame, run_n
             "lower is better.\n\n" + reporting.markdown_table(rows) + "\n\n" + summary + "\n")
 
 
-def plot_points(frame: pd.DataFrame, dataset: str):
-    """Every point of the sweep (the alpha line and the simplex mixtures) with its 95% CIs, one row per point."""
+_COLORS = {"mono mAP": "C0", "cross mAP": "C1", "multi mAP": "C2", "rank distance": "C3"}
+_NOISE_LABEL = "seed noise: alpha=0.5 ± 2·√2·sd over seeds"
+_SEEDS_LABEL = "alpha=0.5 at other seeds"
+
+
+def plot_alpha_line(frame: pd.DataFrame, spread: pd.DataFrame | None = None, reference: str = REFERENCE):
+    """mAP (left) and rank distance (right) against alpha, bands = 95% CIs over questions. With ``spread``
+    (:func:`seed_spread`), the reference's other seeds are drawn as crosses at alpha = 0.5 and dotted lines
+    mark the reference ± 2·√2·sd: a one-seed point outside them differs from alpha = 0.5 beyond training noise."""
+    import matplotlib.pyplot as plt
+
+    line = frame[frame.point.str.startswith("alpha=")].assign(alpha=lambda d: d.w_mono).sort_values("alpha")
+    threshold = noise_threshold(spread)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
+    for column, color in _COLORS.items():
+        ax, lo, hi = ((axes[1], "rd low", "rd high") if column == "rank distance" else
+                      (axes[0], f"{column.split()[0]} low", f"{column.split()[0]} high"))
+        for name, d in line.groupby("dataset"):
+            ax.plot(d.alpha, d[column], "o-", color=color, label=f"{column} ({name})")
+            ax.fill_between(d.alpha, d[lo], d[hi], color=color, alpha=0.12)
+            ref = _reference_values(frame, name, reference)
+            if (name, column) in threshold and ref is not None:
+                for sign in (-1, 1):
+                    ax.axhline(ref[column] + sign * threshold[(name, column)], color=color, ls=":", lw=1,
+                               label=_NOISE_LABEL if (sign == 1 and column in ("mono mAP", "rank distance")) else None)
+            if spread is not None and not spread.empty:
+                seeds = spread[spread.dataset == name]
+                ax.plot([0.5] * len(seeds), seeds[column], "x", color="k", ms=6,
+                        label=_SEEDS_LABEL if column in ("mono mAP", "rank distance") else None)
+    axes[0].set(xlabel="alpha = P(mono batch)", ylabel="mAP", title="mAP vs mix ratio")
+    axes[1].set(xlabel="alpha = P(mono batch)", ylabel="rank distance (lower = less bias)", title="language bias")
+    for ax in axes:
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2)  # below: no point hidden
+    fig.tight_layout()
+    return fig
+
+
+def plot_points(frame: pd.DataFrame, dataset: str, spread: pd.DataFrame | None = None, reference: str = REFERENCE):
+    """Every point of the sweep (the alpha line and the simplex mixtures) with its 95% CIs, one row per point;
+    with ``spread``, the reference's other seeds (crosses on its row) and dotted lines at the reference ±
+    2·√2·sd per setting, so a point whose marker lies outside its setting's lines differs beyond seed noise."""
     import matplotlib.pyplot as plt
 
     d = frame[frame.dataset == dataset].reset_index(drop=True)
-    y = range(len(d))[::-1]  # first point on top
-    fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * len(d) + 1.5), sharey=True)
-    for offset, (s, color) in zip((-0.15, 0.0, 0.15), (("mono", "C0"), ("cross", "C1"), ("multi", "C2"))):
-        v = d[f"{s} mAP"]
-        axes[0].errorbar(v, [t + offset for t in y], xerr=[v - d[f"{s} low"], d[f"{s} high"] - v], fmt="o",
-                         color=color, capsize=3, label=s)
+    y = list(range(len(d))[::-1])  # first point on top
+    row_of = dict(zip(d.point, y))
+    threshold, ref = noise_threshold(spread), _reference_values(frame, dataset, reference)
+    seeds = spread[spread.dataset == dataset] if spread is not None and not spread.empty else None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * len(d) + 1.8), sharey=True)
+    for offset, column in zip((-0.15, 0.0, 0.15, 0.0), _COLORS):
+        ax, s, color = (axes[1] if column == "rank distance" else axes[0]), column.split()[0], _COLORS[column]
+        lo, hi = ("rd low", "rd high") if column == "rank distance" else (f"{s} low", f"{s} high")
+        v = d[column]
+        ax.errorbar(v, [t + offset for t in y], xerr=[v - d[lo], d[hi] - v], fmt="o", color=color, capsize=3,
+                    label=None if column == "rank distance" else s)
+        if (dataset, column) in threshold and ref is not None:
+            for sign in (-1, 1):
+                ax.axvline(ref[column] + sign * threshold[(dataset, column)], color=color, ls=":", lw=1,
+                           label=_NOISE_LABEL if (sign == 1 and column in ("mono mAP", "rank distance")) else None)
+        if seeds is not None and reference in row_of:
+            ax.plot(seeds[column], [row_of[reference] + offset] * len(seeds), "x", color="k", ms=6, zorder=3,
+                    label=_SEEDS_LABEL if column in ("mono mAP", "rank distance") else None)
     axes[0].set(xlabel="mAP", title=f"{dataset}: mAP per setting")
-    axes[0].legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3)  # below: no point hidden
-    v = d["rank distance"]
-    axes[1].errorbar(v, list(y), xerr=[v - d["rd low"], d["rd high"] - v], fmt="o", color="C3", capsize=3)
     axes[1].set(xlabel="rank distance (lower = less bias)", title="language bias")
     axes[0].set_yticks(list(y), [f"{p} ({a:g}/{b:g}/{c:g})" for p, a, b, c in
                                  zip(d.point, d.w_mono, d.w_cross, d.w_mixed)], fontsize=8)
     axes[0].set_ylabel("point (mono/cross/mixed batch weights)")
-    fig.tight_layout()
+    legend = {}  # one legend for both panels, below them: no point hidden
+    for ax in axes:
+        legend.update({label: handle for handle, label in zip(*ax.get_legend_handles_labels())})
+    fig.legend(legend.values(), legend.keys(), fontsize=8, loc="lower center", ncol=len(legend))
+    fig.tight_layout(rect=(0, 0.6 / fig.get_figheight(), 1, 1))
     return fig
