@@ -536,6 +536,7 @@ def torchrun_part(args, size: dict, data: Path, logs: Path, deadline: float) -> 
                     "HYBRIDNB_MIRROR": str(data / "mirror")})
         for key in ("HYBRIDNB_FRESH_SINCE", "HYBRIDNB_REUSE_LOG"):
             env.pop(key, None)
+        env["HYBRIDNB_KEEP_CHECKPOINTS"] = "1"  # runs.KEEP_CHECKPOINTS_ENV: the check reads the final checkpoint
         runs_dir = work / "cache" / "runs" / RUN_NAME
         ckpts = lambda: sorted(runs_dir.glob("*/checkpoint.pt"))  # noqa: E731
 
