@@ -47,9 +47,13 @@ sweep: venv
 study: venv
 	$(BIN)/python -m hybridnb pipeline --profile $(STUDY_PROFILE) --notebooks 08_study.ipynb $(if $(FRESH),--fresh,)
 
+# two pytest-xdist workers, one per core of the CI machine (each with its own reports and cache folders, one
+# torch thread: tests/conftest.py); TEST_WORKERS=0 runs everything in one process
+TEST_WORKERS ?= 2
 test: venv
 	HYBRIDNB_REPORTS=$(CURDIR)/cache/test-reports $(BIN)/python -m pytest tests \
-		--nbval-lax notebooks --nbval-current-env -p no:cacheprovider --durations=30
+		--nbval-lax notebooks --nbval-current-env -p no:cacheprovider --durations=30 \
+		-n $(TEST_WORKERS) --dist loadgroup
 
 # JupyterLab in the project's environment, on the notebooks (their defaults are the ci profile; widget
 # progress bars through ipywidgets). Extra options: make lab LAB_ARGS="--port 8890 --no-browser"

@@ -5,9 +5,35 @@ from pathlib import Path
 
 import pytest
 
+ROOT = Path(__file__).resolve().parents[1]
+
 # Test runs and reports never land in the committed reports/: `make test` points HYBRIDNB_REPORTS at
 # cache/test-reports, and a bare `pytest` does the same (the notebook kernels inherit it).
-os.environ.setdefault("HYBRIDNB_REPORTS", str(Path(__file__).resolve().parents[1] / "cache" / "test-reports"))
+os.environ.setdefault("HYBRIDNB_REPORTS", str(ROOT / "cache" / "test-reports"))
+
+# Under pytest-xdist (`make test` runs one worker per core, TEST_WORKERS=2) every worker gets its own reports
+# and cache folders, so two workers never train the same run (the run lock would stop the second), convert
+# the model or build a data cache at the same moment; tests that read each other's runs are kept on one worker
+# by pytest_collection_modifyitems below. One torch thread per worker: two workers on two cores already
+# use both, and oversubscribed cores stall OpenMP badly. Set before anything imports torch; the notebook
+# kernels and the pipeline's subprocesses inherit all three.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if WORKER:
+    os.environ["HYBRIDNB_REPORTS"] = str(Path(os.environ["HYBRIDNB_REPORTS"]) / WORKER)
+    os.environ["HYBRIDNB_CACHE"] = str(Path(os.environ.get("HYBRIDNB_CACHE") or ROOT / "cache") / f"xdist-{WORKER}")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# Items that share the runs in HYBRIDNB_REPORTS: the pipeline test writes the ci profile's runs and zero-shot
+# results, and the notebooks (nbval) reuse them; on one worker, in this order. Every other test module is
+# a group of its own, so its module-scoped fixtures are built once.
+SHARED_RUNS_GROUP = "ci-runs"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = Path(str(item.fspath)).resolve()
+        shares_runs = path.suffix == ".ipynb" or path.name == "test_pipeline_e2e.py"
+        item.add_marker(pytest.mark.xdist_group(SHARED_RUNS_GROUP if shares_runs else path.relative_to(ROOT).as_posix()))
 
 
 def _real_mirror() -> Path | None:
