@@ -24,15 +24,18 @@ if WORKER:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # Items that share the runs in HYBRIDNB_REPORTS: the pipeline test writes the ci profile's runs and zero-shot
-# results, and the notebooks (nbval) reuse them; on one worker, in this order. Every other test module is
-# a group of its own, so its module-scoped fixtures are built once.
+# results, the ci study test adds the seed-1 runs beside them, and the notebooks (nbval; 08 is the study's)
+# reuse them all; on one worker, in this order (elsewhere each would train them again). Every other test
+# module is a group of its own, so its module-scoped fixtures are built once.
 SHARED_RUNS_GROUP = "ci-runs"
+SHARED_RUNS_MODULES = ("test_pipeline_e2e.py", "test_study.py")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group marks into the node ids
 def pytest_collection_modifyitems(config, items):
     for item in items:
         path = Path(str(item.fspath)).resolve()
-        shares_runs = path.suffix == ".ipynb" or path.name == "test_pipeline_e2e.py"
+        shares_runs = path.suffix == ".ipynb" or path.name in SHARED_RUNS_MODULES
         item.add_marker(pytest.mark.xdist_group(SHARED_RUNS_GROUP if shares_runs else path.relative_to(ROOT).as_posix()))
 
 
