@@ -61,3 +61,14 @@ def note_reuse(results_path: str | os.PathLike) -> None:
     if log:
         with open(log, "a", encoding="utf-8") as f:
             f.write(str(Path(results_path).resolve()) + "\n")
+
+
+def shown(path: str | Path) -> str:
+    """``path`` as a reader should see it in a notebook or a log line: relative to the project's checkout (or
+    to the reports folder's parent) when it lies inside, so executed notebooks carry no machine's absolute
+    paths; elsewhere the absolute path."""
+    p = Path(path).expanduser().resolve()
+    for base in (repo_root(), reports_root().parent):
+        if base is not None and p.is_relative_to(base):
+            return p.relative_to(base).as_posix()
+    return str(p)

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from hybridnb.studies import backbone_study, budget, runs, study, sweep
-from hybridnb import config
+from hybridnb import config, paths
 from hybridnb.image_text import runs as image_text_runs
 from hybridnb.paths import repo_root, reports_root
 
@@ -115,11 +115,27 @@ def _execute(plan, nb_dir: Path, out_dir: Path, profile: dict, records: list, wr
                 papermill.execute_notebook(str(nb_dir / nb), str(partial),
                                            parameters=notebook_parameters(nb_dir / nb, {**profile, **overrides}),
                                            cwd=str(nb_dir), progress_bar=False, log_output=False)
+            tidy_executed(partial, nb_dir / nb, out_dir / name)
             partial.replace(out_dir / name)
         finally:
             partial.unlink(missing_ok=True)
         print(f"[hybridnb] {name} done in {records[-1].seconds:.0f} s -> {out_dir / name}", flush=True)
         written.append(out_dir / name)
+
+
+def tidy_executed(executed: Path, source: Path, final: Path) -> None:
+    """Make an executed copy read as one notebook run with one set of values: the notebook's own defaults cell
+    (tagged ``parameters``) is collapsed, so the first screen shows papermill's injected values only, and
+    papermill's input and output paths are written relative to the checkout (no machine's absolute paths)."""
+    import nbformat
+
+    nb = nbformat.read(str(executed), as_version=4)
+    for cell in nb.cells:
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            cell.metadata.setdefault("jupyter", {})["source_hidden"] = True  # JupyterLab shows it folded
+    pm = nb.metadata.get("papermill", {})
+    pm["input_path"], pm["output_path"] = paths.shown(source), paths.shown(final)
+    nbformat.write(nb, str(executed))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -60,6 +60,11 @@ def test_pipeline_survives_an_interruption_and_reuses_finished_work():
         nb = json.loads((notebooks / f"{name}.ipynb").read_text(encoding="utf-8"))
         errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
         assert not errors, name
+        # one parameter cell shown (the defaults folded), no absolute path of this machine's reports folder
+        defaults = [c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", [])]
+        assert len(defaults) == 1 and defaults[0]["metadata"]["jupyter"]["source_hidden"], name
+        assert str(root) not in json.dumps(nb), name
+        assert nb["metadata"]["papermill"]["input_path"].startswith("notebooks/"), name
     report = (root / "ci" / "REPORT.md").read_text(encoding="utf-8")
     assert "profile `ci`" in report and "hybrid" in report
     assert (root / "ci" / "BACKBONES.md").is_file() and (root / "ci" / "MULTIMODAL.md").is_file()
