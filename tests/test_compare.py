@@ -1,6 +1,7 @@
 """hybridnb.studies.compare: verdict wording against the paper's directions, and the table layout."""
 
 import pandas as pd
+import pytest
 
 from hybridnb.studies import compare
 
@@ -54,3 +55,84 @@ def test_p_at_the_floor_and_every_baseline_in_every_column():
         "vs X-Y: hybrid is better in mono map; worse in multi map, rank distance ↓.",
         "vs X-X-mono: hybrid is better in rank distance ↓; no different in mono map.",
     ]
+
+
+def _result(languages, mono, cross, q_lang):
+    import numpy as np
+
+    from hybridnb.evaluation.metrics import EvalResult
+
+    n = len(q_lang)
+    per_query = {"mono_ap": np.asarray(mono, float), "cross_ap": np.asarray(cross, float),
+                 "multi_ap": np.zeros(n), "rank_distance": np.zeros(n)}
+    return EvalResult(list(languages), per_query, np.asarray(q_lang), np.arange(n))
+
+
+def _two_systems(n=40):
+    """Two languages, n queries each; b is a minus 0.1 on de->en only, and equal elsewhere but for noise."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    q_lang = np.repeat([0, 1], n)
+    mono = rng.uniform(0.3, 0.9, 2 * n)
+    cross = rng.uniform(0.3, 0.9, (2 * n, 2))
+    cross[np.arange(2 * n), q_lang] = np.nan  # a query's own language is mono, not cross
+    b_cross = cross + rng.normal(0, 1e-4, cross.shape)
+    b_cross[q_lang == 1, 0] -= 0.1
+    return (_result(["en", "de"], mono, cross, q_lang),
+            _result(["en", "de"], mono + rng.normal(0, 1e-4, 2 * n), b_cross, q_lang))
+
+
+def test_map_difference_cells_are_paired_per_cell_and_bh_adjusted():
+    import numpy as np
+
+    a, b = _two_systems()
+    diff, q = compare.map_difference_cells(a, b)
+    assert diff.shape == q.shape == (2, 2)
+    assert diff[1, 0] == pytest.approx(0.1, abs=1e-4)          # de queries, en pool: a is 0.1 better
+    assert abs(diff[0, 1]) < 1e-3 and abs(diff[0, 0]) < 1e-3   # elsewhere only the 1e-4 noise
+    assert q[1, 0] < 1e-6 and q[0, 1] > 0.01
+    assert np.all(q >= 0) and np.all(q <= 1)
+
+
+def test_the_difference_figure_has_one_colour_scale_and_marks_significant_cells(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    a, b = _two_systems()
+    dirs = {}
+    for name, result in (("hybrid", a), ("X-X-mono", b), ("X-Y", a)):
+        dirs[name] = tmp_path / name
+        dirs[name].mkdir()
+        result.save(dirs[name] / "per_query_xquad-r.npz")
+    systems = {name: {"dir": d, "results": {"datasets": {"xquad-r": {}}}} for name, d in dirs.items()}
+    fig = compare.plot_map_differences(systems, "xquad-r")
+    from matplotlib.collections import QuadMesh
+
+    meshes = [c for ax in fig.axes[:2] for c in ax.collections if isinstance(c, QuadMesh)]
+    assert len(meshes) == 2 and meshes[0].get_clim() == meshes[1].get_clim()    # shared, symmetric scale
+    lo, hi = meshes[0].get_clim()
+    assert lo == -hi and hi == pytest.approx(10.0, rel=1e-2)                    # x100: the 0.1 difference
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert "+10.0*" in texts and all(t.endswith("*") is False for t in texts if t != "+10.0*")
+    assert "(1 of 4 cells *)" in fig.axes[0].get_title()
+
+
+def test_training_curves_label_the_validation_dots_and_use_whole_steps(tmp_path):
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    systems = {}
+    for name in ("X-X-mono", "hybrid"):
+        d = tmp_path / name
+        d.mkdir()
+        rows = [{"step": s, "loss": 2.0 - 0.1 * s, **({"val_loss": 1.5} if s % 3 == 2 else {})} for s in range(6)]
+        (d / "train_log.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        systems[name] = {"dir": d}
+    fig = compare.plot_training_curves(systems, "curves")
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "hybrid: validation" in labels and "X-X-mono: train (5-step mean)" in labels
+    ticks = fig.axes[0].get_xticks()
+    assert all(float(t).is_integer() for t in ticks)
