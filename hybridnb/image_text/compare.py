@@ -77,31 +77,48 @@ def verdicts(sig: pd.DataFrame, target: str = "hybrid", alpha: float = 0.05) -> 
     return compare.direction_verdicts(sig, expected, "the text paper's claim", target, alpha)
 
 
+def recall_interval(recall: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson interval of a Recall@k over ``n`` queries: each query has one relevant item here (an image per
+    caption, a caption per language per image), so its hit is 0 or 1 and the recall is a proportion."""
+    from scipy.stats import binomtest
+
+    hits = int(round(recall * n))
+    ci = binomtest(hits, n).proportion_ci(confidence_level=level, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
 def plot_per_language(systems: dict[str, dict], k: int = 10):
-    """Recall@k per caption language, text->image and image->text, one bar per trained system."""
+    """Recall@k per caption language with 95% Wilson intervals, text->image above image->text, one bar per
+    trained system, chance level dashed; one legend for both panels."""
     import matplotlib.pyplot as plt
 
     trained = {n: s["results"] for n, s in systems.items() if s["results"]["kind"] == "image-text trained"}
-    langs = next(iter(trained.values()))["summary"]["languages"]
-    fig, axes = plt.subplots(1, 2, figsize=(max(8, 0.9 * len(langs) * 2), 3.6), sharey=True)
+    first = next(iter(trained.values()))
+    langs, n = first["summary"]["languages"], first["data"]["items"]["test"]  # one caption per language per image
+    fig, axes = plt.subplots(2, 1, figsize=(max(7.0, 0.55 * len(langs) + 2), 6.4), sharex=True, sharey=True)
     width = 0.8 / len(trained)
+    x = np.arange(len(langs))
     for ax, d in zip(axes, ("t2i", "i2t")):
         for j, (name, res) in enumerate(trained.items()):
-            ax.bar(np.arange(len(langs)) + j * width, [res["summary"]["per_language"][g][f"{d}_r@{k}"] for g in langs],
-                   width, label=name)
-        n = next(iter(trained.values()))["data"]["items"]["test"]
-        ax.axhline(min(1.0, k / n), color="0.4", ls="--", lw=1, label="chance" if d == "i2t" else None)
-        ax.set_xticks(np.arange(len(langs)) + 0.4 - width / 2, langs)
-        ax.set_title(f"{'text→image' if d == 't2i' else 'image→text'} R@{k}")
-    axes[0].set_ylabel(f"Recall@{k}")
-    axes[1].legend(fontsize=8)
-    fig.tight_layout()
+            values = np.array([res["summary"]["per_language"][g][f"{d}_r@{k}"] for g in langs])
+            lo, hi = np.array([recall_interval(v, n) for v in values]).T
+            ax.bar(x + j * width, values, width, yerr=[values - lo, hi - values], capsize=2,
+                   error_kw={"lw": 0.8}, label=name if d == "t2i" else None)
+        ax.axhline(min(1.0, k / n), color="0.4", ls="--", lw=1, label=f"chance ({k}/{n})" if d == "t2i" else None)
+        ax.set_title(f"{'text→image' if d == 't2i' else 'image→text'} Recall@{k} per caption language "
+                     f"(95% Wilson intervals over {n} test images)", fontsize=9)
+        ax.set_ylabel(f"Recall@{k}")
+    axes[1].set_xticks(x + 0.4 - width / 2, langs)
+    axes[1].set_xlabel("caption language")
+    fig.legend(loc="lower center", ncol=len(trained) + 1, fontsize=8)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig
 
 
 def plot_examples(report_dir: str | os.PathLike, test, n_items: int = 2, max_languages: int = 4, seed: int = 0):
     """Caption queries (`n_items` random test images, in up to `max_languages` languages whose script the
-    default font draws) and their top-5 images from a run's ``topk_t2i.npz``; the true image is framed green."""
+    default font draws): the captioned emoji itself, then the top-5 images of a run's ``topk_t2i.npz``, a hit
+    framed green wherever it is ranked."""
     import matplotlib.pyplot as plt
 
     with np.load(Path(report_dir) / "topk_t2i.npz") as z:
@@ -112,19 +129,33 @@ def plot_examples(report_dir: str | os.PathLike, test, n_items: int = 2, max_lan
     picks = np.random.default_rng(seed).choice(len(test), size=min(n_items, len(test)), replace=False)
     rows = [np.flatnonzero((item == i) & (lang == g))[0] for i in picks for g in shown
             if ((item == i) & (lang == g)).any()]
-    fig, axes = plt.subplots(len(rows), 6, figsize=(11, 1.3 * len(rows)), squeeze=False,
-                             gridspec_kw={"width_ratios": [2.6, 1, 1, 1, 1, 1]})
-    for ax_row, r in zip(axes, rows):
+    fig, axes = plt.subplots(len(rows), 8, figsize=(13, 1.3 * len(rows) + 0.6), squeeze=False,
+                             gridspec_kw={"width_ratios": [2.6, 1, 0.25, 1, 1, 1, 1, 1]})
+    frame = lambda ax: ax.add_patch(plt.Rectangle((0, 0), 1, 1, transform=ax.transAxes, fill=False,  # noqa: E731
+                                                  ec="green", lw=4))
+    for i, (ax_row, r) in enumerate(zip(axes, rows)):
         text = textwrap.fill(f"[{lang[r]}] {test.captions[str(lang[r])][int(item[r])]}", 30)
         ax_row[0].text(0, 0.5, text, fontsize=9, va="center")
-        for ax, j in zip(ax_row[1:], top[r, :5]):
+        ax_row[1].imshow(test.pixels([int(item[r])])[0])
+        ax_row[2].set_visible(False)  # a gap between the answer and the ranking
+        hits = [int(j) == int(item[r]) for j in top[r, :5]]
+        rank = hits.index(True) + 1 if any(hits) else None
+        for col, (j, hit) in enumerate(zip(top[r, :5], hits)):
+            ax = ax_row[3 + col]
             ax.imshow(test.pixels([int(j)])[0])
-            if j == item[r]:
-                ax.add_patch(plt.Rectangle((0, 0), 1, 1, transform=ax.transAxes, fill=False, ec="green", lw=4))
+            if hit:
+                frame(ax)
+        if i == 0:
+            ax_row[1].set_title("captioned emoji", fontsize=8)
+            for col in range(5):
+                ax_row[3 + col].set_title(f"rank {col + 1}", fontsize=8)
+        ax_row[1].set_xlabel(f"rank {rank}" if rank else "not in the top 5", fontsize=7,
+                             color="green" if rank else "0.4")
         for ax in ax_row:
             ax.set_xticks([]), ax.set_yticks([])
             ax.spines[:].set_visible(False)
-    fig.suptitle("caption query → top-5 images (green: the captioned emoji)", fontsize=10)
+    fig.suptitle("caption query → the captioned emoji, then the top-ranked images (green frame: the captioned "
+                 "emoji among them)", fontsize=10)
     fig.tight_layout()
     return fig
 
