@@ -21,7 +21,7 @@ from hybridnb.evaluation import stats
 from hybridnb.evaluation.metrics import EvalResult
 
 __all__ = ["REFERENCE", "SETTINGS", "strategy_for_alpha", "sweep_points", "sweep_frame", "table_with_cis",
-           "paired_against", "seed_spread", "noise_threshold", "report_markdown", "plot_alpha_line", "plot_points"]
+           "paired_against", "seed_spread", "noise_threshold", "summary_lines", "report_markdown", "plot_alpha_line", "plot_points"]
 
 REFERENCE = "alpha=0.5"  # the paper's hybrid: every other point is compared with it, query by query
 SETTINGS = {"mono mAP": "mono_ap", "cross mAP": "cross_ap", "multi mAP": "multi_ap", "rank distance": "rank_distance"}
@@ -147,6 +147,28 @@ def _reference_values(frame: pd.DataFrame, dataset: str, reference: str) -> dict
     return None if row.empty else {c: float(row.iloc[0][c]) for c in SETTINGS}
 
 
+def summary_lines(paired: pd.DataFrame, spread: pd.DataFrame | None = None, alpha: float = 0.05) -> list[str]:
+    """One sentence per (dataset, point) of :func:`paired_against`'s frame: where the point is better or worse
+    than alpha = 0.5 at p < ``alpha``, and (with two or more seeds in ``spread``) which of those differences
+    exceed the seed noise of :func:`noise_threshold`. RATIO_SWEEP.md and notebook 05 print them."""
+    threshold = noise_threshold(spread)
+    lines = []
+    for (dataset, point), block in paired.groupby(["dataset", "point"], sort=False):
+        verdict = {"better": [], "worse": []}
+        for r in block.itertuples():
+            if r.p_value < alpha:
+                digits = 1 if r.column == "rank distance" else 3
+                better = (r.diff < 0) == (r.column == "rank distance")
+                verdict["better" if better else "worse"].append(f"{r.column} ({r.diff:+.{digits}f})")
+        said = "; ".join(f"{k} on {', '.join(v)}" for k, v in verdict.items() if v) or "no significant difference"
+        if threshold:
+            beyond = [r.column for r in block.itertuples()
+                      if (dataset, r.column) in threshold and abs(r.diff) > threshold[(dataset, r.column)]]
+            said += f"; beyond seed noise: {', '.join(beyond) if beyond else 'none'}"
+        lines.append(f"{dataset}, {point}: {said}")
+    return lines
+
+
 def report_markdown(prov: dict, frame: pd.DataFrame, paired: pd.DataFrame, run_note: str,
                     reference: str = REFERENCE, alpha: float = 0.05, spread: pd.DataFrame | None = None) -> str:
     """RATIO_SWEEP.md: every point with its CIs, the reference's seed-to-seed spread (when ``spread`` has two
@@ -172,23 +194,14 @@ def report_markdown(prov: dict, frame: pd.DataFrame, paired: pd.DataFrame, run_n
                  "below say nothing about training noise.\n")
     if paired.empty:
         return text + f"\n\nNo paired comparison: the sweep has no {reference} point.\n"
-    rows, lines = [], []
+    rows = []
     for (dataset, point), block in paired.groupby(["dataset", "point"], sort=False):
         row = {"dataset": dataset, "point": point, **{column: "" for column in SETTINGS}}
-        verdict = {"better": [], "worse": []}
         for r in block.itertuples():
             digits = 1 if r.column == "rank distance" else 3
             row[r.column] = f"{r.diff:+.{digits}f} [{r.low:+.{digits}f}, {r.high:+.{digits}f}], p = {r.p_value:.3g}"
-            if r.p_value < alpha:
-                better = (r.diff < 0) == (r.column == "rank distance")
-                verdict["better" if better else "worse"].append(f"{r.column} ({r.diff:+.{digits}f})")
         rows.append(row)
-        said = "; ".join(f"{k} on {', '.join(v)}" for k, v in verdict.items() if v) or "no significant difference"
-        if sd:
-            beyond = [r.column for r in block.itertuples()
-                      if (dataset, r.column) in sd and abs(r.diff) > 2 * math.sqrt(2) * sd[(dataset, r.column)]]
-            said += f"; beyond seed noise: {', '.join(beyond) if beyond else 'none'}"
-        lines.append(f"- {dataset}, {point}: {said}")
+    lines = [f"- {line}" for line in summary_lines(paired, spread, alpha)]
     summary = (f"Against {reference}, at p < 0.05 (no correction for the number of comparisons):\n"
                + "\n".join(lines))
     return (text + f"\n\n## Each point minus {reference} (the paper's hybrid), paired by query\n\n"
