@@ -53,7 +53,7 @@ TEST_WORKERS ?= 2
 test: venv
 	HYBRIDNB_REPORTS=$(CURDIR)/cache/test-reports $(BIN)/python -m pytest tests \
 		--nbval-lax notebooks --nbval-current-env -p no:cacheprovider --durations=30 \
-		-n $(TEST_WORKERS) --dist loadgroup
+		-n $(TEST_WORKERS)
 
 # JupyterLab in the project's environment, on the notebooks (their defaults are the ci profile; widget
 # progress bars through ipywidgets). Extra options: make lab LAB_ARGS="--port 8890 --no-browser"

@@ -14,7 +14,7 @@ os.environ.setdefault("HYBRIDNB_REPORTS", str(ROOT / "cache" / "test-reports"))
 # Under pytest-xdist (`make test` runs one worker per core, TEST_WORKERS=2) every worker gets its own reports
 # and cache folders, so two workers never train the same run (the run lock would stop the second), convert
 # the model or build a data cache at the same moment; tests that read each other's runs are kept on one worker
-# by pytest_collection_modifyitems below. One torch thread per worker: two workers on two cores already
+# by the scheduler below (pytest_xdist_make_scheduler). One torch thread per worker: two workers on two cores already
 # use both, and oversubscribed cores stall OpenMP badly. Set before anything imports torch; the notebook
 # kernels and the pipeline's subprocesses inherit all three.
 WORKER = os.environ.get("PYTEST_XDIST_WORKER")
@@ -26,17 +26,28 @@ if WORKER:
 # Items that share the runs in HYBRIDNB_REPORTS: the pipeline test writes the ci profile's runs and zero-shot
 # results, the ci study test adds the seed-1 runs beside them, and the notebooks (nbval; 08 is the study's)
 # reuse them all; on one worker, in this order (elsewhere each would train them again). Every other test
-# module is a group of its own, so its module-scoped fixtures are built once.
+# file is a scope of its own, so its module-scoped fixtures are built once.
 SHARED_RUNS_GROUP = "ci-runs"
-SHARED_RUNS_MODULES = ("test_pipeline_e2e.py", "test_study.py")
+SHARED_RUNS_MODULES = ("tests/test_pipeline_e2e.py", "tests/test_study.py")
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group marks into the node ids
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        path = Path(str(item.fspath)).resolve()
-        shares_runs = path.suffix == ".ipynb" or path.name in SHARED_RUNS_MODULES
-        item.add_marker(pytest.mark.xdist_group(SHARED_RUNS_GROUP if shares_runs else path.relative_to(ROOT).as_posix()))
+def xdist_scope(nodeid: str) -> str:
+    """The scope (one worker, in collection order) of a test id: the shared-runs group or the test's file."""
+    path = nodeid.split("::", 1)[0]
+    return SHARED_RUNS_GROUP if path.startswith("notebooks/") or path in SHARED_RUNS_MODULES else path
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """xdist's loadscope scheduling with :func:`xdist_scope` as the scope. (``--dist loadgroup`` with
+    ``xdist_group`` marks would say the same, but xdist 3.8 writes the group into ``item._nodeid``, which
+    pytest 9.2 no longer reads, so the marks were silently ignored and modules split across workers.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedRunsScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_scope(nodeid)
+
+    return SharedRunsScheduling(config, log)
 
 
 def _real_mirror() -> Path | None:
