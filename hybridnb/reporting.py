@@ -215,10 +215,17 @@ def plot_training_curves(history: list[dict], title: str, window: int = 10):
     val = [(r["step"] + 1, r["val_loss"]) for r in history if "val_loss" in r]
     if val:
         ax.plot(*zip(*val), "o-", color="C3", label="validation loss")
+    from matplotlib.ticker import MaxNLocator
+
     ax.set(xlabel="step", ylabel="InfoNCE loss", title=title)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
     lr_ax = ax.twinx()
-    lr_ax.plot(steps, [r["lr"] for r in history], color="C2", lw=1, ls="--")
+    lr_line, = lr_ax.plot(steps, [r["lr"] for r in history], color="C2", lw=1, ls="--", label="learning rate")
     lr_ax.set_ylabel("learning rate", color="C2")
-    ax.legend(loc="upper right", fontsize=8)
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles + [lr_line], labels + ["learning rate (right axis)"], loc="upper right", fontsize=8)
+    if len({r.get("kind") for r in history} - {None}) > 1:  # a hybrid run: mono and cross steps on one axis
+        ax.annotate("train loss mixes batch kinds (mono / cross losses differ in level); validation: one fixed set",
+                    (0.0, -0.2), xycoords="axes fraction", fontsize=7, color="0.35")
     fig.tight_layout()
     return fig

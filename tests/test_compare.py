@@ -136,3 +136,21 @@ def test_training_curves_label_the_validation_dots_and_use_whole_steps(tmp_path)
     assert "hybrid: validation" in labels and "X-X-mono: train (5-step mean)" in labels
     ticks = fig.axes[0].get_xticks()
     assert all(float(t).is_integer() for t in ticks)
+
+
+def test_a_runs_loss_curve_labels_every_line_and_notes_mixed_batch_kinds():
+    import matplotlib
+
+    from hybridnb import reporting
+
+    matplotlib.use("Agg")
+    history = [{"step": s, "loss": 2.0 - 0.05 * s, "lr": 1e-5, "kind": "mono" if s % 2 else "cross",
+                **({"val_loss": 1.5} if s % 4 == 3 else {})} for s in range(12)]
+    fig = reporting.plot_training_curves(history, "run", window=5)
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["train loss", "train loss (5-step mean)", "validation loss", "learning rate (right axis)"]
+    assert all(float(t).is_integer() for t in ax.get_xticks())
+    assert any("mixes batch kinds" in t.get_text() for t in ax.texts)
+    single = reporting.plot_training_curves([{**r, "kind": "mono"} for r in history], "mono run", window=5)
+    assert not any("mixes batch kinds" in t.get_text() for t in single.axes[0].texts)

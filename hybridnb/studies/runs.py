@@ -302,7 +302,7 @@ def execute(task: RunTask, show_progress: bool = True, announce: bool = False) -
     if announce and distributed.is_main():
         created = (finished or {}).get("provenance", {}).get("created", "?")
         print(f"[hybridnb] run {cfg['run_name']} (config {cfg['hash']}): " +
-              (f"reusing the finished run in {report_dir} (finished {created}; nothing is trained)" if finished
+              (f"reusing the finished run in {paths.shown(report_dir)} (finished {created}; nothing is trained)" if finished
                else "training"), flush=True)
     if finished is not None:
         return report_dir, finished
