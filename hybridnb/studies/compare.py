@@ -148,7 +148,8 @@ def plot_map_differences(systems: dict, dataset: str, target: str = "hybrid", al
     cells = {o: map_difference_cells(a, load_per_query(systems[o], dataset)) for o in others}
     vmax = max([np.nanmax(np.abs(d)) * 100 for d, _ in cells.values()] + [1e-9])
     L = len(a.languages)
-    fig, axes = plt.subplots(1, len(others), figsize=(0.5 * L * len(others) + 2.5, 0.5 * L + 1.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(others) + 1, figsize=(0.5 * L * len(others) + 2.5, 0.5 * L + 1.6), squeeze=False,
+                             gridspec_kw={"width_ratios": [1] * len(others) + [0.04]})  # last: the shared colour bar
     for i, (ax, other) in enumerate(zip(axes[0], others)):
         d, q = cells[other]
         labels = np.array([[("" if not np.isfinite(d[r, c]) else f"{100 * d[r, c]:+.1f}"
@@ -156,8 +157,8 @@ def plot_map_differences(systems: dict, dataset: str, target: str = "hybrid", al
                             for c in range(L)] for r in range(L)])
         sns.heatmap(100 * d, annot=labels if L <= 12 else False, fmt="", cmap="RdBu_r", center=0, vmin=-vmax,
                     vmax=vmax, xticklabels=a.languages, yticklabels=a.languages, square=True, ax=ax,
-                    cbar=i == len(others) - 1, annot_kws={"fontsize": 6},
-                    cbar_kws={"label": f"{target} − baseline, mAP × 100", "shrink": 0.8})
+                    cbar=i == len(others) - 1, cbar_ax=axes[0][-1] if i == len(others) - 1 else None,
+                    annot_kws={"fontsize": 6}, cbar_kws={"label": f"{target} − baseline, mAP × 100"})
         n_sig = int(np.nansum(q < alpha))
         ax.set(title=f"{target} − {other} ({n_sig} of {int(np.isfinite(q).sum())} cells *)",
                xlabel="candidate language (Y)", ylabel="query language (X)" if i == 0 else "")
