@@ -22,22 +22,20 @@ if WORKER:
     os.environ["HYBRIDNB_REPORTS"] = str(Path(os.environ["HYBRIDNB_REPORTS"]) / WORKER)
     os.environ["HYBRIDNB_CACHE"] = str(Path(os.environ.get("HYBRIDNB_CACHE") or ROOT / "cache") / f"xdist-{WORKER}")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # the pipeline test takes both cores: threads yield
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # a test that takes both cores (all_cores) yields them
 
-# Items that share the runs in HYBRIDNB_REPORTS go to one worker, in collection order (elsewhere each would
-# train them again): the pipeline test writes the ci profile's runs and zero-shot results and notebooks 01-04,
-# 06, 07 reuse them; the ci study test trains its strategies x seeds 0-1 (seed 0 = notebook 03's runs), and
-# notebooks 05 (alpha 0.5's seed spread) and 08 (the study's report) reuse those. Two groups, so that the two
-# long end-to-end tests run side by side; every other test file is a scope of its own, so its module-scoped
-# fixtures are built once.
-SHARED_RUNS = {"tests/test_pipeline_e2e.py": "ci-pipeline", "tests/test_study.py": "ci-study",
-               "notebooks/05_ratio_sweep.ipynb": "ci-study", "notebooks/08_study.ipynb": "ci-study"}
+# Items that share the runs in HYBRIDNB_REPORTS: the pipeline test writes the ci profile's runs and zero-shot
+# results, the ci study test adds the seed-1 runs beside them, and the notebooks (nbval; 08 is the study's)
+# reuse them all; on one worker, in this order (elsewhere each would train them again). Every other test
+# file is a scope of its own, so its module-scoped fixtures are built once.
+SHARED_RUNS_GROUP = "ci-runs"
+SHARED_RUNS_MODULES = ("tests/test_pipeline_e2e.py", "tests/test_study.py")
 
 
 def xdist_scope(nodeid: str) -> str:
-    """The scope (one worker, in collection order) of a test id: its shared-runs group, or its file."""
+    """The scope (one worker, in collection order) of a test id: the shared-runs group or the test's file."""
     path = nodeid.split("::", 1)[0]
-    return SHARED_RUNS.get(path, "ci-pipeline" if path.startswith("notebooks/") else path)
+    return SHARED_RUNS_GROUP if path.startswith("notebooks/") or path in SHARED_RUNS_MODULES else path
 
 
 def pytest_xdist_make_scheduler(config, log):
@@ -71,5 +69,17 @@ def one_thread():
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def all_cores():
+    """Both cores for a long E5 test on the critical path (the shared-runs group finishes last under xdist,
+    with the other worker idle by then); the thread count is restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)
     yield
     torch.set_num_threads(before)
