@@ -22,7 +22,6 @@ if WORKER:
     os.environ["HYBRIDNB_REPORTS"] = str(Path(os.environ["HYBRIDNB_REPORTS"]) / WORKER)
     os.environ["HYBRIDNB_CACHE"] = str(Path(os.environ.get("HYBRIDNB_CACHE") or ROOT / "cache") / f"xdist-{WORKER}")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # a test that takes both cores (all_cores) yields them
 
 # Items that share the runs in HYBRIDNB_REPORTS: the pipeline test writes the ci profile's runs and zero-shot
 # results, the ci study test adds the seed-1 runs beside them, and the notebooks (nbval; 08 is the study's)
@@ -69,17 +68,5 @@ def one_thread():
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def all_cores():
-    """Both cores for a long E5 test on the critical path (the shared-runs group finishes last under xdist,
-    with the other worker idle by then); the thread count is restored after."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(os.cpu_count() or 1)
     yield
     torch.set_num_threads(before)

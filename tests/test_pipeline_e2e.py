@@ -36,9 +36,7 @@ def _partials(root: Path) -> list[Path]:
 
 def test_pipeline_survives_an_interruption_and_reuses_finished_work():
     root = reports_root()
-    # both cores for the pipeline's kernels (they run one at a time): under xdist the other worker's tests run
-    # beside it with one thread each and finish first, and this test is the suite's critical path
-    env = {**os.environ, "OMP_NUM_THREADS": str(os.cpu_count() or 1)}
+    env = dict(os.environ)    # every core: nothing else runs beside the pipeline, and its kernels run one at a time
     profile = config.load_profile("ci")
     mono = runs.run_dirs(runs.check_run({**profile, "strategy": "mono", "run_name": None}))[0]
     first_run_done = mono / "results.json"

@@ -108,7 +108,7 @@ def test_a_seed_changes_the_batches_but_not_the_data_or_the_validation(one_threa
 
 
 @needs_mirror
-def test_the_ci_study_end_to_end(all_cores):  # E5 training steps, not tiny tensors
+def test_the_ci_study_end_to_end():  # every core: E5 training steps, not tiny tensors
     """2 seeds x 3 strategies on the ci profile (the seed-0 runs are the pipeline test's when it ran first),
     then STUDY.md: every baseline in every column, the paper beside it, the figures."""
     from hybridnb.studies import study_report
