@@ -200,6 +200,10 @@ def plot_map_matrix(matrix, languages, title: str, ax=None, cmap: str = "viridis
     return ax.figure
 
 
+#: under a training curve whose loss mixes batch kinds (a hybrid run, or several systems on one axis)
+MIXED_KINDS_NOTE = "train loss mixes batch kinds (mono / cross losses differ in level); validation: one fixed set"
+
+
 def plot_training_curves(history: list[dict], title: str, window: int = 10):
     """Training loss (raw and a moving average), validation loss, and the learning rate, per step."""
     import matplotlib.pyplot as plt
@@ -225,7 +229,6 @@ def plot_training_curves(history: list[dict], title: str, window: int = 10):
     handles, labels = ax.get_legend_handles_labels()
     ax.legend(handles + [lr_line], labels + ["learning rate (right axis)"], loc="upper right", fontsize=8)
     if len({r.get("kind") for r in history} - {None}) > 1:  # a hybrid run: mono and cross steps on one axis
-        ax.annotate("train loss mixes batch kinds (mono / cross losses differ in level); validation: one fixed set",
-                    (0.0, -0.2), xycoords="axes fraction", fontsize=7, color="0.35")
+        ax.annotate(MIXED_KINDS_NOTE, (0.0, -0.2), xycoords="axes fraction", fontsize=7, color="0.35")
     fig.tight_layout()
     return fig

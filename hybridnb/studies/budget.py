@@ -25,7 +25,7 @@ from typing import Iterable, Iterator
 from hybridnb import reporting
 from hybridnb.paths import cache_root, reports_root
 
-__all__ = ["NotebookRecord", "measure", "children_peak_rss_mb", "results_snapshot", "reused_results",
+__all__ = ["NotebookRecord", "measure", "children_peak_rss_mb", "peak_rss_mb", "results_snapshot", "reused_results",
            "read_reuse_log", "encode_speeds", "cache_is_empty", "write_budget"]
 
 SAMPLE_S = 0.5
@@ -154,10 +154,20 @@ def cache_is_empty() -> bool:
     return not root.is_dir() or not any(root.iterdir())
 
 
+def _rusage_peak_mb(who: int) -> float:
+    kb = resource.getrusage(who).ru_maxrss
+    return kb / 1024 if sys.platform != "darwin" else kb / 2**20  # KB on Linux, bytes on macOS
+
+
 def children_peak_rss_mb() -> float:
     """The largest peak RSS of any finished child process (exact, from the kernel's accounting)."""
-    kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return kb / 1024 if sys.platform != "darwin" else kb / 2**20  # macOS reports bytes
+    return _rusage_peak_mb(resource.RUSAGE_CHILDREN)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS so far, in MB: a run started in a notebook kernel or a fresh CLI process
+    measures the run itself (and the imports)."""
+    return _rusage_peak_mb(resource.RUSAGE_SELF)
 
 
 def write_budget(profile: dict, records: list[NotebookRecord], total_s: float, out_dir: Path,

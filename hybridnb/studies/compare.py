@@ -120,9 +120,10 @@ def map_difference_cells(a: EvalResult, b: EvalResult) -> tuple[np.ndarray, np.n
     for x in range(L):
         rows = a.q_lang == x
         for y in range(L):
-            key = ("mono_ap", None) if x == y else ("cross_ap", y)
-            va = a.per_query[key[0]][rows] if key[1] is None else a.per_query[key[0]][rows, y]
-            vb = b.per_query[key[0]][rows] if key[1] is None else b.per_query[key[0]][rows, y]
+            if x == y:  # the diagonal is mono
+                va, vb = a.per_query["mono_ap"][rows], b.per_query["mono_ap"][rows]
+            else:
+                va, vb = a.per_query["cross_ap"][rows, y], b.per_query["cross_ap"][rows, y]
             ok = np.isfinite(va) & np.isfinite(vb)
             if ok.sum() < 2:
                 continue
@@ -274,8 +275,7 @@ def plot_training_curves(systems: dict, title: str, window: int = 5):
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set(xlabel="step", ylabel="InfoNCE loss", title=title)
     ax.legend(fontsize=7, ncol=2)
-    ax.annotate("train loss mixes batch kinds (mono / cross levels differ); validation: one fixed set",
-                (0.0, -0.2), xycoords="axes fraction", fontsize=7, color="0.35")
+    ax.annotate(reporting.MIXED_KINDS_NOTE, (0.0, -0.2), xycoords="axes fraction", fontsize=7, color="0.35")
     fig.tight_layout()
     return fig
 

@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from hybridnb import config as profiles, paths, reporting, training
 from hybridnb.training import checkpoints, distributed, losses, sampling
 from hybridnb.training.trainer import CHECKPOINT
 from hybridnb.data import train_data
+from hybridnb.studies import budget
 from hybridnb.models import precision
 from hybridnb.models.backbones import check_max_length  # noqa: F401  (runs.check_max_length, as before)
 from hybridnb.paths import cache_root, reports_root
@@ -247,7 +247,7 @@ def results_json(cfg, data: RunData, trained, evaluations, profile: str, wall_s:
                      "final_loss": trained.history[-1]["loss"], "config_hash": cfg["hash"]},
         "provenance": reporting.provenance(profile),
         "timings": {"wall_s": wall_s, "train_s": sum(r["step_s"] for r in trained.history),
-                    "peak_rss_mb": peak_rss_mb(),
+                    "peak_rss_mb": budget.peak_rss_mb(),
                     **{name: ev.timings for name, ev in evaluations.items()}},
         "datasets": {name: ev.block for name, ev in evaluations.items()},
     }
@@ -327,17 +327,6 @@ def execute(task: RunTask, show_progress: bool = True, announce: bool = False) -
             if os.environ.get(KEEP_CHECKPOINTS_ENV, "").strip() not in ("1", "true", "yes"):
                 task.prune(trained)  # finished and reported: the resume checkpoint is no longer needed
     return distributed.broadcast_object(outcome)  # the other ranks wait here while rank 0 evaluates
-
-
-def peak_rss_mb() -> float | None:
-    """This process's peak resident memory so far, in MB (getrusage; None where it is unavailable). A run
-    started in a notebook kernel or a fresh CLI process measures the run itself (and the imports)."""
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - Windows
-        return None
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kb / 1024 if sys.platform != "darwin" else kb / 2**20  # KB on Linux, bytes on macOS
 
 
 #: set (to 1) to keep a finished run's resume checkpoint (by default it is deleted once the report is written)

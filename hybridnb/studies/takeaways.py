@@ -22,7 +22,7 @@ SETTING_WORDS = {"mono": "within one language (mono)", "cross": "across language
 
 
 def _map(block: dict, setting: str) -> float | None:
-    e = block.get(setting, {}).get("map") if isinstance(block.get(setting), dict) else None
+    e = (block.get(setting) or {}).get("map")
     return None if e is None or e.get("value") is None else float(e["value"])
 
 

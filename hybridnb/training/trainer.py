@@ -241,7 +241,7 @@ def train(encoder, train_table: ParallelTable, val_table: ParallelTable, cfg: Tr
     scheduler = build_scheduler(optimizer, round(cfg.warmup_ratio * cfg.steps), cfg.steps)
 
     if main:  # a full disk found now, not as a torn save after an hour of training
-        weights = sum(p.numel() * p.element_size() for p in encoder.model.parameters())
+        weights = checkpoints.state_bytes(list(encoder.model.parameters()))
         # a checkpoint written beside the previous one (weights + AdamW's two moments: 3x), best/ beside its
         # previous copy while it is swapped in, final/: about 5x the weights at the peak
         checkpoints.check_free_disk(out_dir, 5 * weights, "the run's checkpoint and encoders")
