@@ -235,4 +235,4 @@ def test_the_sweep_figures_draw_the_reference_seeds_and_the_noise_lines():
     marks = [line for line in points.axes[1].lines if line.get_marker() == "x"]
     assert len(marks) == 1 and set(marks[0].get_ydata()) == {1}  # on alpha=0.5's row (the middle of three)
     assert len([line for line in points.axes[0].lines if line.get_linestyle() == ":"]) == 6  # 2 per mAP setting
-    assert "alpha=0.5 at other seeds" in [t.get_text() for t in points.legends[0].get_texts()]
+    assert "alpha=0.5 at each seed" in [t.get_text() for t in points.legends[0].get_texts()]

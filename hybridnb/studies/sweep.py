@@ -211,12 +211,12 @@ def report_markdown(prov: dict, frame: pd.DataFrame, paired: pd.DataFrame, run_n
 
 _COLORS = {"mono mAP": "C0", "cross mAP": "C1", "multi mAP": "C2", "rank distance": "C3"}
 _NOISE_LABEL = "seed noise: alpha=0.5 ± 2·√2·sd over seeds"
-_SEEDS_LABEL = "alpha=0.5 at other seeds"
+_SEEDS_LABEL = "alpha=0.5 at each seed"
 
 
 def plot_alpha_line(frame: pd.DataFrame, spread: pd.DataFrame | None = None, reference: str = REFERENCE):
     """mAP (left) and rank distance (right) against alpha, bands = 95% CIs over questions. With ``spread``
-    (:func:`seed_spread`), the reference's other seeds are drawn as crosses at alpha = 0.5 and dotted lines
+    (:func:`seed_spread`), the reference at each of its seeds is drawn as a cross at alpha = 0.5 and dotted lines
     mark the reference ± 2·√2·sd: a one-seed point outside them differs from alpha = 0.5 beyond training noise."""
     import matplotlib.pyplot as plt
 
@@ -248,7 +248,7 @@ def plot_alpha_line(frame: pd.DataFrame, spread: pd.DataFrame | None = None, ref
 
 def plot_points(frame: pd.DataFrame, dataset: str, spread: pd.DataFrame | None = None, reference: str = REFERENCE):
     """Every point of the sweep (the alpha line and the simplex mixtures) with its 95% CIs, one row per point;
-    with ``spread``, the reference's other seeds (crosses on its row) and dotted lines at the reference ±
+    with ``spread``, the reference at each seed (crosses on its row) and dotted lines at the reference ±
     2·√2·sd per setting, so a point whose marker lies outside its setting's lines differs beyond seed noise."""
     import matplotlib.pyplot as plt
 
