@@ -91,16 +91,26 @@ def _seed_var(values: list[float], deterministic: bool) -> tuple[float, float, b
     return float(np.var(values, ddof=1)) / len(values), len(values) - 1.0, True
 
 
+def _keys(keys, *results: EvalResult) -> list[str]:
+    wanted = KEYS if keys is None else keys
+    unknown = [k for k in wanted if k not in KEYS]
+    if unknown:
+        raise ValueError(f"unknown column(s) {unknown}; valid: {list(KEYS)}")
+    return [k for k in wanted if all(k in r.per_query for r in results)]
+
+
 def seed_summary(results: list[EvalResult], n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0,
-                 deterministic: bool = False) -> dict:
-    """Per column: ``{"per_seed", "mean", "se_seed", "se_question", "se", "df", "low", "high",
-    "seed_noise_measured"}`` for one strategy's results over its seeds (``deterministic``: zero-shot)."""
+                 deterministic: bool = False, keys=None) -> dict:
+    """Per column (:data:`KEYS`, or those of `keys`): ``{"per_seed", "mean", "se_seed", "se_question", "se",
+    "df", "low", "high", "seed_noise_measured"}`` for one strategy's results over its seeds
+    (``deterministic``: zero-shot)."""
     avg = average_over_seeds(results)
+    columns = _keys(keys, avg)
     q_ci = stats.confidence_intervals(avg, n_resamples=n_resamples, confidence=confidence, seed=seed,
-                                      metrics=[k for k in KEYS if k in avg.per_query])
+                                      metrics=columns)
     n_groups = q_ci["n_groups"]
     out = {}
-    for key in KEYS:
+    for key in columns:
         if key not in avg.per_query:
             continue
         per_seed = [float(r.macro(key)) for r in results]
@@ -114,12 +124,12 @@ def seed_summary(results: list[EvalResult], n_resamples: int = 1000, confidence:
 
 
 def seed_compare(a: list[EvalResult], b: list[EvalResult], n_resamples: int = 1000, confidence: float = 0.95,
-                 seed: int = 0, a_deterministic: bool = False, b_deterministic: bool = False) -> dict:
+                 seed: int = 0, a_deterministic: bool = False, b_deterministic: bool = False, keys=None) -> dict:
     """Per column, system a minus system b over seeds: ``{"a", "b", "diff", "se_seed", "se_question", "se",
     "df", "low", "high", "p_value", "seed_noise_measured"}``; ``p_value`` is the two-sided Welch t-test of
     ``diff / se`` (seed and question components, Satterthwaite df)."""
     avg_a, avg_b = average_over_seeds(a), average_over_seeds(b)
-    keys = [k for k in KEYS if k in avg_a.per_query and k in avg_b.per_query]
+    keys = _keys(keys, avg_a, avg_b)
     paired = stats.compare(avg_a, avg_b, n_resamples=n_resamples, confidence=confidence, seed=seed, metrics=keys)
     n_groups = paired["n_groups"]
     out = {}

@@ -33,7 +33,7 @@ from hybridnb.evaluation import stats
 from hybridnb.evaluation.metrics import EvalResult, evaluate
 
 __all__ = ["IMAGE", "RECALL_KS", "METRICS", "ImageTextResult", "image_text_metrics", "evaluate_table",
-           "confidence_intervals", "compare"]
+           "confidence_intervals", "compare", "select_queries"]
 
 IMAGE = "image"
 RECALL_KS = (1, 5, 10)
@@ -202,3 +202,16 @@ def compare(a: ImageTextResult, b: ImageTextResult, metrics: Sequence[str] | Non
         raise ValueError("both results need caption retrieval, or neither")
     return _by_name(a, lambda p, keys: stats.compare(getattr(a, p), getattr(b, p), metrics=keys, **kwargs),
                     metrics)
+
+
+def select_queries(result: EvalResult, languages: Sequence[str]) -> EvalResult:
+    """The queries of `result` whose language is one of `languages` (e.g. the caption languages never trained
+    on), everything else as it is: its macro-averages are over those query languages only, and its question
+    groups (the images) stay paired with the same selection of another system."""
+    unknown = [g for g in languages if g not in result.languages]
+    if unknown or not languages:
+        raise ValueError(f"languages {list(languages)} must be a non-empty subset of {result.languages}")
+    keep = np.isin(result.q_lang, [result.languages.index(g) for g in languages])
+    return EvalResult(list(result.languages), {k: np.asarray(v)[keep] for k, v in result.per_query.items()},
+                      np.asarray(result.q_lang)[keep], np.asarray(result.q_group)[keep], result.ks,
+                      {**result.meta, "query_languages": list(languages)})

@@ -46,11 +46,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hybridnb.image_text.caption_table import ImageTextTable
-from hybridnb.image_text.towers import (IMAGE_TOWERS, CLIPVision, OpenCLIPVision, PixelTower, PrecomputedFeatures, SmallCNN,
-                           TinyViT, build_image_tower)
+from hybridnb.image_text.towers import (IMAGE_TOWERS, CLIPVision, FrozenFeatures, OpenCLIPVision, PixelTower,
+                                       PrecomputedFeatures, SmallCNN, TinyViT, build_image_tower)
 from hybridnb.training.losses import DEFAULT_TEMPERATURE, info_nce
 
-__all__ = ["IMAGE_TOWERS", "PixelTower", "SmallCNN", "TinyViT", "PrecomputedFeatures", "CLIPVision",
+__all__ = ["IMAGE_TOWERS", "PixelTower", "SmallCNN", "TinyViT", "PrecomputedFeatures", "FrozenFeatures", "CLIPVision",
            "OpenCLIPVision", "build_image_tower", "ImageTextModel", "symmetric_info_nce", "image_text_loss",
            "ImageTextBatch", "collate_image_text", "batch_loss"]
 

@@ -53,9 +53,9 @@ DATASETS = {"openmoji-cldr": OPENMOJI_LANGUAGES, "xtd10": caption_table.XTD10_LA
             "multi30k": caption_table.MULTI30K_LANGUAGES}
 SHARED = ("model", "seed", "n_resamples", "temperature")  # notebook parameters without the mm_ prefix
 NOTEBOOK_SHARED = ("profile", *SHARED, "encode_batch_size")
-RUN_KEYS = ("model", "dataset", "languages", "train_items", "val_items", "eval_items", "strategy", "alpha", "steps",
+RUN_KEYS = ("model", "dataset", "languages", "train_languages", "train_items", "val_items", "eval_items", "strategy", "alpha", "steps",
             "batch_size", "lr", "image_lr", "weight_decay", "warmup_ratio", "max_grad_norm", "temperature",
-            "text_weight", "image_tower", "image_tower_args", "image_size", "dim", "max_length", "train_dtype",
+            "text_weight", "image_tower", "image_tower_args", "image_size", "dim", "max_length", "freeze_embeddings", "train_dtype",
             "val_every", "val_batches", "n_resamples", "seed")
 ZERO_SHOT_KEYS = ("model", "dataset", "languages", "eval_items", "image_size", "max_length", "n_resamples", "seed")
 SPLIT_SEED = 0
@@ -102,6 +102,8 @@ def check_run(params: dict[str, Any], strategy=None, zero_shot: bool = False) ->
     for name in ("train_items", "val_items", "eval_items"):
         if name in cfg:
             _check_items(name, cfg[name])
+    if not zero_shot:
+        cfg["train_languages"] = _train_languages(cfg["train_languages"], cfg["languages"] or list(valid))
     n = cfg["n_resamples"]
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n_resamples must be a positive int, got {n!r}")
@@ -112,7 +114,14 @@ def check_run(params: dict[str, Any], strategy=None, zero_shot: bool = False) ->
         cfg["strategy"] = params.get("mm_strategy") if strategy is None else strategy
         if cfg["strategy"] is None:
             raise ValueError("no strategy: pass strategy= or mm_strategy")
-        sampling.parse_strategy(cfg["strategy"], cfg["alpha"])
+        kinds = sampling.parse_strategy(cfg["strategy"], cfg["alpha"])
+        trained = cfg["train_languages"] or cfg["languages"] or list(valid)
+        if "en" in kinds and "en" not in trained:
+            raise ValueError(f"strategy {cfg['strategy']!r} trains on English captions but 'en' is not among the "
+                             f"training languages {trained}")
+        if "cross" in kinds and len(trained) < 2:
+            raise ValueError(f"strategy {cfg['strategy']!r} pairs captions of two languages but only {trained} are "
+                             f"trained on")
         cfg["alpha"] = runs.hashed_alpha(cfg["strategy"], cfg["alpha"])
         if cfg["train_items"] is not None and cfg["batch_size"] > cfg["train_items"]:
             raise ValueError(f"mm_batch_size {cfg['batch_size']} exceeds mm_train_items {cfg['train_items']}")
@@ -125,18 +134,52 @@ def check_run(params: dict[str, Any], strategy=None, zero_shot: bool = False) ->
     return cfg
 
 
+def _train_languages(train, evaluated: list[str]) -> list[str] | None:
+    """``mm_train_languages`` checked against the evaluated languages; None when it is all of them."""
+    if train is None:
+        return None
+    if isinstance(train, str) or not train or len(set(train)) != len(train):
+        raise ValueError(f"mm_train_languages must be null or a non-empty list without duplicates, got {train!r}")
+    unknown = [g for g in train if g not in evaluated]
+    if unknown:
+        raise ValueError(f"mm_train_languages {unknown} are not evaluated (mm_languages: {evaluated}); every "
+                         f"training language must be among them")
+    return None if set(train) == set(evaluated) else [g for g in evaluated if g in train]
+
+
+def seeds(params: dict[str, Any]) -> list[int]:
+    """``mm_seeds`` (the training seeds of every strategy), or ``[seed]``."""
+    values = params.get("mm_seeds")
+    if values is None:
+        return [params["seed"]]
+    if isinstance(values, (str, int)) or not values or len(set(values)) != len(values) or any(
+            isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in values):
+        raise ValueError(f"mm_seeds must be null or a list of distinct non-negative ints, got {values!r}")
+    return list(values)
+
+
 def check_runs(params: dict[str, Any]) -> list[dict[str, Any]]:
-    """The zero-shot config, then one per strategy of ``mm_strategies``: all checked before any work."""
+    """The zero-shot config, then one per (strategy of ``mm_strategies``, seed of ``mm_seeds``): all checked
+    before any work."""
     strategies = list(params.get("mm_strategies") or [])
     if not strategies:
-        raise ValueError("mm_strategies must list at least one strategy (e.g. [mono, cross, hybrid])")
-    return [check_run(params, zero_shot=True)] + [check_run(params, s) for s in strategies]
+        raise ValueError("mm_strategies must list at least one strategy (e.g. [en, mono, cross, hybrid])")
+    return [check_run(params, zero_shot=True)] + [check_run({**params, "seed": k}, s)
+                                                  for s in strategies for k in seeds(params)]
+
+
+def seen_unseen(cfg_or_results: dict[str, Any], languages: list[str]) -> tuple[list[str], list[str]]:
+    """(languages trained on, languages never trained on) among `languages`."""
+    train = cfg_or_results.get("train_languages")
+    seen = list(languages) if train is None else [g for g in languages if g in train]
+    return seen, [g for g in languages if g not in seen]
 
 
 def train_config(cfg: dict[str, Any]) -> itt.ImageTextConfig:
     keys = [k for k in RUN_KEYS if k in itt.ImageTextConfig.__dataclass_fields__]
     return itt.ImageTextConfig(**{**{k: cfg[k] for k in keys}, "alpha": 0.5 if cfg["alpha"] is None else cfg["alpha"],
-                                  "languages": None, "image_tower_args": dict(cfg["image_tower_args"] or {})})
+                                  "languages": cfg["train_languages"],
+                                  "image_tower_args": dict(cfg["image_tower_args"] or {})})
 
 
 # ---- data, training, evaluation ---------------------------------------------------------------------
@@ -228,6 +271,7 @@ class ImageTextRun:
 
     cfg: dict[str, Any]
     profile: str = "custom"
+    features_s: float = 0.0  # reading (or computing once) a frozen tower's cached features
 
     def dirs(self) -> tuple[Path, Path]:
         return run_dirs(self.cfg)
@@ -245,6 +289,12 @@ class ImageTextRun:
         tcfg = train_config(self.cfg)
         model = itt.build_model(tcfg)
         _, weights_dir = run_dirs(self.cfg)
+        t0 = time.time()
+        if hasattr(model.image_tower, "prepare"):  # a frozen tower: every split's features, cached once per image
+            model.image_tower.show_progress = show_progress
+            for table in data.values():
+                model.image_tower.prepare(table)
+        self.features_s = time.time() - t0
         trained = itt.train_image_text(model, data["train"], data["validation"], tcfg, weights_dir, show_progress)
         with reporting.atomic_path(weights_dir / "model.pt") as tmp:
             torch.save(model.state_dict(), tmp)
@@ -257,13 +307,21 @@ class ImageTextRun:
         result, top = evaluate(model, data["test"], cfg)
         metrics = _metrics(result, cfg["n_resamples"], cfg["seed"])
         sizes = {s: len(t) for s, t in data.items()}
+        seen, unseen = seen_unseen(cfg, data["test"].languages)
+        per_language = result.summary()["per_language"]
+        languages = {"trained": seen, "unseen": unseen, **{
+            f"{part}_t2i_r@10": float(np.mean([per_language[g]["t2i_r@10"] for g in langs])) if langs else None
+            for part, langs in (("trained", seen), ("unseen", unseen))}}
+        tower = model.image_tower
+        tower_key = tower.extractor.key() if hasattr(tower, "extractor") else None
         results = {
             "schema": SCHEMA, "kind": "image-text trained", "profile": self.profile,
             "model": {"text": cfg["model"], "image_tower": cfg["image_tower"],
                       "image_tower_args": cfg["image_tower_args"], "image_size": cfg["image_size"], "dim": cfg["dim"],
-                      "max_length": cfg["max_length"], "evaluated": "best validation loss",
+                      "max_length": cfg["max_length"], "evaluated": "best validation loss", "frozen_features": tower_key,
                       "weights": str(weights_dir / "model.pt")},
             "data": {"dataset": cfg["dataset"], "languages": data["test"].languages, "items": sizes,
+                     "train_languages": seen, "unseen_languages": unseen,
                      "attribution": ATTRIBUTION if cfg["dataset"] == "openmoji-cldr" else None},
             "training": {"strategy": cfg["strategy"], "alpha": cfg["alpha"],
                          "weights": sampling.parse_strategy(cfg["strategy"], cfg["alpha"]), "steps": cfg["steps"],
@@ -272,9 +330,10 @@ class ImageTextRun:
                          "final_loss": trained.history[-1]["loss"], "config_hash": cfg["hash"],
                          "kinds": pd.Series([r["kind"] for r in trained.history]).value_counts().to_dict()},
             "provenance": reporting.provenance(self.profile),
-            "timings": {"wall_s": time.time() - started, "train_s": sum(r["step_s"] for r in trained.history),
+            "timings": {"wall_s": time.time() - started, "features_s": self.features_s,
+                        "train_s": sum(r["step_s"] for r in trained.history),
                         "eval_s": time.time() - t_eval},
-            "metrics": metrics, "summary": result.summary(),
+            "metrics": metrics, "summary": {**result.summary(), "languages_seen_unseen": languages},
             "per_query": {p: f"per_query_{p}.npz" for p in PROBLEMS},
         }
         _, langs, item = data["test"].caption_rows()
@@ -284,7 +343,8 @@ class ImageTextRun:
         files["train_log.jsonl"] = lambda path: shutil.copy(trained.log_path, path)
         summary = (f"Image-text run: strategy {cfg['strategy']} (batch kinds {results['training']['weights']}), "
                    f"{cfg['steps']} steps of {cfg['batch_size']} images on {cfg['dataset']} ({sizes['train']} "
-                   f"training items, languages {', '.join(data['test'].languages)}), text tower {cfg['model']}, "
+                   f"training items, captions in {', '.join(seen)}"
+                   f"{'; never trained on ' + ', '.join(unseen) if unseen else ''}), text tower {cfg['model']}, "
                    f"image tower {cfg['image_tower']}; evaluated on {sizes['test']} test images with the best model "
                    f"by validation loss (step {trained.best_step}). 95% CIs: bootstrap over images. Config hash "
                    f"{cfg['hash']}.")
@@ -341,8 +401,11 @@ class ImageTextZeroShot:
         return runs.RunOutput(results, {"per_query_captions.npz": captions.save}, {}, summary, _rows(results))
 
 
-def run_image_text(params: dict[str, Any], strategy=None, show_progress: bool = True) -> tuple[Path, dict]:
-    """Check, then reuse or train, evaluate, write (:func:`hybridnb.studies.runs.execute`)."""
+def run_image_text(params: dict[str, Any], strategy=None, show_progress: bool = True,
+                   seed: int | None = None) -> tuple[Path, dict]:
+    """Check, then reuse or train, evaluate, write (:func:`hybridnb.studies.runs.execute`); `seed` overrides
+    the parameters' ``seed`` (one of ``mm_seeds``)."""
+    params = params if seed is None else {**params, "seed": seed}
     return runs.execute(ImageTextRun(check_run(params, strategy), params.get("profile", "custom")), show_progress)
 
 

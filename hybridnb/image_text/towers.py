@@ -6,6 +6,8 @@ A tower's ``inputs(table, items)`` makes what its ``forward`` takes for items of
 
 * offline, trained from scratch: :class:`SmallCNN`, :class:`TinyViT`;
 * fixed features from a ``.npy`` file: :class:`PrecomputedFeatures`;
+* pre-trained and frozen, offline (LiT): :class:`FrozenFeatures`, e.g. ``"efficientnet-lite0"``, features
+  computed once per image and cached on disk (:mod:`hybridnb.image_text.image_features`);
 * pre-trained, for users with a network: :class:`CLIPVision` (transformers) and :class:`OpenCLIPVision`
   (open_clip, an optional dependency).
 """
@@ -15,14 +17,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+import weakref
+
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from hybridnb.image_text import image_features
 from hybridnb.image_text.caption_table import ImageTextTable
 
-__all__ = ["IMAGE_TOWERS", "PixelTower", "SmallCNN", "TinyViT", "PrecomputedFeatures", "CLIPVision",
-           "OpenCLIPVision", "build_image_tower"]
+__all__ = ["IMAGE_TOWERS", "FROZEN_TOWERS", "PixelTower", "SmallCNN", "TinyViT", "PrecomputedFeatures",
+           "FrozenFeatures", "EfficientNetLite0Features", "CLIPVision", "OpenCLIPVision", "build_image_tower"]
 
 
 class PixelTower(nn.Module):
@@ -123,6 +128,48 @@ class PrecomputedFeatures(nn.Module):
         return x
 
 
+class FrozenFeatures(nn.Module):
+    """A frozen pre-trained image tower whose features come from the on-disk cache (LiT's locked tower).
+
+    ``prepare(table)`` reads (or computes once and caches) the features of every image of `table`
+    (:func:`hybridnb.image_text.image_features.cached_features`); ``inputs(table, items)`` looks rows up, preparing
+    a table it has not seen; ``forward`` is the identity, so only the model's image projection trains. Nothing
+    of the tower is in ``state_dict()``: a run's ``model.pt`` holds the text side and the projections.
+    """
+
+    def __init__(self, extractor: str, image_size: int = 224, batch_size: int = 64, show_progress: bool = True):
+        super().__init__()
+        self.extractor = image_features.build_extractor(extractor, image_size=image_size, batch_size=batch_size)
+        self.out_dim = self.extractor.dim
+        self.show_progress = show_progress
+        self._tables: dict[int, tuple[weakref.ref, Tensor]] = {}  # id(table) -> (table, its features)
+
+    def prepare(self, table: ImageTextTable) -> Tensor:
+        """(len(table), out_dim) features of `table`, kept for its later ``inputs`` calls."""
+        known = self._tables.get(id(table))
+        if known is not None and known[0]() is table:
+            return known[1]
+        features = torch.from_numpy(image_features.cached_features(table, self.extractor, self.show_progress))
+        self._tables = {k: v for k, v in self._tables.items() if v[0]() is not None}  # forget collected tables
+        self._tables[id(table)] = (weakref.ref(table), features)
+        return features
+
+    def inputs(self, table: ImageTextTable, items) -> Tensor:
+        rows = torch.from_numpy(np.asarray(items, dtype=np.int64).reshape(-1))
+        return self.prepare(table)[rows]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+
+class EfficientNetLite0Features(FrozenFeatures):
+    """EfficientNet-Lite0 ImageNet features (1280-d), frozen and cached: the offline default (see
+    :mod:`hybridnb.image_text.image_features` and reports/benchmarks/image_towers.md for why this one)."""
+
+    def __init__(self, image_size: int = 224, batch_size: int = 64, show_progress: bool = True):
+        super().__init__("efficientnet-lite0", image_size, batch_size, show_progress)
+
+
 class CLIPVision(PixelTower):
     """A Hugging Face CLIP vision tower with its projection (``CLIPVisionModelWithProjection``), by hub name
     (e.g. ``"openai/clip-vit-base-patch32"``, needs a network or the local HF cache) or local folder."""
@@ -162,8 +209,9 @@ class OpenCLIPVision(PixelTower):
         return self.visual(x)
 
 
-IMAGE_TOWERS = {"cnn": SmallCNN, "vit": TinyViT, "precomputed": PrecomputedFeatures, "clip": CLIPVision,
-                "open_clip": OpenCLIPVision}
+IMAGE_TOWERS = {"cnn": SmallCNN, "vit": TinyViT, "efficientnet-lite0": EfficientNetLite0Features,
+                "precomputed": PrecomputedFeatures, "clip": CLIPVision, "open_clip": OpenCLIPVision}
+FROZEN_TOWERS = ("efficientnet-lite0",)  # pre-trained, frozen, features cached at ``image_size``
 
 
 def build_image_tower(kind: str, **kwargs) -> nn.Module:
