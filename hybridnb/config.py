@@ -104,6 +104,7 @@ PARAMETERS: dict[str, str] = {
     "mm_dim": "width of the shared embedding space",
     "mm_max_length": "tokens per caption",
     "mm_freeze_embeddings": "keep the text tower's word embeddings fixed (true: a third faster on CPU)",
+    "mm_frozen_text_layers": "freeze the text tower's first N layers and cache their outputs (0: train all)",
     "mm_train_dtype": "image-text training precision: float32 or bfloat16",
     "mm_val_every": "steps between image-text validations",
     "mm_val_batches": "fixed validation batches, image-text",

@@ -158,7 +158,8 @@ def params_for(bert, **kw):
                 mm_batch_size=4, mm_lr=1e-3, mm_image_lr=1e-2, mm_weight_decay=0.01, mm_warmup_ratio=0.1,
                 mm_max_grad_norm=1.0, mm_text_weight=1.0, mm_image_tower="cnn",
                 mm_image_tower_args={"width": 8, "depth": 2}, mm_image_size=16, mm_dim=8, mm_max_length=8,
-                mm_train_dtype="float32", mm_val_every=3, mm_val_batches=1)
+                mm_train_dtype="float32", mm_val_every=3, mm_val_batches=1, mm_train_languages=None, mm_seeds=None,
+                mm_freeze_embeddings=False, mm_frozen_text_layers=0)
     return {**base, **kw}
 
 
@@ -189,6 +190,13 @@ def dirs(tmp_path, monkeypatch):
     ({"mm_dataset": "multi30k", "mm_languages": None, "mm_image_root": "/nonexistent/flickr30k"},
      FileNotFoundError, "/nonexistent/flickr30k"),
     ({"mm_eval_items": 1}, ValueError, "mm_eval_items"),
+    ({"mm_train_languages": ["en", "fr"]}, ValueError, r"mm_train_languages \['fr'\] are not evaluated"),
+    ({"mm_train_languages": "en"}, ValueError, "mm_train_languages must be null or a non-empty list"),
+    ({"mm_train_languages": ["de"], "mm_strategy": "en"}, ValueError, "'en' is not among the training languages"),
+    ({"mm_train_languages": ["de"], "mm_strategy": "cross"}, ValueError, "pairs captions of two languages"),
+    ({"mm_seeds": [0, 0]}, ValueError, "mm_seeds must be null or a list of distinct"),
+    ({"mm_frozen_text_layers": -1}, ValueError, "frozen_text_layers must be an int >= 0"),
+    ({"mm_freeze_embeddings": "yes"}, ValueError, "freeze_embeddings must be true or false"),
 ])
 def test_bad_run_parameters_raise_before_any_work(change, error, message, bert, dirs, monkeypatch):
     tmp_path, calls = dirs
@@ -241,33 +249,77 @@ def test_a_run_is_written_atomically_and_reused_by_hash(bert, dirs, monkeypatch)
     assert mm.check_run(params_for(bert, mm_alpha=0.25), "mono")["hash"] == mm.check_run(params, "mono")["hash"]
 
 
-def test_zero_shot_comparison_and_report(bert, dirs):
-    tmp_path, _ = dirs
-    params = params_for(bert)
-    systems = mmc.collect({**params, "mm_strategies": ["mono", "hybrid"]}, show_progress=False)
-    assert list(systems) == ["zero-shot", "X-X-mono", "hybrid"]
+def test_held_out_languages_are_never_trained_on_and_reported_apart(bert, dirs):
+    params = params_for(bert, mm_languages=["en", "de", "fr"], mm_train_languages=["en", "de"])
+    path, results = mm.run_image_text(params, "hybrid", show_progress=False)
+    log = [json.loads(line) for line in (path / "train_log.jsonl").read_text().splitlines()]
+    drawn = {g for r in log for g in ([r["language"]] if isinstance(r["language"], str) else r["language"] or [])}
+    assert drawn <= {"en", "de", "mixed"} and "fr" not in drawn  # neither in training nor in validation batches
+    assert results["data"]["train_languages"] == ["en", "de"] and results["data"]["unseen_languages"] == ["fr"]
+    assert results["data"]["languages"] == ["en", "de", "fr"]  # evaluated on all of them
+    split = results["summary"]["languages_seen_unseen"]
+    per_language = results["summary"]["per_language"]
+    assert split["unseen_t2i_r@10"] == pytest.approx(per_language["fr"]["t2i_r@10"])
+    assert split["trained_t2i_r@10"] == pytest.approx((per_language["en"]["t2i_r@10"]
+                                                       + per_language["de"]["t2i_r@10"]) / 2)
+    assert mm.seen_unseen(results["data"], ["en", "de", "fr"]) == (["en", "de"], ["fr"])
+    # the same languages listed as all of them: the run of mm_train_languages null (one hash)
+    every = params_for(bert, mm_languages=["en", "de", "fr"], mm_train_languages=["fr", "de", "en"])
+    assert mm.check_run(every, "hybrid")["hash"] == mm.check_run({**every, "mm_train_languages": None}, "hybrid")["hash"]
+    assert mm.check_run(params, "hybrid")["hash"] != mm.check_run(every, "hybrid")["hash"]
+
+
+def test_seeded_comparison_against_every_baseline_and_report(bert, dirs):
+    params = params_for(bert, mm_languages=["en", "de", "fr"], mm_train_languages=["en", "de"], mm_seeds=[0, 1],
+                        mm_strategies=["en", "mono", "hybrid"])
+    assert len(mm.check_runs(params)) == 1 + 3 * 2
+    systems = mmc.collect(params, show_progress=False)
+    assert list(systems) == ["zero-shot", "En-En", "X-X-mono", "hybrid"]
+    assert [r["seed"] for r in systems["hybrid"]["runs"]] == [0, 1]
+    assert systems["hybrid"]["runs"][0]["dir"] != systems["hybrid"]["runs"][1]["dir"]
     zs = systems["zero-shot"]["results"]
     assert zs["metrics"]["t2i_r@10"] is None and 0 < zs["metrics"]["caption_cross_map"]["value"] <= 1
-    table = mmc.comparison_table(systems)
+    summaries = mmc.seed_summaries(systems, n_resamples=30)
+    hybrid = summaries["hybrid"]["t2i R@10"]
+    assert len(hybrid["per_seed"]) == 2 and hybrid["mean"] == pytest.approx(np.mean(hybrid["per_seed"]))
+    assert hybrid["low"] <= hybrid["mean"] <= hybrid["high"]
+    per_seed = [r["results"]["metrics"]["t2i_r@10"]["value"] for r in systems["hybrid"]["runs"]]
+    assert hybrid["per_seed"] == pytest.approx(per_seed)
+    unseen = summaries["hybrid"]["t2i R@10 unseen"]
+    assert unseen["per_seed"] == pytest.approx([r["results"]["summary"]["languages_seen_unseen"]["unseen_t2i_r@10"]
+                                                for r in systems["hybrid"]["runs"]])
+    table = mmc.comparison_table(summaries)
     assert table.loc["zero-shot", "t2i R@10"] == "n/a" and "[" in table.loc["hybrid", "caption X→Y mAP"]
+    assert "[" in table.loc["zero-shot", "caption X→Y mAP unseen"]  # the trained systems' unseen languages
     sig = mmc.significance(systems, "hybrid", n_resamples=30)
-    assert set(sig.baseline) == {"zero-shot", "X-X-mono"}
-    assert set(sig[sig.baseline == "zero-shot"].metric) == {"caption_cross_map", "caption_pooled_map"}
-    assert sig.p_value.between(0, 1).all() and len(mmc.verdicts(sig)) == 3
+    assert list(dict.fromkeys(sig.baseline)) == ["zero-shot", "En-En", "X-X-mono"]  # every baseline
+    assert set(sig[sig.baseline == "zero-shot"].metric) == {"caption X→Y mAP", "caption X→Y mAP unseen"}
+    assert set(sig[sig.baseline == "X-X-mono"].metric) == set(mmc.COLUMNS)
+    assert sig.p_value.between(0, 1).all() and sig.seed_noise_measured[sig.baseline != "zero-shot"].all()
+    said = mmc.verdicts(sig)
+    assert len(said) == 3 and all(v.startswith("hybrid vs ") for v in said)
+    wide = mmc.significance_wide(sig)
+    assert list(wide.index) == ["zero-shot", "En-En", "X-X-mono"] and wide.loc["zero-shot", "t2i R@10"] == "n/a"
     test = mm.eval_table(params)
-    fig = mmc.plot_examples(systems["hybrid"]["dir"], test, n_items=2)
-    assert len(fig.axes) == 2 * 2 * 8  # caption, the captioned emoji, a gap, the top 5
+    fig = mmc.plot_examples(systems["hybrid"]["dir"], test, n_items=2, unseen=["fr"])
+    assert len(fig.axes) % 8 == 0 and len(fig.axes) // 8 == 2 * 3  # caption, the captioned emoji, a gap, top 5
+    assert any("never trained on" in t.get_text() for ax in fig.axes[::8] for t in ax.texts)
     with np.load(systems["hybrid"]["dir"] / "topk_t2i.npz") as z:
         n_hits = sum(int(z["caption_item"][r]) in z["top"][r, :5].tolist() for r in range(len(z["top"])))
     framed = sum(1 for ax in fig.axes for p in ax.patches if p.get_edgecolor()[:3] == (0.0, 0.5019607843137255, 0.0))
     assert framed <= n_hits and all(ax.images for ax in fig.axes[1::8])  # the right emoji is always shown
-    per_language = mmc.plot_per_language({k: v for k, v in systems.items()})
-    assert len(per_language.axes) == 2 and per_language.get_size_inches()[0] < 12  # no 25-inch strip
-    assert len(per_language.legends) == 1 and any(ax.containers for ax in per_language.axes)
+    per_language = mmc.per_language_summaries(systems, n_resamples=30)
+    assert list(per_language) == ["En-En", "X-X-mono", "hybrid"] and set(per_language["hybrid"]) == {"en", "de", "fr"}
+    bars = mmc.plot_per_language(systems, per_language)
+    labels = [t.get_text() for t in bars.axes[0].get_xticklabels()]
+    assert labels == ["en", "de", "fr*"]  # trained first, the unseen marked
+    assert bars.get_size_inches()[0] < 12 and any("never trained on" in t.get_text() for t in bars.axes[0].texts)
     lo, hi = mmc.recall_interval(0.5, 100)
     assert lo < 0.5 < hi and hi - lo == pytest.approx(0.19, abs=0.01)  # Wilson, n = 100
     report = mmc.report_markdown(params, systems, table, sig, ["figures/x.png"], mm.reporting.provenance("test"))
     assert "All emojis designed by OpenMoji" in report and "Generated by hybridnb" in report
+    assert "Never trained on" in report and "fr" in report and "M-CLIP" in report and "91.8" in report
+    assert report.count("hybrid vs ") == 3
 
 
 @pytest.mark.parametrize("profile", ["ci", "cpu", "paper"])

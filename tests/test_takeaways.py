@@ -53,15 +53,26 @@ def test_backbones_name_the_strongest_and_weakest_and_the_significant_gains():
     assert len(lines) == 3  # "hybrid - zero-shot" is a gain over the start, not a baseline
 
 
-def test_image_text_compares_the_best_strategy_with_chance_and_the_others():
-    def system(value, lo, hi):
-        return {"results": {"kind": "image-text trained", "data": {"items": {"test": 400}},
-                            "metrics": {"t2i_r@10": {"value": value, "ci": [lo, hi]}}}}
+def test_image_text_compares_the_best_strategy_with_chance_the_others_and_the_unseen_languages():
+    def system():
+        return {"results": {"kind": "image-text trained", "data": {"items": {"test": 400}}}}
 
-    systems = {"zero-shot": {"results": {"kind": "image-text zero-shot"}}, "mono": system(0.11, 0.08, 0.14),
-               "hybrid": system(0.17, 0.13, 0.21)}
-    [sentence] = takeaways.image_text(systems)
-    assert sentence.startswith("Text→image R@10: hybrid is best at 0.170 [0.130, 0.210], 6.8x chance (10/400")
-    assert "the intervals overlap" in sentence
-    systems["mono"] = system(0.05, 0.03, 0.07)
-    assert "outside the best one's interval" in takeaways.image_text(systems)[0]
+    def entry(mean, lo, hi, seeds=3):
+        return {"mean": mean, "low": lo, "high": hi, "per_seed": [mean] * seeds}
+
+    systems = {"zero-shot": {"results": {"kind": "image-text zero-shot"}}, "mono": system(), "hybrid": system()}
+    summaries = {"zero-shot": {"t2i R@10": None},
+                 "mono": {"t2i R@10": entry(0.11, 0.08, 0.14), "t2i R@10 trained": entry(0.12, 0.1, 0.14),
+                          "t2i R@10 unseen": entry(0.08, 0.05, 0.11)},
+                 "hybrid": {"t2i R@10": entry(0.17, 0.13, 0.21), "t2i R@10 trained": entry(0.2, 0.17, 0.23),
+                            "t2i R@10 unseen": entry(0.1, 0.07, 0.13)}}
+    first, second = takeaways.image_text(systems, summaries)
+    assert first.startswith("Text→image R@10 (mean of 3 seeds): hybrid is best at 0.170 [0.130, 0.210], 6.8x chance "
+                            "(10/400")
+    assert "mono is lowest at 0.110, and the intervals overlap" in first
+    assert second == ("hybrid on the caption languages never trained on: 0.100 [0.070, 0.130], against 0.200 on "
+                      "the trained ones.")
+    summaries["mono"]["t2i R@10"] = entry(0.05, 0.03, 0.07)
+    assert "outside the best one's interval" in takeaways.image_text(systems, summaries)[0]
+    summaries["hybrid"]["t2i R@10 unseen"] = None  # every language trained on: no second sentence
+    assert len(takeaways.image_text(systems, summaries)) == 1

@@ -337,11 +337,15 @@ def report_markdown(params: dict, systems: dict, table: pd.DataFrame, sig: pd.Da
     features = sum(run["results"]["timings"].get("features_s", 0.0) for run in runs_all)
     n_seeds = {n: len(s["runs"]) for n, s in trained.items()}
     frozen = model.get("frozen_features")
-    tower = (f"`{model['image_tower']}`, pre-trained and frozen (LiT: only the text tower and the two projections "
+    tower = (f"`{model['image_tower']}`, pre-trained and frozen (LiT: only the text side and the two projections "
              f"train), its features computed once per image at {model['image_size']} px and cached on disk "
              f"({frozen['extractor']}, weights sha256 {frozen['weights_sha256'][:12]}...)" if frozen else
              f"`{model['image_tower']}` at {model['image_size']} px, trained from scratch")
     unseen = data.get("unseen_languages") or []
+    n_frozen = model.get("frozen_text_layers") or 0
+    text_side = (f"word embeddings and layers 1-{n_frozen} frozen, their outputs computed once per caption and "
+                 "cached; the layers above train" if n_frozen else
+                 "word embeddings frozen, every layer trains" if model.get("freeze_embeddings") else "all of it trains")
     lines = ["# Multilingual image-text retrieval with hybrid batches", "", reporting.stamp(prov), "",
              f"Wall time of the runs behind this report: {wall / 60:.1f} min ({features / 60:.1f} min of it reading "
              "or computing the cached image features).", "", "## What was run", "",
@@ -350,8 +354,8 @@ def report_markdown(params: dict, systems: dict, table: pd.DataFrame, sig: pd.Da
              f"- Caption languages trained on: {', '.join(data.get('train_languages') or data['languages'])}. "
              + (f"Never trained on (zero-shot languages, also kept out of validation): {', '.join(unseen)}."
                 if unseen else "All languages are trained on."),
-             f"- Model: text tower `{model['text']}` (max length {model['max_length']}"
-             f"{', word embeddings frozen' if params.get('mm_freeze_embeddings') else ''}); image tower {tower}; "
+             f"- Model: text tower `{model['text']}` (max length {model['max_length']}; {text_side}); image tower "
+             f"{tower}; "
              f"linear projections to {model['dim']} dimensions; symmetric image-text InfoNCE, plus caption-caption "
              "InfoNCE on cross batches.",
              f"- Training: {training['steps']} steps of {training['batch_size']} images, lr {training['lr']:g} (text) / "

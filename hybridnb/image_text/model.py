@@ -74,6 +74,7 @@ class ImageTextModel(nn.Module):
         self.text_proj = nn.Linear(int(text_encoder.dim), dim, bias=False)
         self.image_proj = nn.Linear(int(image_tower.out_dim), dim, bias=False)
         self.dim = dim
+        self.frozen_text = None  # a text_features.FrozenTextLayers: the lower text layers frozen and cached
         device = getattr(text_encoder, "device", torch.device("cpu"))
         self.image_tower.to(device), self.text_proj.to(device), self.image_proj.to(device)
 
@@ -82,8 +83,15 @@ class ImageTextModel(nn.Module):
         return self.text_proj.weight.device
 
     def encode_text(self, texts: Sequence[str]) -> Tensor:
+        if self.frozen_text is not None:  # the top text layers from the cached states of the frozen ones
+            return F.normalize(self.text_proj(self.frozen_text(list(texts)).float()), dim=-1)
         features = self.text_encoder.tokenize(list(texts), self.caption_kind)
         return F.normalize(self.text_proj(self.text_encoder(features).float()), dim=-1)
+
+    def prepare_texts(self, texts: Sequence[str]) -> None:
+        """With frozen lower text layers, read (or compute once and cache) their states for `texts`."""
+        if self.frozen_text is not None:
+            self.frozen_text.prepare(texts)
 
     def encode_images(self, inputs: Tensor) -> Tensor:
         """Embed what ``image_tower.inputs(table, items)`` returned."""

@@ -55,7 +55,7 @@ SHARED = ("model", "seed", "n_resamples", "temperature")  # notebook parameters 
 NOTEBOOK_SHARED = ("profile", *SHARED, "encode_batch_size")
 RUN_KEYS = ("model", "dataset", "languages", "train_languages", "train_items", "val_items", "eval_items", "strategy", "alpha", "steps",
             "batch_size", "lr", "image_lr", "weight_decay", "warmup_ratio", "max_grad_norm", "temperature",
-            "text_weight", "image_tower", "image_tower_args", "image_size", "dim", "max_length", "freeze_embeddings", "train_dtype",
+            "text_weight", "image_tower", "image_tower_args", "image_size", "dim", "max_length", "freeze_embeddings", "frozen_text_layers", "train_dtype",
             "val_every", "val_batches", "n_resamples", "seed")
 ZERO_SHOT_KEYS = ("model", "dataset", "languages", "eval_items", "image_size", "max_length", "n_resamples", "seed")
 SPLIT_SEED = 0
@@ -104,6 +104,7 @@ def check_run(params: dict[str, Any], strategy=None, zero_shot: bool = False) ->
             _check_items(name, cfg[name])
     if not zero_shot:
         cfg["train_languages"] = _train_languages(cfg["train_languages"], cfg["languages"] or list(valid))
+    seeds(params)  # mm_seeds: checked with every run, although read by check_runs / collect
     n = cfg["n_resamples"]
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n_resamples must be a positive int, got {n!r}")
@@ -236,6 +237,7 @@ def evaluate(model, table, cfg: dict[str, Any]) -> tuple[ImageTextResult, np.nda
     """The test metrics (as :func:`image_text_eval.evaluate_table`, captions embedded length-sorted to cut
     padding) and each caption's 10 best images."""
     texts, langs, item = table.caption_rows()
+    model.prepare_texts(texts)  # frozen lower text layers: their states read from (or written to) the cache
     order = np.argsort([len(t) for t in texts], kind="stable")
     text_emb = np.empty((len(texts), model.dim), np.float32)
     text_emb[order] = model.embed_texts([texts[i] for i in order], cfg["encode_batch_size"])
@@ -290,6 +292,8 @@ class ImageTextRun:
         model = itt.build_model(tcfg)
         _, weights_dir = run_dirs(self.cfg)
         t0 = time.time()
+        if model.frozen_text is not None:  # its states are read or computed in train_image_text / evaluate
+            model.frozen_text.show_progress = show_progress
         if hasattr(model.image_tower, "prepare"):  # a frozen tower: every split's features, cached once per image
             model.image_tower.show_progress = show_progress
             for table in data.values():
@@ -319,6 +323,7 @@ class ImageTextRun:
             "model": {"text": cfg["model"], "image_tower": cfg["image_tower"],
                       "image_tower_args": cfg["image_tower_args"], "image_size": cfg["image_size"], "dim": cfg["dim"],
                       "max_length": cfg["max_length"], "evaluated": "best validation loss", "frozen_features": tower_key,
+                      "freeze_embeddings": cfg["freeze_embeddings"], "frozen_text_layers": cfg["frozen_text_layers"],
                       "weights": str(weights_dir / "model.pt")},
             "data": {"dataset": cfg["dataset"], "languages": data["test"].languages, "items": sizes,
                      "train_languages": seen, "unseen_languages": unseen,
@@ -331,6 +336,7 @@ class ImageTextRun:
                          "kinds": pd.Series([r["kind"] for r in trained.history]).value_counts().to_dict()},
             "provenance": reporting.provenance(self.profile),
             "timings": {"wall_s": time.time() - started, "features_s": self.features_s,
+                        "text_states_s": trained.text_states_s,
                         "train_s": sum(r["step_s"] for r in trained.history),
                         "eval_s": time.time() - t_eval},
             "metrics": metrics, "summary": {**result.summary(), "languages_seen_unseen": languages},

@@ -39,6 +39,7 @@ from hybridnb import allocator, training
 from hybridnb.training import embedding_grads, losses, sampling
 from hybridnb.image_text.model import ImageTextModel, batch_loss, collate_image_text
 from hybridnb.image_text.caption_table import ImageTextTable
+from hybridnb.image_text.text_features import FrozenTextLayers
 from hybridnb.image_text.towers import FROZEN_TOWERS, IMAGE_TOWERS, build_image_tower
 
 __all__ = ["ImageTextConfig", "ImageTextTrainResult", "check_settings", "check", "build_model",
@@ -72,6 +73,8 @@ class ImageTextConfig:
     max_length: int = 32                # caption tokens
     freeze_embeddings: bool = False     # keep the text tower's 250k x 384 word embeddings fixed: AdamW's pass over
                                         # 96M parameters was a third of a CPU step, and rows of unseen languages stay put
+    frozen_text_layers: int = 0         # > 0: the embeddings and the first N transformer layers frozen, their
+                                        # outputs cached once per caption (image_text.text_features); 0: train all
     seed: int = 0
     val_every: int = 50
     val_batches: int = 4
@@ -84,6 +87,7 @@ class ImageTextTrainResult:
     best_step: int
     best_val_loss: float
     log_path: Path | None
+    text_states_s: float = 0.0  # reading (or computing once) the frozen text layers' states of train + validation
 
 
 def _positive_int(name: str, value) -> None:
@@ -116,6 +120,11 @@ def check_settings(cfg: ImageTextConfig) -> ImageTextConfig:
         _positive_int("image_size", cfg.image_size)
         if cfg.image_size < 8:
             raise ValueError(f"image_size must be >= 8 pixels, got {cfg.image_size}")
+    n = cfg.frozen_text_layers
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"frozen_text_layers must be an int >= 0 (0: train every text layer), got {n!r}")
+    if not isinstance(cfg.freeze_embeddings, bool):
+        raise ValueError(f"freeze_embeddings must be true or false, got {cfg.freeze_embeddings!r}")
     if cfg.languages is not None and (isinstance(cfg.languages, str) or not cfg.languages
                                       or len(set(cfg.languages)) != len(cfg.languages)):
         raise ValueError(f"languages must be null or a non-empty list without duplicates, got {cfg.languages!r}")
@@ -157,13 +166,14 @@ def build_model(cfg: ImageTextConfig, text_encoder=None) -> ImageTextModel:
     kwargs = dict(cfg.image_tower_args)
     if cfg.image_tower in SIZED_TOWERS:
         kwargs.setdefault("image_size", cfg.image_size)
-    if not isinstance(cfg.freeze_embeddings, bool):
-        raise ValueError(f"freeze_embeddings must be true or false, got {cfg.freeze_embeddings!r}")
     if cfg.freeze_embeddings:
         text_model = getattr(text_encoder, "model", text_encoder)
         text_model.get_input_embeddings().weight.requires_grad_(False)
     torch.manual_seed(cfg.seed)
-    return ImageTextModel(text_encoder, build_image_tower(cfg.image_tower, **kwargs), dim=cfg.dim)
+    model = ImageTextModel(text_encoder, build_image_tower(cfg.image_tower, **kwargs), dim=cfg.dim)
+    if cfg.frozen_text_layers:
+        model.frozen_text = FrozenTextLayers(text_encoder, cfg.frozen_text_layers, kind=model.caption_kind)
+    return model
 
 
 def build_image_optimizer(model: ImageTextModel, cfg: ImageTextConfig) -> torch.optim.AdamW:
@@ -209,8 +219,11 @@ def train_image_text(model: ImageTextModel, train_table: ImageTextTable, val_tab
     sampler = check(cfg, train_table)  # every check before any work
     allocator.tune_malloc()
     train_table, val_table = _languages(cfg, train_table, "training"), _languages(cfg, val_table, "validation")
-    for table in (train_table, val_table):  # a frozen tower's cached features, read (or computed) before step 0
+    t_states = time.perf_counter()
+    for table in (train_table, val_table):  # frozen towers' cached features, read (or computed) before step 0
         getattr(model.image_tower, "prepare", lambda t: None)(table)
+        model.prepare_texts(table.caption_rows()[0])
+    text_states_s = time.perf_counter() - t_states
     val_batches = training.trainer.fixed_validation_batches(cfg, val_table)
     log_path = None
     if out_dir is not None:
@@ -263,7 +276,7 @@ def train_image_text(model: ImageTextModel, train_table: ImageTextTable, val_tab
         model.load_state_dict(best_state)
     model.eval()
     allocator.release_memory()
-    return ImageTextTrainResult(history, best["step"], best["val_loss"], log_path)
+    return ImageTextTrainResult(history, best["step"], best["val_loss"], log_path, text_states_s)
 
 
 def config_dict(cfg: ImageTextConfig) -> dict:

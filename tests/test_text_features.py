@@ -1,0 +1,127 @@
+"""Tests for hybridnb.image_text.text_features (the text tower's frozen lower layers, cached): the cached path
+gives the full model's embeddings, only the top layers get gradients, the disk cache is reused and repaired,
+and bad settings are refused; and its use by the image-text trainer (frozen_text_layers)."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tiny_models import WORDS, save_tiny_bert  # noqa: E402
+
+from hybridnb.image_text import trainer as itt  # noqa: E402
+from hybridnb.image_text.text_features import FrozenTextLayers  # noqa: E402
+from hybridnb.models.encoders import Encoder  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+CAPTIONS = [" ".join(WORDS[i:i + 1 + i % 5]) for i in range(12)]  # 1-5 words: padding in every batch
+
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory):
+    return str(save_tiny_bert(tmp_path_factory.mktemp("bert") / "bert", dropout=0.1))
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HYBRIDNB_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def encoder_for(bert, prefix="query: "):
+    return Encoder.from_pretrained(bert, max_length=8, query_prefix=prefix)
+
+
+@pytest.mark.parametrize("n_frozen", [1, 2])
+def test_the_cached_path_gives_the_full_models_embeddings(n_frozen, bert, cache):
+    encoder = encoder_for(bert).eval()
+    with torch.no_grad():
+        full = encoder(encoder.tokenize(CAPTIONS, "query"))
+    frozen = FrozenTextLayers(encoder, n_frozen, show_progress=False)
+    frozen.prepare(CAPTIONS)
+    with torch.no_grad():
+        cached = frozen(CAPTIONS)
+        again = frozen(list(reversed(CAPTIONS)))  # other batch-mates, other padding: the same rows
+    torch.testing.assert_close(cached, full, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(again, cached.flip(0), rtol=1e-5, atol=1e-5)
+    assert len(encoder.model.encoder.layer) == 2  # the model is whole again after the top-only call
+    with torch.no_grad():
+        unprepared = frozen(["an unseen caption"])  # computed on the fly, not cached on disk
+        torch.testing.assert_close(unprepared, encoder(encoder.tokenize(["an unseen caption"], "query")),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_only_the_top_layers_get_gradients(bert, cache):
+    encoder = encoder_for(bert).train()
+    frozen = FrozenTextLayers(encoder, 1, show_progress=False)
+    frozen.prepare(CAPTIONS)
+    frozen(CAPTIONS[:4]).sum().backward()
+    layers = encoder.model.encoder.layer
+    assert all(p.grad is None and not p.requires_grad for p in encoder.model.embeddings.parameters())
+    assert all(p.grad is None and not p.requires_grad for p in layers[0].parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in layers[1].parameters())
+
+
+def test_the_state_cache_is_reused_keyed_and_repaired(bert, cache, monkeypatch):
+    encoder = encoder_for(bert).eval()
+    frozen = FrozenTextLayers(encoder, 1, show_progress=False)
+    frozen.prepare(CAPTIONS)
+    folders = list((cache / "text_states").iterdir())
+    assert len(folders) == 1 and {p.name for p in folders[0].iterdir()} == {"states.npy", "offsets.npy",
+                                                                             "texts.json", "meta.json"}
+    with torch.no_grad():
+        reference = frozen(CAPTIONS)
+
+    fresh = FrozenTextLayers(encoder, 1, show_progress=False)  # a new process: read from disk, nothing computed
+    with monkeypatch.context() as m:
+        m.setattr(fresh, "_compute", lambda texts: pytest.fail("computed although cached"))
+        fresh.prepare(CAPTIONS)
+        with torch.no_grad():
+            torch.testing.assert_close(fresh(CAPTIONS), reference)
+
+    np.save(folders[0] / "offsets.npy", np.array([0, 1]))  # damaged: recomputed and replaced
+    repaired = FrozenTextLayers(encoder, 1, show_progress=False)
+    repaired.prepare(CAPTIONS)
+    with torch.no_grad():
+        torch.testing.assert_close(repaired(CAPTIONS), reference)
+    assert len(np.load(folders[0] / "offsets.npy")) == len(CAPTIONS) + 1
+
+    # another prefix, another depth, other weights: other folders
+    FrozenTextLayers(encoder_for(bert, prefix="passage: "), 1, show_progress=False).prepare(CAPTIONS)
+    FrozenTextLayers(encoder, 2, show_progress=False).prepare(CAPTIONS)
+    other = encoder_for(bert)
+    with torch.no_grad():
+        other.model.embeddings.word_embeddings.weight.add_(0.01)
+    FrozenTextLayers(other, 1, show_progress=False).prepare(CAPTIONS)
+    assert len(list((cache / "text_states").iterdir())) == 4
+
+
+@pytest.mark.parametrize("n", [0, 3, -1, True, 1.5])
+def test_a_depth_outside_the_model_is_refused(n, bert):
+    with pytest.raises(ValueError, match=r"frozen_text_layers must be an int in \[1, 2\]"):
+        FrozenTextLayers(encoder_for(bert), n)
+
+
+def test_the_trainer_setting_builds_the_cached_path_and_checks_its_value(bert, cache):
+    cfg = itt.ImageTextConfig(frozen_text_layers=1, image_size=16, dim=8, max_length=8,
+                              image_tower_args={"width": 8, "depth": 2})
+    model = itt.build_model(cfg, encoder_for(bert))
+    assert model.frozen_text is not None and model.frozen_text.prefix == "query: "
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert not any(n.startswith("text_encoder.model.encoder.layer.0.") for n in trainable)
+    assert any(n.startswith("text_encoder.model.encoder.layer.1.") for n in trainable)
+    assert "text_proj.weight" in trainable
+    model.eval()
+    with torch.no_grad():
+        cached = model.encode_text(CAPTIONS[:3])
+        model.frozen_text = None
+        torch.testing.assert_close(cached, model.encode_text(CAPTIONS[:3]), rtol=1e-5, atol=1e-5)
+    assert itt.build_model(itt.ImageTextConfig(image_size=16, dim=8, max_length=8,
+                                               image_tower_args={"width": 8, "depth": 2}),
+                           encoder_for(bert)).frozen_text is None
+    with pytest.raises(ValueError, match="frozen_text_layers must be an int >= 0"):
+        itt.check_settings(itt.ImageTextConfig(frozen_text_layers=-2))
