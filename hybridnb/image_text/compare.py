@@ -317,8 +317,8 @@ def probe_lines(bench: dict) -> dict:
              "probe t2i R@10": f"{r['t2i_r@10']:.3f}", "probe i2t R@10": f"{r['i2t_r@10']:.3f}"} for r in bench["rows"]]
     st = bench["settings"]
     return {"lines": [
-        f"Measured by benchmarks/bench_image_towers.py ({reporting.stamp(bench['provenance'])}): a linear map from "
-        f"each tower's frozen features into frozen E5 caption embeddings, trained on {st['probe_train_images']} "
+        f"Measured by benchmarks/bench_image_towers.py: {reporting.stamp(bench['provenance'])}", "",
+        f"Probe: a linear map from each tower's frozen features into frozen E5 caption embeddings, trained on {st['probe_train_images']} "
         f"training emojis and scored on the {st['test_images']} test emojis (chance R@10 "
         f"{10 / st['test_images']:.3f}); speed at {st['image_size']} px on {st['threads']} threads.", "",
         reporting.markdown_table(rows), "", f"Chosen: {bench['chosen']}: {bench['reason']}."]
@@ -335,6 +335,9 @@ def report_markdown(params: dict, systems: dict, table: pd.DataFrame, sig: pd.Da
     runs_all = [run for s in systems.values() for run in s["runs"]]
     wall = sum(run["results"]["timings"]["wall_s"] for run in runs_all)
     features = sum(run["results"]["timings"].get("features_s", 0.0) for run in runs_all)
+    states = sum(run["results"]["timings"].get("text_states_s", 0.0) for run in runs_all)
+    train = sum(run["results"]["timings"].get("train_s", 0.0) for run in runs_all)
+    evaluation = sum(run["results"]["timings"].get("eval_s", 0.0) for run in runs_all)
     n_seeds = {n: len(s["runs"]) for n, s in trained.items()}
     frozen = model.get("frozen_features")
     tower = (f"`{model['image_tower']}`, pre-trained and frozen (LiT: only the text side and the two projections "
@@ -347,8 +350,11 @@ def report_markdown(params: dict, systems: dict, table: pd.DataFrame, sig: pd.Da
                  "cached; the layers above train" if n_frozen else
                  "word embeddings frozen, every layer trains" if model.get("freeze_embeddings") else "all of it trains")
     lines = ["# Multilingual image-text retrieval with hybrid batches", "", reporting.stamp(prov), "",
-             f"Wall time of the runs behind this report: {wall / 60:.1f} min ({features / 60:.1f} min of it reading "
-             "or computing the cached image features).", "", "## What was run", "",
+             f"Wall time of the {len(runs_all)} runs behind this report: {wall / 60:.1f} min, of which "
+             f"{features / 60:.1f} min reading or computing the cached image features, {states / 60:.1f} min the "
+             f"frozen text layers' cached states of the training and validation captions (both once per machine), "
+             f"{train / 60:.1f} min training steps and {evaluation / 60:.1f} min evaluation (with the test "
+             "captions' states).", "", "## What was run", "",
              f"- Data: {data['dataset']}, {data['items']['test']} test images (never seen in training: the split is "
              f"by emoji family) x {len(data['languages'])} caption languages; items {data['items']}.",
              f"- Caption languages trained on: {', '.join(data.get('train_languages') or data['languages'])}. "
