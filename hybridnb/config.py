@@ -13,10 +13,10 @@ from typing import Any
 import yaml
 
 from hybridnb.paths import repo_root
+from hybridnb.data.parallel_table import CANDIDATE_MODES, check_candidate_mode  # noqa: F401 (re-exported)
 from hybridnb.data.sources import MLQA_R_LANGUAGES, XQUAD_R_LANGUAGES
 
 DATASET_LANGUAGES = {"xquad-r": XQUAD_R_LANGUAGES, "mlqa-r": MLQA_R_LANGUAGES}
-CANDIDATE_MODES = ("sentence+context", "sentence")
 #: float32 = the model's own precision; auto = bfloat16 where the CPU has native bf16, else float32
 #: (:mod:`hybridnb.models.precision` resolves it and maps each name to what the encoder takes)
 ENCODE_DTYPES = ("float32", "bfloat16", "float16", "int8", "auto")
@@ -188,12 +188,6 @@ def check_eval_datasets(eval_datasets: dict[str, dict | None]) -> dict[str, dict
             raise ValueError(f"{name}: max_ids must be a positive integer or null, got {max_ids!r}")
         checked[name] = {"languages": list(languages), "max_ids": max_ids}
     return checked
-
-
-def check_candidate_mode(mode: str) -> str:
-    if mode not in CANDIDATE_MODES:
-        raise ValueError(f"unknown candidate_mode {mode!r}; choose one of {list(CANDIDATE_MODES)}")
-    return mode
 
 
 def check_encode_dtype(name: str) -> str:

@@ -11,7 +11,7 @@ import unicodedata
 
 import numpy as np
 
-from hybridnb.data.parallel_table import CANDIDATE_MODES, ParallelTable, _columns, _passage_texts
+from hybridnb.data.parallel_table import ParallelTable, _columns, _passage_texts, check_candidate_mode
 
 __all__ = ["DataLeakError", "normalize_text", "check_no_overlap", "remove_overlap"]
 
@@ -26,8 +26,7 @@ def normalize_text(text: str) -> str:
 
 
 def _eval_texts(eval_task, candidate_mode: str) -> dict[str, set[str]]:
-    if candidate_mode not in CANDIDATE_MODES:
-        raise ValueError(f"unknown candidate_mode {candidate_mode!r}; valid: {', '.join(CANDIDATE_MODES)}")
+    check_candidate_mode(candidate_mode)
     c = _columns(eval_task.candidates, "sentence", "context")
     kinds = {"questions": _columns(eval_task.questions, "text")["text"], "sentences": c["sentence"]}
     if candidate_mode == "sentence+context":

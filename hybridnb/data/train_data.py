@@ -28,7 +28,7 @@ import numpy as np
 
 from hybridnb.data.mmarco import MMARCO_LANGUAGES, load_mmarco
 from hybridnb.data.overlap import DataLeakError, check_no_overlap, normalize_text, remove_overlap
-from hybridnb.data.parallel_table import CANDIDATE_MODES, Passage, ParallelTable, _check_count, _columns  # noqa: F401 (Passage)
+from hybridnb.data.parallel_table import Passage, ParallelTable, _check_count, _columns, check_candidate_mode  # noqa: F401 (Passage)
 
 __all__ = ["MMARCO_LANGUAGES", "DataLeakError", "ParallelTable", "collate", "from_lareqa", "split_validation",
            "normalize_text", "check_no_overlap", "remove_overlap", "load_mmarco"]
@@ -83,8 +83,7 @@ def from_lareqa(task, candidate_mode: str = "sentence+context", n_hard_negatives
     batch always gets its negatives). A sentence whose text equals the positive's is never a negative.
     An id with several questions in one language keeps the first (LAReQA files never have that).
     """
-    if candidate_mode not in CANDIDATE_MODES:
-        raise ValueError(f"unknown candidate_mode {candidate_mode!r}; valid: {', '.join(CANDIDATE_MODES)}")
+    check_candidate_mode(candidate_mode)
     n_neg = _check_count("n_hard_negatives", n_hard_negatives)
     _check_count("seed", seed)
     c = _columns(task.candidates, "sentence", "context", "paragraph", "lang")
