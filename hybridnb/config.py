@@ -13,8 +13,8 @@ from typing import Any
 import yaml
 
 from hybridnb.paths import repo_root
-from hybridnb.data.parallel_table import CANDIDATE_MODES, check_candidate_mode  # noqa: F401 (re-exported)
-from hybridnb.data.sources import MLQA_R_LANGUAGES, XQUAD_R_LANGUAGES
+from hybridnb.data.sources import (CANDIDATE_MODES, MLQA_R_LANGUAGES, XQUAD_R_LANGUAGES,  # noqa: F401
+                                   check_candidate_mode)
 
 DATASET_LANGUAGES = {"xquad-r": XQUAD_R_LANGUAGES, "mlqa-r": MLQA_R_LANGUAGES}
 #: float32 = the model's own precision; auto = bfloat16 where the CPU has native bf16, else float32

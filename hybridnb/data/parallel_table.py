@@ -18,19 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from hybridnb.data.sources import CANDIDATE_MODES, check_candidate_mode  # noqa: F401 (re-exported: one definition)
 from hybridnb.data.languages import check_item_columns, check_languages
 
 __all__ = ["ParallelTable", "Passage", "CANDIDATE_MODES", "check_candidate_mode"]
 
 Passage = str | tuple[str, str]  # a text, or a (sentence, context) pair for a text-pair encoder
-CANDIDATE_MODES = ("sentence+context", "sentence")
-
-
-def check_candidate_mode(mode: str) -> str:
-    """`mode` if it is one of :data:`CANDIDATE_MODES` (the one check: profiles, training data, overlap)."""
-    if mode not in CANDIDATE_MODES:
-        raise ValueError(f"unknown candidate_mode {mode!r}; choose one of {list(CANDIDATE_MODES)}")
-    return mode
 
 
 @dataclass

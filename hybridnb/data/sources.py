@@ -155,6 +155,16 @@ class RawFile:
     lang: str | None  # language of a per-language file; None for files every fetch includes (LICENSE, ...)
 
 
+CANDIDATE_MODES = ("sentence+context", "sentence")  # LAReQA's candidate: the sentence with its paragraph, or alone
+
+
+def check_candidate_mode(mode: str) -> str:
+    """`mode` if it is one of :data:`CANDIDATE_MODES` (the one check: profiles, training data, overlap)."""
+    if mode not in CANDIDATE_MODES:
+        raise ValueError(f"unknown candidate_mode {mode!r}; choose one of {list(CANDIDATE_MODES)}")
+    return mode
+
+
 def _dataset_of(path: str) -> str:
     for name, src in DATASETS.items():
         if path.startswith(src.folder + "/"):
