@@ -149,7 +149,7 @@ def _PretokenizedEncoder():
     from hybridnb.models.encoders import Encoder
 
     class PretokenizedEncoder(Encoder):
-        def _rows(self, inputs, kind):  # the rows were tokenised by --prepare with the project's tokenisation
+        def token_rows(self, inputs, kind):  # the rows were tokenised by --prepare with the project's tokenisation
             return inputs
 
     return PretokenizedEncoder
@@ -640,7 +640,7 @@ def prepare(out: Path, dry_run: bool) -> dict:
     inputs = task.candidate_inputs("sentence+context")[:limit]
     model = build_model("e5-small", True, "cpu")  # only for the Encoder (it tokenises; weights unused)
     enc = Encoder(model, tokenizer, EncoderConfig(name_or_path=OFFLINE_E5, **{**E5_RECIPE, "max_length": 256}))
-    rows = enc._rows(inputs, "passage")  # what Encoder.encode tokenises (pair_tokens.tokenize_pairs)
+    rows = enc.token_rows(inputs, "passage")  # what Encoder.encode tokenises (pair_tokens.tokenize_pairs)
     lengths = np.array([len(r) for r in rows["input_ids"]], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     flat = {"flat_input_ids": np.concatenate([np.asarray(r, dtype=np.int32) for r in rows["input_ids"]])}

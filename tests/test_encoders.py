@@ -229,7 +229,7 @@ def test_batched_pair_truncation_matches_the_per_pair_rule(model_dir, monkeypatc
         return by_tokenizer(tok, first, second, idx, strategy, *args)
 
     monkeypatch.setattr(pair_tokens, "_by_tokenizer", spy)
-    rows = enc._rows(pairs, "passage")
+    rows = enc.token_rows(pairs, "passage")
     for key in rows:
         assert rows[key] == [list(e[key]) for e in expected], key
     # the tokenizer itself did only the probe of each strategy's pairs: the rest were assembled
@@ -267,7 +267,7 @@ def test_pair_assembly_falls_back_to_the_tokenizer_when_its_template_is_wrong(mo
     wrong = pair_tokens.PairTemplate(good.pre, good.mid + good.mid, good.post, None)
     monkeypatch.setattr(pair_tokens, "pair_template", lambda tok: wrong)
     pairs, expected = _pairs_and_rule(enc.tokenizer, seed=6)
-    assert enc._rows(pairs, "passage")["input_ids"] == [e["input_ids"] for e in expected]
+    assert enc.token_rows(pairs, "passage")["input_ids"] == [e["input_ids"] for e in expected]
 
 
 def test_pairs_with_an_empty_context_are_tokenised_as_the_tokenizer_does(model_dir):
@@ -275,7 +275,7 @@ def test_pairs_with_an_empty_context_are_tokenised_as_the_tokenizer_does(model_d
     pairs = [("the river", ""), ("a city", "the capital of the country"), (" ".join(WORDS[:12]), "")]
     expected = enc.tokenizer([f"passage: {a}" for a, _ in pairs], [b for _, b in pairs], truncation="longest_first",
                              max_length=12)["input_ids"]
-    assert enc._rows(pairs, "passage")["input_ids"] == [list(e) for e in expected]
+    assert enc.token_rows(pairs, "passage")["input_ids"] == [list(e) for e in expected]
 
 
 def test_single_texts_truncate_to_max_length(model_dir):

@@ -1,17 +1,26 @@
 """Tests for hybridnb.image_text.image_features and the frozen tower that reads it (towers.FrozenFeatures):
 the real EfficientNet-Lite0 weights (they ship in a pip package) on tiny images, the on-disk cache (reuse, a
-damaged folder recomputed, another table or setting another folder) and the clear errors for a missing or
-corrupt weights file or a missing package."""
+damaged folder recomputed, another table or setting another folder), the clear errors for a missing or
+corrupt weights file or a missing package, and a language selection sharing its parent table's features
+(no pixel hashed again, in the tower and in the trainer; nothing shared with a table of other items or images)."""
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from hybridnb.image_text import image_features as imf
+from hybridnb.image_text import trainer as itt
 from hybridnb.image_text.caption_table import ImageTextTable
 from hybridnb.image_text.towers import IMAGE_TOWERS, build_image_tower
+from hybridnb.models.encoders import Encoder
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tiny_models import save_tiny_bert  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SIZE = 32  # the smallest input the extractor takes: a 1 x 1 final feature map, fast on 1 thread
@@ -22,6 +31,21 @@ def table(n=5, seed=0, size=SIZE):
     images = np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
     return ImageTextTable([f"i{seed}-{k}" for k in range(n)], ["en"], {"en": [f"caption {k}" for k in range(n)]},
                           images=images, name="toy")
+
+
+def bilingual(t):
+    """`t` with German captions for its even items: selecting "en" keeps every item, "de" drops the odd ones."""
+    de = [None if k % 2 else f"Bildunterschrift {k}" for k in range(len(t))]
+    return ImageTextTable(t.ids, ["en", "de"], {"en": t.captions["en"], "de": de}, images=t.images,
+                          image_paths=t.image_paths, name=t.name)
+
+
+@pytest.fixture
+def key_calls(monkeypatch):
+    """The tables whose images were hashed (imf.table_key, the cache key of every read or write)."""
+    calls, real = [], imf.table_key
+    monkeypatch.setattr(imf, "table_key", lambda t: calls.append(t) or real(t))
+    return calls
 
 
 @pytest.fixture
@@ -135,3 +159,64 @@ def test_the_frozen_tower_looks_features_up_and_keeps_nothing_in_its_state(cache
     assert torch.equal(rows, features[[3, 0]]) and torch.equal(tower(rows), rows)  # identity forward
     fresh = table()  # an equal table read again: the memo misses, the disk cache hits
     assert torch.equal(tower.prepare(fresh), features)
+
+
+def test_a_language_selection_keeping_every_item_shares_its_parents_features_unhashed(cache, key_calls):
+    tower = build_image_tower("efficientnet-lite0", image_size=SIZE, show_progress=False)
+    parent = bilingual(table())
+    features = tower.prepare(parent)
+    key_calls.clear()
+    child = parent.select_languages(["en"])  # every item kept, a copy of the images: the memo of `parent` misses
+    assert child.ids == parent.ids and child.images is not parent.images
+    assert tower.prepare(child, parent) is features and tower.prepare(child) is features
+    assert torch.equal(tower.inputs(child, [4, 1]), features[[4, 1]])
+    assert key_calls == []  # no pixel hashed again
+    # the rows the disk cache gives the child: its key covers ids and pixels only, so it is the parent's folder
+    assert imf.feature_dir(child, tower.extractor) == imf.feature_dir(parent, tower.extractor)
+    assert np.array_equal(imf.cached_features(child, tower.extractor, show_progress=False), features.numpy())
+
+
+def test_a_table_that_is_not_its_parents_items_gets_its_own_features(cache, key_calls):
+    tower = build_image_tower("efficientnet-lite0", image_size=SIZE, show_progress=False)
+    parent = bilingual(table())
+    features = tower.prepare(parent)
+    key_calls.clear()
+    dropped = parent.select_languages(["de"])  # the odd items dropped: the child's own cache, as without parent
+    assert torch.equal(tower.prepare(dropped, parent),
+                       torch.from_numpy(imf.cached_features(dropped, tower.extractor, show_progress=False)))
+    assert key_calls and key_calls[0] is dropped
+    other = table(seed=1)  # the same ids, other pixels, no parent: hashed, and other features
+    other.ids[:] = parent.ids
+    assert not torch.equal(tower.prepare(other), features)
+    assert key_calls[-1] is other
+    larger = table(size=2 * SIZE)  # the same ids, images of another size: not the parent's
+    larger.ids[:] = parent.ids
+    assert tower.prepare(larger, parent) is not features and key_calls[-1] is larger
+
+
+def test_image_file_tables_share_features_by_path(tmp_path, cache, key_calls):
+    t = table()
+    paths = [tmp_path / f"{i}.png" for i in t.ids]
+    for p, image in zip(paths, t.images):
+        Image.fromarray(image).save(p)
+    parent = bilingual(ImageTextTable(t.ids, ["en"], t.captions, image_paths=[str(p) for p in paths]))
+    tower = build_image_tower("efficientnet-lite0", image_size=SIZE, show_progress=False)
+    features = tower.prepare(parent)
+    key_calls.clear()
+    assert tower.prepare(parent.select_languages(["en"]), parent) is features and key_calls == []
+    moved = ImageTextTable(t.ids, ["en"], t.captions, image_paths=[str(p) for p in reversed(paths)])
+    assert tower.prepare(moved, parent) is not features and key_calls[-1] is moved  # other files: not the parent's
+
+
+def test_training_on_a_language_selection_reads_no_image_again(tmp_path, cache, key_calls):
+    bert = save_tiny_bert(tmp_path / "bert")
+    cfg = itt.ImageTextConfig(strategy="mono", image_tower="efficientnet-lite0", image_size=SIZE, languages=["en"],
+                              steps=2, batch_size=2, dim=8, max_length=8, val_every=1, val_batches=1)
+    model = itt.build_model(cfg, Encoder.from_pretrained(str(bert), max_length=8))
+    model.image_tower.show_progress = False
+    train, val = bilingual(table(6)), bilingual(table(4, seed=1))
+    for split in (train, val):  # as ImageTextRun.train: every split prepared first
+        model.image_tower.prepare(split)
+    key_calls.clear()
+    result = itt.train_image_text(model, train, val, cfg, show_progress=False)
+    assert key_calls == [] and result.image_features_s > 0 and len(result.history) == 2

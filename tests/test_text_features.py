@@ -1,7 +1,9 @@
 """Tests for hybridnb.image_text.text_features (the text tower's frozen lower layers, cached): the cached path
 gives the full model's embeddings, only the top layers get gradients, the disk cache is reused and repaired,
-and bad settings are refused; and its use by the image-text trainer (frozen_text_layers)."""
+the frozen weights are hashed once and each caption tokenised once, and bad settings are refused; and its use by
+the image-text trainer (frozen_text_layers)."""
 
+import hashlib
 import sys
 from pathlib import Path
 
@@ -98,6 +100,66 @@ def test_the_state_cache_is_reused_keyed_and_repaired(bert, cache, monkeypatch):
         other.model.embeddings.word_embeddings.weight.add_(0.01)
     FrozenTextLayers(other, 1, show_progress=False).prepare(CAPTIONS)
     assert len(list((cache / "text_states").iterdir())) == 4
+
+
+def test_the_frozen_weights_are_hashed_once_to_the_same_key(bert, cache, monkeypatch):
+    encoder = encoder_for(bert).eval()
+    frozen = FrozenTextLayers(encoder, 1, show_progress=False)
+    expected = hashlib.sha256()  # the key's definition: existing caches stay valid
+    for module in (encoder.model.embeddings, encoder.model.encoder.layer[0]):
+        for name, tensor in module.state_dict().items():
+            expected.update(name.encode())
+            expected.update(tensor.contiguous().view(torch.uint8).numpy().tobytes())
+    calls = []
+    real = encoder.model.embeddings.state_dict
+    monkeypatch.setattr(encoder.model.embeddings, "state_dict", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for captions in (CAPTIONS[:4], CAPTIONS[4:8], CAPTIONS[8:]):  # train, validation, test
+        frozen.prepare(captions)
+    assert len(calls) == 1 and frozen.weights_key() == expected.hexdigest()[:16]
+
+
+class CountingTokenizer:
+    """The tokenizer, counting the texts it tokenises."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.texts = tokenizer, []
+
+    def __call__(self, texts, **kwargs):
+        self.texts += list(texts)
+        return self.tokenizer(texts, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+
+@torch.no_grad()
+def states_tokenised_per_batch(encoder, texts, n_frozen):
+    """hidden_states[n_frozen] as computed before captions were tokenised once: lengths from a first pass, then
+    each batch of 64 (longest first) tokenised again."""
+    lengths = encoder.tokenize(texts, "query")["attention_mask"].sum(dim=1).tolist()
+    order = np.argsort(lengths, kind="stable")[::-1]
+    out = [None] * len(texts)
+    for start in range(0, len(texts), 64):
+        idx = order[start:start + 64]
+        features = encoder.tokenize([texts[i] for i in idx], "query")
+        hidden = encoder.model(**features, output_hidden_states=True).hidden_states[n_frozen]
+        for row, i in enumerate(idx):
+            out[i] = hidden[row, :lengths[i]]
+    return out
+
+
+def test_each_caption_is_tokenised_once_and_its_states_are_unchanged(bert, cache, monkeypatch):
+    texts = sorted({" ".join(WORDS[i % 30:i % 30 + 1 + i % 9]) + f" {WORDS[i % 7]}" for i in range(90)})
+    assert len(texts) > 64  # two batches, the longest captions truncated at max_length
+    encoder = encoder_for(bert).train()  # the states are computed in eval mode all the same
+    frozen = FrozenTextLayers(encoder, 1, show_progress=False)
+    counting = CountingTokenizer(encoder.tokenizer)
+    monkeypatch.setattr(encoder, "tokenizer", counting)
+    frozen.prepare(texts)
+    assert sorted(counting.texts) == sorted("query: " + t for t in texts)
+    monkeypatch.undo()
+    expected = states_tokenised_per_batch(encoder.eval(), texts, 1)
+    assert all(torch.equal(frozen._states[t], e) for t, e in zip(texts, expected))
 
 
 @pytest.mark.parametrize("n", [0, 3, -1, True, 1.5])

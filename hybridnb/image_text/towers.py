@@ -132,9 +132,10 @@ class FrozenFeatures(nn.Module):
     """A frozen pre-trained image tower whose features come from the on-disk cache (LiT's locked tower).
 
     ``prepare(table)`` reads (or computes once and caches) the features of every image of `table`
-    (:func:`hybridnb.image_text.image_features.cached_features`); ``inputs(table, items)`` looks rows up, preparing
-    a table it has not seen; ``forward`` is the identity, so only the model's image projection trains. Nothing
-    of the tower is in ``state_dict()``: a run's ``model.pt`` holds the text side and the projections.
+    (:func:`hybridnb.image_text.image_features.cached_features`), or takes them from the table it was cut from
+    (``prepare(table, parent)``); ``inputs(table, items)`` looks rows up, preparing a table it has not seen;
+    ``forward`` is the identity, so only the model's image projection trains. Nothing of the tower is in
+    ``state_dict()``: a run's ``model.pt`` holds the text side and the projections.
     """
 
     def __init__(self, extractor: str, image_size: int = 224, batch_size: int = 64, show_progress: bool = True):
@@ -144,12 +145,22 @@ class FrozenFeatures(nn.Module):
         self.show_progress = show_progress
         self._tables: dict[int, tuple[weakref.ref, Tensor]] = {}  # id(table) -> (table, its features)
 
-    def prepare(self, table: ImageTextTable) -> Tensor:
-        """(len(table), out_dim) features of `table`, kept for its later ``inputs`` calls."""
+    def prepare(self, table: ImageTextTable, parent: ImageTextTable | None = None) -> Tensor:
+        """(len(table), out_dim) features of `table`, kept for its later ``inputs`` calls.
+
+        `parent`: the table `table` was cut from (``parent.select_languages(...)``: each item keeps its image).
+        When it kept every item, `table` gets `parent`'s features, its images neither hashed nor read: a language
+        selection holds a copy of the images, so the memo misses it, and the cache key would hash every pixel
+        again (~470 MB for the 224 px OpenMoji training split) only to name `parent`'s folder. Otherwise
+        `table`'s own cache, as without `parent`: rows computed in other batches differ in the last bits.
+        """
         known = self._tables.get(id(table))
         if known is not None and known[0]() is table:
             return known[1]
-        features = torch.from_numpy(image_features.cached_features(table, self.extractor, self.show_progress))
+        if parent is not None and _same_images(table, parent):
+            features = self.prepare(parent)
+        else:
+            features = torch.from_numpy(image_features.cached_features(table, self.extractor, self.show_progress))
         self._tables = {k: v for k, v in self._tables.items() if v[0]() is not None}  # forget collected tables
         self._tables[id(table)] = (weakref.ref(table), features)
         return features
@@ -160,6 +171,16 @@ class FrozenFeatures(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return x
+
+
+def _same_images(table: ImageTextTable, parent: ImageTextTable) -> bool:
+    """Whether `table`, cut from `parent`, holds all of its items in order, stored alike (the same image size,
+    or the same files); the pixels themselves are the caller's word (reading them is what this saves)."""
+    if table.ids != parent.ids:
+        return False
+    if table.images is not None:
+        return parent.images is not None and table.images.shape == parent.images.shape
+    return table.image_paths == parent.image_paths
 
 
 class EfficientNetLite0Features(FrozenFeatures):

@@ -192,7 +192,7 @@ class Encoder(torch.nn.Module):
             return [prefix + a for a, _ in inputs], [b for _, b in inputs]
         raise TypeError("inputs must be all strings or all (text, context) pairs of strings")
 
-    def _rows(self, inputs, kind: str) -> dict[str, list[list[int]]]:
+    def token_rows(self, inputs, kind: str) -> dict[str, list[list[int]]]:
         """Tokenise without padding: {"input_ids": [...], "attention_mask": [...], ...} as lists."""
         first, second = self._texts(inputs, kind)
         tok, max_length = self.tokenizer, self.config.max_length
@@ -210,12 +210,12 @@ class Encoder(torch.nn.Module):
 
     def tokenize(self, inputs: Sequence[str] | Sequence[tuple[str, str]], kind: str) -> dict[str, torch.Tensor]:
         """Padded tensors for a batch; ``kind`` ("query" | "passage") picks the prefix (first segment)."""
-        rows = self._rows(inputs, kind)
+        rows = self.token_rows(inputs, kind)
         if not rows["input_ids"]:
             raise ValueError("nothing to tokenize")
-        return self._pad(rows, np.arange(len(rows["input_ids"])))
+        return self.pad_rows(rows, np.arange(len(rows["input_ids"])))
 
-    def _pad(self, rows: dict[str, list], idx: np.ndarray) -> dict[str, torch.Tensor]:
+    def pad_rows(self, rows: dict[str, list], idx: np.ndarray) -> dict[str, torch.Tensor]:
         """Right-pad the selected tokenised rows into tensors (faster than tokenizer.pad)."""
         lens = [len(rows["input_ids"][i]) for i in idx]
         width = max(lens)
@@ -265,7 +265,7 @@ class Encoder(torch.nn.Module):
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         allocator.tune_malloc()
-        rows = self._rows(inputs, kind)
+        rows = self.token_rows(inputs, kind)
         n = len(rows["input_ids"])
         if n == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
@@ -286,7 +286,7 @@ class Encoder(torch.nn.Module):
                                                         desc=f"encode {kind}") as bar:
                 for start in range(0, n, batch_size):
                     idx = order[start : start + batch_size]
-                    emb = self.forward(self._pad(rows, idx))
+                    emb = self.forward(self.pad_rows(rows, idx))
                     out[idx] = emb.float().cpu().numpy()
                     bar.update(len(idx))
         finally:
