@@ -6,9 +6,11 @@ Where a run's data flows (``python -m hybridnb train --profile cpu``, notebook 0
 
 1. **profile** -> ``params/<profile>.yaml`` is read by :func:`hybridnb.config.load_profile` (a flat mapping of
    notebook parameters); ``--set key=value`` / papermill ``-p`` override single keys.
-2. **config** -> :func:`hybridnb.studies.runs.check_run` checks every key before any work and returns the
-   run config: the result-defining keys (``RUN_KEYS``), their hash and the run's name. A finished run with
-   the same hash under ``reports/runs/<name>/`` is reused (:func:`~hybridnb.studies.runs.find_finished`).
+2. **config** -> :func:`hybridnb.studies.runs.check_run` builds the run's typed, frozen
+   :class:`hybridnb.config.TextRunConfig` once, checking every key before any work (type, choices and bounds
+   from its fields, then the strategy, datasets and model); it carries the strategy parsed into batch-kind
+   weights, the hash of its result-defining fields (``RUN_KEYS``) and the run's name. A finished run with the
+   same hash under ``reports/runs/<name>/`` is reused (:func:`~hybridnb.studies.runs.find_finished`).
 3. **data** -> :mod:`hybridnb.data`: the raw files are fetched and verified (``sources``), parsed into
    LAReQA retrieval tasks (``lareqa``) and into a parallel training table of (query, positive, hard
    negatives) per item and language (``train_data``); evaluation text is removed from the training

@@ -6,9 +6,14 @@ in a second, with a message naming the problem, instead of after an hour of enco
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import hashlib
+import json
+import types
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Optional, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -19,7 +24,8 @@ from hybridnb.data.sources import (CANDIDATE_MODES, MLQA_R_LANGUAGES, XQUAD_R_LA
 DATASET_LANGUAGES = {"xquad-r": XQUAD_R_LANGUAGES, "mlqa-r": MLQA_R_LANGUAGES}
 #: float32 = the model's own precision; auto = bfloat16 where the CPU has native bf16, else float32
 #: (:mod:`hybridnb.models.precision` resolves it and maps each name to what the encoder takes)
-ENCODE_DTYPES = ("float32", "bfloat16", "float16", "int8", "auto")
+EncodeDtype = Literal["float32", "bfloat16", "float16", "int8", "auto"]
+ENCODE_DTYPES = get_args(EncodeDtype)
 
 
 #: Every parameter a profile, a notebook's ``parameters`` cell, ``--set`` or papermill's ``-p`` may set, with
@@ -195,3 +201,249 @@ def check_encode_dtype(name: str) -> str:
     if name not in ENCODE_DTYPES:
         raise ValueError(f"unknown encode_dtype {name!r}; choose one of {list(ENCODE_DTYPES)}")
     return name
+
+
+# ---- the typed run configs ---------------------------------------------------------------------------------
+#
+# A run is built once from a profile plus overrides (``studies.runs.check_run``, ``image_text.runs.check_run``)
+# into one of the frozen dataclasses below. Each field's type (``Literal`` where a value is one of a few) and
+# bounds are the rule for its value: :func:`check_fields` checks every field from them, before any domain check
+# (the strategy's mixture, the model's positions, the data's languages) and before any work, with a message that
+# names the key and the allowed values. Their hash fields (``HASH_KEYS``) are the result-defining settings: the
+# canonical JSON of those, and nothing else, is the run's identity (``config_hash``), the same JSON the committed
+# ``reports/runs/*/config.json`` files were hashed from.
+
+CandidateMode = Literal["sentence+context", "sentence"]
+TrainDtype = Literal["auto", "float32", "bfloat16"]  # auto: bf16 autocast where bf16 is native (CUDA, AVX512_BF16, AMX)
+TRAIN_DTYPES = get_args(TrainDtype)
+EvalDataset = Literal["xquad-r", "mlqa-r"]
+LanguageSampling = Union[Literal["uniform", "size"], float]   # or a temperature T > 0
+Strategy = Union[str, dict[str, float]]   # a name (parse_strategy knows the names and aliases) or {kind: weight}
+ImageTextDataset = Literal["openmoji-cldr", "xtd10", "multi30k"]
+ImageTower = Literal["cnn", "vit", "efficientnet-lite0", "precomputed", "clip", "open_clip"]
+
+
+def setting(lo: float | None = None, hi: float | None = None, *, open_lo: bool = False, open_hi: bool = False,
+            hashed: bool = True):
+    """A field of a run config: numeric bounds (``open_lo``: strictly above ``lo``) and whether it enters the hash."""
+    return field(metadata={"lo": lo, "hi": hi, "open_lo": open_lo, "open_hi": open_hi, "hashed": hashed})
+
+
+def derived():
+    """A field computed by the builder (the strategy's weights, the run's name and hash): not a parameter."""
+    return field(metadata={"hashed": False, "derived": True})
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value  # not NaN
+
+
+def _in_bounds(value, meta) -> bool:
+    lo, hi = meta.get("lo"), meta.get("hi")
+    if lo is not None and not (value > lo if meta.get("open_lo") else value >= lo):
+        return False
+    return hi is None or (value < hi if meta.get("open_hi") else value <= hi)
+
+
+def _bounds_text(meta) -> str:
+    lo, hi = meta.get("lo"), meta.get("hi")
+    if lo is not None and hi is not None:
+        return f" in {'(' if meta.get('open_lo') else '['}{lo:g}, {hi:g}{')' if meta.get('open_hi') else ']'}"
+    if lo is not None:
+        return f" {'>' if meta.get('open_lo') else '>='} {lo:g}"
+    return f" {'<' if meta.get('open_hi') else '<='} {hi:g}" if hi is not None else ""
+
+
+def _matches(value, hint, meta) -> bool:
+    origin, args = get_origin(hint), get_args(hint)
+    if hint is type(None):
+        return value is None
+    if origin is Literal:
+        return isinstance(value, str) and value in args
+    if origin in (Union, types.UnionType):
+        return any(_matches(value, a, meta) for a in args)
+    if origin is list:
+        return isinstance(value, list) and all(_matches(v, args[0], {}) for v in value)
+    if origin is dict or hint is dict:
+        return isinstance(value, dict) and (not args or all(_matches(k, args[0], {}) and _matches(v, args[1], {})
+                                                            for k, v in value.items()))
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return _is_int(value) and _in_bounds(value, meta)
+    if hint is float:
+        return _is_number(value) and _in_bounds(value, meta)
+    if hint is str:
+        return isinstance(value, str) and value != ""
+    raise TypeError(f"no rule for the type {hint!r}")
+
+
+def describe(hint, meta=None) -> str:
+    """The allowed values of a type, in words: ``an int >= 1``, ``one of 'float32', 'bfloat16'``, ``null``."""
+    meta = meta or {}
+    origin, args = get_origin(hint), get_args(hint)
+    if hint is type(None):
+        return "null"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (Union, types.UnionType):
+        return " or ".join(describe(a, meta) for a in args)
+    if origin is list:
+        if get_origin(args[0]) is Literal:
+            return "a list of values from " + ", ".join(repr(a) for a in get_args(args[0]))
+        return "a list of strings" if args[0] is str else f"a list of ({describe(args[0])})"
+    if origin is dict or hint is dict:
+        return f"a mapping {{{describe(args[0])}: {describe(args[1])}}}" if args else "a mapping"
+    return {bool: "true or false", str: "a non-empty string"}.get(hint) or \
+        f"{'an int' if hint is int else 'a number'}{_bounds_text(meta)}"
+
+
+def check_fields(config_type, values: dict[str, Any], prefix: str = "") -> None:
+    """Check every parameter field of the dataclass ``config_type`` in ``values`` against its type and bounds;
+    one ValueError naming the key (with ``prefix``, e.g. ``mm_``), the allowed values and what was given."""
+    hints = get_type_hints(config_type)
+    for f in fields(config_type):
+        if f.metadata.get("derived") or f.name not in values:
+            continue
+        if not _matches(values[f.name], hints[f.name], f.metadata):
+            raise ValueError(f"{prefix}{f.name} must be {describe(hints[f.name], f.metadata)}, "
+                             f"got {values[f.name]!r}")
+
+
+def config_hash(values: dict[str, Any], keys) -> str:
+    """sha256 (12 hex digits) of the canonical JSON of the result-defining ``keys`` of ``values``."""
+    canonical = json.dumps({k: values[k] for k in keys}, sort_keys=True, ensure_ascii=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+class RunConfigBase:
+    """What the run configs share: their hash keys, the JSON written as ``config.json``, the hash."""
+
+    @classmethod
+    def hash_keys(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls) if f.metadata.get("hashed", True))
+
+    @classmethod
+    def parameter_keys(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls) if not f.metadata.get("derived"))
+
+    def hash_values(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.hash_keys()}
+
+    def to_json(self) -> dict[str, Any]:
+        """``config.json``: the hashed settings, then the run's name, hash and the unhashed speed settings."""
+        return {k: getattr(self, k) for k in (*self.hash_keys(), "hash", "run_name", *self.unhashed_keys())}
+
+    @classmethod
+    def unhashed_keys(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls) if not f.metadata.get("hashed", True) and not f.metadata.get("derived"))
+
+    def replace(self, **changes):
+        """A copy with ``changes``: a new config (and hash) from checked values, never a mutated one."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TextRunConfig(RunConfigBase):
+    """One text run (notebook 03, ``python -m hybridnb train``), checked; ``PARAMETERS`` has each key's meaning.
+
+    Built by :func:`hybridnb.studies.runs.check_run` only. Field order is the hash's key order of old, kept so
+    that config.json files read the same; the hash itself sorts its keys."""
+
+    model: str
+    strategy: Strategy
+    alpha: Optional[float] = setting(0, 1)          # None unless the strategy is hybrid (mono with any alpha is mono)
+    language_sampling: LanguageSampling = setting(0, open_lo=True)
+    train_data: str                      # mlqa-r | xquad-r | mmarco | a ParallelTable .json file
+    train_languages: Optional[list[str]]
+    train_max_ids: Optional[int] = setting(1)
+    eval_data: list[EvalDataset]
+    eval_datasets: dict  # {dataset: {languages, max_ids}} of the evaluated datasets
+    candidate_mode: CandidateMode
+    max_length: int = setting(2)
+    encode_dtype: EncodeDtype           # resolved: never auto here
+    steps: int = setting(1)
+    batch_size: int = setting(1)
+    lr: float = setting(0, open_lo=True)
+    weight_decay: float = setting(0)
+    warmup_ratio: float = setting(0, 1)
+    max_grad_norm: float = setting(0)
+    temperature: float = setting(0, open_lo=True)
+    n_hard_negatives: int = setting(0)
+    gradcache: bool
+    chunk_size: int = setting(1)
+    train_dtype: TrainDtype             # resolved: never auto here
+    save_every: int = setting(1)
+    val_every: int = setting(1)
+    val_batches: int = setting(1)
+    val_fraction: float = setting(0, 1, open_lo=True, open_hi=True)
+    n_resamples: int = setting(1)
+    seed: int = setting(0)
+    encode_batch_size: int = setting(1, hashed=False)  # speed only
+    weights: dict[str, float] = derived()          # the strategy as {kind: weight}, parsed once
+    run_name: str = derived()
+    hash: str = derived()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageTextRunConfig(RunConfigBase):
+    """One image-text run (notebook 07): the ``mm_*`` parameters without their prefix, plus the shared ``model``,
+    ``seed``, ``n_resamples``, ``temperature``. Built by :func:`hybridnb.image_text.runs.check_run` only."""
+
+    model: str
+    dataset: ImageTextDataset
+    languages: Optional[list[str]]
+    train_languages: Optional[list[str]]     # None: every evaluated language is trained on
+    train_items: Optional[int] = setting(2)
+    val_items: Optional[int] = setting(2)
+    eval_items: Optional[int] = setting(2)
+    strategy: Strategy
+    alpha: Optional[float] = setting(0, 1)
+    steps: int = setting(1)
+    batch_size: int = setting(1)
+    lr: float = setting(0, open_lo=True)
+    image_lr: float = setting(0, open_lo=True)
+    weight_decay: float = setting(0)
+    warmup_ratio: float = setting(0, 1)
+    max_grad_norm: float = setting(0, open_lo=True)
+    temperature: float = setting(0, open_lo=True)
+    text_weight: float = setting(0)
+    image_tower: ImageTower
+    image_tower_args: dict
+    image_size: Optional[int] = setting(8)
+    dim: int = setting(1)
+    max_length: int = setting(1)
+    freeze_embeddings: bool
+    frozen_text_layers: int = setting(0)
+    train_dtype: TrainDtype
+    val_every: int = setting(1)
+    val_batches: int = setting(1)
+    n_resamples: int = setting(1)
+    seed: int = setting(0)
+    image_root: Optional[str] = field(metadata={"hashed": False})  # the user's photos: not hashed
+    encode_batch_size: int = setting(1, hashed=False)
+    weights: dict[str, float] = derived()
+    run_name: str = derived()
+    hash: str = derived()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageTextZeroShotConfig(RunConfigBase):
+    """The image-text zero-shot baseline: the untrained text tower on the test captions (nothing trains)."""
+
+    model: str
+    dataset: ImageTextDataset
+    languages: Optional[list[str]]
+    eval_items: Optional[int] = setting(2)
+    image_size: Optional[int] = setting(8)
+    max_length: int = setting(1)
+    n_resamples: int = setting(1)
+    seed: int = setting(0)
+    image_root: Optional[str] = field(metadata={"hashed": False})
+    encode_batch_size: int = setting(1, hashed=False)
+    run_name: str = derived()
+    hash: str = derived()

@@ -46,8 +46,8 @@ def test_the_profile_model_reuses_notebook_03_runs_and_other_backbones_get_their
     assert own == runs.check_run({**params, "strategy": "hybrid", "run_name": None})   # notebook 03's run
     labse = runs.check_run(study.finetune_params(params, "labse", "hybrid"))
     mbert = runs.check_run(study.finetune_params(params, "mbert", "hybrid"))
-    assert labse["model"] == "sentence-transformers/LaBSE" and labse["hash"] != own["hash"]
-    assert labse["run_name"] == "ci-labse-hybrid-mlqa-r-to-xquad-r-seed0" != mbert["run_name"]
+    assert labse.model == "sentence-transformers/LaBSE" and labse.hash != own.hash
+    assert labse.run_name == "ci-labse-hybrid-mlqa-r-to-xquad-r-seed0" != mbert.run_name
     paper = config.load_profile("paper")     # model: xlm-roberta-base, an alias of the registry's source
     assert study.model_name("xlm-roberta-base", paper) == "xlm-roberta-base"
     assert study.finetune_params(paper, "xlm-roberta-base", "mono")["run_name"] is None

@@ -111,20 +111,20 @@ def test_machine_speed_comes_from_the_results_this_run_computed(tmp_path, monkey
 
 
 def test_the_reuse_log_collects_what_kernels_reused(tmp_path, monkeypatch):
-    from hybridnb import paths
+    from hybridnb import config, paths
     from hybridnb.studies import runs
 
     monkeypatch.setenv("HYBRIDNB_REPORTS", str(tmp_path / "reports"))
     log = tmp_path / "reuse.log"
-    cfg = {"run_name": "cpu-mono-a-to-b-seed0", "hash": "abc"}
-    folder = tmp_path / "reports" / "runs" / cfg["run_name"]
+    cfg = runs.check_run(config.load_profile("ci")).replace(run_name="cpu-mono-a-to-b-seed0", hash="abc")
+    folder = tmp_path / "reports" / "runs" / cfg.run_name
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps({"hash": "abc"}))
     (folder / "results.json").write_text(json.dumps({"datasets": {}}))
     monkeypatch.delenv("HYBRIDNB_REUSE_LOG", raising=False)
     assert runs.find_finished(cfg) == {"datasets": {}} and not log.exists()  # no log asked for: none written
     monkeypatch.setenv("HYBRIDNB_REUSE_LOG", str(log))
-    assert runs.find_finished({**cfg, "hash": "other"}) is None  # not reused: not logged
+    assert runs.find_finished(cfg.replace(hash="other")) is None  # not reused: not logged
     assert budget.read_reuse_log(log) == []
     runs.find_finished(cfg)
     paths.note_reuse(folder / "results.json")

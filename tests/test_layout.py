@@ -154,7 +154,7 @@ def test_saved_config_rehashes_to_itself(path):
         cfg = image_text_runs.check_run(params, saved.get("strategy"), zero_shot=zero_shot)
     else:
         cfg = runs.check_run({**saved, "run_name": saved["run_name"]})
-    assert cfg["hash"] == saved["hash"]
+    assert cfg.hash == saved["hash"]
 
 
 def _planned(profile_name: str):
@@ -173,7 +173,7 @@ def _planned(profile_name: str):
         planned += image_text_runs.check_runs(profile)
         if profile.get("seeds"):  # `make study STUDY_PROFILE=<profile>`: the other seeds the sweep's spread reads
             planned += [r.cfg for r in study.check_study(profile)]
-    return {cfg["run_name"]: cfg["hash"] for cfg in planned}
+    return {cfg.run_name: cfg.hash for cfg in planned}
 
 
 @pytest.mark.parametrize("profile_name", ["cpu", "study"])

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from hybridnb import paths
+from hybridnb import config, paths
 from hybridnb.studies import runs
 
 
@@ -26,13 +26,13 @@ def test_fresh_cutoff(tmp_path, monkeypatch):
 def test_find_finished_honours_the_cutoff(tmp_path, monkeypatch):
     monkeypatch.setenv("HYBRIDNB_REPORTS", str(tmp_path))
     monkeypatch.delenv("HYBRIDNB_FRESH_SINCE", raising=False)
-    cfg = {"run_name": "cpu-mono-x", "hash": "abc"}
+    cfg = runs.check_run(config.load_profile("ci")).replace(run_name="cpu-mono-x", hash="abc")
     report_dir, _ = runs.run_dirs(cfg)
     report_dir.mkdir(parents=True)
     (report_dir / "config.json").write_text(json.dumps({"hash": "abc"}))
     (report_dir / "results.json").write_text(json.dumps({"kind": "trained"}))
     assert runs.find_finished(cfg) == {"kind": "trained"}
-    assert runs.find_finished({**cfg, "hash": "other"}) is None
+    assert runs.find_finished(cfg.replace(hash="other")) is None
     monkeypatch.setenv("HYBRIDNB_FRESH_SINCE", repr(time.time() + 60))
     assert runs.find_finished(cfg) is None
 

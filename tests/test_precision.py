@@ -74,14 +74,14 @@ def test_auto_enters_the_run_hash_resolved(flags):
     base = {**config.load_profile("ci"), "strategy": "hybrid", "run_name": None}
     flags("avx2")
     on_avx2 = runs.check_run({**base, "encode_dtype": "auto"})
-    assert on_avx2["encode_dtype"] == "float32"
-    assert on_avx2["hash"] == runs.check_run({**base, "encode_dtype": "float32"})["hash"]
+    assert on_avx2.encode_dtype == "float32"
+    assert on_avx2.hash == runs.check_run({**base, "encode_dtype": "float32"}).hash
     flags("amx_bf16")
     on_amx = runs.check_run({**base, "encode_dtype": "auto"})
-    assert on_amx["encode_dtype"] == "bfloat16" and on_amx["hash"] != on_avx2["hash"]
+    assert on_amx.encode_dtype == "bfloat16" and on_amx.hash != on_avx2.hash
     assert zero_shot.model_record("m", 64, "sentence", "auto")["encode_dtype"] == "bfloat16"
     trains = runs.check_run({**base, "train_dtype": "auto"})          # on this CPU: bf16 autocast
-    assert trains["train_dtype"] == "bfloat16" and trains["hash"] == runs.check_run({**base, "train_dtype": "bfloat16"})["hash"]
+    assert trains.train_dtype == "bfloat16" and trains.hash == runs.check_run({**base, "train_dtype": "bfloat16"}).hash
 
 
 def test_trainer_auto_follows_the_hardware(flags):

@@ -28,8 +28,8 @@ def test_the_study_profile_plans_probes_then_every_strategy_and_seed():
     assert [(r.system, r.seed) for r in grid[:3]] == [("X-X-mono", 0), ("X-Y", 0), ("hybrid", 0)]  # seed-major
     assert len(grid) == 9 and {r.seed for r in grid} == {0, 1, 2}
     # the chosen probe is the grid's hybrid at the first seed: same config hash, reused, not trained twice
-    assert probes[0].cfg["hash"] == grid[2].cfg["hash"]
-    names = {r.cfg["run_name"] for r in planned}
+    assert probes[0].cfg.hash == grid[2].cfg.hash
+    names = {r.cfg.run_name for r in planned}
     assert "study-hybrid-tau0.01-mlqa-r-to-xquad-r-seed2" in names and "study-mono-mlqa-r-to-xquad-r-seed0" in names
     reverse = study.reverse_runs(params, 0.01)
     assert {(r.params["train_data"], r.params["eval_data"]) for r in reverse} == {("xquad-r", "mlqa-r")}
@@ -37,8 +37,8 @@ def test_the_study_profile_plans_probes_then_every_strategy_and_seed():
 
 def test_run_names_carry_a_non_default_temperature_and_the_cpu_names_stay():
     params = config.load_profile("cpu")
-    assert runs.check_run({**params, "strategy": "hybrid"})["run_name"] == "cpu-hybrid-mlqa-r-to-xquad-r-seed0"
-    assert runs.check_run({**params, "temperature": 0.01})["run_name"] == "cpu-hybrid-tau0.01-mlqa-r-to-xquad-r-seed0"
+    assert runs.check_run({**params, "strategy": "hybrid"}).run_name == "cpu-hybrid-mlqa-r-to-xquad-r-seed0"
+    assert runs.check_run({**params, "temperature": 0.01}).run_name == "cpu-hybrid-tau0.01-mlqa-r-to-xquad-r-seed0"
 
 
 @pytest.mark.parametrize("bad, message", [({"seeds": [0, 0]}, "seeds"), ({"seeds": [-1]}, "seeds"),
@@ -189,7 +189,7 @@ def _fake_run(tmp_path, group, system, seed, values: dict[str, float], jitter_se
     for dataset, value in values.items():
         constant_result(value, jitter=rng.normal(0, 0.01, 20)).save(folder / f"per_query_{dataset}.npz")
     run = SimpleNamespace(group=group, system=system, seed=seed, params={"temperature": 0.01},
-                          cfg={"run_name": folder.name})
+                          cfg=SimpleNamespace(run_name=folder.name))
     results = {"datasets": dict.fromkeys(values), "training": {"train_items": 100}, "model": {"candidate_mode": "x"},
                "timings": {"wall_s": 60.0, "train_s": 30.0}}
     return {"run": run, "results": results, "dir": folder}

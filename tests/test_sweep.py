@@ -25,20 +25,20 @@ def test_sweep_points_cover_alphas_and_mixtures_and_share_the_baseline_runs():
     labels = [label for label, _ in points]
     assert labels == ["alpha=0", "alpha=0.25", "alpha=0.5", "alpha=0.75", "alpha=1",
                       "mix-mixed0.5-mono0.5", "mix-cross0.5-mixed0.5", "mix-cross0.33-mixed0.33-mono0.34"]
-    hashes = {label: runs.check_run(p)["hash"] for label, p in points}
+    hashes = {label: runs.check_run(p).hash for label, p in points}
     assert len(set(hashes.values())) == len(points)
     # the ends of the alpha line are the notebook-04 baselines, the middle is the paper's hybrid: same runs
-    assert hashes["alpha=0"] == runs.check_run(ci_profile(strategy="cross"))["hash"]
-    assert hashes["alpha=1"] == runs.check_run(ci_profile(strategy="mono"))["hash"]
-    assert hashes["alpha=0.5"] == runs.check_run(ci_profile(strategy="hybrid"))["hash"]
-    assert runs.check_run(points[1][1])["run_name"] == "ci-hybrid0.25-mlqa-r-to-xquad-r-seed0"
+    assert hashes["alpha=0"] == runs.check_run(ci_profile(strategy="cross")).hash
+    assert hashes["alpha=1"] == runs.check_run(ci_profile(strategy="mono")).hash
+    assert hashes["alpha=0.5"] == runs.check_run(ci_profile(strategy="hybrid")).hash
+    assert runs.check_run(points[1][1]).run_name == "ci-hybrid0.25-mlqa-r-to-xquad-r-seed0"
 
 
 def test_alpha_does_not_change_a_run_that_does_not_read_it():
-    assert (runs.check_run(ci_profile(strategy="mono", alpha=0.1))["hash"]
-            == runs.check_run(ci_profile(strategy="mono", alpha=0.9))["hash"])
-    assert (runs.check_run(ci_profile(strategy="hybrid", alpha=0.1))["hash"]
-            != runs.check_run(ci_profile(strategy="hybrid", alpha=0.9))["hash"])
+    assert (runs.check_run(ci_profile(strategy="mono", alpha=0.1)).hash
+            == runs.check_run(ci_profile(strategy="mono", alpha=0.9)).hash)
+    assert (runs.check_run(ci_profile(strategy="hybrid", alpha=0.1)).hash
+            != runs.check_run(ci_profile(strategy="hybrid", alpha=0.9)).hash)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -187,8 +187,8 @@ def test_seed_spread_reads_finished_runs_only(tmp_path, monkeypatch):
     seen = []
 
     def finished(cfg):
-        seen.append((cfg["seed"], cfg["strategy"], cfg["alpha"]))
-        return None if cfg["seed"] == 2 else {"training": {"weights": {"mono": 0.5, "cross": 0.5}},
+        seen.append((cfg.seed, cfg.strategy, cfg.alpha))
+        return None if cfg.seed == 2 else {"training": {"weights": {"mono": 0.5, "cross": 0.5}},
                                               "datasets": {"xquad-r": {**block, "rank_distance": {"value": 40.0, "ci": [39.0, 41.0]}}}}
 
     monkeypatch.setattr(sweep.runs, "find_finished", finished)

@@ -16,7 +16,9 @@ Modules:
 from hybridnb.data import (  # noqa: F401
     languages, sources, retrieval_task, lareqa_files, lareqa, parallel_table, overlap, mmarco, train_data,
 )
-from hybridnb.data.languages import check_languages, check_item_columns  # noqa: F401
+from hybridnb.data.languages import (  # noqa: F401
+    check_languages, check_item_columns, language_counts, check_every_language_used,
+)
 from hybridnb.data.sources import (  # noqa: F401
     ChecksumError, DownloadError, RawFile, DATASETS, RAW_FILES, XQUAD_R_LANGUAGES, MLQA_R_LANGUAGES,
     MIRROR_ENV, dataset_files, dataset_languages, fetch, sha256_file,
@@ -34,7 +36,7 @@ from hybridnb.data.mmarco import MMARCO_LANGUAGES, load_mmarco  # noqa: F401
 from hybridnb.data.train_data import collate, from_lareqa, split_validation  # noqa: F401
 
 __all__ = [
-    'languages', 'check_languages', 'check_item_columns', 'sources', 'retrieval_task', 'lareqa_files', 'lareqa', 'parallel_table', 'overlap', 'mmarco',
+    'languages', 'check_languages', 'check_item_columns', 'language_counts', 'check_every_language_used', 'sources', 'retrieval_task', 'lareqa_files', 'lareqa', 'parallel_table', 'overlap', 'mmarco',
     'train_data', 'ChecksumError', 'DownloadError', 'RawFile', 'DATASETS', 'RAW_FILES',
     'XQUAD_R_LANGUAGES', 'MLQA_R_LANGUAGES', 'MIRROR_ENV', 'dataset_files', 'dataset_languages',
     'fetch', 'sha256_file', 'RetrievalTask', 'RawQuestion', 'Paragraph', 'parse_file', 'TASK_LANGUAGES',

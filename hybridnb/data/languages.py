@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-__all__ = ["check_languages", "check_item_columns"]
+__all__ = ["check_languages", "check_item_columns", "language_counts", "check_every_language_used"]
 
 
 def check_languages(languages: Sequence[str] | None, valid: Iterable[str], where: str) -> list[str]:
@@ -60,3 +60,16 @@ def check_item_columns(table: str, ids: Sequence[str], languages: Sequence[str],
         bad = [lang for lang in languages if len(col[lang]) != n]
         if bad:
             raise ValueError(f"{name} of language(s) {bad} do not have one entry per item ({n})")
+
+
+def language_counts(languages: Sequence[str], available) -> dict[str, int]:
+    """Items per language of a table's (n_items, n_languages) availability matrix (its ``available()``)."""
+    return dict(zip(languages, available.sum(axis=0).tolist()))
+
+
+def check_every_language_used(languages: Sequence[str], available, have_none: str) -> None:
+    """Refuse a table with a language no item is available in (the sampler would draw it and find nothing);
+    `have_none` finishes the message: ``language(s) ['de'] have <have_none>``."""
+    empty = [lang for lang, k in language_counts(languages, available).items() if k == 0]
+    if empty:
+        raise ValueError(f"language(s) {empty} have {have_none}")

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from hybridnb.data.sources import CANDIDATE_MODES, check_candidate_mode  # noqa: F401 (re-exported: one definition)
-from hybridnb.data.languages import check_item_columns, check_languages
+from hybridnb.data.languages import (check_every_language_used, check_item_columns, check_languages,
+                                     language_counts)
 
 __all__ = ["ParallelTable", "Passage", "CANDIDATE_MODES", "check_candidate_mode"]
 
@@ -45,17 +46,14 @@ class ParallelTable:
         check_item_columns("ParallelTable", self.ids, self.languages,
                            {name: getattr(self, name) for name in ("queries", "positives", "hard_negatives")},
                            "false in-batch negatives")
-        counts = self.available().sum(axis=0)
-        empty = [lang for lang, k in zip(self.languages, counts) if k == 0]
-        if empty:
-            raise ValueError(f"language(s) {empty} have no items (no item has both a query and a positive)")
+        check_every_language_used(self.languages, self.available(),
+                                  "no items (no item has both a query and a positive)")
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __repr__(self) -> str:
-        counts = dict(zip(self.languages, self.available().sum(axis=0).tolist()))
-        return f"ParallelTable(items={len(self)}, available={counts})"
+        return f"ParallelTable(items={len(self)}, available={language_counts(self.languages, self.available())})"
 
     def available(self) -> np.ndarray:
         """Bool (n_items, n_languages): the item has both a query and a positive in the language."""

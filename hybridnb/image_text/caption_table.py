@@ -33,7 +33,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from hybridnb.data import sources
-from hybridnb.data.languages import check_item_columns, check_languages
+from hybridnb.data.languages import (check_every_language_used, check_item_columns, check_languages,
+                                     language_counts)
 
 __all__ = ["ImageTextTable", "XTD10_LANGUAGES", "MULTI30K_LANGUAGES", "MULTI30K_SPLITS", "load_xtd10",
            "load_multi30k"]
@@ -79,15 +80,13 @@ class ImageTextTable:
         avail = self.available()
         if not avail.any(axis=1).all():
             raise ValueError(f"item {self.ids[int(np.argmin(avail.any(axis=1)))]!r} has no caption in any language")
-        empty = [lang for lang, k in zip(self.languages, avail.sum(axis=0)) if k == 0]
-        if empty:
-            raise ValueError(f"language(s) {empty} have no captions")
+        check_every_language_used(self.languages, avail, "no captions")
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __repr__(self) -> str:
-        counts = dict(zip(self.languages, self.available().sum(axis=0).tolist()))
+        counts = language_counts(self.languages, self.available())
         where = f"images {self.images.shape[1:3]}" if self.images is not None else "image files"
         return f"ImageTextTable({self.name or '?'}/{self.split or '-'}: items={len(self)}, {where}, captions={counts})"
 

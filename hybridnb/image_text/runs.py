@@ -35,7 +35,7 @@ import pandas as pd
 import torch
 
 from hybridnb.image_text import caption_table
-from hybridnb import reporting
+from hybridnb import config, reporting
 from hybridnb.studies import runs
 from hybridnb.training import distributed, sampling
 from hybridnb.evaluation import stats
@@ -53,11 +53,8 @@ DATASETS = {"openmoji-cldr": OPENMOJI_LANGUAGES, "xtd10": caption_table.XTD10_LA
             "multi30k": caption_table.MULTI30K_LANGUAGES}
 SHARED = ("model", "seed", "n_resamples", "temperature")  # notebook parameters without the mm_ prefix
 NOTEBOOK_SHARED = ("profile", *SHARED, "encode_batch_size")
-RUN_KEYS = ("model", "dataset", "languages", "train_languages", "train_items", "val_items", "eval_items", "strategy", "alpha", "steps",
-            "batch_size", "lr", "image_lr", "weight_decay", "warmup_ratio", "max_grad_norm", "temperature",
-            "text_weight", "image_tower", "image_tower_args", "image_size", "dim", "max_length", "freeze_embeddings", "frozen_text_layers", "train_dtype",
-            "val_every", "val_batches", "n_resamples", "seed")
-ZERO_SHOT_KEYS = ("model", "dataset", "languages", "eval_items", "image_size", "max_length", "n_resamples", "seed")
+RUN_KEYS = config.ImageTextRunConfig.hash_keys()             # the result-defining settings of a run
+ZERO_SHOT_KEYS = config.ImageTextZeroShotConfig.hash_keys()  # ... and of the zero-shot baseline
 SPLIT_SEED = 0
 SCHEMA = "hybridnb.image_text_results/1"
 PROBLEMS = ("t2i", "i2t", "captions")
@@ -73,66 +70,59 @@ DISPLAYABLE = ("en", "de", "es", "fr", "it", "pt", "id", "tr", "ru", "cs", "pl")
 # ---- configuration ----------------------------------------------------------------------------------
 
 
-def _get(params: dict, key: str):
-    return params[key] if key in SHARED else params[f"mm_{key}"]
-
-
-def _check_items(name: str, value) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 2):
-        raise ValueError(f"mm_{name} must be null or an int >= 2, got {value!r}")
-
-
-def check_run(params: dict[str, Any], strategy=None, zero_shot: bool = False) -> dict[str, Any]:
-    """Validate without touching data or models; returns the run config (with ``hash`` and ``run_name``)."""
-    keys = ZERO_SHOT_KEYS if zero_shot else [k for k in RUN_KEYS if k != "strategy"]
-    missing = [k if k in SHARED else f"mm_{k}" for k in keys if (k if k in SHARED else f"mm_{k}") not in params]
+def check_run(params: dict[str, Any], strategy=None, zero_shot: bool = False):
+    """Build the typed, frozen config of one image-text run (or of the zero-shot baseline) from notebook
+    parameters, checking every value before any data or model is touched: each key's type, choices and bounds
+    first (the config's fields, messages naming the ``mm_`` key), then what depends on other keys (the
+    languages, the strategy's mixture against them, the batch against the items)."""
+    kind = config.ImageTextZeroShotConfig if zero_shot else config.ImageTextRunConfig
+    keys = [k for k in kind.parameter_keys() if k not in ("strategy", "image_root", "encode_batch_size")]
+    missing = [_name(k) for k in keys if _name(k) not in params]
     if missing:
         raise ValueError(f"image-text run parameters missing: {missing}")
-    cfg = {k: _get(params, k) for k in keys}
-    if cfg["dataset"] not in DATASETS:
-        raise ValueError(f"unknown mm_dataset {cfg['dataset']!r}; choose one of {list(DATASETS)}")
-    valid, langs = DATASETS[cfg["dataset"]], cfg["languages"]
+    values = {k: params[_name(k)] for k in keys}
+    values["image_root"] = params.get("mm_image_root")
+    values["encode_batch_size"] = params.get("encode_batch_size", 64)  # speed only: not in the hash
+    if not zero_shot:
+        values["strategy"] = params.get("mm_strategy") if strategy is None else strategy
+        if values["strategy"] is None:
+            raise ValueError("no strategy: pass strategy= or mm_strategy")
+    for k, v in values.items():  # one message per key, under the name the user wrote
+        config.check_fields(kind, {k: v}, prefix="" if k in SHARED else "mm_")
+    valid, langs = DATASETS[values["dataset"]], values["languages"]
     if langs is not None:
-        if isinstance(langs, str) or not langs or len(set(langs)) != len(langs):
+        if not langs or len(set(langs)) != len(langs):
             raise ValueError(f"mm_languages must be null or a list without duplicates, got {langs!r}")
         unknown = [g for g in langs if g not in valid]
         if unknown:
-            raise ValueError(f"language(s) {unknown} not in {cfg['dataset']}; it has {list(valid)}")
-        cfg["languages"] = list(langs)
-    for name in ("train_items", "val_items", "eval_items"):
-        if name in cfg:
-            _check_items(name, cfg[name])
-    if not zero_shot:
-        cfg["train_languages"] = _train_languages(cfg["train_languages"], cfg["languages"] or list(valid))
+            raise ValueError(f"language(s) {unknown} not in {values['dataset']}; it has {list(valid)}")
     seeds(params)  # mm_seeds: checked with every run, although read by check_runs / collect
-    n = cfg["n_resamples"]
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n_resamples must be a positive int, got {n!r}")
-    cfg["image_root"] = params.get("mm_image_root")
-    if cfg["dataset"] != "openmoji-cldr":  # the images are the user's: name the folder before any work
-        caption_table._check_image_root(cfg["image_root"], f"{cfg['dataset']} images (mm_image_root)")
+    if values["dataset"] != "openmoji-cldr":  # the images are the user's: name the folder before any work
+        caption_table._check_image_root(values["image_root"], f"{values['dataset']} images (mm_image_root)")
+    derived = {}
     if not zero_shot:
-        cfg["strategy"] = params.get("mm_strategy") if strategy is None else strategy
-        if cfg["strategy"] is None:
-            raise ValueError("no strategy: pass strategy= or mm_strategy")
-        kinds = sampling.parse_strategy(cfg["strategy"], cfg["alpha"])
-        trained = cfg["train_languages"] or cfg["languages"] or list(valid)
+        values["train_languages"] = _train_languages(values["train_languages"], langs or list(valid))
+        kinds = derived["weights"] = sampling.parse_strategy(values["strategy"], values["alpha"])
+        trained = values["train_languages"] or langs or list(valid)
         if "en" in kinds and "en" not in trained:
-            raise ValueError(f"strategy {cfg['strategy']!r} trains on English captions but 'en' is not among the "
-                             f"training languages {trained}")
+            raise ValueError(f"strategy {values['strategy']!r} trains on English captions but 'en' is not among "
+                             f"the training languages {trained}")
         if "cross" in kinds and len(trained) < 2:
-            raise ValueError(f"strategy {cfg['strategy']!r} pairs captions of two languages but only {trained} are "
-                             f"trained on")
-        cfg["alpha"] = runs.hashed_alpha(cfg["strategy"], cfg["alpha"])
-        if cfg["train_items"] is not None and cfg["batch_size"] > cfg["train_items"]:
-            raise ValueError(f"mm_batch_size {cfg['batch_size']} exceeds mm_train_items {cfg['train_items']}")
-        itt.check_settings(train_config(cfg))
-    cfg["hash"] = runs.config_hash(cfg, ZERO_SHOT_KEYS if zero_shot else RUN_KEYS)
-    label = "zero-shot" if zero_shot else runs.strategy_label(cfg["strategy"], cfg["alpha"])
-    cfg["run_name"] = (None if zero_shot else params.get("mm_run_name")) or \
-        f"{params.get('profile', 'custom')}-mm-{label}-{cfg['dataset']}-seed{cfg['seed']}"
-    cfg["encode_batch_size"] = params.get("encode_batch_size", 64)  # speed only: not in the hash
-    return cfg
+            raise ValueError(f"strategy {values['strategy']!r} pairs captions of two languages but only {trained} "
+                             f"are trained on")
+        values["alpha"] = runs.hashed_alpha(values["strategy"], values["alpha"])
+        if values["train_items"] is not None and values["batch_size"] > values["train_items"]:
+            raise ValueError(f"mm_batch_size {values['batch_size']} exceeds mm_train_items {values['train_items']}")
+    digest = config.config_hash(values, kind.hash_keys())
+    label = "zero-shot" if zero_shot else runs.strategy_label(values["strategy"], values["alpha"])
+    run_name = (None if zero_shot else params.get("mm_run_name")) or \
+        f"{params.get('profile', 'custom')}-mm-{label}-{values['dataset']}-seed{values['seed']}"
+    return kind(**values, **derived, run_name=run_name, hash=digest)
+
+
+def _name(key: str) -> str:
+    """The notebook parameter of a config key: ``mm_<key>``, except the keys shared with the text runs."""
+    return key if key in SHARED else f"mm_{key}"
 
 
 def _train_languages(train, evaluated: list[str]) -> list[str] | None:
@@ -169,18 +159,17 @@ def check_runs(params: dict[str, Any]) -> list[dict[str, Any]]:
                                                   for s in strategies for k in seeds(params)]
 
 
-def seen_unseen(cfg_or_results: dict[str, Any], languages: list[str]) -> tuple[list[str], list[str]]:
-    """(languages trained on, languages never trained on) among `languages`."""
-    train = cfg_or_results.get("train_languages")
+def seen_unseen(train: list[str] | None, languages: list[str]) -> tuple[list[str], list[str]]:
+    """(languages trained on, languages never trained on) among `languages`; ``train`` None: all trained on."""
     seen = list(languages) if train is None else [g for g in languages if g in train]
     return seen, [g for g in languages if g not in seen]
 
 
-def train_config(cfg: dict[str, Any]) -> itt.ImageTextConfig:
+def train_config(cfg: config.ImageTextRunConfig) -> itt.ImageTextConfig:
     keys = [k for k in RUN_KEYS if k in itt.ImageTextConfig.__dataclass_fields__]
-    return itt.ImageTextConfig(**{**{k: cfg[k] for k in keys}, "alpha": 0.5 if cfg["alpha"] is None else cfg["alpha"],
-                                  "languages": cfg["train_languages"],
-                                  "image_tower_args": dict(cfg["image_tower_args"] or {})})
+    return itt.ImageTextConfig(**{**{k: getattr(cfg, k) for k in keys}, "alpha": 0.5 if cfg.alpha is None else cfg.alpha,
+                                  "languages": cfg.train_languages,
+                                  "image_tower_args": dict(cfg.image_tower_args or {})})
 
 
 # ---- data, training, evaluation ---------------------------------------------------------------------
@@ -192,13 +181,13 @@ def _cap(table, n: int | None, split: str):
     return table.subset(np.sort(np.random.default_rng(SPLIT_SEED).permutation(len(table))[:n]), split=split)
 
 
-def prepare_data(cfg: dict[str, Any]) -> dict[str, caption_table.ImageTextTable]:
+def prepare_data(cfg: config.ImageTextRunConfig | config.ImageTextZeroShotConfig) -> dict[str, caption_table.ImageTextTable]:
     """``{"train", "validation", "test"}`` tables in the run's languages, capped to the configured sizes."""
-    name, langs, root = cfg["dataset"], cfg["languages"], cfg.get("image_root")
+    name, langs, root = cfg.dataset, cfg.languages, cfg.image_root
     if name == "openmoji-cldr":
         from hybridnb.image_text.openmoji_cldr import load_openmoji_cldr
 
-        tables = load_openmoji_cldr(int(cfg.get("image_size") or 64), SPLIT_SEED, languages=langs or OPENMOJI_LANGUAGES)
+        tables = load_openmoji_cldr(int(cfg.image_size or 64), SPLIT_SEED, languages=langs or OPENMOJI_LANGUAGES)
     elif name == "multi30k":
         tables = {s: caption_table.load_multi30k(root, f, langs)
                   for s, f in (("train", "train"), ("validation", "val"), ("test", "test_2016_flickr"))}
@@ -207,7 +196,7 @@ def prepare_data(cfg: dict[str, Any]) -> dict[str, caption_table.ImageTextTable]
         order = np.random.default_rng(SPLIT_SEED).permutation(len(table))
         cuts = np.split(order, [round(0.7 * len(table)), round(0.8 * len(table))])
         tables = {s: table.subset(np.sort(c), split=s) for s, c in zip(("train", "validation", "test"), cuts)}
-    sizes = {"train": cfg.get("train_items"), "validation": cfg.get("val_items"), "test": cfg.get("eval_items")}
+    sizes = {"train": getattr(cfg, "train_items", None), "validation": getattr(cfg, "val_items", None), "test": getattr(cfg, "eval_items", None)}
     return {s: _cap(t, sizes[s], s) for s, t in tables.items()}
 
 
@@ -216,9 +205,9 @@ def eval_table(params: dict[str, Any]) -> caption_table.ImageTextTable:
     return prepare_data(check_run(params, zero_shot=True))["test"]
 
 
-def run_dirs(cfg: dict[str, Any]) -> tuple[Path, Path]:
+def run_dirs(cfg: config.RunConfigBase) -> tuple[Path, Path]:
     """(report folder under reports/runs/, weights folder under cache/runs/<run_name>/<hash>/)."""
-    return reports_root() / "runs" / cfg["run_name"], cache_root() / "runs" / cfg["run_name"] / cfg["hash"]
+    return reports_root() / "runs" / cfg.run_name, cache_root() / "runs" / cfg.run_name / cfg.hash
 
 
 def _entry(ci: dict | None, value) -> dict:
@@ -233,15 +222,15 @@ def _mean_recall_ci(result: ImageTextResult, n_resamples: int, seed: int) -> dic
     return {**ci, "estimate": result.mean_recall()}
 
 
-def evaluate(model, table, cfg: dict[str, Any]) -> tuple[ImageTextResult, np.ndarray]:
+def evaluate(model, table, cfg: config.ImageTextRunConfig) -> tuple[ImageTextResult, np.ndarray]:
     """The test metrics (as :func:`image_text_eval.evaluate_table`, captions embedded length-sorted to cut
     padding) and each caption's 10 best images."""
     texts, langs, item = table.caption_rows()
     model.prepare_texts(texts)  # frozen lower text layers: their states read from (or written to) the cache
     order = np.argsort([len(t) for t in texts], kind="stable")
     text_emb = np.empty((len(texts), model.dim), np.float32)
-    text_emb[order] = model.embed_texts([texts[i] for i in order], cfg["encode_batch_size"])
-    image_emb = model.embed_images(table, None, cfg["encode_batch_size"])
+    text_emb[order] = model.embed_texts([texts[i] for i in order], cfg.encode_batch_size)
+    image_emb = model.embed_images(table, None, cfg.encode_batch_size)
     result = image_text_metrics(text_emb, image_emb, langs, item, np.arange(len(table)), table.languages)
     top = np.argsort(-(text_emb @ image_emb.T), axis=1, kind="stable")[:, :10]
     return result, top.astype(np.int32)
@@ -267,19 +256,16 @@ def _single_process(what: str) -> None:
 
 
 @dataclass
-class ImageTextRun:
+class ImageTextRun(runs.RunTaskBase):
     """An image-text run for :func:`hybridnb.studies.runs.execute`: caption tables, the two-tower trainer,
-    the image-text evaluator."""
+    the image-text evaluator. Nothing to prune: this trainer writes no resume checkpoint, only the evaluated
+    weights (model.pt)."""
 
-    cfg: dict[str, Any]
-    profile: str = "custom"
+    cfg: config.ImageTextRunConfig
     features_s: float = 0.0  # reading (or computing once) a frozen tower's cached features
 
     def dirs(self) -> tuple[Path, Path]:
         return run_dirs(self.cfg)
-
-    def prune(self, trained) -> None:
-        """Nothing to drop: this trainer writes no resume checkpoint, only the evaluated weights (model.pt)."""
 
     def prepare(self) -> dict[str, caption_table.ImageTextTable]:
         _single_process("an image-text run")
@@ -309,9 +295,9 @@ class ImageTextRun:
         weights_dir = run_dirs(cfg)[1]
         t_eval = time.time()
         result, top = evaluate(model, data["test"], cfg)
-        metrics = _metrics(result, cfg["n_resamples"], cfg["seed"])
+        metrics = _metrics(result, cfg.n_resamples, cfg.seed)
         sizes = {s: len(t) for s, t in data.items()}
-        seen, unseen = seen_unseen(cfg, data["test"].languages)
+        seen, unseen = seen_unseen(cfg.train_languages, data["test"].languages)
         per_language = result.summary()["per_language"]
         languages = {"trained": seen, "unseen": unseen, **{
             f"{part}_t2i_r@10": float(np.mean([per_language[g]["t2i_r@10"] for g in langs])) if langs else None
@@ -320,22 +306,22 @@ class ImageTextRun:
         tower_key = tower.extractor.key() if hasattr(tower, "extractor") else None
         results = {
             "schema": SCHEMA, "kind": "image-text trained", "profile": self.profile,
-            "model": {"text": cfg["model"], "image_tower": cfg["image_tower"],
-                      "image_tower_args": cfg["image_tower_args"], "image_size": cfg["image_size"], "dim": cfg["dim"],
-                      "max_length": cfg["max_length"], "evaluated": "best validation loss", "frozen_features": tower_key,
-                      "freeze_embeddings": cfg["freeze_embeddings"], "frozen_text_layers": cfg["frozen_text_layers"],
+            "model": {"text": cfg.model, "image_tower": cfg.image_tower,
+                      "image_tower_args": cfg.image_tower_args, "image_size": cfg.image_size, "dim": cfg.dim,
+                      "max_length": cfg.max_length, "evaluated": "best validation loss", "frozen_features": tower_key,
+                      "freeze_embeddings": cfg.freeze_embeddings, "frozen_text_layers": cfg.frozen_text_layers,
                       "weights": str(weights_dir / "model.pt")},
-            "data": {"dataset": cfg["dataset"], "languages": data["test"].languages, "items": sizes,
+            "data": {"dataset": cfg.dataset, "languages": data["test"].languages, "items": sizes,
                      "train_languages": seen, "unseen_languages": unseen,
-                     "attribution": ATTRIBUTION if cfg["dataset"] == "openmoji-cldr" else None},
-            "training": {"strategy": cfg["strategy"], "alpha": cfg["alpha"],
-                         "weights": sampling.parse_strategy(cfg["strategy"], cfg["alpha"]), "steps": cfg["steps"],
-                         "batch_size": cfg["batch_size"], "lr": cfg["lr"], "image_lr": cfg["image_lr"],
-                         "seed": cfg["seed"], "best_step": trained.best_step, "best_val_loss": trained.best_val_loss,
-                         "final_loss": trained.history[-1]["loss"], "config_hash": cfg["hash"],
+                     "attribution": ATTRIBUTION if cfg.dataset == "openmoji-cldr" else None},
+            "training": {"strategy": cfg.strategy, "alpha": cfg.alpha,
+                         "weights": cfg.weights, "steps": cfg.steps,
+                         "batch_size": cfg.batch_size, "lr": cfg.lr, "image_lr": cfg.image_lr,
+                         "seed": cfg.seed, "best_step": trained.best_step, "best_val_loss": trained.best_val_loss,
+                         "final_loss": trained.history[-1]["loss"], "config_hash": cfg.hash,
                          "kinds": pd.Series([r["kind"] for r in trained.history]).value_counts().to_dict()},
             "provenance": reporting.provenance(self.profile),
-            "timings": {"wall_s": time.time() - started, "features_s": self.features_s,
+            "timings": {"wall_s": time.time() - started, "features_s": self.features_s + trained.image_features_s,
                         "text_states_s": trained.text_states_s,
                         "train_s": sum(r["step_s"] for r in trained.history),
                         "eval_s": time.time() - t_eval},
@@ -347,29 +333,25 @@ class ImageTextRun:
         files["topk_t2i.npz"] = lambda path: np.savez_compressed(path, top=top, caption_item=item, ids=np.array(
             data["test"].ids), caption_lang=langs.astype(str))
         files["train_log.jsonl"] = lambda path: shutil.copy(trained.log_path, path)
-        summary = (f"Image-text run: strategy {cfg['strategy']} (batch kinds {results['training']['weights']}), "
-                   f"{cfg['steps']} steps of {cfg['batch_size']} images on {cfg['dataset']} ({sizes['train']} "
+        summary = (f"Image-text run: strategy {cfg.strategy} (batch kinds {results['training']['weights']}), "
+                   f"{cfg.steps} steps of {cfg.batch_size} images on {cfg.dataset} ({sizes['train']} "
                    f"training items, captions in {', '.join(seen)}"
-                   f"{'; never trained on ' + ', '.join(unseen) if unseen else ''}), text tower {cfg['model']}, "
-                   f"image tower {cfg['image_tower']}; evaluated on {sizes['test']} test images with the best model "
+                   f"{'; never trained on ' + ', '.join(unseen) if unseen else ''}), text tower {cfg.model}, "
+                   f"image tower {cfg.image_tower}; evaluated on {sizes['test']} test images with the best model "
                    f"by validation loss (step {trained.best_step}). 95% CIs: bootstrap over images. Config hash "
-                   f"{cfg['hash']}.")
-        curve = reporting.plot_training_curves(trained.history, cfg["run_name"])
+                   f"{cfg.hash}.")
+        curve = reporting.plot_training_curves(trained.history, cfg.run_name)
         return runs.RunOutput(results, files, {"loss_curve.png": curve}, summary, _rows(results))
 
 
 @dataclass
-class ImageTextZeroShot:
+class ImageTextZeroShot(runs.RunTaskBase):
     """The untrained text tower's cross-lingual caption retrieval on the test captions (nothing trains)."""
 
-    cfg: dict[str, Any]
-    profile: str = "custom"
+    cfg: config.ImageTextZeroShotConfig
 
     def dirs(self) -> tuple[Path, Path]:
         return run_dirs(self.cfg)
-
-    def prune(self, trained: None) -> None:
-        """Nothing trained, nothing to drop."""
 
     def prepare(self) -> caption_table.ImageTextTable:
         _single_process("the image-text zero-shot evaluation")
@@ -382,28 +364,28 @@ class ImageTextZeroShot:
         from hybridnb.models.encoders import Encoder
 
         cfg = self.cfg
-        encoder = Encoder.from_pretrained(cfg["model"], max_length=cfg["max_length"])
+        encoder = Encoder.from_pretrained(cfg.model, max_length=cfg.max_length)
         texts, langs, item = test.caption_rows()
-        emb = encoder.encode(texts, "query", cfg["encode_batch_size"], show_progress)
+        emb = encoder.encode(texts, "query", cfg.encode_batch_size, show_progress)
         codes = np.array([test.languages.index(g) for g in langs])
         captions = caption_retrieval(emb, codes, item, test.languages)
-        cis = stats.confidence_intervals(captions, cfg["n_resamples"], seed=cfg["seed"],
+        cis = stats.confidence_intervals(captions, cfg.n_resamples, seed=cfg.seed,
                                          metrics=["cross_ap", "multi_ap"])
         metrics = {name: None for name in (*METRICS, "mean_recall")}
         metrics["caption_cross_map"] = _entry(cis["cross"]["map"], captions.macro("cross_ap"))
         metrics["caption_pooled_map"] = _entry(cis["multi"]["map"], captions.macro("multi_ap"))
         results = {"schema": SCHEMA, "kind": "image-text zero-shot", "profile": self.profile,
-                   "model": {"text": cfg["model"], "max_length": cfg["max_length"], "image_tower": None},
-                   "data": {"dataset": cfg["dataset"], "languages": test.languages, "items": {"test": len(test)}},
+                   "model": {"text": cfg.model, "max_length": cfg.max_length, "image_tower": None},
+                   "data": {"dataset": cfg.dataset, "languages": test.languages, "items": {"test": len(test)}},
                    "note": "text->image and image->text need a trained image tower: only caption-caption retrieval "
                            "of the untrained text tower is a meaningful zero-shot baseline",
                    "provenance": reporting.provenance(self.profile),
                    "timings": {"wall_s": time.time() - started}, "metrics": metrics,
                    "summary": {"languages": test.languages, "caption_map_matrix": captions.matrix("ap").tolist()},
                    "per_query": {"captions": "per_query_captions.npz"}}
-        summary = (f"Zero-shot starting point: the untrained text tower {cfg['model']} (its own embeddings, no "
+        summary = (f"Zero-shot starting point: the untrained text tower {cfg.model} (its own embeddings, no "
                    f"projection) on cross-lingual caption retrieval over the {len(test)} test images of "
-                   f"{cfg['dataset']}. {results['note']}. Config hash {cfg['hash']}.")
+                   f"{cfg.dataset}. {results['note']}. Config hash {cfg.hash}.")
         return runs.RunOutput(results, {"per_query_captions.npz": captions.save}, {}, summary, _rows(results))
 
 

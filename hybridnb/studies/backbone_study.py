@@ -120,7 +120,7 @@ def finetune_params(params: dict[str, Any], backbone: str, strategy) -> dict[str
     if model != params["model"]:
         cfg = runs.check_run({**out, "run_name": "x"})
         out["run_name"] = (f"{params['profile']}-{spec.name}-{runs.strategy_label(strategy, params['alpha'])}-"
-                           f"{Path(str(cfg['train_data'])).stem}-to-{'+'.join(cfg['eval_data'])}-seed{cfg['seed']}")
+                           f"{Path(str(cfg.train_data)).stem}-to-{'+'.join(cfg.eval_data)}-seed{cfg.seed}")
     return out
 
 

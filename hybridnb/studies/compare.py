@@ -51,7 +51,7 @@ def collect(profile: dict, train: bool = True, show_progress: bool = True) -> di
         results = runs.find_finished(cfg)
         if results is None:
             if not train:
-                raise FileNotFoundError(f"no finished run for strategy {strategy!r} ({cfg['run_name']})")
+                raise FileNotFoundError(f"no finished run for strategy {strategy!r} ({cfg.run_name})")
             _, results = runs.run(params, show_progress=show_progress)
         systems[system_label(strategy)] = {"results": results, "dir": runs.run_dirs(cfg)[0]}
     return systems

@@ -15,7 +15,6 @@ folder and renamed when complete, so an interrupted run never leaves a half-writ
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -26,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from hybridnb import config as profiles, paths, reporting, training
+from hybridnb import config, paths, reporting, training
 from hybridnb.training import checkpoints, distributed, losses, sampling
 from hybridnb.training.trainer import CHECKPOINT
 from hybridnb.data import train_data
@@ -36,7 +35,7 @@ from hybridnb.models.backbones import check_max_length  # noqa: F401  (runs.chec
 from hybridnb.paths import cache_root, reports_root
 
 __all__ = ["RUN_KEYS", "TRAIN_SOURCES", "RunData", "check_run", "config_hash", "prepare_data", "find_finished",
-           "train_model", "evaluate_run", "RunOutput", "RunTask", "execute", "write_run", "TextRun", "run"]
+           "train_model", "evaluate_run", "RunOutput", "RunTask", "RunTaskBase", "execute", "write_run", "TextRun", "run"]
 
 TRAIN_SOURCES = ("mlqa-r", "xquad-r", "mmarco")  # or a path to a ParallelTable JSON
 MAX_OVERLAP_FRACTION = 0.01  # more evaluation text than this in the training data is an error, not noise
@@ -45,12 +44,9 @@ MAX_OVERLAP_FRACTION = 0.01  # more evaluation text than this in the training da
 #: runs that differ by seed are trained on the same data and validated on the same held-out items
 DATA_SEED = 0
 
-#: notebook-03 parameters that define a run (and its hash); profile, run_name and reporting knobs do not.
-RUN_KEYS = ("model", "strategy", "alpha", "language_sampling", "train_data", "train_languages", "train_max_ids",
-            "eval_data", "eval_datasets", "candidate_mode", "max_length", "encode_dtype", "steps", "batch_size",
-            "lr", "weight_decay", "warmup_ratio", "max_grad_norm", "temperature", "n_hard_negatives",
-            "gradcache", "chunk_size", "train_dtype", "save_every", "val_every", "val_batches", "val_fraction",
-            "n_resamples", "seed")
+#: notebook-03 parameters that define a run (and its hash): the hashed fields of the typed config
+RUN_KEYS = config.TextRunConfig.hash_keys()
+RunConfig = config.TextRunConfig
 
 
 @dataclass
@@ -61,56 +57,52 @@ class RunData:
     dropped_overlap: int           # training items removed because they contain evaluation text
 
 
-def check_run(params: dict[str, Any]) -> dict[str, Any]:
-    """Validate the run parameters without touching data; returns the run config (RUN_KEYS + name, hash)."""
-    missing = [k for k in RUN_KEYS if k not in params]
+def check_run(params: dict[str, Any]) -> RunConfig:
+    """Build the run's typed, frozen config from notebook parameters (a profile plus overrides), checking
+    every value before any data or model is touched: first each key's type, choices and bounds (the config's
+    fields), then what depends on other keys (the strategy's mixture, the datasets, the model's positions).
+    This is the one place a text run's settings are checked; everything downstream takes the config."""
+    missing = [k for k in RunConfig.parameter_keys() if k not in params and k != "encode_batch_size"]
     if missing:
         raise ValueError(f"run parameters missing: {missing}")
-    cfg = {k: params[k] for k in RUN_KEYS}
-    sampling.parse_strategy(cfg["strategy"], cfg["alpha"])  # unknown kind, weights, alpha in [0, 1]
-    cfg["alpha"] = hashed_alpha(cfg["strategy"], cfg["alpha"])
-    train_name = cfg["train_data"]
+    values = {k: params[k] for k in RUN_KEYS}
+    values["encode_batch_size"] = params.get("encode_batch_size", 64)  # speed: not hashed
+    if isinstance(values["eval_data"], str):
+        values["eval_data"] = [values["eval_data"]]
+    config.check_fields(RunConfig, values)
+    weights = sampling.parse_strategy(values["strategy"], values["alpha"])  # unknown kind, weights, alpha
+    values["alpha"] = hashed_alpha(values["strategy"], values["alpha"])
+    train_name = values["train_data"]
     if train_name not in TRAIN_SOURCES and not str(train_name).endswith(".json"):
         raise ValueError(f"unknown train_data {train_name!r}; choose one of {list(TRAIN_SOURCES)} or a "
                          "ParallelTable .json file")
-    if train_name in profiles.DATASET_LANGUAGES:
-        profiles.check_eval_datasets({train_name: {"languages": cfg["train_languages"],
-                                                   "max_ids": cfg["train_max_ids"]}})
-    names = [cfg["eval_data"]] if isinstance(cfg["eval_data"], str) else list(cfg["eval_data"] or [])
+    if train_name in config.DATASET_LANGUAGES:
+        config.check_eval_datasets({train_name: {"languages": values["train_languages"],
+                                                 "max_ids": values["train_max_ids"]}})
+    names = values["eval_data"]
     if not names:
         raise ValueError("eval_data must name at least one dataset (xquad-r, mlqa-r)")
-    cfg["eval_data"] = names
     # only the evaluated datasets' options enter the hash
-    cfg["eval_datasets"] = profiles.check_eval_datasets({n: (cfg["eval_datasets"] or {}).get(n) for n in names})
+    values["eval_datasets"] = config.check_eval_datasets({n: (values["eval_datasets"] or {}).get(n) for n in names})
     if train_name in names:
         raise ValueError(f"train_data {train_name!r} is also in eval_data: zero-shot evaluation needs "
                          "another dataset (e.g. train on mlqa-r, evaluate on xquad-r)")
-    profiles.check_candidate_mode(cfg["candidate_mode"])
-    cfg["encode_dtype"] = precision.resolve(cfg["encode_dtype"])  # auto -> what runs here, before the hash
-    if cfg["train_dtype"] == "auto":  # the same for training (other values are checked by check_settings)
-        cfg["train_dtype"] = precision.resolve("auto")
-    if not 0 < cfg["val_fraction"] < 1:
-        raise ValueError(f"val_fraction must be in (0, 1), got {cfg['val_fraction']!r}")
-    if not isinstance(cfg["n_resamples"], int) or cfg["n_resamples"] < 1:
-        raise ValueError(f"n_resamples must be a positive int, got {cfg['n_resamples']!r}")
-    check_max_length(cfg["model"], cfg["max_length"])
-    training.check_settings(train_config(cfg))  # and against the data in prepare_data
-    cfg["hash"] = config_hash(cfg)
-    cfg["run_name"] = params.get("run_name") or default_run_name(params.get("profile", "custom"), cfg)
-    cfg["encode_batch_size"] = check_encode_batch_size(params.get("encode_batch_size", 64))  # speed: not hashed
-    return cfg
+    values["encode_dtype"] = precision.resolve(values["encode_dtype"])  # auto -> what runs here, before the hash
+    if values["train_dtype"] == "auto":  # the same for training
+        values["train_dtype"] = precision.resolve("auto")
+    check_max_length(values["model"], values["max_length"])
+    if values["batch_size"] % distributed.world_size():
+        raise ValueError(f"batch_size {values['batch_size']} (the global batch) is not divisible by the "
+                         f"{distributed.world_size()} processes of the process group")
+    digest = config.config_hash(values, RUN_KEYS)
+    run_name = params.get("run_name") or default_run_name(params.get("profile", "custom"), {**values, "hash": digest})
+    return RunConfig(**values, weights=weights, run_name=run_name, hash=digest)
 
 
-def check_encode_batch_size(value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"encode_batch_size must be a positive int, got {value!r}")
-    return value
-
-
-def config_hash(cfg: dict[str, Any], keys=RUN_KEYS) -> str:
-    """sha256 (12 hex digits) of the canonical JSON of ``cfg``'s result-defining ``keys``."""
-    canonical = json.dumps({k: cfg[k] for k in keys}, sort_keys=True, ensure_ascii=True, default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+def config_hash(cfg, keys=RUN_KEYS) -> str:
+    """sha256 (12 hex digits) of the canonical JSON of a config's result-defining ``keys``."""
+    values = cfg if isinstance(cfg, dict) else {k: getattr(cfg, k) for k in keys}
+    return config.config_hash(values, keys)
 
 
 def hashed_alpha(strategy, alpha):
@@ -133,33 +125,33 @@ def default_run_name(profile: str, cfg: dict[str, Any]) -> str:
             f"{'+'.join(cfg['eval_data'])}-seed{cfg['seed']}")
 
 
-def train_config(cfg: dict[str, Any]) -> training.TrainConfig:
+def train_config(cfg: RunConfig) -> training.TrainConfig:
     keys = ("strategy", "alpha", "language_sampling", "steps", "batch_size", "lr", "weight_decay", "warmup_ratio",
             "max_grad_norm", "temperature", "n_hard_negatives", "gradcache", "chunk_size", "train_dtype",
             "save_every", "val_every", "val_batches", "seed")
-    return training.TrainConfig(**{k: cfg[k] for k in keys})
+    return training.TrainConfig(**{k: getattr(cfg, k) for k in keys})
 
 
-def _load_train_table(cfg: dict[str, Any]) -> train_data.ParallelTable:
+def _load_train_table(cfg: RunConfig) -> train_data.ParallelTable:
     from hybridnb.data import lareqa
 
-    name = cfg["train_data"]
-    if name in profiles.DATASET_LANGUAGES:
-        task = lareqa.load_task(name, cfg["train_languages"], cfg["train_max_ids"])
-        return train_data.from_lareqa(task, cfg["candidate_mode"], cfg["n_hard_negatives"], DATA_SEED)
+    name = cfg.train_data
+    if name in config.DATASET_LANGUAGES:
+        task = lareqa.load_task(name, cfg.train_languages, cfg.train_max_ids)
+        return train_data.from_lareqa(task, cfg.candidate_mode, cfg.n_hard_negatives, DATA_SEED)
     if name == "mmarco":
-        if not cfg["train_languages"]:
+        if not cfg.train_languages:
             raise ValueError("train_data 'mmarco' needs train_languages (e.g. [en, de, ar])")
-        return train_data.load_mmarco(cfg["train_languages"], cfg["train_max_ids"], seed=DATA_SEED,
-                                      n_hard_negatives=cfg["n_hard_negatives"])
+        return train_data.load_mmarco(cfg.train_languages, cfg.train_max_ids, seed=DATA_SEED,
+                                      n_hard_negatives=cfg.n_hard_negatives)
     path = Path(name)
     if not path.is_file():
         raise FileNotFoundError(f"train_data file {path} does not exist")
     table = train_data.ParallelTable.load(path)
-    return table.select_languages(cfg["train_languages"]) if cfg["train_languages"] else table
+    return table.select_languages(cfg.train_languages) if cfg.train_languages else table
 
 
-def prepare_data(cfg: dict[str, Any]) -> RunData:
+def prepare_data(cfg: RunConfig) -> RunData:
     """Training table minus evaluation text, its validation split, and the evaluation task.
 
     Items containing any evaluation question, sentence or paragraph (exact match after normalisation) are
@@ -169,30 +161,30 @@ def prepare_data(cfg: dict[str, Any]) -> RunData:
     from hybridnb.data import lareqa
 
     eval_tasks = {name: lareqa.load_task(name, opts["languages"], opts["max_ids"])
-                  for name, opts in cfg["eval_datasets"].items()}
+                  for name, opts in cfg.eval_datasets.items()}
     table = _load_train_table(cfg)
     n_items, dropped = len(table), 0
     for name, task in eval_tasks.items():
-        table, k = train_data.remove_overlap(table, task, cfg["candidate_mode"])
+        table, k = train_data.remove_overlap(table, task, cfg.candidate_mode)
         dropped += k
         if dropped > MAX_OVERLAP_FRACTION * n_items:
             raise train_data.DataLeakError(
                 f"{dropped} of {n_items} training items contain {name} text: the training data overlaps the "
                 "evaluation data, so the evaluation would not be zero-shot")
     for task in eval_tasks.values():
-        train_data.check_no_overlap(table, task, cfg["candidate_mode"])
-    train, val = train_data.split_validation(table, cfg["val_fraction"], seed=DATA_SEED)
+        train_data.check_no_overlap(table, task, cfg.candidate_mode)
+    train, val = train_data.split_validation(table, cfg.val_fraction, seed=DATA_SEED)
     training.check_config(train_config(cfg), train)  # batch size vs items, languages, hard negatives
     training.trainer.fixed_validation_batches(train_config(cfg), val)
     return RunData(train, val, eval_tasks, dropped)
 
 
-def run_dirs(cfg: dict[str, Any]) -> tuple[Path, Path]:
+def run_dirs(cfg: RunConfig) -> tuple[Path, Path]:
     """(report folder under reports/runs/, weights folder under cache/runs/)."""
-    return reports_root() / "runs" / cfg["run_name"], cache_root() / "runs" / cfg["run_name"]
+    return reports_root() / "runs" / cfg.run_name, cache_root() / "runs" / cfg.run_name
 
 
-def find_finished(cfg: dict[str, Any]) -> dict[str, Any] | None:
+def find_finished(cfg: RunConfig) -> dict[str, Any] | None:
     """The results of a finished run with the same config hash, or None (also when older than
     ``HYBRIDNB_FRESH_SINCE``, see :func:`hybridnb.paths.reusable`)."""
     report_dir, _ = run_dirs(cfg)
@@ -203,48 +195,48 @@ def find_finished(cfg: dict[str, Any]) -> dict[str, Any] | None:
             return None
     except (OSError, json.JSONDecodeError):
         return None
-    if saved.get("hash") != cfg["hash"]:
+    if saved.get("hash") != cfg.hash:
         return None
     paths.note_reuse(report_dir / "results.json")
     return results
 
 
-def train_model(cfg: dict[str, Any], data: RunData, resume: bool = True, show_progress: bool = True):
+def train_model(cfg: RunConfig, data: RunData, resume: bool = True, show_progress: bool = True):
     from hybridnb.models.encoders import Encoder
 
     distributed.init()  # before the encoder: it selects this rank's GPU
     with distributed.main_first():  # a first use may convert or download the model into the cache
-        encoder = Encoder.from_pretrained(cfg["model"], max_length=cfg["max_length"])
+        encoder = Encoder.from_pretrained(cfg.model, max_length=cfg.max_length)
     _, weights_dir = run_dirs(cfg)
-    return training.train(encoder, data.train, data.val, train_config(cfg), weights_dir / cfg["hash"],
+    return training.train(encoder, data.train, data.val, train_config(cfg), weights_dir / cfg.hash,
                           resume=resume, show_progress=show_progress)
 
 
-def evaluate_run(cfg: dict[str, Any], data: RunData, trained, show_progress: bool = True) -> dict[str, Any]:
+def evaluate_run(cfg: RunConfig, data: RunData, trained, show_progress: bool = True) -> dict[str, Any]:
     """Evaluate the best-by-validation-loss encoder on each evaluation task (the foundation's evaluator)."""
     from hybridnb.evaluation import runner
     from hybridnb.models.encoders import Encoder
 
-    encoder = Encoder.from_pretrained(trained.best_dir, max_length=cfg["max_length"])
-    dtype = precision.encode_arg(cfg["encode_dtype"])
-    return {name: runner.evaluate_encoder(encoder, task, cfg["candidate_mode"], cfg["encode_batch_size"],
-                                          cfg["n_resamples"], cfg["seed"], show_progress, dtype)
+    encoder = Encoder.from_pretrained(trained.best_dir, max_length=cfg.max_length)
+    dtype = precision.encode_arg(cfg.encode_dtype)
+    return {name: runner.evaluate_encoder(encoder, task, cfg.candidate_mode, cfg.encode_batch_size,
+                                          cfg.n_resamples, cfg.seed, show_progress, dtype)
             for name, task in data.eval_tasks.items()}
 
 
 def results_json(cfg, data: RunData, trained, evaluations, profile: str, wall_s: float) -> dict[str, Any]:
     return {
         "schema": reporting.SCHEMA, "kind": "trained", "profile": profile,
-        "model": {"name": cfg["model"], "max_length": cfg["max_length"], "candidate_mode": cfg["candidate_mode"],
-                  "encode_dtype": cfg["encode_dtype"], "evaluated": "best validation loss",
+        "model": {"name": cfg.model, "max_length": cfg.max_length, "candidate_mode": cfg.candidate_mode,
+                  "encode_dtype": cfg.encode_dtype, "evaluated": "best validation loss",
                   "best_dir": str(trained.best_dir)},  # a sentence-transformers folder with a model card
-        "training": {"strategy": cfg["strategy"], "alpha": cfg["alpha"],
-                     "weights": sampling.parse_strategy(cfg["strategy"], cfg["alpha"]),
-                     "train_data": str(cfg["train_data"]), "train_items": len(data.train),
+        "training": {"strategy": cfg.strategy, "alpha": cfg.alpha,
+                     "weights": cfg.weights,
+                     "train_data": str(cfg.train_data), "train_items": len(data.train),
                      "val_items": len(data.val), "dropped_overlap": data.dropped_overlap,
-                     "steps": cfg["steps"], "batch_size": cfg["batch_size"], "seed": cfg["seed"],
+                     "steps": cfg.steps, "batch_size": cfg.batch_size, "seed": cfg.seed,
                      "best_step": trained.best_step, "best_val_loss": trained.best_val_loss,
-                     "final_loss": trained.history[-1]["loss"], "config_hash": cfg["hash"]},
+                     "final_loss": trained.history[-1]["loss"], "config_hash": cfg.hash},
         "provenance": reporting.provenance(profile),
         "timings": {"wall_s": wall_s, "train_s": sum(r["step_s"] for r in trained.history),
                     "peak_rss_mb": budget.peak_rss_mb(),
@@ -271,7 +263,7 @@ class RunTask(Protocol):
     """One kind of run for :func:`execute`: :class:`TextRun` here, the image-text runs in
     :mod:`hybridnb.image_text.runs`. ``cfg`` is already checked (``run_name``, ``hash``)."""
 
-    cfg: dict[str, Any]
+    cfg: config.RunConfigBase  # TextRunConfig, ImageTextRunConfig, ImageTextZeroShotConfig
 
     def dirs(self) -> tuple[Path, Path]: ...                          # (report folder, weights folder)
 
@@ -301,14 +293,14 @@ def execute(task: RunTask, show_progress: bool = True, announce: bool = False) -
         check_no_other_run(cfg, report_dir)
     if announce and distributed.is_main():
         created = (finished or {}).get("provenance", {}).get("created", "?")
-        print(f"[hybridnb] run {cfg['run_name']} (config {cfg['hash']}): " +
+        print(f"[hybridnb] run {cfg.run_name} (config {cfg.hash}): " +
               (f"reusing the finished run in {paths.shown(report_dir)} (finished {created}; nothing is trained)" if finished
                else "training"), flush=True)
     if finished is not None:
         return report_dir, finished
     weights_dir = task.dirs()[1]
     check_writable(report_dir.parent, weights_dir.parent)  # a read-only reports folder fails now, not after training
-    lock = checkpoints.run_lock(weights_dir.parent / f".{cfg['run_name']}.lock") if distributed.is_main() \
+    lock = checkpoints.run_lock(weights_dir.parent / f".{cfg.run_name}.lock") if distributed.is_main() \
         else contextlib.nullcontext()
     with lock:  # a second process starting this run stops here with RunLocked
         started = time.time()
@@ -349,7 +341,7 @@ def check_writable(*folders: Path) -> None:
 REPLACE_ENV = "HYBRIDNB_REPLACE_RUNS"
 
 
-def check_no_other_run(cfg: dict[str, Any], report_dir: Path) -> None:
+def check_no_other_run(cfg: RunConfig, report_dir: Path) -> None:
     """Refuse to overwrite the finished report of a different config that has the same run name (the default
     name leaves most settings out: ``--set lr=1e-5`` then ``lr=5e-5`` would replace each other), unless
     ``HYBRIDNB_REPLACE_RUNS=1``. A report older than ``HYBRIDNB_FRESH_SINCE`` may always be replaced."""
@@ -357,43 +349,54 @@ def check_no_other_run(cfg: dict[str, Any], report_dir: Path) -> None:
         saved = json.loads((report_dir / "config.json").read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return  # nothing finished there (or a torn file): nothing to lose
-    if saved.get("hash") == cfg["hash"] or os.environ.get(REPLACE_ENV, "").strip() in ("1", "true", "yes") \
+    if saved.get("hash") == cfg.hash or os.environ.get(REPLACE_ENV, "").strip() in ("1", "true", "yes") \
             or not paths.reusable(report_dir / "config.json"):
         return
-    changed = sorted(k for k in cfg if k in saved and k not in ("hash", "run_name", "encode_batch_size", "image_root")
-                     and json.dumps(saved[k], sort_keys=True, default=str) != json.dumps(cfg[k], sort_keys=True,
-                                                                                        default=str))
+    mine = cfg.hash_values()
+    changed = sorted(k for k in mine if k in saved and json.dumps(saved[k], sort_keys=True, default=str)
+                     != json.dumps(mine[k], sort_keys=True, default=str))
     raise ValueError(f"{report_dir} holds a finished run of another config (hash {saved.get('hash')}, this one "
-                     f"{cfg['hash']}; they differ in: {', '.join(changed) or 'keys this version hashes'}). Give "
+                     f"{cfg.hash}; they differ in: {', '.join(changed) or 'keys this version hashes'}). Give "
                      f"this run its own run_name, or set {REPLACE_ENV}=1 to replace it")
 
 
-def write_run(cfg: dict[str, Any], output: RunOutput) -> Path:
+def write_run(cfg: RunConfig, output: RunOutput) -> Path:
     """Write reports/runs/<run_name>/ completely in a temp folder, then swap it in: config.json, results.json,
     the output's files and figures, and results.md (its summary and table)."""
     report_dir = run_dirs(cfg)[0]
     prov = output.results["provenance"]
     with reporting.atomic_dir(report_dir) as tmp:
-        reporting.write_json(tmp / "config.json", {**cfg, "provenance": prov})
+        reporting.write_json(tmp / "config.json", {**cfg.to_json(), "provenance": prov})
         reporting.write_json(tmp / "results.json", output.results)
         for name, write in output.files.items():
             write(tmp / name)
         for name, fig in output.figures.items():
             reporting.save_figure(fig, tmp / name)
-        reporting.write_text(tmp / "results.md", f"# Run {cfg['run_name']}\n\n{reporting.stamp(prov)}\n\n"
+        reporting.write_text(tmp / "results.md", f"# Run {cfg.run_name}\n\n{reporting.stamp(prov)}\n\n"
                                                  f"{output.summary}\n\n" + reporting.markdown_table(output.rows))
     return report_dir
 
 
 @dataclass
-class TextRun:
-    """A text run: parallel question-passage pairs, the dual-encoder trainer, the LAReQA evaluator."""
+class RunTaskBase:
+    """What every run task shares: its checked config and the profile its report is stamped with. By default
+    its folders are :func:`run_dirs` and nothing is left to prune once the report is written."""
 
-    cfg: dict[str, Any]
+    cfg: config.RunConfigBase
     profile: str = "custom"
 
     def dirs(self) -> tuple[Path, Path]:
         return run_dirs(self.cfg)
+
+    def prune(self, trained) -> None:
+        """Nothing to drop."""
+
+
+@dataclass
+class TextRun(RunTaskBase):
+    """A text run: parallel question-passage pairs, the dual-encoder trainer, the LAReQA evaluator."""
+
+    cfg: RunConfig
 
     def prepare(self) -> RunData:
         return prepare_data(self.cfg)
@@ -411,12 +414,12 @@ class TextRun:
         results = results_json(cfg, data, trained, evaluations, self.profile, time.time() - started)
         files = {"train_log.jsonl": lambda path: shutil.copy(trained.log_path, path),
                  **{f"per_query_{name}.npz": ev.result.save for name, ev in evaluations.items()}}
-        summary = (f"Strategy {cfg['strategy']} (batch kinds {sampling.parse_strategy(cfg['strategy'], cfg['alpha'])}),"
-                   f" {cfg['steps']} steps of {cfg['batch_size']} pairs on {cfg['train_data']}, evaluated zero-shot "
-                   f"on {', '.join(cfg['eval_data'])} with the best checkpoint by validation loss (step "
-                   f"{trained.best_step}). Config hash {cfg['hash']}.")
+        summary = (f"Strategy {cfg.strategy} (batch kinds {cfg.weights}),"
+                   f" {cfg.steps} steps of {cfg.batch_size} pairs on {cfg.train_data}, evaluated zero-shot "
+                   f"on {', '.join(cfg.eval_data)} with the best checkpoint by validation loss (step "
+                   f"{trained.best_step}). Config hash {cfg.hash}.")
         return RunOutput(results, files, {"loss_curve.png": reporting.plot_training_curves(trained.history,
-                                                                                           cfg["run_name"])},
+                                                                                           cfg.run_name)},
                          summary, reporting.summary_rows(results))
 
 

@@ -102,8 +102,8 @@ def check_study(params: dict[str, Any]) -> list[StudyRun]:
     names: dict[str, str] = {}
     for r in planned:
         cfg = r.cfg
-        if names.setdefault(cfg["run_name"], cfg["hash"]) != cfg["hash"]:
-            raise ValueError(f"two different study runs would share the report folder {cfg['run_name']}")
+        if names.setdefault(cfg.run_name, cfg.hash) != cfg.hash:
+            raise ValueError(f"two different study runs would share the report folder {cfg.run_name}")
         runs.check_no_other_run(cfg, runs.run_dirs(cfg)[0])  # another config's report there: refused now, not later
     return planned
 
@@ -141,10 +141,10 @@ def collect(params: dict[str, Any], train: bool = True, show_progress: bool = Tr
             cfg = r.cfg
             results, report_dir = runs.find_finished(cfg), runs.run_dirs(cfg)[0]
             if results is None and train:
-                print(f"[hybridnb] study: training {cfg['run_name']} ({r.group}) ...", flush=True)
+                print(f"[hybridnb] study: training {cfg.run_name} ({r.group}) ...", flush=True)
                 report_dir, results = runs.run(r.params, show_progress=show_progress)
             elif results is None:
-                print(f"[hybridnb] study: not finished yet: {cfg['run_name']}", flush=True)
+                print(f"[hybridnb] study: not finished yet: {cfg.run_name}", flush=True)
                 continue
             out.append({"run": r, "results": results, "dir": report_dir})
         return out

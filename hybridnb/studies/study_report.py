@@ -178,7 +178,7 @@ def budget_rows(runs: list[dict]) -> pd.DataFrame:
     for r in runs:
         t = r["results"].get("timings", {})
         rss = t.get("peak_rss_mb")
-        rows.append({"run": r["run"].cfg["run_name"], "group": r["run"].group,
+        rows.append({"run": r["run"].cfg.run_name, "group": r["run"].group,
                      "wall (min)": round(t.get("wall_s", math.nan) / 60, 1),
                      "training (min)": round(t.get("train_s", math.nan) / 60, 1),
                      "peak RSS (GB)": f"{rss / 1000:.2f}" if rss else "not recorded",

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hybridnb import allocator, paths
+from hybridnb import allocator, config, paths
 from hybridnb.training import checkpoints, distributed, embedding_grads, losses, sampling
 from hybridnb.data.train_data import ParallelTable, collate
 from hybridnb.models import precision
@@ -43,7 +43,7 @@ from hybridnb.models import precision
 __all__ = ["TrainConfig", "TrainResult", "check_settings", "check_config", "build_optimizer", "build_scheduler", "train",
            "validation_loss", "validation_scores", "TRAIN_DTYPES", "VALIDATION_SEED"]
 
-TRAIN_DTYPES = ("auto", "float32", "bfloat16")  # auto: bf16 autocast where bf16 is native (CUDA, AVX512_BF16, AMX)
+TRAIN_DTYPES = config.TRAIN_DTYPES  # auto: bf16 autocast where bf16 is native (CUDA, AVX512_BF16, AMX)
 CHECKPOINT = "checkpoint.pt"
 LOG = "train_log.jsonl"
 
