@@ -51,10 +51,14 @@ def test_p_at_the_floor_and_every_baseline_in_every_column():
         {"baseline": "X-X-mono", "column": "rank distance ↓", "diff": -30.0, "low": -35.0, "high": -25.0, "p_value": 0.002},
         {"baseline": "X-X-mono", "column": "mono map", "diff": 0.001, "low": -0.001, "high": 0.003, "p_value": 0.2},
     ])
-    assert cmp.baseline_summary(sig) == [
-        "vs X-Y: hybrid is better in mono map; worse in multi map, rank distance ↓.",
-        "vs X-X-mono: hybrid is better in rank distance ↓; no different in mono map.",
+    assert cmp.baseline_verdicts(sig) == [
+        "hybrid vs X-Y: wins on mono map (+0.010); loses on multi map (-0.020), rank distance ↓ (+19.0).",
+        "hybrid vs X-X-mono: wins on rank distance ↓ (-30.0); no difference on mono map (+0.001).",
     ]
+    seeded = sig.assign(verdict=["win", "loss?", "loss?", "win?", "no difference?"],
+                        seed_noise_measured=[True, False, False, False, False])  # image-text: its own verdicts
+    assert cmp.baseline_verdicts(seeded)[1] == ("hybrid vs X-X-mono: wins on rank distance ↓ (-30.0); no difference "
+                                                "on mono map (+0.001) (one seed: seed noise not measured).")
 
 
 def _result(languages, mono, cross, q_lang):

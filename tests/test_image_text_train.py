@@ -18,7 +18,7 @@ from hybridnb import config
 from hybridnb.image_text import compare as mmc
 from hybridnb.image_text import runs as mm
 from hybridnb.image_text import trainer as itt
-from hybridnb.studies import runs  # noqa: E402
+from hybridnb.studies import compare, runs  # noqa: E402
 from hybridnb.models.encoders import Encoder  # noqa: E402
 from hybridnb.image_text.model import batch_loss, collate_image_text, image_text_loss  # noqa: E402
 from hybridnb.image_text.caption_table import ImageTextTable  # noqa: E402
@@ -296,7 +296,7 @@ def test_seeded_comparison_against_every_baseline_and_report(bert, dirs):
     assert set(sig[sig.baseline == "zero-shot"].metric) == {"caption X→Y mAP", "caption X→Y mAP unseen"}
     assert set(sig[sig.baseline == "X-X-mono"].metric) == set(mmc.COLUMNS)
     assert sig.p_value.between(0, 1).all() and sig.seed_noise_measured[sig.baseline != "zero-shot"].all()
-    said = mmc.verdicts(sig)
+    said = compare.baseline_verdicts(sig)
     assert len(said) == 3 and all(v.startswith("hybrid vs ") for v in said)
     wide = mmc.significance_wide(sig)
     assert list(wide.index) == ["zero-shot", "En-En", "X-X-mono"] and wide.loc["zero-shot", "t2i R@10"] == "n/a"

@@ -42,7 +42,7 @@ from hybridnb.image_text.runs import (  # noqa: F401
     run_zero_shot,
 )
 from hybridnb.image_text.compare import (  # noqa: F401
-    collect, load_result, comparison_table, significance, significance_wide, verdicts,
+    collect, load_result, comparison_table, significance, significance_wide,
     plot_per_language, plot_examples, report_markdown,
 )
 
@@ -60,5 +60,5 @@ __all__ = [
     'build_model', 'build_image_optimizer', 'validation_loss', 'train_image_text', 'DATASETS',
     'RUN_KEYS', 'ZERO_SHOT_KEYS', 'check_run', 'check_runs', 'prepare_data', 'eval_table',
     'run_image_text', 'run_zero_shot', 'collect', 'load_result', 'comparison_table', 'significance',
-    'significance_wide', 'verdicts', 'plot_per_language', 'plot_examples', 'report_markdown',
+    'significance_wide', 'plot_per_language', 'plot_examples', 'report_markdown',
 ]

@@ -19,7 +19,7 @@ from hybridnb.image_text.runs import DISPLAYABLE, PROBLEMS, check_runs, run_imag
 from hybridnb.studies import compare
 
 __all__ = ["COLUMNS", "collect", "load_result", "seed_results", "seed_summaries", "comparison_table",
-           "per_language_summaries", "significance", "significance_wide", "verdicts", "recall_interval",
+           "per_language_summaries", "significance", "significance_wide", "recall_interval",
            "plot_per_language", "plot_examples", "probe_lines", "report_markdown"]
 
 #: the reported columns: label -> (problem, per-query key, which caption languages: all | trained | unseen)
@@ -170,23 +170,6 @@ def significance_wide(sig: pd.DataFrame) -> pd.DataFrame:
             for d, lo, hi, v, c in zip(sig["diff"], sig.low, sig.high, sig.verdict, sig.column)]
     wide = sig.assign(cell=cell).pivot(index="baseline", columns="column", values="cell")
     return wide[[c for c in COLUMNS if c in wide.columns]].reindex(list(dict.fromkeys(sig.baseline))).fillna("n/a")
-
-
-def verdicts(sig: pd.DataFrame, target: str = "hybrid") -> list[str]:
-    """One sentence per baseline: the columns where `target` wins, loses, and cannot be told apart (a win or
-    loss needs the seed-aware interval of the difference to exclude 0; rank distance: lower is better)."""
-    out = []
-    for baseline, rows in sig.groupby("baseline", sort=False):
-        parts = []
-        for word in ("win", "loss", "no difference"):
-            cols = [f"{c} ({d:+.{1 if 'distance' in c else 3}f})" for c, d, v in
-                    zip(rows.column, rows["diff"], rows.verdict) if v.rstrip("?") == word]
-            if cols:
-                label = {"win": "wins on", "loss": "loses on", "no difference": "no difference on"}[word]
-                parts.append(f"{label} {', '.join(cols)}")
-        unmeasured = " (one seed: seed noise not measured)" if not rows.seed_noise_measured.all() else ""
-        out.append(f"{target} vs {baseline}: " + "; ".join(parts) + unmeasured + ".")
-    return out
 
 
 def recall_interval(recall: float, n: int, level: float = 0.95) -> tuple[float, float]:
@@ -381,7 +364,7 @@ def report_markdown(params: dict, systems: dict, table: pd.DataFrame, sig: pd.Da
     if not sig.empty:
         lines += ["## Hybrid minus every baseline", "",
                   reporting.markdown_table(significance_wide(sig).reset_index().to_dict("records")), ""]
-        lines += [f"- {v}" for v in verdicts(sig)] + [""]
+        lines += [f"- {v}" for v in compare.baseline_verdicts(sig)] + [""]
     lines += ["## Every run", "", reporting.markdown_table(_run_rows(systems)), ""]
     if probe:
         lines += ["## The image tower", "", *probe.get("lines", []), ""]

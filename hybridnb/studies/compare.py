@@ -175,21 +175,30 @@ def p_text(p: float, n_resamples=None) -> str:
     return f"p={p:.3f}"
 
 
-def baseline_summary(sig: pd.DataFrame, target: str = "hybrid") -> list[str]:
-    """One sentence per baseline: the columns where ``target`` is better, worse, or not different (95% CI of the
-    paired difference excludes 0 or not; rank distance is better when lower). Every baseline, every column."""
+def baseline_verdicts(sig: pd.DataFrame, target: str = "hybrid") -> list[str]:
+    """One sentence per baseline, every column: where ``target`` wins, loses, and cannot be told apart from it.
+
+    The one wording of the text (REPORT.md) and image-text (MULTIMODAL.md) comparisons. ``sig`` has a row per
+    (baseline, column) with ``diff``, ``low``, ``high``; a win or loss needs the 95% interval of the difference
+    to exclude 0 (rank distance, marked ↓ or "distance": lower is better), unless the rows bring their own
+    ``verdict`` (the image-text seed-aware one, ``?`` when one seed leaves seed noise unmeasured)."""
     out = []
     for baseline, rows in sig.groupby("baseline", sort=False):
-        groups = {"better": [], "worse": [], "no difference": []}
-        for r in rows.itertuples():
-            lower_better = r.column.startswith("rank distance")
-            if r.low > 0 or r.high < 0:
-                groups["better" if (r.diff < 0) == lower_better else "worse"].append(r.column)
-            else:
-                groups["no difference"].append(r.column)
-        parts = [f"{k} in {', '.join(v)}" if k != "no difference" else f"no different in {', '.join(v)}"
-                 for k, v in groups.items() if v]
-        out.append(f"vs {baseline}: {target} is " + "; ".join(parts) + ".")
+        if "verdict" in rows:
+            words = [v.rstrip("?") for v in rows.verdict]
+        else:
+            words = ["no difference" if r.low <= 0 <= r.high else
+                     "win" if (r.diff < 0) == ("distance" in r.column or r.column.endswith("↓")) else "loss"
+                     for r in rows.itertuples()]
+        parts = []
+        for word, label in (("win", "wins on"), ("loss", "loses on"), ("no difference", "no difference on")):
+            cols = [f"{c} ({d:+.{1 if 'distance' in c else 3}f})" for c, d, w in zip(rows.column, rows["diff"], words)
+                    if w == word]
+            if cols:
+                parts.append(f"{label} {', '.join(cols)}")
+        unmeasured = " (one seed: seed noise not measured)" if "seed_noise_measured" in rows and \
+            not rows.seed_noise_measured.all() else ""
+        out.append(f"{target} vs {baseline}: " + "; ".join(parts) + unmeasured + ".")
     return out
 
 
@@ -323,7 +332,7 @@ def report_markdown(profile: dict, systems: dict, tables: dict[str, pd.DataFrame
             lines += [f"### {dataset}: hybrid minus baseline", "",
                       reporting.markdown_table(wide.reset_index().to_dict("records")), "",
                       "Against every baseline, in every column (this one seed):", ""]
-            lines += [f"- {s}" for s in baseline_summary(sig)] + ["",
+            lines += [f"- {s}" for s in baseline_verdicts(sig)] + ["",
                       "Against the paper's direction of effect (the paper's claim names one baseline per column):", ""]
             lines += [f"- {v}" for v in verdicts(sig)] + [""]
     lines += ["## The paper's numbers", ""]
