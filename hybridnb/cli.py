@@ -5,6 +5,8 @@
     torchrun --standalone --nproc_per_node 4 -m hybridnb train --profile paper  # DDP on 4 GPUs
     python -m hybridnb study --profile study                    # the seed study's runs (notebook 08 reports)
     python -m hybridnb pipeline --profile cpu                   # make reproduce: every notebook via papermill
+    python -m hybridnb miracl --profile paper                   # MIRACL dev (notebook 09) for the profile's models
+    torchrun --standalone --nproc_per_node 4 -m hybridnb miracl --profile paper   # corpus encoding on 4 GPUs
 
 Errors in the input are one line on stderr (exit status 2); ``--debug`` shows the traceback.
 
@@ -25,6 +27,7 @@ import yaml
 from hybridnb import config, reporting
 from hybridnb.training import distributed
 from hybridnb.studies import runs
+from hybridnb.paths import reports_root
 
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
@@ -92,12 +95,52 @@ def train_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def miracl_main(argv: list[str] | None = None) -> int:
+    """``python -m hybridnb miracl``: what notebook 09 does (:func:`hybridnb.studies.miracl_eval.run`), also under
+    torchrun, where every process encodes its own corpus shards and process 0 searches, scores and writes
+    reports/<profile>/miracl/<system>/ and reports/<profile>/MIRACL.md."""
+    from hybridnb.studies import miracl_eval
+
+    parser = argparse.ArgumentParser(prog="python -m hybridnb miracl", description=miracl_main.__doc__)
+    parser.add_argument("--profile", default="cpu", help="params/<profile>.yaml or a YAML path")
+    parser.add_argument("--languages", nargs="*", help="MIRACL languages (overrides miracl_languages)")
+    parser.add_argument("--local", help="a local copy of MIRACL (overrides miracl_local)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="other parameter overrides (YAML values), e.g. miracl_index={type: ivf}")
+    args = parser.parse_args(argv)
+    params = config.load_profile(args.profile)
+    overrides = parse_overrides(args.set)
+    check_override_keys(overrides)
+    params.update(overrides)
+    if args.languages:
+        params["miracl_languages"] = args.languages
+    if args.local:
+        params["miracl_local"] = args.local
+    try:  # checks every setting and every language's data first, then encodes, searches and scores
+        collected = miracl_eval.run(params, show_progress=True, announce=True)
+        main = distributed.is_main()
+    finally:
+        distributed.cleanup()  # under torchrun: leave the process group (a no-op otherwise)
+    if main:
+        sig = miracl_eval.significance(collected, params["n_resamples"], params["seed"])
+        out = reporting.write_text(
+            reports_root() / params["profile"] / "MIRACL.md",
+            miracl_eval.report_markdown(params, collected, sig, reporting.provenance(params["profile"])))
+        for note in collected.get("_notes", []):
+            print(f"[hybridnb] not evaluated: {note}")
+        table = miracl_eval.results_table(collected)
+        if not table.empty:
+            print(reporting.markdown_table(table.reset_index(names="system").to_dict("records")))
+        print(f"[hybridnb] wrote {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m hybridnb <command> ...``: dispatch to the command's own parser."""
     from hybridnb import pipeline
     from hybridnb.studies import study
 
-    commands = {"train": train_main, "study": study.main, "pipeline": pipeline.main}
+    commands = {"train": train_main, "study": study.main, "pipeline": pipeline.main, "miracl": miracl_main}
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]

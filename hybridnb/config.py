@@ -114,6 +114,18 @@ PARAMETERS: dict[str, str] = {
     "mm_train_dtype": "image-text training precision: float32 or bfloat16",
     "mm_val_every": "steps between image-text validations",
     "mm_val_batches": "fixed validation batches, image-text",
+    # ---- MIRACL dev (notebook 09, python -m hybridnb miracl)
+    "miracl_languages": "MIRACL languages evaluated (null = the paper's 15 of Tables 12-13)",
+    "miracl_local": "local copy of MIRACL (a folder, relative to the checkout or absolute; null = HYBRIDNB_MIRACL_LOCAL, "
+                    "else the Hugging Face hub, once, then the cache)",
+    "miracl_backbones": "backbones whose zero-shot start and finished runs are evaluated on MIRACL (null = the profile's model)",
+    "miracl_index": "search index {type: flat (exact) | ivf | hnsw, params: {nlist, nprobe, train_size | M, ef_construction, "
+                    "ef_search}}",
+    "miracl_top_k": "passages retrieved per query (>= 100: Recall@100)",
+    "miracl_shard_size": "passages per corpus shard (the unit of encoding, resume and torchrun work split)",
+    "miracl_dtype": "storage precision of the corpus embeddings: float32 or float16 (half the disk)",
+    "miracl_passage_format": "passage input: 'title text' (E5), pair ((title, text), mDPR) or text",
+    "miracl_in_reproduce": "make reproduce also runs notebook 09 (before 04, so REPORT.md has its rows)",
 }
 
 
@@ -209,7 +221,7 @@ def check_encode_dtype(name: str) -> str:
 # into one of the frozen dataclasses below. Each field's type (``Literal`` where a value is one of a few) and
 # bounds are the rule for its value: :func:`check_fields` checks every field from them, before any domain check
 # (the strategy's mixture, the model's positions, the data's languages) and before any work, with a message that
-# names the key and the allowed values. Their hash fields (``HASH_KEYS``) are the result-defining settings: the
+# names the key and the allowed values. Their hashed fields (``hash_keys()``) are the result-defining settings: the
 # canonical JSON of those, and nothing else, is the run's identity (``config_hash``), the same JSON the committed
 # ``reports/runs/*/config.json`` files were hashed from.
 

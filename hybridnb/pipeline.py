@@ -13,8 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from hybridnb.studies import backbone_study, budget, runs, study, sweep
+from hybridnb.studies import backbone_study, budget, miracl_eval, runs, study, sweep
 from hybridnb import config, paths
+from hybridnb.data import miracl
 from hybridnb.image_text import runs as image_text_runs
 from hybridnb.paths import repo_root, reports_root
 
@@ -23,12 +24,28 @@ NOTEBOOKS = ("01_data.ipynb", "02_zero_shot.ipynb", "03_train.ipynb", "04_compar
 TRAIN_NOTEBOOK = "03_train.ipynb"  # executed once per strategy in the profile's `strategies`
 SWEEP_NOTEBOOK = "05_ratio_sweep.ipynb"  # `make sweep`: its own target, not in NOTEBOOKS
 STUDY_NOTEBOOK = "08_study.ipynb"  # `make study`: its own target and budget (reports/<profile>/BUDGET.md)
+MIRACL_NOTEBOOK = "09_miracl.ipynb"  # in make reproduce when the profile says miracl_in_reproduce (paper)
+COMPARE_NOTEBOOK = "04_compare.ipynb"  # writes REPORT.md: MIRACL runs before it, for its MIRACL rows
+BACKBONES_NOTEBOOK = "06_backbones.ipynb"  # trains the other backbones' runs that MIRACL evaluates
+
+
+def ordered(profile: dict, notebooks: tuple[str, ...]) -> list[str]:
+    """The notebooks in run order. With ``miracl_in_reproduce``, notebook 09 joins make reproduce after the
+    runs it evaluates (03, and 06 for the other backbones) and before 04, whose REPORT.md shows its rows."""
+    order = list(notebooks)
+    if profile.get("miracl_in_reproduce") and COMPARE_NOTEBOOK in order and MIRACL_NOTEBOOK not in order:
+        at = order.index(COMPARE_NOTEBOOK)
+        order.remove(COMPARE_NOTEBOOK)
+        if BACKBONES_NOTEBOOK in order:
+            at = max(at, order.index(BACKBONES_NOTEBOOK) + 1)
+        order[at:at] = [MIRACL_NOTEBOOK, COMPARE_NOTEBOOK]
+    return order
 
 
 def jobs(profile: dict, notebooks: tuple[str, ...]) -> list[tuple[str, str, dict]]:
     """(notebook, executed copy's name, parameter overrides) in run order."""
     out = []
-    for nb in notebooks:
+    for nb in ordered(profile, notebooks):
         if nb == TRAIN_NOTEBOOK:
             for strategy in profile.get("strategies") or [profile["strategy"]]:
                 label = runs.strategy_label(strategy, profile["alpha"])
@@ -69,8 +86,11 @@ def run(profile_name: str, notebooks: tuple[str, ...] = NOTEBOOKS, fresh: bool =
         sweep.sweep_points(profile)  # every alpha and mixture of the sweep
     if STUDY_NOTEBOOK in notebooks:
         study.check_study(profile)  # every (strategy, seed) run any probe temperature can imply
+    if any(nb == MIRACL_NOTEBOOK for nb, _, _ in plan):  # its settings, and every language's data reachable
+        settings = miracl_eval.check_settings(profile)
+        miracl.check_available(settings.languages, settings.local)
     nb_dir = repo_root() / "notebooks"
-    missing = [nb for nb in notebooks if not (nb_dir / nb).exists()]
+    missing = [nb for nb in dict.fromkeys(nb for nb, _, _ in plan) if not (nb_dir / nb).exists()]
     if missing:
         raise FileNotFoundError(f"notebooks not found in {nb_dir}: {missing}")
     out_dir = reports_root() / profile["profile"] / "notebooks"

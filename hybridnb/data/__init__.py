@@ -1,5 +1,5 @@
-"""Data: the raw files (sources), the LAReQA retrieval tasks, the parallel training tables (LAReQA, mMARCO)
-and the overlap check that keeps evaluation text out of training.
+"""Data: the raw files (sources), the LAReQA retrieval tasks, the parallel training tables (LAReQA, mMARCO),
+the overlap check that keeps evaluation text out of training, and MIRACL dev (the paper's third benchmark).
 
 Modules:
     languages        The one check of a language list (every loader's languages=) and of a table's language columns.
@@ -11,10 +11,11 @@ Modules:
     overlap          Overlap between training data and an evaluation task: never train on evaluation text.
     mmarco           mMARCO (Bonifacio et al. 2021, parallel MS MARCO in 14 languages) as a parallel training table.
     train_data       Training data for hybrid batch training: a parallel table of (query, positive, hard negatives).
+    miracl           MIRACL dev: queries, relevance judgements and passages per language, from the hub or a local copy, cached as Arrow.
 """
 
 from hybridnb.data import (  # noqa: F401
-    languages, sources, retrieval_task, lareqa_files, lareqa, parallel_table, overlap, mmarco, train_data,
+    languages, sources, retrieval_task, lareqa_files, lareqa, parallel_table, overlap, mmarco, train_data, miracl,
 )
 from hybridnb.data.languages import (  # noqa: F401
     check_languages, check_item_columns, language_counts, check_every_language_used,
@@ -34,6 +35,9 @@ from hybridnb.data.overlap import (  # noqa: F401
 )
 from hybridnb.data.mmarco import MMARCO_LANGUAGES, load_mmarco  # noqa: F401
 from hybridnb.data.train_data import collate, from_lareqa, split_validation  # noqa: F401
+from hybridnb.data.miracl import (  # noqa: F401
+    MIRACL_LANGUAGES, PAPER_LANGUAGES, MiraclLanguage, MiraclUnavailable, Passages,
+)
 
 __all__ = [
     'languages', 'check_languages', 'check_item_columns', 'language_counts', 'check_every_language_used', 'sources', 'retrieval_task', 'lareqa_files', 'lareqa', 'parallel_table', 'overlap', 'mmarco',
@@ -43,4 +47,5 @@ __all__ = [
     'build_task', 'load_task', 'processed_dir', 'language_stats', 'ParallelTable', 'Passage',
     'CANDIDATE_MODES', 'DataLeakError', 'normalize_text', 'check_no_overlap', 'remove_overlap',
     'MMARCO_LANGUAGES', 'load_mmarco', 'collate', 'from_lareqa', 'split_validation',
+    'miracl', 'MIRACL_LANGUAGES', 'PAPER_LANGUAGES', 'MiraclLanguage', 'MiraclUnavailable', 'Passages',
 ]

@@ -348,6 +348,10 @@ def report_markdown(profile: dict, systems: dict, tables: dict[str, pd.DataFrame
     else:
         lines += paper_numbers.markdown(paper, source)
         lines += paper_numbers.miracl_markdown(paper_numbers.load_miracl(paper_numbers_path))
+    if profile.get("profile"):  # MIRACL dev (notebook 09): ours beside the paper's rows, or that it did not run
+        from hybridnb.studies import miracl_eval  # imported here: miracl_eval builds on this module
+
+        lines += miracl_eval.report_section(profile, paper_numbers_path)
     lines += ["## Figures", ""]
     lines += [f"![{Path(f).stem}]({f})" for f in figures]
     return "\n".join(lines) + "\n"
