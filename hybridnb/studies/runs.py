@@ -15,6 +15,7 @@ folder and renamed when complete, so an interrupted run never leaves a half-writ
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -126,9 +127,9 @@ def default_run_name(profile: str, cfg: dict[str, Any]) -> str:
 
 
 def train_config(cfg: RunConfig) -> training.TrainConfig:
-    keys = ("strategy", "alpha", "language_sampling", "steps", "batch_size", "lr", "weight_decay", "warmup_ratio",
-            "max_grad_norm", "temperature", "n_hard_negatives", "gradcache", "chunk_size", "train_dtype",
-            "save_every", "val_every", "val_batches", "seed")
+    """The trainer's section of the run config: every TrainConfig field the run config has (the rest of the run
+    config is data and evaluation)."""
+    keys = [f.name for f in dataclasses.fields(training.TrainConfig) if f.name in RUN_KEYS]
     return training.TrainConfig(**{k: getattr(cfg, k) for k in keys})
 
 
