@@ -314,15 +314,16 @@ def describe(hint, meta=None) -> str:
         f"{'an int' if hint is int else 'a number'}{_bounds_text(meta)}"
 
 
-def check_fields(config_type, values: dict[str, Any], prefix: str = "") -> None:
+def check_fields(config_type, values: dict[str, Any], name=lambda key: key) -> None:
     """Check every parameter field of the dataclass ``config_type`` in ``values`` against its type and bounds;
-    one ValueError naming the key (with ``prefix``, e.g. ``mm_``), the allowed values and what was given."""
+    one ValueError naming the key as the user wrote it (``name(key)``, e.g. ``mm_steps``), the allowed values
+    and what was given."""
     hints = get_type_hints(config_type)
     for f in fields(config_type):
         if f.metadata.get("derived") or f.name not in values:
             continue
         if not _matches(values[f.name], hints[f.name], f.metadata):
-            raise ValueError(f"{prefix}{f.name} must be {describe(hints[f.name], f.metadata)}, "
+            raise ValueError(f"{name(f.name)} must be {describe(hints[f.name], f.metadata)}, "
                              f"got {values[f.name]!r}")
 
 

@@ -87,8 +87,7 @@ def check_run(params: dict[str, Any], strategy=None, zero_shot: bool = False):
         values["strategy"] = params.get("mm_strategy") if strategy is None else strategy
         if values["strategy"] is None:
             raise ValueError("no strategy: pass strategy= or mm_strategy")
-    for k, v in values.items():  # one message per key, under the name the user wrote
-        config.check_fields(kind, {k: v}, prefix="" if k in SHARED else "mm_")
+    config.check_fields(kind, values, name=_name)  # messages name the notebook parameter (mm_steps, seed)
     valid, langs = DATASETS[values["dataset"]], values["languages"]
     if langs is not None:
         if not langs or len(set(langs)) != len(langs):
@@ -122,7 +121,7 @@ def check_run(params: dict[str, Any], strategy=None, zero_shot: bool = False):
 
 def _name(key: str) -> str:
     """The notebook parameter of a config key: ``mm_<key>``, except the keys shared with the text runs."""
-    return key if key in SHARED else f"mm_{key}"
+    return key if key in NOTEBOOK_SHARED else f"mm_{key}"
 
 
 def _train_languages(train, evaluated: list[str]) -> list[str] | None:

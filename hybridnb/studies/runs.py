@@ -35,7 +35,7 @@ from hybridnb.models import precision
 from hybridnb.models.backbones import check_max_length  # noqa: F401  (runs.check_max_length, as before)
 from hybridnb.paths import cache_root, reports_root
 
-__all__ = ["RUN_KEYS", "TRAIN_SOURCES", "RunData", "check_run", "config_hash", "prepare_data", "find_finished",
+__all__ = ["RUN_KEYS", "TRAIN_SOURCES", "RunData", "check_run", "prepare_data", "find_finished",
            "train_model", "evaluate_run", "RunOutput", "RunTask", "RunTaskBase", "execute", "write_run", "TextRun", "run"]
 
 TRAIN_SOURCES = ("mlqa-r", "xquad-r", "mmarco")  # or a path to a ParallelTable JSON
@@ -98,12 +98,6 @@ def check_run(params: dict[str, Any]) -> RunConfig:
     digest = config.config_hash(values, RUN_KEYS)
     run_name = params.get("run_name") or default_run_name(params.get("profile", "custom"), {**values, "hash": digest})
     return RunConfig(**values, weights=weights, run_name=run_name, hash=digest)
-
-
-def config_hash(cfg, keys=RUN_KEYS) -> str:
-    """sha256 (12 hex digits) of the canonical JSON of a config's result-defining ``keys``."""
-    values = cfg if isinstance(cfg, dict) else {k: getattr(cfg, k) for k in keys}
-    return config.config_hash(values, keys)
 
 
 def hashed_alpha(strategy, alpha):
