@@ -460,3 +460,26 @@ class ImageTextZeroShotConfig(RunConfigBase):
     encode_batch_size: int = setting(1, hashed=False)
     run_name: str = derived()
     hash: str = derived()
+
+
+MiraclStorage = Literal["float32", "float16"]
+PassageFormat = Literal["title text", "pair", "text"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class MiraclConfig:
+    """MIRACL dev's settings (notebook 09, ``python -m hybridnb miracl``): the ``miracl_*`` parameters without
+    their prefix, checked by :func:`check_fields` like the run configs. Built by
+    :func:`hybridnb.studies.miracl_eval.check_settings` only (the languages and backbones are checked there
+    against MIRACL and the backbone registry, the index against faiss's index types)."""
+
+    languages: Optional[list[str]]                  # None on input: the paper's 15 languages
+    local: Optional[str]                            # a local copy's folder
+    backbones: Optional[list[str]]                  # None: the profile's model
+    index: dict                                     # {type: flat | ivf | hnsw, params: {...}}
+    top_k: int = setting(100)                       # Recall@100 needs the top 100
+    shard_size: int = setting(1)
+    dtype: MiraclStorage
+    passage_format: PassageFormat
+    in_reproduce: bool
+

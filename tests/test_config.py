@@ -13,7 +13,8 @@ from typing import get_args
 import pytest
 
 from hybridnb import config
-from hybridnb.data import sources
+from hybridnb.data import miracl, sources
+from hybridnb.evaluation import corpus_index
 from hybridnb.image_text import runs as mm
 from hybridnb.image_text.towers import IMAGE_TOWERS
 from hybridnb.studies import runs
@@ -47,6 +48,8 @@ def test_the_literal_types_say_what_the_library_accepts():
     assert set(get_args(config.ImageTower)) == set(IMAGE_TOWERS)
     assert trainer.TRAIN_DTYPES == config.TRAIN_DTYPES == get_args(config.TrainDtype)
     assert set(STRATEGIES) <= {"hybrid", "mono", "cross", "mixed", "en"}  # parse_strategy checks the names
+    assert get_args(config.MiraclStorage) == corpus_index.DTYPES
+    assert get_args(config.PassageFormat) == miracl.PASSAGE_FORMATS
 
 
 def test_every_config_field_is_a_documented_parameter():

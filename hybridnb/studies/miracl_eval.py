@@ -42,7 +42,7 @@ from hybridnb import config, paths, reporting
 from hybridnb.data import miracl
 from hybridnb.data.languages import check_languages
 from hybridnb.evaluation import dense_search, stats, trec_metrics
-from hybridnb.evaluation.corpus_index import DTYPES, CorpusIndex
+from hybridnb.evaluation.corpus_index import CorpusIndex
 from hybridnb.models import backbones, precision
 from hybridnb.paths import cache_root, reports_root
 from hybridnb.studies import backbone_study, compare, paper_numbers, runs
@@ -60,52 +60,31 @@ METRICS = tuple(trec_metrics.MEASURES)  # ndcg@10, recall@100
 NOT_RUN = "MIRACL: not run (needs network or a local copy; see README)"
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The profile's MIRACL settings, checked."""
-
-    languages: tuple[str, ...]
-    local: str | None
-    backbones: tuple[str, ...] | None
-    index: dict
-    top_k: int
-    shard_size: int
-    dtype: str
-    passage_format: str
-
-
-def _positive_int(params: dict, key: str, least: int = 1) -> int:
-    value = params.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ValueError(f"{key} must be an int >= {least}, got {value!r}")
-    return value
+Settings = config.MiraclConfig
 
 
 def check_settings(params: dict[str, Any]) -> Settings:
-    """Every ``miracl_*`` setting, checked before any data or model is touched (ValueError naming the key)."""
+    """Every ``miracl_*`` setting, checked before any data or model is touched (ValueError naming the key): each
+    key's type and bounds by the typed config's fields, then the languages, backbones and index."""
     missing = [k for k in PARAMETERS if k not in params]
     if missing:
         raise ValueError(f"the profile lacks {missing} (MIRACL settings; see hybridnb.config.PARAMETERS)")
-    languages = tuple(check_languages(params["miracl_languages"] if params["miracl_languages"] is not None
-                                      else list(miracl.PAPER_LANGUAGES), miracl.MIRACL_LANGUAGES, "MIRACL"))
-    local = params["miracl_local"]
-    if local is not None and (not isinstance(local, str) or not local.strip()):
-        raise ValueError(f"miracl_local must be a folder (a string) or null, got {local!r}")
-    names = params["miracl_backbones"]
-    if names is not None:
-        if isinstance(names, str) or not isinstance(names, list) or not names:
-            raise ValueError(f"miracl_backbones must be a non-empty list of backbones or null, got {names!r}")
-        for name in names:
+    values = {k.removeprefix("miracl_"): params[k] for k in PARAMETERS}
+    values["in_reproduce"] = params.get("miracl_in_reproduce", False)
+    config.check_fields(Settings, values, name=lambda key: f"miracl_{key}")
+    values["languages"] = check_languages(values["languages"] if values["languages"] is not None
+                                          else list(miracl.PAPER_LANGUAGES), miracl.MIRACL_LANGUAGES, "MIRACL")
+    if values["local"] is not None and not values["local"].strip():
+        raise ValueError(f"miracl_local must be a folder (a string) or null, got {values['local']!r}")
+    if values["backbones"] is not None:
+        if not values["backbones"]:
+            raise ValueError("miracl_backbones must be a non-empty list of backbones or null, got []")
+        for name in values["backbones"]:
             if backbones.get_backbone(name).kind != "dense":  # unknown names fail here too
                 raise ValueError(f"miracl_backbones: {name} is lexical, not a dense encoder (no corpus embeddings)")
-    kind, index_params = dense_search.check_index(params["miracl_index"])
-    top_k = _positive_int(params, "miracl_top_k", 100)  # Recall@100 needs the top 100
-    dtype = params["miracl_dtype"]
-    if dtype not in DTYPES:
-        raise ValueError(f"miracl_dtype must be one of {', '.join(map(repr, DTYPES))}, got {dtype!r}")
-    return Settings(languages, local, tuple(names) if names else None, {"type": kind, "params": index_params}, top_k,
-                    _positive_int(params, "miracl_shard_size"), dtype,
-                    miracl.check_passage_format(params["miracl_passage_format"]))
+    kind, index_params = dense_search.check_index(values["index"])
+    values["index"] = {"type": kind, "params": index_params}
+    return Settings(**values)
 
 
 # ---- the systems ------------------------------------------------------------------------------------------
