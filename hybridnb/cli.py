@@ -27,7 +27,6 @@ import yaml
 from hybridnb import config, reporting
 from hybridnb.training import distributed
 from hybridnb.studies import runs
-from hybridnb.paths import reports_root
 
 
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
@@ -122,10 +121,7 @@ def miracl_main(argv: list[str] | None = None) -> int:
     finally:
         distributed.cleanup()  # under torchrun: leave the process group (a no-op otherwise)
     if main:
-        sig = miracl_eval.significance(collected, params["n_resamples"], params["seed"])
-        out = reporting.write_text(
-            reports_root() / params["profile"] / "MIRACL.md",
-            miracl_eval.report_markdown(params, collected, sig, reporting.provenance(params["profile"])))
+        out = miracl_eval.write_report(params, collected)
         for note in collected.get("_notes", []):
             print(f"[hybridnb] not evaluated: {note}")
         table = miracl_eval.results_table(collected)

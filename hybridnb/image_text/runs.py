@@ -195,7 +195,8 @@ def prepare_data(cfg: config.ImageTextRunConfig | config.ImageTextZeroShotConfig
         order = np.random.default_rng(SPLIT_SEED).permutation(len(table))
         cuts = np.split(order, [round(0.7 * len(table)), round(0.8 * len(table))])
         tables = {s: table.subset(np.sort(c), split=s) for s, c in zip(("train", "validation", "test"), cuts)}
-    sizes = {"train": getattr(cfg, "train_items", None), "validation": getattr(cfg, "val_items", None), "test": getattr(cfg, "eval_items", None)}
+    sizes = {"train": getattr(cfg, "train_items", None), "validation": getattr(cfg, "val_items", None),
+             "test": cfg.eval_items}  # the zero-shot config has no training splits
     return {s: _cap(t, sizes[s], s) for s, t in tables.items()}
 
 

@@ -42,15 +42,15 @@ from hybridnb import config, paths, reporting
 from hybridnb.data import miracl
 from hybridnb.data.languages import check_languages
 from hybridnb.evaluation import dense_search, stats, trec_metrics
-from hybridnb.evaluation.corpus_index import CorpusIndex
+from hybridnb.evaluation.corpus_index import CorpusIndex, encoder_dim
 from hybridnb.models import backbones, precision
 from hybridnb.paths import cache_root, reports_root
-from hybridnb.studies import backbone_study, compare, paper_numbers, runs
+from hybridnb.studies import backbone_study, compare, paper_numbers, runs, zero_shot
 from hybridnb.training import distributed
 
 __all__ = ["PARAMETERS", "SCHEMA", "NOT_RUN", "Settings", "System", "check_settings", "plan", "result_dir",
            "index_dir", "find", "run", "systems_of", "source_line", "collect_saved", "results_table", "paper_table",
-           "significance", "report_markdown", "report_section", "plot_languages", "notebook_parameters"]
+           "significance", "report_markdown", "write_report", "report_section", "plot_languages", "notebook_parameters"]
 
 #: the profile keys of this study (notebook 09's parameters besides the run keys)
 PARAMETERS = ("miracl_languages", "miracl_local", "miracl_backbones", "miracl_index", "miracl_top_k",
@@ -105,10 +105,6 @@ class System:
     config_hash: str | None = None
 
 
-def _slug(text: str) -> str:
-    return text.replace("/", "__").replace(":", "__")
-
-
 def plan(params: dict[str, Any], settings: Settings | None = None) -> tuple[list[System], list[str]]:
     """(the systems to evaluate, one line per planned run that cannot be: not trained, or its weights gone)."""
     settings = settings or check_settings(params)
@@ -116,7 +112,7 @@ def plan(params: dict[str, Any], settings: Settings | None = None) -> tuple[list
     for backbone in settings.backbones or [None]:
         model = params["model"] if backbone is None else backbone_study.model_name(backbone, params)
         tag = "" if model == params["model"] else f"{backbones.get_backbone(backbone).name} "
-        systems.append(System(f"{tag}zero-shot", "zero-shot", model, model, _slug(model), backbone))
+        systems.append(System(f"{tag}zero-shot", "zero-shot", model, model, zero_shot.folder_name(model), backbone))
         for strategy in params.get("strategies") or [params["strategy"]]:
             run_params = ({**params, "strategy": strategy, "run_name": None} if not tag
                           else backbone_study.finetune_params(params, backbone, strategy))
@@ -213,7 +209,7 @@ def _evaluate(params: dict, settings: Settings, system: System, data: dict[str, 
                   "encode_dtype": record["encode_dtype"]}
         with distributed.main_first():  # rank 0 creates or rebuilds the index folder, then the others check it
             index = CorpusIndex.open(folder, model=system.identity, corpus=d.fingerprint, n_passages=d.n_passages,
-                                     dim=_dim(encoder), shard_size=settings.shard_size, dtype=settings.dtype,
+                                     dim=encoder_dim(encoder), shard_size=settings.shard_size, dtype=settings.dtype,
                                      inputs=inputs)
         done = index.encode(encoder, d.passages(settings.passage_format), batch, show_progress, encode_kwargs,
                             rank, world)
@@ -271,12 +267,6 @@ def _evaluate(params: dict, settings: Settings, system: System, data: dict[str, 
                     "processes": world},
     }
     return results, result
-
-
-def _dim(encoder) -> int:
-    from hybridnb.evaluation.corpus_index import encoder_dim
-
-    return encoder_dim(encoder)
 
 
 def _write(out_dir: Path, results: dict, result: trec_metrics.TrecResult) -> None:
@@ -468,6 +458,16 @@ def report_markdown(params: dict, collected: dict, sig: pd.DataFrame, prov: dict
         lines += ["Not evaluated:", ""] + [f"- {n}" for n in notes] + [""]
     lines += [f"![{Path(f).stem}]({f})" for f in figures]
     return "\n".join(lines) + "\n"
+
+
+def write_report(params: dict, collected: dict, sig: pd.DataFrame | None = None, figures=()) -> Path:
+    """Write reports/<profile>/MIRACL.md (``figures`` relative to that folder); the paired tests are computed
+    here unless given. Notebook 09 and ``python -m hybridnb miracl`` both end with it."""
+    if sig is None:
+        sig = significance(collected, params["n_resamples"], params["seed"])
+    profile = params["profile"]
+    return reporting.write_text(reports_root() / profile / "MIRACL.md",
+                                report_markdown(params, collected, sig, reporting.provenance(profile), figures))
 
 
 def report_section(profile: dict, paper_path=paper_numbers.PAPER_NUMBERS) -> list[str]:

@@ -92,11 +92,9 @@ def check_run(params: dict[str, Any]) -> RunConfig:
     if values["train_dtype"] == "auto":  # the same for training
         values["train_dtype"] = precision.resolve("auto")
     check_max_length(values["model"], values["max_length"])
-    if values["batch_size"] % distributed.world_size():
-        raise ValueError(f"batch_size {values['batch_size']} (the global batch) is not divisible by the "
-                         f"{distributed.world_size()} processes of the process group")
+    distributed.check_global_batch(values["batch_size"])
     digest = config.config_hash(values, RUN_KEYS)
-    run_name = params.get("run_name") or default_run_name(params.get("profile", "custom"), {**values, "hash": digest})
+    run_name = params.get("run_name") or default_run_name(params.get("profile", "custom"), values)
     return RunConfig(**values, weights=weights, run_name=run_name, hash=digest)
 
 

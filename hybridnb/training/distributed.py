@@ -45,8 +45,8 @@ from torch import Tensor
 from hybridnb.training import gradcache
 
 __all__ = ["CONTROL_TIMEOUT", "GlobalLoss", "all_gather_object", "all_reduce_grads", "barrier", "broadcast_object",
-           "check_device", "cleanup", "contrastive_step", "gather_with_grad", "init", "is_distributed", "is_main",
-           "local_rank", "main_first", "rank", "world_size", "wrap"]
+           "check_device", "check_global_batch", "cleanup", "contrastive_step", "gather_with_grad", "init",
+           "is_distributed", "is_main", "local_rank", "main_first", "rank", "world_size", "wrap"]
 
 CONTROL_TIMEOUT = timedelta(hours=6)  # rank 0 alone may build the data caches or evaluate for a long while
 _control: Any = None  # the gloo group for barriers and objects
@@ -91,6 +91,15 @@ def is_distributed() -> bool:
 
 def world_size() -> int:
     return dist.get_world_size() if is_distributed() else 1
+
+
+def check_global_batch(batch_size: int) -> int:
+    """The global batch must split evenly over this process group's processes (each embeds its share)."""
+    world = world_size()
+    if batch_size % world:
+        raise ValueError(f"batch_size {batch_size} (the global batch) is not divisible by the {world} processes "
+                         "of the process group")
+    return batch_size
 
 
 def rank() -> int:

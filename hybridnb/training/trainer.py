@@ -94,10 +94,7 @@ def check_settings(cfg: TrainConfig) -> TrainConfig:
             raise ValueError(f"{name} must be a number in [{lo}, {hi}], got {value!r}")
     if cfg.temperature == 0 or cfg.lr == 0:
         raise ValueError("lr and temperature must be > 0")
-    world = distributed.world_size()
-    if cfg.batch_size % world:
-        raise ValueError(f"batch_size {cfg.batch_size} (the global batch) is not divisible by the "
-                         f"{world} processes of the process group")
+    distributed.check_global_batch(cfg.batch_size)
     if cfg.train_dtype not in TRAIN_DTYPES:
         raise ValueError(f"unknown train_dtype {cfg.train_dtype!r}; choose one of {list(TRAIN_DTYPES)}")
     sampling.parse_strategy(cfg.strategy, cfg.alpha)
