@@ -91,6 +91,8 @@ PARAMETERS: dict[str, str] = {
     "mm_languages": "caption languages evaluated (null = all of the dataset's)",
     "mm_train_languages": "caption languages trained on (null = all of mm_languages); the others are unseen",
     "mm_seeds": "training seeds of every image-text strategy (null = [seed])",
+    "mm_workers": "image-text runs trained at once, each in its own process with cores / workers torch threads "
+                  "(speed only, not in the config hash; 1: one after another in this process)",
     "mm_train_items": "cap on training images (null = all)",
     "mm_val_items": "cap on validation images (null = all)",
     "mm_eval_items": "cap on test images (null = all)",
@@ -111,7 +113,8 @@ PARAMETERS: dict[str, str] = {
     "mm_max_length": "tokens per caption",
     "mm_freeze_embeddings": "keep the text tower's word embeddings fixed (true: a third faster on CPU)",
     "mm_frozen_text_layers": "freeze the text tower's first N layers and cache their outputs (0: train all)",
-    "mm_train_dtype": "image-text training precision: float32 or bfloat16",
+    "mm_train_dtype": "image-text training precision: float32, bfloat16 autocast, or auto (bf16 where the CPU or GPU "
+                      "has it natively, else float32; resolved before the config hash)",
     "mm_val_every": "steps between image-text validations",
     "mm_val_batches": "fixed validation batches, image-text",
     # ---- MIRACL dev (notebook 09, python -m hybridnb miracl)
@@ -432,7 +435,7 @@ class ImageTextRunConfig(RunConfigBase):
     max_length: int = setting(1)
     freeze_embeddings: bool
     frozen_text_layers: int = setting(0)
-    train_dtype: TrainDtype
+    train_dtype: TrainDtype             # resolved: never auto here
     val_every: int = setting(1)
     val_batches: int = setting(1)
     n_resamples: int = setting(1)

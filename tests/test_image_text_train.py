@@ -3,6 +3,7 @@ zero-shot baseline, reuse by hash, the atomic writer, the comparison), on a tiny
 table: fast and offline."""
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -328,3 +329,64 @@ def test_profiles_pass_the_image_text_checks(profile):
     cfgs = mm.check_runs(params)
     assert [c.run_name for c in cfgs][0] == f"{profile}-mm-zero-shot-openmoji-cldr-seed0"
     assert len({c.hash for c in cfgs}) == len(cfgs)
+
+
+# ---- several runs at once (mm_workers) ---------------------------------------------------------------
+
+
+def test_runs_in_worker_processes_match_runs_in_one_process(bert, dirs, monkeypatch):
+    """mm_workers=2 trains the runs in two processes (forked here, so the synthetic data loader carries over;
+    the notebooks use spawn) and gives the same results as one after another in this process, same order."""
+    tmp_path, _ = dirs
+    params = params_for(bert, mm_seeds=[0, 1], mm_strategies=["mono", "cross"])
+    serial = mm.run_image_text_all({**params, "mm_workers": 1}, show_progress=False)
+    metrics = {(s, k): r["metrics"] for s, k, _, r in serial}
+    for _, _, path, _ in serial:
+        shutil.rmtree(path)
+    warmed = []
+    monkeypatch.setattr(mm, "warm_caches", lambda *a, **k: warmed.append(a[1:]) or {})
+    monkeypatch.setattr(mm, "START_METHOD", "fork")
+    parallel = mm.run_image_text_all({**params, "mm_workers": 2}, show_progress=False)
+    assert [(s, k) for s, k, _, _ in parallel] == [("mono", 0), ("mono", 1), ("cross", 0), ("cross", 1)]
+    assert warmed == [("mono", 0)]  # the caches are warmed once, before the workers start
+    for s, k, path, results in parallel:
+        assert path.is_dir() and results["timings"]["torch_threads"] >= 1
+        for name, entry in results["metrics"].items():
+            if entry is not None:
+                assert entry["value"] == pytest.approx(metrics[s, k][name]["value"], abs=1e-5), (s, k, name)
+
+
+def test_a_failed_worker_run_raises_naming_it_and_writes_no_report(bert, dirs, monkeypatch):
+    tmp_path, _ = dirs
+    params = params_for(bert, mm_seeds=[0, 1], mm_strategies=["mono"], mm_workers=2)
+    monkeypatch.setattr(mm, "warm_caches", lambda *a, **k: {})
+    monkeypatch.setattr(mm, "START_METHOD", "fork")
+    monkeypatch.setattr(mm.ImageTextRun, "train", lambda self, data, show: (_ for _ in ()).throw(
+        RuntimeError(f"out of memory in {self.cfg.run_name}")))
+    with pytest.raises(RuntimeError, match=r"image-text run test-mm-mono-openmoji-cldr-seed\d failed in its worker "
+                                           r"process: .*out of memory"):
+        mm.run_image_text_all(params, show_progress=False)
+    runs_dir = tmp_path / "reports" / "runs"
+    assert not runs_dir.exists() or list(runs_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, True, "2"])
+def test_bad_mm_workers_is_refused_before_any_work(value, bert, dirs):
+    tmp_path, calls = dirs
+    with pytest.raises(ValueError, match=f"mm_workers must be an int >= 1"):
+        mm.check_runs(params_for(bert, mm_workers=value))
+    assert calls == [] and not (tmp_path / "cache").exists()
+
+
+def test_auto_train_dtype_is_resolved_before_the_hash(bert, monkeypatch):
+    """`mm_train_dtype: auto` means bf16 autocast on a CPU with native bf16 and float32 elsewhere; the resolved
+    value enters the hash, so a run trained in bf16 is not reused where float32 would train."""
+    params = params_for(bert, mm_train_dtype="auto")
+    hashes = {}
+    for native in (True, False):
+        monkeypatch.setattr(mm.precision, "native_bf16", lambda device=None, native=native: native)
+        cfg = mm.check_run(params, "hybrid")
+        assert cfg.train_dtype == ("bfloat16" if native else "float32")
+        assert cfg.hash == mm.check_run({**params, "mm_train_dtype": cfg.train_dtype}, "hybrid").hash
+        hashes[native] = cfg.hash
+    assert hashes[True] != hashes[False]

@@ -177,9 +177,14 @@ def _planned(profile_name: str):
 
 
 @pytest.mark.parametrize("profile_name", ["cpu", "study"])
-def test_profiles_plan_the_committed_runs(profile_name):
+def test_profiles_plan_the_committed_runs(profile_name, monkeypatch):
     """`make reproduce` / `make sweep` / `make study` (STUDY_PROFILE=cpu too) find every committed run of the profile
-    by its hash."""
+    by its hash, on a CPU like the one that trained them: a profile's `auto` precision resolves to bf16 where the
+    CPU has it natively (the committed image-text runs: an AVX512_BF16 Zen 4) and to float32 elsewhere, where
+    make reproduce retrains those runs (test_auto_train_dtype_is_resolved_before_the_hash)."""
+    from hybridnb.models import precision
+
+    monkeypatch.setattr(precision, "native_bf16", lambda device=None: True)
     planned = _planned(profile_name)
     committed = {p.parent.name: json.loads(p.read_text(encoding="utf-8"))["hash"] for p in _committed_configs()
                  if json.loads(p.read_text(encoding="utf-8"))["provenance"]["profile"] == profile_name}

@@ -15,7 +15,7 @@ from hybridnb import reporting
 from hybridnb.evaluation import seed_stats
 from hybridnb.evaluation.metrics import EvalResult
 from hybridnb.image_text.metrics import ImageTextResult, select_queries
-from hybridnb.image_text.runs import DISPLAYABLE, PROBLEMS, check_runs, run_image_text, run_zero_shot, seeds
+from hybridnb.image_text.runs import DISPLAYABLE, PROBLEMS, check_runs, run_image_text_all, run_zero_shot
 from hybridnb.studies import compare
 
 __all__ = ["COLUMNS", "collect", "load_result", "seed_results", "seed_summaries", "comparison_table",
@@ -42,9 +42,10 @@ def collect(params: dict[str, Any], show_progress: bool = True) -> dict[str, dic
     check_runs(params)
     path, results = run_zero_shot(params, show_progress)
     systems = {"zero-shot": {"runs": [{"seed": None, "results": results, "dir": path}]}}
+    done = run_image_text_all(params, show_progress)  # mm_workers at once, or one after another
     for strategy in params["mm_strategies"]:
-        done = [(k, *run_image_text(params, strategy, show_progress, seed=k)) for k in seeds(params)]
-        systems[compare.system_label(strategy)] = {"runs": [{"seed": k, "results": r, "dir": p} for k, p, r in done]}
+        systems[compare.system_label(strategy)] = {"runs": [{"seed": k, "results": r, "dir": p}
+                                                            for s, k, p, r in done if s == strategy]}
     for system in systems.values():
         system.update(results=system["runs"][0]["results"], dir=system["runs"][0]["dir"])
     return systems
