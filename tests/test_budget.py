@@ -18,6 +18,26 @@ def test_measure_samples_the_rss_of_child_processes(tmp_path):
     assert budget.children_peak_rss_mb() >= 200  # exact, from getrusage
 
 
+def test_the_tree_footprint_counts_a_shared_mapping_once(tmp_path):
+    """Two children reading the same 300 MB file through mmap: the sum of their RSS counts it twice, the sum of
+    PSS (the budget's tree measure) about once."""
+    import pytest
+
+    data = tmp_path / "shared.bin"
+    data.write_bytes(os.urandom(300 * 2**20))
+    child = ("import mmap, sys, time\nf = open(sys.argv[1], 'rb'); m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)\n"
+             "s = sum(m[i] for i in range(0, len(m), 4096)); time.sleep(2.5)")
+    records = []
+    with budget.measure("two readers", records):
+        procs = [subprocess.Popen([sys.executable, "-c", child, str(data)]) for _ in range(2)]
+        assert [p.wait() for p in procs] == [0, 0]
+    (rec,) = records
+    if not rec.peak_pss_mb or rec.peak_pss_mb == rec.peak_rss_mb:
+        pytest.skip("no PSS on this system (/proc/<pid>/smaps_rollup)")
+    assert rec.peak_rss_mb >= 590  # 2 x 300 MB
+    assert 290 <= rec.peak_pss_mb <= 450  # 300 MB once, plus the two interpreters' own pages
+
+
 def test_no_record_when_the_block_fails():
     records = []
     try:
@@ -35,7 +55,7 @@ def test_write_budget_states_whether_targets_were_met(tmp_path):
     doc = json.loads((tmp_path / "budget.json").read_text())
     assert doc["wall_time_met"] is False and doc["peak_memory_met"] is True
     assert [n["notebook"] for n in doc["notebooks"]] == ["01_data.ipynb", "02.ipynb"]
-    assert doc["peak_rss_mb_sampled"] == 3000.0
+    assert doc["peak_rss_mb_sampled"] == 3000.0 and doc["peak_pss_mb_sampled"] == 3000.0  # no PSS read: RSS
     text = md.read_text()
     assert "10.2 min" in text and "NOT met" in text and "profile `cpu`" in text
 

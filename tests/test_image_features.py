@@ -166,8 +166,8 @@ def test_a_language_selection_keeping_every_item_shares_its_parents_features_unh
     parent = bilingual(table())
     features = tower.prepare(parent)
     key_calls.clear()
-    child = parent.select_languages(["en"])  # every item kept, a copy of the images: the memo of `parent` misses
-    assert child.ids == parent.ids and child.images is not parent.images
+    child = parent.select_languages(["en"])  # every item kept: another table sharing (not copying) the images,
+    assert child.ids == parent.ids and child.images is parent.images  # so the memo of `parent` misses
     assert tower.prepare(child, parent) is features and tower.prepare(child) is features
     assert torch.equal(tower.inputs(child, [4, 1]), features[[4, 1]])
     assert key_calls == []  # no pixel hashed again

@@ -390,3 +390,20 @@ def test_auto_train_dtype_is_resolved_before_the_hash(bert, monkeypatch):
         assert cfg.hash == mm.check_run({**params, "mm_train_dtype": cfg.train_dtype}, "hybrid").hash
         hashes[native] = cfg.hash
     assert hashes[True] != hashes[False]
+
+
+def test_the_saved_weights_are_what_training_changed_and_reload_to_the_same_results(bert, dirs):
+    """model.pt holds the trained weights only (not the frozen word embedding); loaded into a freshly built model
+    (strict=False), it gives the run's own test metrics again."""
+    tmp_path, _ = dirs
+    params = params_for(bert, mm_freeze_embeddings=True)
+    cfg = mm.check_run(params, "hybrid")
+    path, results = mm.run_image_text(params, "hybrid", show_progress=False)
+    state = torch.load(mm.run_dirs(cfg)[1] / "model.pt")
+    model = itt.build_model(mm.train_config(cfg))
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen and not frozen & set(state) and set(state) == set(model.state_dict()) - frozen
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert set(missing) == frozen and not unexpected
+    again, _ = mm.evaluate(model, mm.prepare_data(cfg)["test"], cfg)
+    assert again.summary()["t2i_r@10"] == pytest.approx(results["metrics"]["t2i_r@10"]["value"], abs=1e-6)

@@ -146,3 +146,28 @@ def test_full_set_renders_caches_and_splits(tmp_path, monkeypatch):
     again = om.load_openmoji_cldr(size=64, seed=0)  # from the cache: identical
     assert again["test"].ids == splits["test"].ids
     assert np.array_equal(again["test"].images, splits["test"].images)
+
+
+def test_splits_are_cached_and_read_memory_mapped(small, tmp_path, monkeypatch):
+    """Each split is written once and then read memory-mapped (pages shared by the processes that read it); a
+    second load reads neither the full table nor renders anything; another split seed is another folder."""
+    monkeypatch.setenv("HYBRIDNB_CACHE", str(tmp_path))
+    built = []
+    monkeypatch.setattr(om, "build_openmoji_cldr", lambda size, languages: built.append(size) or small)
+    first = om.load_openmoji_cldr(size=32, seed=0)
+    assert built == [32] and all(isinstance(t.images, np.memmap) for t in first.values())
+    expected = om.split_table(small, seed=0)
+    for name, t in first.items():
+        assert t.ids == expected[name].ids and t.split == name and t.meta == expected[name].meta
+        assert np.array_equal(t.images, expected[name].images)
+    with monkeypatch.context() as m:
+        m.setattr(om.ImageTextTable, "load", classmethod(
+            lambda cls, folder, mmap=False: pytest.fail("the full table was read") if not mmap else
+            _load(cls, folder, mmap)))
+        again = om.load_openmoji_cldr(size=32, seed=0)
+    assert built == [32] and [t.ids for t in again.values()] == [t.ids for t in first.values()]
+    other = om.load_openmoji_cldr(size=32, seed=1)  # another split: from the cached full table, not rendered
+    assert built == [32] and other["test"].ids == om.split_table(small, seed=1)["test"].ids
+
+
+_load = om.ImageTextTable.load.__func__

@@ -105,10 +105,14 @@ class ImageTextTable:
         if idx.size and (not np.issubdtype(idx.dtype, np.integer) or idx.min() < 0 or idx.max() >= len(self)):
             raise ValueError(f"indices must be ints in [0, {len(self)})")
         take = [int(i) for i in idx.reshape(-1)]
+        if self.images is not None and take == list(range(len(self))):  # every item in order (e.g. a language
+            images = self.images                                          # selection): share, do not copy
+        else:
+            images = None if self.images is None else np.ascontiguousarray(self.images[take])
         return ImageTextTable(
             [self.ids[i] for i in take], list(self.languages),
             {g: [self.captions[g][i] for i in take] for g in self.languages},
-            images=None if self.images is None else np.ascontiguousarray(self.images[take]),
+            images=images,
             image_paths=None if self.image_paths is None else [self.image_paths[i] for i in take],
             name=self.name, split=self.split if split is None else split, meta=dict(self.meta))
 

@@ -3,6 +3,7 @@ figures and reports/<profile>/MULTIMODAL.md (the runs themselves: :mod:`hybridnb
 
 from __future__ import annotations
 
+import json
 import os
 import textwrap
 from pathlib import Path
@@ -278,6 +279,12 @@ MCLIP_XTD10_R10 = {"en": 91.8, "de": 88.7, "es": 89.1, "fr": 89.4, "zh": 89.3, "
                    "ru": 86.1, "tr": 88.8, "ja": 81.0}
 
 
+def _config(report_dir) -> dict:
+    """A run folder's config.json (empty if it has none)."""
+    path = Path(report_dir) / "config.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
 def _run_rows(systems: dict[str, dict]) -> list[dict]:
     rows = []
     for name, system in systems.items():
@@ -323,6 +330,9 @@ def report_markdown(params: dict, systems: dict, table: pd.DataFrame, sig: pd.Da
     train = sum(run["results"]["timings"].get("train_s", 0.0) for run in runs_all)
     evaluation = sum(run["results"]["timings"].get("eval_s", 0.0) for run in runs_all)
     n_seeds = {n: len(s["runs"]) for n, s in trained.items()}
+    trained_runs = [run for s in trained.values() for run in s["runs"]]
+    dtypes = sorted({_config(run["dir"]).get("train_dtype", "float32") for run in trained_runs})
+    threads = sorted({run["results"]["timings"].get("torch_threads") for run in trained_runs} - {None})
     frozen = model.get("frozen_features")
     tower = (f"`{model['image_tower']}`, pre-trained and frozen (LiT: only the text side and the two projections "
              f"train), its features computed once per image at {model['image_size']} px and cached on disk "
@@ -338,7 +348,12 @@ def report_markdown(params: dict, systems: dict, table: pd.DataFrame, sig: pd.Da
              f"{features / 60:.1f} min reading or computing the cached image features, {states / 60:.1f} min the "
              f"frozen text layers' cached states of the training and validation captions (both once per machine), "
              f"{train / 60:.1f} min training steps and {evaluation / 60:.1f} min evaluation (with the test "
-             "captions' states).", "", "## What was run", "",
+             "captions' states). "
+             f"Training precision: {' / '.join(dtypes)}"
+             + (f"; {'/'.join(map(str, threads))} torch thread(s) per run" if threads else "")
+             + (f" ({params['mm_workers']} runs trained at once, so these run times overlap: notebook 07's own wall "
+                "time is in BUDGET.md)." if params.get("mm_workers", 1) > 1 else "."),
+             "", "## What was run", "",
              f"- Data: {data['dataset']}, {data['items']['test']} test images (never seen in training: the split is "
              f"by emoji family) x {len(data['languages'])} caption languages; items {data['items']}.",
              f"- Caption languages trained on: {', '.join(data.get('train_languages') or data['languages'])}. "

@@ -214,15 +214,28 @@ def split_table(table: ImageTextTable, fractions: Sequence[float] = (0.8, 0.1, 0
 
 def load_openmoji_cldr(size: int = 64, seed: int = 0, fractions: Sequence[float] = (0.8, 0.1, 0.1),
                        languages: Sequence[str] = OPENMOJI_LANGUAGES) -> dict[str, ImageTextTable]:
-    """The OpenMoji-CLDR train / validation / test tables (rendered once, then read from the cache)."""
+    """The OpenMoji-CLDR train / validation / test tables (rendered once, then read from the cache).
+
+    Each split is cached too, and read memory-mapped: the pixels stay in the page cache, shared by every process
+    that reads them (the image-text runs that train in parallel), and are only paged in when used (a frozen
+    tower whose features are cached reads them once, to check its cache key)."""
     size, languages = _check_size(size), _check_languages(languages)
     folder = cache_dir(size, languages)
+    split_key = hashlib.sha256(json.dumps({"fractions": [float(f) for f in fractions], "seed": int(seed),
+                                           "split_version": 1}).encode()).hexdigest()[:12]
+    split_dir = folder / f"split-{split_key}"
+    names = ("train", "validation", "test")
+    if all((split_dir / name / "table.json").is_file() for name in names):
+        return {name: ImageTextTable.load(split_dir / name, mmap=True) for name in names}
     if (folder / "table.json").is_file():
         table = ImageTextTable.load(folder)
     else:
         table = build_openmoji_cldr(size, languages)
         table.save(folder)
-    return split_table(table, fractions, seed)
+    for name, part in split_table(table, fractions, seed).items():
+        part.save(split_dir / name)
+    del table
+    return {name: ImageTextTable.load(split_dir / name, mmap=True) for name in names}
 
 
 def cache_dir(size: int = 64, languages: Sequence[str] = OPENMOJI_LANGUAGES) -> Path:

@@ -133,11 +133,13 @@ class FrozenTextLayers:
         try:
             if json.loads((folder / "texts.json").read_text(encoding="utf-8")) != texts:
                 return None
-            states, offsets = np.load(folder / "states.npy"), np.load(folder / "offsets.npy")
+            # memory-mapped (copy-on-write, never written): runs training in parallel processes share the pages
+            states, offsets = np.load(folder / "states.npy", mmap_mode="c"), np.load(folder / "offsets.npy")
         except (OSError, ValueError):
             return None  # absent or damaged: computed again and replaced
-        if len(offsets) != len(texts) + 1 or offsets[-1] != len(states) or not np.isfinite(states).all():
-            return None
+        if len(offsets) != len(texts) + 1 or offsets[-1] != len(states) or not all(
+                np.isfinite(states[a:a + 65536]).all() for a in range(0, len(states), 65536)):  # no 1-byte copy
+            return None                                                                          # of it all
         states = torch.from_numpy(states)
         return [states[a:b] for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
 

@@ -135,7 +135,7 @@ class FrozenFeatures(nn.Module):
     (:func:`hybridnb.image_text.image_features.cached_features`), or takes them from the table it was cut from
     (``prepare(table, parent)``); ``inputs(table, items)`` looks rows up, preparing a table it has not seen;
     ``forward`` is the identity, so only the model's image projection trains. Nothing of the tower is in
-    ``state_dict()``: a run's ``model.pt`` holds the text side and the projections.
+    ``state_dict()``: a run's ``model.pt`` holds the trained text layers and the projections.
     """
 
     def __init__(self, extractor: str, image_size: int = 224, batch_size: int = 64, show_progress: bool = True):
