@@ -407,3 +407,11 @@ def test_the_saved_weights_are_what_training_changed_and_reload_to_the_same_resu
     assert set(missing) == frozen and not unexpected
     again, _ = mm.evaluate(model, mm.prepare_data(cfg)["test"], cfg)
     assert again.summary()["t2i_r@10"] == pytest.approx(results["metrics"]["t2i_r@10"]["value"], abs=1e-6)
+    # a run trained in bf16 is evaluated under bf16 autocast: float32 arrays out, close to float32's
+    texts = mm.prepare_data(cfg)["test"].caption_rows()[0][:8]
+    exact = model.embed_texts(texts)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = model.embed_texts(texts)
+    assert fast.dtype == np.float32 and np.abs(fast - exact).max() < 0.05
+    bf16, _ = mm.evaluate(model, mm.prepare_data(cfg)["test"], cfg.replace(train_dtype="bfloat16"))
+    assert 0 <= bf16.summary()["t2i_r@10"] <= 1

@@ -113,7 +113,7 @@ class ImageTextModel(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            parts = [fn(a, min(a + batch_size, n)).cpu().numpy() for a in range(0, n, batch_size)]
+            parts = [fn(a, min(a + batch_size, n)).float().cpu().numpy() for a in range(0, n, batch_size)]
         finally:
             self.train(was_training)
         return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)

@@ -42,6 +42,7 @@ from hybridnb.image_text import caption_table
 from hybridnb import allocator, config, reporting
 from hybridnb.studies import runs
 from hybridnb.training import distributed, sampling
+from hybridnb.training.trainer import autocast_dtype
 from hybridnb.evaluation import stats
 from hybridnb.image_text import trainer as itt
 from hybridnb.image_text.metrics import (METRICS, ImageTextResult, caption_retrieval, confidence_intervals,
@@ -242,13 +243,16 @@ def _mean_recall_ci(result: ImageTextResult, n_resamples: int, seed: int) -> dic
 
 def evaluate(model, table, cfg: config.ImageTextRunConfig) -> tuple[ImageTextResult, np.ndarray]:
     """The test metrics (as :func:`image_text_eval.evaluate_table`, captions embedded length-sorted to cut
-    padding) and each caption's 10 best images."""
+    padding, under the run's training autocast: bf16 where it trained in bf16) and each caption's 10 best
+    images."""
     texts, langs, item = table.caption_rows()
     model.prepare_texts(texts)  # frozen lower text layers: their states read from (or written to) the cache
     order = np.argsort([len(t) for t in texts], kind="stable")
     text_emb = np.empty((len(texts), model.dim), np.float32)
-    text_emb[order] = model.embed_texts([texts[i] for i in order], cfg.encode_batch_size)
-    image_emb = model.embed_images(table, None, cfg.encode_batch_size)
+    dtype = autocast_dtype(cfg.train_dtype, model.device)  # in the precision it trained (and validated) in:
+    with torch.autocast(model.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):  # bf16 2.5x
+        text_emb[order] = model.embed_texts([texts[i] for i in order], cfg.encode_batch_size)  # float32's speed
+        image_emb = model.embed_images(table, None, cfg.encode_batch_size)
     result = image_text_metrics(text_emb, image_emb, langs, item, np.arange(len(table)), table.languages)
     top = np.argsort(-(text_emb @ image_emb.T), axis=1, kind="stable")[:, :10]
     return result, top.astype(np.int32)
