@@ -108,8 +108,8 @@ def check_run(params: dict[str, Any], strategy=None, zero_shot: bool = False):
         caption_table._check_image_root(values["image_root"], f"{values['dataset']} images (mm_image_root)")
     derived = {}
     if not zero_shot:
-        if values["train_dtype"] == "auto":  # -> what trains here (bf16 where it is native), before the hash, as
-            values["train_dtype"] = precision.resolve("auto")  # a text run's; so a CPU without it retrains
+        # auto -> what trains here (bf16 where it is native), before the hash as for a text run: a CPU without retrains
+        values["train_dtype"] = precision.resolve(values["train_dtype"])
         values["train_languages"] = _train_languages(values["train_languages"], langs or list(valid))
         kinds = derived["weights"] = sampling.parse_strategy(values["strategy"], values["alpha"])
         trained = values["train_languages"] or langs or list(valid)
@@ -295,18 +295,24 @@ class ImageTextRun(runs.RunTaskBase):
         itt.check(train_config(self.cfg), data["train"])  # batch size vs items and pools, before the model loads
         return data
 
-    def train(self, data, show_progress: bool):
+    def build_model(self, data, show_progress: bool) -> tuple[itt.ImageTextConfig, Any]:
+        """(trainer config, model) with a frozen tower's features of every split read or computed
+        (``features_s``); the frozen text layers' states follow in train_image_text / evaluate."""
         tcfg = train_config(self.cfg)
         model = itt.build_model(tcfg)
-        _, weights_dir = run_dirs(self.cfg)
         t0 = time.time()
-        if model.frozen_text is not None:  # its states are read or computed in train_image_text / evaluate
+        if model.frozen_text is not None:
             model.frozen_text.show_progress = show_progress
         if hasattr(model.image_tower, "prepare"):  # a frozen tower: every split's features, cached once per image
             model.image_tower.show_progress = show_progress
             for table in data.values():
                 model.image_tower.prepare(table)
         self.features_s = time.time() - t0
+        return tcfg, model
+
+    def train(self, data, show_progress: bool):
+        tcfg, model = self.build_model(data, show_progress)
+        _, weights_dir = run_dirs(self.cfg)
         trained = itt.train_image_text(model, data["train"], data["validation"], tcfg, weights_dir, show_progress)
         with reporting.atomic_path(weights_dir / "model.pt") as tmp:  # what training changed (~16 MB, not the
             torch.save(itt.trained_state(model), tmp)                 # frozen 470 MB): build_model + strict=False
@@ -426,23 +432,14 @@ def warm_caches(params: dict[str, Any], strategy, seed: int, show_progress: bool
     read the caches instead of each computing them. Returns the seconds spent on each."""
     task = ImageTextRun(check_run({**params, "seed": seed}, strategy), params.get("profile", "custom"))
     data = task.prepare()
-    tcfg = train_config(task.cfg)
-    model = itt.build_model(tcfg)
-    t0 = time.perf_counter()
-    if hasattr(model.image_tower, "prepare"):
-        model.image_tower.show_progress = show_progress
-        for table in data.values():
-            model.image_tower.prepare(table)
-    features_s = time.perf_counter() - t0
-    if model.frozen_text is not None:
-        model.frozen_text.show_progress = show_progress
+    tcfg, model = task.build_model(data, show_progress)  # the image features of every split
     *_, more_features_s, text_states_s = itt.prepare_inputs(model, data["train"], data["validation"], tcfg)
     t0 = time.perf_counter()
     model.prepare_texts(data["test"].caption_rows()[0])
     text_states_s += time.perf_counter() - t0
     del model, data
     allocator.release_memory()  # the kernel that warmed the caches keeps none of it while the workers train
-    return {"features_s": features_s + more_features_s, "text_states_s": text_states_s}
+    return {"features_s": task.features_s + more_features_s, "text_states_s": text_states_s}
 
 
 def _train_in_worker(params: dict[str, Any], strategy, seed: int, threads: int) -> str:
@@ -498,7 +495,8 @@ def run_image_text_all(params: dict[str, Any], show_progress: bool = True) -> li
                         bar.update(1)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-    return [(s, k, *run_image_text(params, s, show_progress, seed=k)) for s, k in jobs]  # trained or reused
+    profile = params.get("profile", "custom")  # trained or reused, from the configs checked above
+    return [(s, k, *runs.execute(ImageTextRun(cfg, profile), show_progress)) for (s, k), cfg in zip(jobs, configs)]
 
 
 def run_zero_shot(params: dict[str, Any], show_progress: bool = True) -> tuple[Path, dict]:

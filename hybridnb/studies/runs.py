@@ -89,8 +89,7 @@ def check_run(params: dict[str, Any]) -> RunConfig:
         raise ValueError(f"train_data {train_name!r} is also in eval_data: zero-shot evaluation needs "
                          "another dataset (e.g. train on mlqa-r, evaluate on xquad-r)")
     values["encode_dtype"] = precision.resolve(values["encode_dtype"])  # auto -> what runs here, before the hash
-    if values["train_dtype"] == "auto":  # the same for training
-        values["train_dtype"] = precision.resolve("auto")
+    values["train_dtype"] = precision.resolve(values["train_dtype"])  # the same for training
     check_max_length(values["model"], values["max_length"])
     distributed.check_global_batch(values["batch_size"])
     digest = config.config_hash(values, RUN_KEYS)
