@@ -335,25 +335,59 @@ def test_profiles_pass_the_image_text_checks(profile):
 
 
 def test_runs_in_worker_processes_match_runs_in_one_process(bert, dirs, monkeypatch):
-    """mm_workers=2 trains the runs in two processes (forked here, so the synthetic data loader carries over;
-    the notebooks use spawn) and gives the same results as one after another in this process, same order."""
+    """mm_workers=2 computes the zero-shot baseline and the runs in two processes (forked here, so the synthetic
+    data loader carries over; the notebooks use spawn) and gives the same results as one after another in this
+    process, same order."""
     tmp_path, _ = dirs
     params = params_for(bert, mm_seeds=[0, 1], mm_strategies=["mono", "cross"])
-    serial = mm.run_image_text_all({**params, "mm_workers": 1}, show_progress=False)
+    (zs_path, zs), serial = mm.run_image_text_all({**params, "mm_workers": 1}, show_progress=False)
     metrics = {(s, k): r["metrics"] for s, k, _, r in serial}
-    for _, _, path, _ in serial:
+    for path in [zs_path] + [path for _, _, path, _ in serial]:
         shutil.rmtree(path)
     warmed = []
     monkeypatch.setattr(mm, "warm_caches", lambda *a, **k: warmed.append(a[1:]) or {})
     monkeypatch.setattr(mm, "START_METHOD", "fork")
-    parallel = mm.run_image_text_all({**params, "mm_workers": 2}, show_progress=False)
+    (zs_path2, zs2), parallel = mm.run_image_text_all({**params, "mm_workers": 2}, show_progress=False)
     assert [(s, k) for s, k, _, _ in parallel] == [("mono", 0), ("mono", 1), ("cross", 0), ("cross", 1)]
-    assert warmed == [("mono", 0)]  # the caches are warmed once, before the workers start
+    assert warmed == [("mono", 0)]  # the caches are warmed once, before the workers take runs
+    assert zs_path2 == zs_path and zs2["metrics"]["caption_cross_map"]["value"] == pytest.approx(
+        zs["metrics"]["caption_cross_map"]["value"], abs=1e-5)
     for s, k, path, results in parallel:
         assert path.is_dir() and results["timings"]["torch_threads"] >= 1
         for name, entry in results["metrics"].items():
             if entry is not None:
                 assert entry["value"] == pytest.approx(metrics[s, k][name]["value"], abs=1e-5), (s, k, name)
+
+
+def test_the_pool_takes_the_longest_runs_first_and_the_zero_shot_last(bert, dirs, monkeypatch):
+    """The order the runs are handed to the workers: most cross batches first, so that a short run is the last
+    to finish; the zero-shot evaluation after every run, where it fills a core the last run leaves idle."""
+    params = params_for(bert, mm_seeds=[0], mm_strategies=["en", "mono", "cross", "hybrid"], mm_workers=2)
+    submitted = []
+
+    class Pool:  # records what is submitted, runs nothing
+        def __init__(self, *a, **k):
+            pass
+
+        def submit(self, fn, *args):
+            from concurrent.futures import Future
+
+            submitted.append(args[0].run_name if args else fn.__name__)
+            future = Future()
+            future.set_result("")
+            return future
+
+        def shutdown(self, **k):
+            pass
+
+    import concurrent.futures
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Pool)
+    monkeypatch.setattr(mm, "warm_caches", lambda *a, **k: {})
+    monkeypatch.setattr(mm.runs, "execute", lambda task, show: (task.cfg.run_name, {}))
+    mm.run_image_text_all(params, show_progress=False)
+    assert submitted == ["_worker_ready", "_worker_ready", "test-mm-cross-openmoji-cldr-seed0",
+                         "test-mm-hybrid-openmoji-cldr-seed0", "test-mm-en-openmoji-cldr-seed0",
+                         "test-mm-mono-openmoji-cldr-seed0", "test-mm-zero-shot-openmoji-cldr-seed0"]
 
 
 def test_a_failed_worker_run_raises_naming_it_and_writes_no_report(bert, dirs, monkeypatch):
@@ -366,8 +400,10 @@ def test_a_failed_worker_run_raises_naming_it_and_writes_no_report(bert, dirs, m
     with pytest.raises(RuntimeError, match=r"image-text run test-mm-mono-openmoji-cldr-seed\d failed in its worker "
                                            r"process: .*out of memory"):
         mm.run_image_text_all(params, show_progress=False)
-    runs_dir = tmp_path / "reports" / "runs"
-    assert not runs_dir.exists() or list(runs_dir.iterdir()) == []
+    runs_dir = tmp_path / "reports" / "runs"  # the zero-shot evaluation may have finished: a whole report
+    written = sorted(p.name for p in runs_dir.iterdir()) if runs_dir.exists() else []
+    assert written in ([], ["test-mm-zero-shot-openmoji-cldr-seed0"])
+    assert all((runs_dir / name / "results.json").is_file() for name in written)
 
 
 @pytest.mark.parametrize("value", [0, -1, 1.5, True, "2"])

@@ -16,7 +16,7 @@ from hybridnb import reporting
 from hybridnb.evaluation import seed_stats
 from hybridnb.evaluation.metrics import EvalResult
 from hybridnb.image_text.metrics import ImageTextResult, select_queries
-from hybridnb.image_text.runs import DISPLAYABLE, PROBLEMS, check_runs, run_image_text_all, run_zero_shot
+from hybridnb.image_text.runs import DISPLAYABLE, PROBLEMS, run_image_text_all
 from hybridnb.studies import compare
 
 __all__ = ["COLUMNS", "collect", "load_result", "seed_results", "seed_summaries", "comparison_table",
@@ -40,10 +40,8 @@ def collect(params: dict[str, Any], show_progress: bool = True) -> dict[str, dic
     """``{system: {"runs": [{"seed", "results", "dir"}, ...], "results", "dir"}}``: the zero-shot run, then
     each of ``mm_strategies`` at every seed of ``mm_seeds`` (all checked first; finished runs are reused by
     config hash, the others trained now). ``results`` / ``dir`` are the first seed's (examples, curves)."""
-    check_runs(params)
-    path, results = run_zero_shot(params, show_progress)
+    (path, results), done = run_image_text_all(params, show_progress)  # mm_workers at once, or one by one
     systems = {"zero-shot": {"runs": [{"seed": None, "results": results, "dir": path}]}}
-    done = run_image_text_all(params, show_progress)  # mm_workers at once, or one after another
     for strategy in params["mm_strategies"]:
         systems[compare.system_label(strategy)] = {"runs": [{"seed": k, "results": r, "dir": p}
                                                             for s, k, p, r in done if s == strategy]}

@@ -53,7 +53,7 @@ from hybridnb.paths import cache_root, reports_root
 from hybridnb.studies.runs import find_finished  # same report folder and hash check as a text run
 
 __all__ = ["DATASETS", "RUN_KEYS", "ZERO_SHOT_KEYS", "check_run", "check_runs", "workers", "prepare_data",
-           "eval_table", "find_finished", "ImageTextRun", "ImageTextZeroShot", "run_image_text", "warm_caches",
+           "eval_table", "find_finished", "ImageTextRun", "ImageTextZeroShot", "task", "run_image_text", "warm_caches",
            "run_image_text_all", "run_zero_shot"]
 
 DATASETS = {"openmoji-cldr": OPENMOJI_LANGUAGES, "xtd10": caption_table.XTD10_LANGUAGES,
@@ -442,46 +442,70 @@ def warm_caches(params: dict[str, Any], strategy, seed: int, show_progress: bool
     return {"features_s": task.features_s + more_features_s, "text_states_s": text_states_s}
 
 
-def _train_in_worker(params: dict[str, Any], strategy, seed: int, threads: int) -> str:
+def task(cfg: config.ImageTextRunConfig | config.ImageTextZeroShotConfig, profile: str) -> runs.RunTaskBase:
+    """The :func:`hybridnb.studies.runs.execute` task of a checked config: a run, or the zero-shot baseline."""
+    kind = ImageTextZeroShot if isinstance(cfg, config.ImageTextZeroShotConfig) else ImageTextRun
+    return kind(cfg, profile)
+
+
+def _start_worker(threads: int) -> None:
+    """A worker process's set-up (it imported this module, and with it torch, when it unpickled this function)."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # no weight-loading bars from the workers in the pipeline's log
     torch.set_num_threads(threads)  # the machine's cores shared between the workers
+
+
+def _worker_ready() -> int:
+    return os.getpid()
+
+
+def _execute_in_worker(cfg, profile: str) -> str:
     try:
-        return str(run_image_text(params, strategy, show_progress=False, seed=seed)[0])
+        return str(runs.execute(task(cfg, profile), show_progress=False)[0])
     finally:
         allocator.release_memory()  # the worker process is reused for the next run: start it from a trimmed heap
 
 
-def run_image_text_all(params: dict[str, Any], show_progress: bool = True) -> list[tuple[Any, int, Path, dict]]:
-    """Every ``mm_strategies`` x ``mm_seeds`` run, in that order: ``[(strategy, seed, report folder, results)]``,
-    finished ones reused by config hash.
+def run_image_text_all(params: dict[str, Any], show_progress: bool = True
+                       ) -> tuple[tuple[Path, dict], list[tuple[Any, int, Path, dict]]]:
+    """The zero-shot baseline and every ``mm_strategies`` x ``mm_seeds`` run: ``((report folder, results),
+    [(strategy, seed, report folder, results)])`` in :func:`check_runs`' order, finished ones reused by config
+    hash.
 
-    With ``mm_workers`` = W > 1 and at least two runs to train, the caches are warmed here first
-    (:func:`warm_caches`), then the runs train in W spawned processes of cores / W torch threads each, the
-    longest (most cross batches) first. On 2 cores two single-threaded runs make ~1.3-1.4x the steps per second
-    of one two-threaded run: a step of the top two text layers is too small to keep two threads busy. A failed
-    run stops the others and raises, naming it. Each run writes its report folder atomically, as in one process.
-    Memory: each worker holds its own text tower and training state (~1.2-1.7 GiB of its own on the cpu profile);
-    the cached caption states and images are memory-mapped, so the workers share those pages. A script (not a
-    notebook) that calls this with W > 1 needs the usual ``if __name__ == "__main__":`` guard: the workers are
-    spawned, and each imports the script's main module.
+    With ``mm_workers`` = W > 1 and at least two of them to compute, W spawned processes of cores / W torch
+    threads each start (importing torch and transformers, ~5 s) while this process warms the caches
+    (:func:`warm_caches`); then they take the runs, the longest (most cross batches) first and the zero-shot
+    evaluation (~20 s) last, where it fills a core that would otherwise wait for the last run. On 2 cores two
+    single-threaded runs make ~1.3-1.4x the steps per second of one two-threaded run: a step of the top two
+    text layers is too small to keep two threads busy. A failed run stops the others and raises, naming it. Each
+    run writes its report folder atomically, as in one process. Memory: each worker holds its own text tower and
+    training state (~1.2-1.7 GiB of its own on the cpu profile); the cached caption states and images are
+    memory-mapped, so the workers share those pages. A script (not a notebook) that calls this with W > 1 needs
+    the usual ``if __name__ == "__main__":`` guard: the workers are spawned, and each imports the script's main
+    module.
     """
+    configs = check_runs(params)  # [zero-shot, then (strategy, seed) in order]
     jobs = [(s, k) for s in params["mm_strategies"] for k in seeds(params)]
-    n_workers = workers(params)
-    configs = [check_run({**params, "seed": k}, s) for s, k in jobs]
+    profile, n_workers = params.get("profile", "custom"), workers(params)
     todo = [i for i, cfg in enumerate(configs) if find_finished(cfg) is None]
     if n_workers > 1 and len(todo) > 1:
         import multiprocessing
         from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 
-        warm_caches(params, *jobs[todo[0]], show_progress=show_progress)
-        todo.sort(key=lambda i: -configs[i].weights.get("cross", 0.0))  # longest first: a short run finishes last
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        threads = max(1, cores // n_workers)
-        pool = ProcessPoolExecutor(min(n_workers, len(todo)), mp_context=multiprocessing.get_context(START_METHOD))
+        n_processes = min(n_workers, len(todo))
+        pool = ProcessPoolExecutor(n_processes, mp_context=multiprocessing.get_context(START_METHOD),
+                                   initializer=_start_worker, initargs=(max(1, cores // n_workers),))
         try:
-            futures = {pool.submit(_train_in_worker, params, *jobs[i], threads): i for i in todo}
+            ready = [pool.submit(_worker_ready) for _ in range(n_processes)]  # start every worker now
+            trained = [i for i in todo if i > 0]
+            if trained:  # the workers import while the caches are read (or computed once)
+                warm_caches(params, *jobs[trained[0] - 1], show_progress=show_progress)
+            wait(ready)
+            # longest first (a short run finishes last), the zero-shot evaluation (index 0) after every run
+            todo.sort(key=lambda i: (i == 0, -configs[i].weights.get("cross", 0.0) if i else 0.0))
+            futures = {pool.submit(_execute_in_worker, configs[i], profile): i for i in todo}
             with tqdm(total=len(futures), disable=not show_progress,
                       desc=f"image-text runs, {n_workers} at once") as bar:
                 pending = set(futures)
@@ -495,8 +519,8 @@ def run_image_text_all(params: dict[str, Any], show_progress: bool = True) -> li
                         bar.update(1)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-    profile = params.get("profile", "custom")  # trained or reused, from the configs checked above
-    return [(s, k, *runs.execute(ImageTextRun(cfg, profile), show_progress)) for (s, k), cfg in zip(jobs, configs)]
+    done = [runs.execute(task(cfg, profile), show_progress) for cfg in configs]  # computed now, or reused
+    return done[0], [(s, k, *outcome) for (s, k), outcome in zip(jobs, done[1:])]
 
 
 def run_zero_shot(params: dict[str, Any], show_progress: bool = True) -> tuple[Path, dict]:

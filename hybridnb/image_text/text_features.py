@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
+from torch.nn.utils.rnn import pad_sequence
 
 from hybridnb import reporting
 from hybridnb.paths import cache_root
@@ -183,15 +184,13 @@ class FrozenTextLayers:
         """(B, D) embeddings of `captions` (pooled, projected and normalised as the encoder's forward),
         differentiable through the top layers; captions not prepared are computed on the fly (not cached)."""
         texts = list(captions)
-        missing = sorted(set(texts) - set(self._states))
+        missing = sorted({t for t in texts if t not in self._states})  # not set(self._states): ~55k captions
         if missing:
             self._states.update(zip(missing, self._compute(missing)))
         states = [self._states[t] for t in texts]
-        width = max(len(s) for s in states)
-        hidden = torch.zeros(len(states), width, states[0].shape[1])
-        mask = torch.zeros(len(states), width, dtype=torch.long)
-        for row, s in enumerate(states):  # right-padded, as the tokenizer pads
-            hidden[row, :len(s)], mask[row, :len(s)] = s, 1
+        hidden = pad_sequence(states, batch_first=True)  # (B, T, H), right-padded with zeros as the tokenizer pads
+        lengths = torch.tensor([len(s) for s in states])
+        mask = (torch.arange(hidden.shape[1]) < lengths[:, None]).long()  # (B, T)
         device = self.encoder.device
         hidden, mask = hidden.to(device), mask.to(device)
         if len(self.top):
