@@ -113,6 +113,8 @@ PARAMETERS: dict[str, str] = {
     "mm_max_length": "tokens per caption",
     "mm_freeze_embeddings": "keep the text tower's word embeddings fixed (true: a third faster on CPU)",
     "mm_frozen_text_layers": "freeze the text tower's first N layers and cache their outputs (0: train all)",
+    "mm_length_groups": "with frozen text layers: the trained layers take a batch's captions in this many length-sorted "
+                        "groups, each padded to its own longest (fewer padding tokens; 1: the batch padded as one)",
     "mm_train_dtype": "image-text training precision: float32, bfloat16 autocast, or auto (bf16 where the CPU or GPU "
                       "has it natively, else float32; resolved before the config hash)",
     "mm_val_every": "steps between image-text validations",
@@ -435,6 +437,7 @@ class ImageTextRunConfig(RunConfigBase):
     max_length: int = setting(1)
     freeze_embeddings: bool
     frozen_text_layers: int = setting(0)
+    length_groups: int = setting(1)     # the same function; dropout masks fall per group
     train_dtype: TrainDtype             # resolved: never auto here
     val_every: int = setting(1)
     val_batches: int = setting(1)

@@ -31,7 +31,8 @@ IMAGE_TEXT_KEYS_BEFORE = ("model", "dataset", "languages", "train_languages", "t
                           "eval_items", "strategy", "alpha", "steps", "batch_size", "lr", "image_lr", "weight_decay",
                           "warmup_ratio", "max_grad_norm", "temperature", "text_weight", "image_tower",
                           "image_tower_args", "image_size", "dim", "max_length", "freeze_embeddings",
-                          "frozen_text_layers", "train_dtype", "val_every", "val_batches", "n_resamples", "seed")
+                          "frozen_text_layers", "length_groups", "train_dtype", "val_every", "val_batches",
+                          "n_resamples", "seed")  # length_groups: added with the runs retrained (issue 19)
 ZERO_SHOT_KEYS_BEFORE = ("model", "dataset", "languages", "eval_items", "image_size", "max_length", "n_resamples",
                          "seed")
 

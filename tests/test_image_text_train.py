@@ -160,7 +160,7 @@ def params_for(bert, **kw):
                 mm_max_grad_norm=1.0, mm_text_weight=1.0, mm_image_tower="cnn",
                 mm_image_tower_args={"width": 8, "depth": 2}, mm_image_size=16, mm_dim=8, mm_max_length=8,
                 mm_train_dtype="float32", mm_val_every=3, mm_val_batches=1, mm_train_languages=None, mm_seeds=None,
-                mm_freeze_embeddings=False, mm_frozen_text_layers=0)
+                mm_freeze_embeddings=False, mm_frozen_text_layers=0, mm_length_groups=1)
     return {**base, **kw}
 
 
@@ -197,6 +197,8 @@ def dirs(tmp_path, monkeypatch):
     ({"mm_train_languages": ["de"], "mm_strategy": "cross"}, ValueError, "pairs captions of two languages"),
     ({"mm_seeds": [0, 0]}, ValueError, "mm_seeds must be null or a list of distinct"),
     ({"mm_frozen_text_layers": -1}, ValueError, "frozen_text_layers must be an int >= 0"),
+    ({"mm_length_groups": 0}, ValueError, "mm_length_groups must be an int >= 1"),
+    ({"mm_length_groups": 2.5}, ValueError, "mm_length_groups must be an int >= 1"),
     ({"mm_freeze_embeddings": "yes"}, ValueError, "freeze_embeddings must be true or false"),
 ])
 def test_bad_run_parameters_raise_before_any_work(change, error, message, bert, dirs, monkeypatch):

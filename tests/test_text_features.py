@@ -57,6 +57,37 @@ def test_the_cached_path_gives_the_full_models_embeddings(n_frozen, bert, cache)
                                    rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("groups", [2, 3, 5, 40])
+def test_length_groups_give_the_same_embeddings_and_gradients(groups, bert, cache):
+    """Captions through the top layers in length-sorted groups, each padded to its own longest: the same
+    embeddings, in the captions' order, and the same gradients as the batch padded as one (eval mode: no
+    dropout); more groups than captions is fine."""
+    encoder = encoder_for(bert).eval()
+    one = FrozenTextLayers(encoder, 1, show_progress=False)
+    grouped = FrozenTextLayers(encoder, 1, show_progress=False, length_groups=groups)
+    one.prepare(CAPTIONS)
+    grouped.prepare(CAPTIONS)
+    batch = [CAPTIONS[i] for i in (7, 0, 11, 3, 9, 4, 1)]  # lengths out of order
+    top = list(encoder.model.encoder.layer[1].parameters())
+    grads = []
+    for frozen in (one, grouped):
+        emb = frozen(batch)
+        (emb * torch.arange(emb.numel()).reshape(emb.shape)).sum().backward()  # a loss that depends on the order
+        grads.append([p.grad.clone() for p in top])
+        encoder.zero_grad(set_to_none=True)
+        if frozen is one:
+            reference = emb.detach()
+    torch.testing.assert_close(emb.detach(), reference, rtol=1e-5, atol=1e-6)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, True])
+def test_a_bad_length_groups_is_refused(value, bert):
+    with pytest.raises(ValueError, match="length_groups must be a positive int"):
+        FrozenTextLayers(encoder_for(bert), 1, show_progress=False, length_groups=value)
+
+
 def test_only_the_top_layers_get_gradients(bert, cache):
     encoder = encoder_for(bert).train()
     frozen = FrozenTextLayers(encoder, 1, show_progress=False)

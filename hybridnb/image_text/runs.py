@@ -338,6 +338,7 @@ class ImageTextRun(runs.RunTaskBase):
                       "image_tower_args": cfg.image_tower_args, "image_size": cfg.image_size, "dim": cfg.dim,
                       "max_length": cfg.max_length, "evaluated": "best validation loss", "frozen_features": tower_key,
                       "freeze_embeddings": cfg.freeze_embeddings, "frozen_text_layers": cfg.frozen_text_layers,
+                      "length_groups": cfg.length_groups,
                       "weights": str(weights_dir / "model.pt")},
             "data": {"dataset": cfg.dataset, "languages": data["test"].languages, "items": sizes,
                      "train_languages": seen, "unseen_languages": unseen,
