@@ -35,8 +35,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 from torch.nn.utils.rnn import pad_sequence
+from tqdm.auto import tqdm
 
 from hybridnb import reporting
 from hybridnb.paths import cache_root
@@ -190,8 +190,9 @@ class FrozenTextLayers:
         The top layers see the captions in ``length_groups`` groups of about equal size, sorted by length, each
         padded to its own longest caption: a caption's attention and pooling see only its own tokens, so this is
         the same function as one batch padded to its longest, on fewer tokens (OpenMoji-CLDR: a batch of 32
-        captions padded to its longest is ~47% padding, in 2 length groups ~29%). Dropout draws its masks per
-        group, so a run's results change with ``length_groups`` within training noise."""
+        captions padded to its longest is ~49% padding, in 2 length groups ~30%;
+        benchmarks/bench_length_groups.py). Dropout draws its masks per group, so a run's results change with
+        ``length_groups`` within training noise."""
         texts = list(captions)
         missing = sorted({t for t in texts if t not in self._states})  # not set(self._states): ~55k captions
         if missing:

@@ -75,8 +75,8 @@ class ImageTextConfig:
     frozen_text_layers: int = 0         # > 0: the embeddings and the first N transformer layers frozen, their
                                         # outputs cached once per caption (image_text.text_features); 0: train all
     length_groups: int = 1              # with frozen layers: a batch's captions through the trained layers in this
-                                        # many length-sorted groups (a batch of 32 captions is ~47% padding, in 2
-                                        # groups ~29%: ~1.2x the steps per second on CPU)
+                                        # many length-sorted groups (a batch of 32 captions is ~49% padding, in 2
+                                        # groups ~30%: 1.09-1.20x the steps per second on a 2-core CPU)
     seed: int = 0
     val_every: int = 50
     val_batches: int = 4
