@@ -61,6 +61,7 @@ def real_token_share(profile: str, groups_list: list[int], n_batches: int = 300)
     from hybridnb.image_text import runs
     from hybridnb.image_text import trainer as itt
     from hybridnb.image_text.model import collate_image_text
+    from hybridnb.image_text.text_features import split_by_length
 
     task = runs.ImageTextRun(runs.check_run(_params(profile, 1, 10), "cross"), profile)
     data = task.prepare()
@@ -74,9 +75,8 @@ def real_token_share(profile: str, groups_list: list[int], n_batches: int = 300)
         for texts in (batch.captions, batch.parallel_captions):
             lengths = torch.tensor([len(states[t]) for t in texts])
             real += int(lengths.sum())
-            for g in groups_list:
-                parts = torch.tensor_split(torch.sort(lengths).values, g)
-                padded[g] += sum(len(p) * int(p.max()) for p in parts if len(p))
+            for g in groups_list:  # each group padded to its longest, as FrozenTextLayers pads them
+                padded[g] += sum(len(group) * int(lengths[group].max()) for group in split_by_length(lengths, g))
     return {g: real / padded[g] for g in groups_list}
 
 

@@ -339,10 +339,14 @@ def report_markdown(params: dict, systems: dict, table: pd.DataFrame, sig: pd.Da
     unseen = data.get("unseen_languages") or []
     n_frozen = model.get("frozen_text_layers") or 0
     groups = model.get("length_groups") or 1
-    text_side = (f"word embeddings and layers 1-{n_frozen} frozen, their outputs computed once per caption and "
-                 "cached; the layers above train" + (f", taking a batch's captions in {groups} length-sorted groups "
-                                                     "(less padding)" if groups > 1 else "") if n_frozen else
-                 "word embeddings frozen, every layer trains" if model.get("freeze_embeddings") else "all of it trains")
+    if n_frozen:
+        text_side = (f"word embeddings and layers 1-{n_frozen} frozen, their outputs computed once per caption and "
+                     "cached; the layers above train")
+        if groups > 1:
+            text_side += f", taking a batch's captions in {groups} length-sorted groups (less padding)"
+    else:
+        text_side = "word embeddings frozen, every layer trains" if model.get("freeze_embeddings") else \
+            "all of it trains"
     lines = ["# Multilingual image-text retrieval with hybrid batches", "", reporting.stamp(prov), "",
              f"Wall time of the {len(runs_all)} runs behind this report: {wall / 60:.1f} min, of which "
              f"{features / 60:.1f} min reading or computing the cached image features, {states / 60:.1f} min the "

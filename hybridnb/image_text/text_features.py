@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from hybridnb import reporting
 from hybridnb.paths import cache_root
 
-__all__ = ["FrozenTextLayers", "transformer_layers"]
+__all__ = ["FrozenTextLayers", "split_by_length", "transformer_layers"]
 
 
 def transformer_layers(model: nn.Module) -> nn.ModuleList:
@@ -51,6 +51,12 @@ def transformer_layers(model: nn.Module) -> nn.ModuleList:
         raise ValueError(f"frozen text layers need a BERT-style encoder (model.encoder.layer); "
                          f"{type(model).__name__} has none")
     return layers
+
+
+def split_by_length(lengths: Tensor, n_groups: int) -> list[Tensor]:
+    """The indices of `lengths` (B,) sorted by length (ties in order) and cut into `n_groups` groups of about equal
+    size, the empty ones left out: the groups :class:`FrozenTextLayers` pads one by one."""
+    return [g for g in torch.tensor_split(torch.argsort(lengths, stable=True), n_groups) if len(g)]
 
 
 class _StatesIn(nn.Module):
@@ -199,11 +205,12 @@ class FrozenTextLayers:
             self._states.update(zip(missing, self._compute(missing)))
         states = [self._states[t] for t in texts]
         lengths = torch.tensor([len(s) for s in states])
-        groups = [g for g in torch.tensor_split(torch.argsort(lengths, stable=True), self.length_groups) if len(g)] \
-            if self.length_groups > 1 and len(self.top) else [torch.arange(len(texts))]
-        pooled = [self._top_pooled([states[i] for i in group.tolist()]) for group in groups]
-        emb = torch.cat(pooled) if len(groups) == 1 else torch.cat(pooled)[torch.argsort(torch.cat(groups))]
-        emb = self.encoder.dense(emb)  # (B, D), in the captions' order
+        groups = split_by_length(lengths, self.length_groups) if self.length_groups > 1 and len(self.top) \
+            else [torch.arange(len(texts))]
+        emb = torch.cat([self._top_pooled([states[i] for i in group.tolist()]) for group in groups])
+        if len(groups) > 1:
+            emb = emb[torch.argsort(torch.cat(groups))]  # back in the captions' order
+        emb = self.encoder.dense(emb)  # (B, D)
         return F.normalize(emb, p=2, dim=-1) if self.encoder.config.normalize else emb
 
     def _top_pooled(self, states: list[Tensor]) -> Tensor:
