@@ -42,6 +42,25 @@ def test_the_tree_footprint_counts_a_shared_mapping_once(tmp_path):
     assert 290 <= rec.peak_pss_mb - base_pss <= 450  # 300 MB once, plus the two interpreters' own pages
 
 
+def test_a_child_in_its_parents_address_space_is_told_apart(tmp_path):
+    """The check that leaves out a vfork child before its exec (it would count its parent's pages): a process
+    shares its own address space, not a started child's; False, not an error, where kcmp is unavailable."""
+    import platform
+
+    import pytest
+
+    if not sys.platform.startswith("linux") or platform.machine() not in budget._KCMP_SYSCALL:
+        assert budget._shares_address_space(os.getpid(), os.getpid()) is False
+        return
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1)"])
+    try:
+        if not budget._shares_address_space(os.getpid(), os.getpid()):
+            pytest.skip("kcmp(2) is not permitted here")
+        assert budget._shares_address_space(child.pid, os.getpid()) is False
+    finally:
+        child.wait()
+
+
 def test_no_record_when_the_block_fails():
     records = []
     try:

@@ -29,6 +29,8 @@ __all__ = ["NotebookRecord", "measure", "children_peak_rss_mb", "peak_rss_mb", "
            "read_reuse_log", "encode_speeds", "cache_is_empty", "write_budget"]
 
 SAMPLE_S = 0.5
+_KCMP_SYSCALL = {"x86_64": 312, "aarch64": 272}  # kcmp(2)'s number per architecture
+_KCMP_VM = 1  # kcmp type: do the two processes share an address space?
 
 
 @dataclass
@@ -39,24 +41,66 @@ class NotebookRecord:
     peak_pss_mb: float = 0.0  # sampled: the same sum of PSS (shared pages counted once over the tree); 0: unknown
 
 
+def _shares_address_space(pid: int, other: int) -> bool:
+    """Whether two processes run in one address space (Linux ``kcmp(KCMP_VM)``).
+
+    Why: ``subprocess.Popen`` starts a child with ``vfork``, and until its ``exec`` the child runs in its
+    parent's address space, so its ``smaps_rollup`` is the parent's. A sample taken in that moment counted
+    the parent's memory once more (CI saw 1,104 MB of PSS where two 300 MB readers started by a
+    pytest worker hold ~320 MB; reproduced by sampling every 0.5 ms beside a 900 MB parent). False where kcmp is unavailable."""
+    import ctypes
+    import platform
+
+    number = _KCMP_SYSCALL.get(platform.machine())
+    if not sys.platform.startswith("linux") or number is None:
+        return False
+    try:
+        return ctypes.CDLL(None, use_errno=True).syscall(number, pid, other, _KCMP_VM, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _rss_pss_bytes(p) -> tuple[int, int]:
+    """(RSS, PSS) of one process, both from one read of ``/proc/<pid>/smaps_rollup`` so that they describe the
+    same moment (psutil reads PSS there and RSS from ``statm`` just after); RSS twice where PSS is unknown."""
+    import psutil
+
+    try:
+        fields = {}
+        with open(f"/proc/{p.pid}/smaps_rollup", "rb") as f:
+            for line in f:
+                key, _, value = line.partition(b":")
+                if key in (b"Rss", b"Pss"):
+                    fields[key] = int(value.split()[0]) * 1024
+        if len(fields) == 2:
+            return fields[b"Rss"], min(fields[b"Pss"], fields[b"Rss"])
+    except (OSError, ValueError):
+        pass
+    try:
+        info = p.memory_full_info()
+        return info.rss, getattr(info, "pss", info.rss)
+    except psutil.AccessDenied:
+        info = p.memory_info()
+        return info.rss, info.rss
+
+
 def _tree_memory_mb(proc) -> tuple[float, float]:
     """(sum of RSS, sum of PSS) over `proc`'s child processes, in MB.
 
     RSS counts a page shared by several processes (torch's libraries, a memory-mapped cache that two run
     workers read) once per process, so its sum over a tree overstates the memory the tree holds; PSS (Linux)
     splits each shared page between its processes, so the sum of PSS is the tree's own footprint. Where PSS
-    is unavailable, RSS stands in for it."""
+    is unavailable, RSS stands in for it. A child still in its parent's address space (started with vfork,
+    not yet exec'd) holds no pages of its own and is left out."""
     import psutil
 
     rss = pss = 0
     for p in proc.children(recursive=True):
         try:
-            info = p.memory_full_info() if hasattr(psutil.Process, "memory_full_info") else p.memory_info()
-            rss += info.rss
-            pss += getattr(info, "pss", info.rss)
-        except psutil.AccessDenied:
-            info = p.memory_info()
-            rss, pss = rss + info.rss, pss + info.rss
+            if _shares_address_space(p.pid, p.ppid()):
+                continue
+            r, s = _rss_pss_bytes(p)
+            rss, pss = rss + r, pss + s
         except psutil.Error:  # exited between listing and reading
             pass
     return rss / 2**20, pss / 2**20
