@@ -464,6 +464,8 @@ class ImageTextZeroShotConfig(RunConfigBase):
     seed: int = setting(0)
     image_root: Optional[str] = field(metadata={"hashed": False})
     encode_batch_size: int = setting(1, hashed=False)
+    # the runs' frozen layers: the untrained tower runs from their cached states (the same function, to 1e-5)
+    frozen_text_layers: int = setting(0, hashed=False)
     run_name: str = derived()
     hash: str = derived()
 

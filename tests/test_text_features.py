@@ -116,6 +116,14 @@ def test_the_state_cache_is_reused_keyed_and_repaired(bert, cache, monkeypatch):
         with torch.no_grad():
             torch.testing.assert_close(fresh(CAPTIONS), reference)
 
+    texts_json = (folders[0] / "texts.json").read_bytes()
+    (folders[0] / "texts.json").write_text('["another caption"]', encoding="utf-8")  # other captions: recomputed
+    relisted = FrozenTextLayers(encoder, 1, show_progress=False)
+    relisted.prepare(CAPTIONS)
+    assert (folders[0] / "texts.json").read_bytes() == texts_json
+    with torch.no_grad():
+        torch.testing.assert_close(relisted(CAPTIONS), reference)
+
     np.save(folders[0] / "offsets.npy", np.array([0, 1]))  # damaged: recomputed and replaced
     repaired = FrozenTextLayers(encoder, 1, show_progress=False)
     repaired.prepare(CAPTIONS)
@@ -131,6 +139,24 @@ def test_the_state_cache_is_reused_keyed_and_repaired(bert, cache, monkeypatch):
         other.model.embeddings.word_embeddings.weight.add_(0.01)
     FrozenTextLayers(other, 1, show_progress=False).prepare(CAPTIONS)
     assert len(list((cache / "text_states").iterdir())) == 4
+
+
+def test_the_zero_shot_embeddings_from_cached_states_are_the_full_encoders(bert, cache, monkeypatch):
+    """The image-text zero-shot baseline runs the untrained tower from the runs' cached states: the same
+    embeddings as Encoder.encode (in eval mode, whatever the mode before), read from the cache a second time."""
+    from hybridnb.image_text.runs import zero_shot_text_embeddings
+
+    encoder = encoder_for(bert)
+    full = encoder.encode(CAPTIONS, "query", 4, show_progress=False)
+    encoder.model.train()  # dropout on: the embeddings are still eval mode's, and the mode is given back
+    cached = zero_shot_text_embeddings(encoder, CAPTIONS, 1, 4, show_progress=False)
+    assert encoder.model.training and cached.dtype == np.float32 and cached.shape == full.shape
+    np.testing.assert_allclose(cached, full, rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr(FrozenTextLayers, "_compute", lambda self, texts: pytest.fail("computed although cached"))
+    np.testing.assert_allclose(zero_shot_text_embeddings(encoder_for(bert), CAPTIONS, 1, 3, show_progress=False),
+                               cached, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(zero_shot_text_embeddings(encoder.eval(), CAPTIONS, 0, 4, show_progress=False),
+                                  full)  # no frozen layers: Encoder.encode itself
 
 
 def test_the_frozen_weights_are_hashed_once_to_the_same_key(bert, cache, monkeypatch):
