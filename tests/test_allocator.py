@@ -1,4 +1,5 @@
-"""hybridnb.allocator: large blocks stay on glibc's heap once tuned; HYBRIDNB_MALLOC=default opts out.
+"""hybridnb.allocator: large blocks stay on glibc's heap once tuned, and its free top stays mapped until
+release_memory; HYBRIDNB_MALLOC=default opts out.
 
 Each case runs in a fresh interpreter: the setting is process-wide and applied once.
 """
@@ -31,8 +32,11 @@ before = libc.mallinfo2().hblkhd
 block = libc.malloc(100 * 2**20)
 mapped = libc.mallinfo2().hblkhd - before
 libc.free(block)
+kept = libc.mallinfo2().arena  # the heap's size once the block is free: trimmed back, or kept for the next step
+allocator.release_memory()
 print(json.dumps({"tuned": tuned, "again": allocator.tune_malloc() if tuned else None,
-                  "recorded": allocator.malloc_tuned(), "mmapped_bytes": mapped}))
+                  "recorded": allocator.malloc_tuned(), "mmapped_bytes": mapped, "heap_after_free": kept,
+                  "heap_after_release": libc.mallinfo2().arena}))
 """
 
 
@@ -47,6 +51,8 @@ def test_tuned_malloc_keeps_large_blocks_on_the_heap():
     res = _probe("tune", HYBRIDNB_MALLOC="")
     assert res["tuned"] is True and res["again"] is True and res["recorded"] is True
     assert res["mmapped_bytes"] == 0
+    assert res["heap_after_free"] >= 100 * 2**20  # not trimmed at free: the next step reuses the pages
+    assert res["heap_after_release"] < 50 * 2**20  # release_memory trims it
 
 
 @glibc

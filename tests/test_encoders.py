@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import random
 
 import numpy as np
@@ -336,6 +337,26 @@ def test_forward_is_differentiable(model_dir):
 def test_device_attribute(model_dir):
     enc = load(model_dir)
     assert enc.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_the_tokenizer_is_loaded_once_per_folder_version(model_dir, monkeypatch):
+    """A worker process training several runs loads the tokenizer once; a folder saved again is read again."""
+    import os
+
+    from transformers import AutoTokenizer
+
+    from hybridnb.models import encoders
+
+    encoders._load_tokenizer.cache_clear()
+    loads = []
+    real = AutoTokenizer.from_pretrained
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", lambda *a, **k: loads.append(a[0]) or real(*a, **k))
+    first, second = load(model_dir), load(model_dir)
+    assert first.tokenizer is second.tokenizer and len(loads) == 1
+    config = next(f for f in Path(model_dir[1]).iterdir() if f.name.startswith("tokenizer"))
+    os.utime(config, ns=(config.stat().st_atime_ns, config.stat().st_mtime_ns + 10**9))  # saved again
+    assert load(model_dir).tokenizer is not first.tokenizer and len(loads) == 2
+    encoders._load_tokenizer.cache_clear()
 
 
 # ------------------------------------------------------------------------------ save and reload

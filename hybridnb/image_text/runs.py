@@ -84,13 +84,16 @@ def check_run(params: dict[str, Any], strategy=None, zero_shot: bool = False):
     first (the config's fields, messages naming the ``mm_`` key), then what depends on other keys (the
     languages, the strategy's mixture against them, the batch against the items)."""
     kind = config.ImageTextZeroShotConfig if zero_shot else config.ImageTextRunConfig
-    keys = [k for k in kind.parameter_keys() if k not in ("strategy", "image_root", "encode_batch_size")]
+    speed_only = ("encode_batch_size",) + (("frozen_text_layers",) if zero_shot else ())  # not in the hash
+    keys = [k for k in kind.parameter_keys() if k not in ("strategy", "image_root", *speed_only)]
     missing = [_name(k) for k in keys if _name(k) not in params]
     if missing:
         raise ValueError(f"image-text run parameters missing: {missing}")
     values = {k: params[_name(k)] for k in keys}
     values["image_root"] = params.get("mm_image_root")
-    values["encode_batch_size"] = params.get("encode_batch_size", 64)  # speed only: not in the hash
+    values["encode_batch_size"] = params.get("encode_batch_size", 64)
+    if zero_shot:  # the runs' cached frozen layers, if any: the zero-shot tower runs from them
+        values["frozen_text_layers"] = params.get("mm_frozen_text_layers", 0)
     if not zero_shot:
         values["strategy"] = params.get("mm_strategy") if strategy is None else strategy
         if values["strategy"] is None:

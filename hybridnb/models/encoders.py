@@ -20,6 +20,7 @@ resolves through the local Hugging Face cache first, downloading only when allow
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import os
@@ -80,7 +81,7 @@ class EncoderConfig:
 def _load_hf(path: str):
     """The encoder (no pooler; for an encoder-decoder family, its encoder-only class) + tokenizer."""
     import transformers
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoModel
 
     hf_config = AutoConfig.from_pretrained(path)
     model_cls, kwargs = None, {}
@@ -100,8 +101,27 @@ def _load_hf(path: str):
     elif model_cls is not None and "add_pooling_layer" in inspect.signature(model_cls.__init__).parameters:
         kwargs["add_pooling_layer"] = False  # unused by our pooling, and absent from the converted E5
     model = (model_cls or AutoModel).from_pretrained(path, config=hf_config, **kwargs)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    return model, tokenizer
+    return model, _tokenizer(path)
+
+
+def _tokenizer(path: str):
+    """``AutoTokenizer.from_pretrained(path)``, loaded once per process and folder version.
+
+    Why: E5's 250k-entry tokenizer takes ~1.8 s to load, once for each run that a long-lived worker process
+    trains (notebook 07's pool trains 6-7 runs per worker). Nothing here changes a tokenizer after loading, so
+    the runs can share it. Keyed by the folder and its files' modification times: a folder saved again is read
+    again; a hub name (no local folder) is keyed by the name."""
+    folder = Path(path)
+    stamp = tuple(sorted((f.name, f.stat().st_mtime_ns) for f in folder.iterdir() if f.is_file())) \
+        if folder.is_dir() else ()
+    return _load_tokenizer(str(folder.resolve()) if folder.is_dir() else str(path), stamp)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_tokenizer(path: str, stamp: tuple) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
 
 
 class Encoder(torch.nn.Module):
