@@ -46,8 +46,9 @@ def _shares_address_space(pid: int, other: int) -> bool:
 
     Why: ``subprocess.Popen`` starts a child with ``vfork``, and until its ``exec`` the child runs in its
     parent's address space, so its ``smaps_rollup`` is the parent's. A sample taken in that moment counted
-    the parent's memory once more (CI saw 1,104 MB of PSS where two 300 MB readers started by a
-    pytest worker hold ~320 MB; reproduced by sampling every 0.5 ms beside a 900 MB parent). False where kcmp is unavailable."""
+    the parent's memory once more (CI saw 1,104 MB of PSS where two 300 MB readers started by a pytest
+    worker hold ~320 MB; reproduced by sampling every 0.5 ms beside a 900 MB parent). False where kcmp is
+    unavailable."""
     import ctypes
     import platform
 
