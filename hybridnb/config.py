@@ -85,6 +85,13 @@ PARAMETERS: dict[str, str] = {
     "study_candidate_modes": "candidate modes of the zero-shot rows (the first one is the study's)",
     "study_train": "train what is missing (false: report the finished runs only)",
     "study_budget_minutes": "the study's own wall-time target (null = none)",
+    # ---- the recipe's probes (hybridnb.studies.recipe: chosen on the held-out validation pool)
+    "recipe_inputs": "[candidate_mode, max_length] pairs probed with hybrid at the first seed; the best held-out "
+                     "score (mean mono/cross/multi mAP on the validation pool) wins",
+    "recipe_temperatures": "InfoNCE temperatures probed at the chosen input (the first one is used for the input probes)",
+    "recipe_steps": "training budgets (steps) probed in increasing order at the chosen input and temperature",
+    "recipe_min_gain": "held-out score a longer budget must add to be taken (the stopping rule)",
+    "recipe_reverse": "also train every strategy x seed on eval_data and evaluate on train_data",
     # ---- image-text retrieval (notebook 07)
     "mm_dataset": "openmoji-cldr (offline), xtd10 or multi30k (these two need mm_image_root)",
     "mm_image_root": "folder with the COCO train2014 (xtd10) or Flickr30k (multi30k) images",
@@ -98,6 +105,7 @@ PARAMETERS: dict[str, str] = {
     "mm_eval_items": "cap on test images (null = all)",
     "mm_strategies": "image-text strategies trained (notebook 07)",
     "mm_alpha": "hybrid's probability of a mono batch, image-text",
+    "mm_alphas": "the image-text ratio sweep's values of alpha (0 / 0.5 / 1 are the cross, hybrid and mono runs)",
     "mm_steps": "image-text optimizer steps",
     "mm_batch_size": "image-text pairs per step",
     "mm_lr": "learning rate of the text tower (pre-trained)",

@@ -63,6 +63,16 @@ def note_reuse(results_path: str | os.PathLike) -> None:
             f.write(str(Path(results_path).resolve()) + "\n")
 
 
+def resolve_shown(path: str | Path) -> Path:
+    """The inverse of :func:`shown`: a project-relative path (as results.json records it) made absolute
+    against the checkout, then the reports folder's parent; an absolute path as it is."""
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        return p
+    bases = [b for b in (repo_root(), reports_root().parent) if b is not None]
+    return next((b / p for b in bases if (b / p).exists()), (bases[0] / p) if bases else p)
+
+
 def shown(path: str | Path) -> str:
     """``path`` as a reader should see it in a notebook or a log line: relative to the project's checkout (or
     to the reports folder's parent) when it lies inside, so executed notebooks carry no machine's absolute

@@ -90,6 +90,49 @@ class RetrievalTask:
             return list(self.candidates["sentence"])
         raise ValueError(f"unknown candidate input mode {mode!r}; valid: 'sentence+context', 'sentence'")
 
+    def restrict_to_ids(self, ids, name: str | None = None) -> "RetrievalTask":
+        """The LAReQA pool of the question ``ids`` alone: their questions in every language, every sentence
+        of every paragraph holding one of them, and their relevance (the same relevant sentences as in the
+        full task: all of them lie in the kept paragraphs).
+
+        A held-out pool built this way from a training set's validation items (see
+        :func:`hybridnb.studies.runs.prepare_data`) scores a run like the benchmark does, on text the
+        evaluation sets never see: the recipe's choices are made there, not on the test sets.
+        """
+        keep = set(ids)
+        q_rows = [i for i, qid in enumerate(self.questions["id"]) if qid in keep]
+        if not q_rows:
+            raise ValueError(f"none of the {len(keep)} ids is a question of {self.name}")
+        paragraphs = np.asarray(list(self.candidates["paragraph"]))
+        kept_paragraphs = set(paragraphs[self.answer_cids[q_rows]].tolist())
+        c_rows = np.flatnonzero([p in kept_paragraphs for p in paragraphs])
+        new_cid = np.full(self.num_candidates, -1, dtype=np.int64)
+        new_cid[c_rows] = np.arange(len(c_rows))
+        relevant = [new_cid[self.relevant(i)] for i in q_rows]
+        if any((r < 0).any() for r in relevant):  # a relevant sentence outside the kept paragraphs
+            raise ValueError(f"{self.name}: a question's relevant sentence lies outside its id's paragraphs")
+        indptr = np.zeros(len(q_rows) + 1, dtype=np.int64)
+        indptr[1:] = np.cumsum([len(r) for r in relevant])
+        # new in-memory tables (a select() on a task loaded from the processed cache would write index files
+        # into that cache folder, which its check then finds as damage)
+        questions = _rows(self.questions, q_rows, answer_cid=new_cid[self.answer_cids[q_rows]].tolist())
+        candidates = _rows(self.candidates, c_rows.tolist(), cid=list(range(len(c_rows))))
+        return RetrievalTask(name or f"{self.name}-subset", list(self.languages), questions, candidates, indptr,
+                             np.concatenate(relevant).astype(np.int64))
+
     def __repr__(self) -> str:
         return (f"RetrievalTask(name={self.name!r}, languages={self.languages}, "
                 f"questions={self.num_questions}, candidates={self.num_candidates})")
+
+
+def _rows(table, rows: list[int], **replaced):
+    """``table``'s ``rows`` as a new in-memory ``datasets.Dataset`` with the same features, some columns
+    ``replaced``."""
+    import datasets
+
+    def column(name: str) -> list:
+        values = table[name]  # the whole column once (indexing the table per row reads it each time)
+        return [values[i] for i in rows]
+
+    columns = {name: replaced[name] if name in replaced else column(name) for name in table.column_names}
+    return datasets.Dataset.from_dict(columns, features=table.features)

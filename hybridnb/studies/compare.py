@@ -48,12 +48,12 @@ def collect(profile: dict, train: bool = True, show_progress: bool = True) -> di
     for strategy in profile.get("strategies") or [profile["strategy"]]:
         params = {**profile, "strategy": strategy, "run_name": None}
         cfg = runs.check_run(params)
-        results = runs.find_finished(cfg)
-        if results is None:
+        found = runs.find_finished_dir(cfg)
+        if found is None:
             if not train:
                 raise FileNotFoundError(f"no finished run for strategy {strategy!r} ({cfg.run_name})")
-            _, results = runs.run(params, show_progress=show_progress)
-        systems[system_label(strategy)] = {"results": results, "dir": runs.run_dirs(cfg)[0]}
+            found = runs.run(params, show_progress=show_progress)
+        systems[system_label(strategy)] = {"results": found[1], "dir": found[0]}
     return systems
 
 

@@ -124,6 +124,7 @@ def plan(params: dict[str, Any], settings: Settings | None = None) -> tuple[list
                              "(notebook 03 / 06, python -m hybridnb train)")
                 continue
             best = results.get("model", {}).get("best_dir")
+            best = best and str(paths.resolve_shown(best))
             if not best or not Path(best).is_dir():
                 notes.append(f"{label}: run {cfg.run_name} is finished but its encoder is not on this machine ({best})")
                 continue

@@ -56,6 +56,7 @@ class RunData:
     val: train_data.ParallelTable
     eval_tasks: dict[str, Any]     # dataset name -> lareqa.RetrievalTask
     dropped_overlap: int           # training items removed because they contain evaluation text
+    val_pool: Any = None           # the LAReQA pool of the validation items (a LAReQA train_data only)
 
 
 def check_run(params: dict[str, Any]) -> RunConfig:
@@ -124,23 +125,24 @@ def train_config(cfg: RunConfig) -> training.TrainConfig:
     return training.TrainConfig(**{k: getattr(cfg, k) for k in keys})
 
 
-def _load_train_table(cfg: RunConfig) -> train_data.ParallelTable:
+def _load_train_table(cfg: RunConfig) -> tuple[train_data.ParallelTable, Any]:
+    """(the training table, the LAReQA task it was built from, or None for other sources)."""
     from hybridnb.data import lareqa
 
     name = cfg.train_data
     if name in config.DATASET_LANGUAGES:
         task = lareqa.load_task(name, cfg.train_languages, cfg.train_max_ids)
-        return train_data.from_lareqa(task, cfg.candidate_mode, cfg.n_hard_negatives, DATA_SEED)
+        return train_data.from_lareqa(task, cfg.candidate_mode, cfg.n_hard_negatives, DATA_SEED), task
     if name == "mmarco":
         if not cfg.train_languages:
             raise ValueError("train_data 'mmarco' needs train_languages (e.g. [en, de, ar])")
         return train_data.load_mmarco(cfg.train_languages, cfg.train_max_ids, seed=DATA_SEED,
-                                      n_hard_negatives=cfg.n_hard_negatives)
+                                      n_hard_negatives=cfg.n_hard_negatives), None
     path = Path(name)
     if not path.is_file():
         raise FileNotFoundError(f"train_data file {path} does not exist")
     table = train_data.ParallelTable.load(path)
-    return table.select_languages(cfg.train_languages) if cfg.train_languages else table
+    return (table.select_languages(cfg.train_languages) if cfg.train_languages else table), None
 
 
 def prepare_data(cfg: RunConfig) -> RunData:
@@ -149,12 +151,18 @@ def prepare_data(cfg: RunConfig) -> RunData:
     Items containing any evaluation question, sentence or paragraph (exact match after normalisation) are
     dropped and counted; more than 1% of the items is an error (the datasets overlap: not zero-shot).
     Afterwards :func:`train_data.check_no_overlap` asserts that nothing is left.
+
+    For LAReQA training data the validation items also make a held-out LAReQA pool (``val_pool``: their
+    questions in every language against every sentence of their paragraphs), on which every run is scored
+    like the benchmark, so the recipe's choices (input, length, temperature, budget) are made without the
+    evaluation sets. Other questions of those paragraphs may be training items: the pool is held out by
+    question, as the validation split is, not by paragraph.
     """
     from hybridnb.data import lareqa
 
     eval_tasks = {name: lareqa.load_task(name, opts["languages"], opts["max_ids"])
                   for name, opts in cfg.eval_datasets.items()}
-    table = _load_train_table(cfg)
+    table, train_task = _load_train_table(cfg)
     n_items, dropped = len(table), 0
     for name, task in eval_tasks.items():
         table, k = train_data.remove_overlap(table, task, cfg.candidate_mode)
@@ -168,7 +176,8 @@ def prepare_data(cfg: RunConfig) -> RunData:
     train, val = train_data.split_validation(table, cfg.val_fraction, seed=DATA_SEED)
     training.check_config(train_config(cfg), train)  # batch size vs items, languages, hard negatives
     training.trainer.fixed_validation_batches(train_config(cfg), val)
-    return RunData(train, val, eval_tasks, dropped)
+    val_pool = None if train_task is None else train_task.restrict_to_ids(val.ids, f"{cfg.train_data}-validation")
+    return RunData(train, val, eval_tasks, dropped, val_pool)
 
 
 def run_dirs(cfg: RunConfig) -> tuple[Path, Path]:
@@ -176,21 +185,40 @@ def run_dirs(cfg: RunConfig) -> tuple[Path, Path]:
     return reports_root() / "runs" / cfg.run_name, cache_root() / "runs" / cfg.run_name
 
 
-def find_finished(cfg: RunConfig) -> dict[str, Any] | None:
-    """The results of a finished run with the same config hash, or None (also when older than
-    ``HYBRIDNB_FRESH_SINCE``, see :func:`hybridnb.paths.reusable`)."""
-    report_dir, _ = run_dirs(cfg)
+def _finished_in(report_dir: Path, digest: str) -> dict[str, Any] | None:
+    """The results in ``report_dir`` when its config has hash ``digest`` and they may be reused, else None."""
     try:
         saved = json.loads((report_dir / "config.json").read_text(encoding="utf-8"))
+        if saved.get("hash") != digest:
+            return None
         results = json.loads((report_dir / "results.json").read_text(encoding="utf-8"))
         if not paths.reusable(report_dir / "results.json"):
             return None
     except (OSError, json.JSONDecodeError):
         return None
-    if saved.get("hash") != cfg.hash:
-        return None
-    paths.note_reuse(report_dir / "results.json")
     return results
+
+
+def find_finished_dir(cfg: RunConfig) -> tuple[Path, dict[str, Any]] | None:
+    """(report folder, results) of a finished run with the same config hash, or None (also when older than
+    ``HYBRIDNB_FRESH_SINCE``, see :func:`hybridnb.paths.reusable`).
+
+    The run's own folder first, then any folder under ``reports/runs/``: the hash covers everything that
+    changes a result, so a run made under another name (a recipe probe that the grid needs again) is the
+    same computation and is reused, not retrained."""
+    own = run_dirs(cfg)[0]
+    for report_dir in [own, *sorted(p for p in own.parent.glob("*") if p.is_dir() and p != own)]:
+        results = _finished_in(report_dir, cfg.hash)
+        if results is not None:
+            paths.note_reuse(report_dir / "results.json")
+            return report_dir, results
+    return None
+
+
+def find_finished(cfg: RunConfig) -> dict[str, Any] | None:
+    """The results of :func:`find_finished_dir`, or None."""
+    found = find_finished_dir(cfg)
+    return None if found is None else found[1]
 
 
 def train_model(cfg: RunConfig, data: RunData, resume: bool = True, show_progress: bool = True):
@@ -204,24 +232,32 @@ def train_model(cfg: RunConfig, data: RunData, resume: bool = True, show_progres
                           resume=resume, show_progress=show_progress)
 
 
+#: the key of the held-out validation pool's evaluation in :func:`evaluate_run`'s result (not a test set)
+VALIDATION_POOL = "validation_pool"
+
+
 def evaluate_run(cfg: RunConfig, data: RunData, trained, show_progress: bool = True) -> dict[str, Any]:
-    """Evaluate the best-by-validation-loss encoder on each evaluation task (the foundation's evaluator)."""
+    """Evaluate the best-by-validation-loss encoder on each evaluation task (the foundation's evaluator), and
+    on the held-out validation pool under :data:`VALIDATION_POOL` when the training data has one."""
     from hybridnb.evaluation import runner
     from hybridnb.models.encoders import Encoder
 
     encoder = Encoder.from_pretrained(trained.best_dir, max_length=cfg.max_length)
     dtype = precision.encode_arg(cfg.encode_dtype)
+    tasks = {**data.eval_tasks, **({VALIDATION_POOL: data.val_pool} if data.val_pool is not None else {})}
     return {name: runner.evaluate_encoder(encoder, task, cfg.candidate_mode, cfg.encode_batch_size,
                                           cfg.n_resamples, cfg.seed, show_progress, dtype)
-            for name, task in data.eval_tasks.items()}
+            for name, task in tasks.items()}
 
 
 def results_json(cfg, data: RunData, trained, evaluations, profile: str, wall_s: float) -> dict[str, Any]:
+    pool = evaluations.get(VALIDATION_POOL)
+    evaluations = {name: ev for name, ev in evaluations.items() if name != VALIDATION_POOL}
     return {
         "schema": reporting.SCHEMA, "kind": "trained", "profile": profile,
         "model": {"name": cfg.model, "max_length": cfg.max_length, "candidate_mode": cfg.candidate_mode,
                   "encode_dtype": cfg.encode_dtype, "evaluated": "best validation loss",
-                  "best_dir": str(trained.best_dir)},  # a sentence-transformers folder with a model card
+                  "best_dir": paths.shown(trained.best_dir)},  # a sentence-transformers folder (project-relative)
         "training": {"strategy": cfg.strategy, "alpha": cfg.alpha,
                      "weights": cfg.weights,
                      "train_data": str(cfg.train_data), "train_items": len(data.train),
@@ -234,6 +270,8 @@ def results_json(cfg, data: RunData, trained, evaluations, profile: str, wall_s:
                     "peak_rss_mb": budget.peak_rss_mb(),
                     **{name: ev.timings for name, ev in evaluations.items()}},
         "datasets": {name: ev.block for name, ev in evaluations.items()},
+        # held-out training items, scored like the benchmark: where the recipe is chosen (not a test set)
+        **({VALIDATION_POOL: {**pool.block, "timings": pool.timings}} if pool is not None else {}),
     }
 
 
@@ -280,9 +318,12 @@ def execute(task: RunTask, show_progress: bool = True, announce: bool = False) -
     distributed.init()
     cfg = task.cfg
     report_dir = run_dirs(cfg)[0]
-    finished = find_finished(cfg)
-    if finished is None:
+    found = find_finished_dir(cfg)
+    finished = None if found is None else found[1]
+    if found is None:
         check_no_other_run(cfg, report_dir)
+    else:
+        report_dir = found[0]
     if announce and distributed.is_main():
         created = (finished or {}).get("provenance", {}).get("created", "?")
         print(f"[hybridnb] run {cfg.run_name} (config {cfg.hash}): " +
@@ -405,7 +446,8 @@ class TextRun(RunTaskBase):
         evaluations = evaluate_run(cfg, data, trained, show_progress)
         results = results_json(cfg, data, trained, evaluations, self.profile, time.time() - started)
         files = {"train_log.jsonl": lambda path: shutil.copy(trained.log_path, path),
-                 **{f"per_query_{name}.npz": ev.result.save for name, ev in evaluations.items()}}
+                 **{f"per_query_{name}.npz": ev.result.save for name, ev in evaluations.items()
+                    if name != VALIDATION_POOL}}
         summary = (f"Strategy {cfg.strategy} (batch kinds {cfg.weights}),"
                    f" {cfg.steps} steps of {cfg.batch_size} pairs on {cfg.train_data}, evaluated zero-shot "
                    f"on {', '.join(cfg.eval_data)} with the best checkpoint by validation loss (step "

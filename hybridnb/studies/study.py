@@ -139,7 +139,7 @@ def collect(params: dict[str, Any], train: bool = True, show_progress: bool = Tr
         out = []
         for r in planned:
             cfg = r.cfg
-            results, report_dir = runs.find_finished(cfg), runs.run_dirs(cfg)[0]
+            report_dir, results = runs.find_finished_dir(cfg) or (runs.run_dirs(cfg)[0], None)
             if results is None and train:
                 print(f"[hybridnb] study: training {cfg.run_name} ({r.group}) ...", flush=True)
                 report_dir, results = runs.run(r.params, show_progress=show_progress)

@@ -1,0 +1,280 @@
+"""The recipe, chosen on held-out data, and every run of the report trained with it.
+
+Three open choices of the text recipe are settled by probes, the way E5's temperature was: the candidate
+input and its maximum length, the temperature, and the training budget. A probe is hybrid at the first seed;
+it is scored on the **held-out validation pool** (the training set's validation items as a LAReQA pool,
+:func:`hybridnb.studies.runs.prepare_data`), never on the evaluation sets, which would tune on the test set.
+
+The held-out score (:func:`held_out_score`) is the mean of mono, cross and multi mAP on that pool: the three
+settings the paper optimises together, with equal weight.
+
+Order of work (every run reused by config hash when it is already in ``reports/runs/``):
+
+0. the image-text ratio sweep (first: short and independent of the text recipe): every ``mm_alphas`` x
+   ``mm_seeds`` at the image-text study's own recipe (``mm_*``; alpha 0 / 0.5 / 1 are its cross, hybrid, mono);
+1. inputs: hybrid, first seed, at each ``(candidate_mode, max_length)`` of ``recipe_inputs``, at the first
+   temperature and the first budget; the best held-out score wins;
+2. temperatures: at the chosen input, every other temperature of ``recipe_temperatures``; the best wins;
+3. budget: at the chosen input and temperature, the budgets of ``recipe_steps`` in increasing order. A longer
+   budget is taken when it raises the held-out score by at least ``recipe_min_gain`` over the budget taken so
+   far; the first that does not stops the search (the stopping rule: a longer budget stops paying);
+4. the grid: every strategy x every seed, training on ``train_data`` and evaluating on ``eval_data``, then the
+   reverse direction (train on the evaluation set, evaluate on the training set), seed-major in each;
+5. the ratio sweep: every point of ``alphas`` and ``mixtures`` at every seed (alpha 0 / 0.5 / 1 are the
+   grid's cross, hybrid and mono runs, reused).
+
+    python -m hybridnb recipe --profile cpu                  # train what is missing, in that order
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from hybridnb.studies import runs, sweep
+
+__all__ = ["RecipeRun", "held_out_score", "input_probes", "temperature_probes", "budget_probes", "grid_runs",
+           "sweep_runs", "choose", "collect", "probe_name", "recipe_params"]
+
+#: the settings each stage chooses, in order
+STAGES = ("input", "temperature", "budget")
+
+
+@dataclass(frozen=True)
+class RecipeRun:
+    group: str                  # "input" | "temperature" | "budget" | "grid" | "reverse" | "sweep"
+    label: str                  # the system or point: hybrid, X-Y, alpha=0.25, sentence@128, ...
+    seed: int
+    params: dict[str, Any] = field(compare=False)
+
+    @cached_property
+    def cfg(self):
+        return runs.check_run(self.params)
+
+
+def held_out_score(results: dict[str, Any]) -> float:
+    """Mean of mono, cross and multi mAP on the held-out validation pool (the recipe's criterion)."""
+    pool = results.get(runs.VALIDATION_POOL)
+    if pool is None:
+        raise ValueError("this run has no held-out validation pool result (trained before the pool existed, "
+                         "or on a training set that is not LAReQA)")
+    return sum(pool[s]["map"]["value"] for s in ("mono", "cross", "multi")) / 3
+
+
+def _seeds(params: dict[str, Any]) -> list[int]:
+    seeds = list(params.get("seeds") or [params["seed"]])
+    if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct non-negative integers, got {seeds!r}")
+    return seeds
+
+
+def _inputs(params: dict[str, Any]) -> list[tuple[str, int]]:
+    raw = params.get("recipe_inputs") or [[params["candidate_mode"], params["max_length"]]]
+    out = []
+    for entry in raw:
+        if not isinstance(entry, (list, tuple)) or len(entry) != 2:
+            raise ValueError(f"recipe_inputs entries are [candidate_mode, max_length], got {entry!r}")
+        out.append((str(entry[0]), entry[1]))
+    if len(set(out)) != len(out):
+        raise ValueError(f"recipe_inputs has duplicates: {raw!r}")
+    return out
+
+
+def _numbers(params: dict[str, Any], key: str, fallback: str, kind: type) -> list:
+    values = list(params.get(key) or [params[fallback]])
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 for v in values) \
+            or len(set(values)) != len(values):
+        raise ValueError(f"{key} must be distinct positive numbers, got {values!r}")
+    return [kind(v) for v in values]
+
+
+def input_label(mode: str, max_length: int) -> str:
+    return f"{mode}@{max_length}"
+
+
+def probe_name(params: dict[str, Any]) -> str:
+    """A probe's report folder: everything the probes vary is in the name."""
+    mode = "sent" if params["candidate_mode"] == "sentence" else "sentctx"
+    return (f"{params.get('profile', 'custom')}-probe-hybrid-{mode}{params['max_length']}-"
+            f"tau{params['temperature']:g}-{params['steps']}steps-{params['train_data']}-to-"
+            f"{params['eval_data'] if isinstance(params['eval_data'], str) else '+'.join(params['eval_data'])}"
+            f"-seed{params['seed']}")
+
+
+def _probe(group: str, label: str, params: dict[str, Any], **overrides) -> RecipeRun:
+    seed = _seeds(params)[0]
+    p = {**params, "strategy": "hybrid", "alpha": 0.5, "seed": seed, **overrides}
+    return RecipeRun(group, label, seed, {**p, "run_name": probe_name(p)})
+
+
+def input_probes(params: dict[str, Any]) -> list[RecipeRun]:
+    t, steps = _numbers(params, "recipe_temperatures", "temperature", float)[0], \
+        _numbers(params, "recipe_steps", "steps", int)[0]
+    return [_probe("input", input_label(m, n), params, candidate_mode=m, max_length=n, temperature=t, steps=steps)
+            for m, n in _inputs(params)]
+
+
+def temperature_probes(params: dict[str, Any], mode: str, max_length: int) -> list[RecipeRun]:
+    steps = _numbers(params, "recipe_steps", "steps", int)[0]
+    return [_probe("temperature", f"tau={t:g}", params, candidate_mode=mode, max_length=max_length,
+                   temperature=t, steps=steps)
+            for t in _numbers(params, "recipe_temperatures", "temperature", float)]
+
+
+def budget_probes(params: dict[str, Any], mode: str, max_length: int, temperature: float) -> list[RecipeRun]:
+    return [_probe("budget", f"{s} steps", params, candidate_mode=mode, max_length=max_length,
+                   temperature=temperature, steps=s)
+            for s in sorted(_numbers(params, "recipe_steps", "steps", int))]
+
+
+def recipe_params(params: dict[str, Any], chosen: dict[str, Any]) -> dict[str, Any]:
+    """The profile with the chosen input, temperature and budget."""
+    return {**params, "candidate_mode": chosen["candidate_mode"], "max_length": chosen["max_length"],
+            "temperature": chosen["temperature"], "steps": chosen["steps"]}
+
+
+def grid_runs(params: dict[str, Any]) -> list[RecipeRun]:
+    """Every strategy x seed, seed-major, in the profile's direction and then the reverse one."""
+    from hybridnb.studies.compare import system_label
+
+    forward = [RecipeRun("grid", system_label(s), seed, {**params, "strategy": s, "seed": seed, "run_name": None})
+               for seed in _seeds(params) for s in params["strategies"]]
+    train, evaluated = params["train_data"], params["eval_data"]
+    if not params.get("recipe_reverse", True):
+        return forward
+    if not isinstance(evaluated, str):
+        raise ValueError("the reverse direction needs one eval_data (e.g. mlqa-r -> xquad-r)")
+    reverse = [RecipeRun("reverse", r.label, r.seed, {**r.params, "train_data": evaluated, "eval_data": train})
+               for r in forward]
+    return forward + reverse
+
+
+def sweep_runs(params: dict[str, Any]) -> list[RecipeRun]:
+    """Every sweep point (alphas, mixtures) at every seed, seed-major."""
+    points = sweep.sweep_points(params) if (params.get("alphas") or params.get("mixtures")) else []
+    return [RecipeRun("sweep", label, seed, {**p, "seed": seed}) for seed in _seeds(params) for label, p in points]
+
+
+def choose(stage: str, done: list[dict[str, Any]], min_gain: float = 0.0) -> dict[str, Any]:
+    """The chosen probe of a stage from its finished probes (``{"run", "results", "dir", "score"}``).
+
+    input and temperature: the highest held-out score (ties: the first listed). budget: in increasing steps,
+    the longer budget while it gains at least ``min_gain`` over the one taken so far.
+    """
+    if not done:
+        raise ValueError(f"no finished probe for the {stage} stage")
+    if stage != "budget":
+        return max(done, key=lambda d: d["score"])  # max keeps the first of equal scores
+    taken = done[0]
+    for longer in done[1:]:
+        if longer["score"] - taken["score"] < min_gain:
+            break
+        taken = longer
+    return taken
+
+
+def collect(params: dict[str, Any], train: bool = True, show_progress: bool = True,
+            stages: tuple[str, ...] = ("probes", "grid", "sweep", "mm_sweep")) -> dict[str, Any]:
+    """Every recipe run in order, trained now (``train``) or only the finished ones (``train=False``).
+
+    Returns {"probes": {stage: [...]}, "chosen": {candidate_mode, max_length, temperature, steps} or a partial
+    dict, "grid": [...], "reverse": [...], "sweep": [...]}, each entry {"run", "results", "dir", "score"}.
+    A stage whose probes are not all finished leaves the later ones empty (nothing is chosen on part of them).
+    """
+    min_gain = float(params.get("recipe_min_gain", 0.0))
+
+    def execute(planned: list[RecipeRun]) -> list[dict[str, Any]]:
+        out = []
+        for r in planned:
+            found = runs.find_finished_dir(r.cfg)
+            if found is None and train:
+                print(f"[hybridnb] recipe: training {r.cfg.run_name} ({r.group}, {r.label}) ...", flush=True)
+                found = runs.run(r.params, show_progress=show_progress)
+            elif found is None:
+                print(f"[hybridnb] recipe: not finished yet: {r.cfg.run_name}", flush=True)
+                continue
+            score = held_out_score(found[1]) if runs.VALIDATION_POOL in found[1] else None
+            out.append({"run": r, "dir": found[0], "results": found[1], "score": score})
+        return out
+
+    done: dict[str, Any] = {"probes": {}, "chosen": {}, "grid": [], "reverse": [], "sweep": [], "mm_sweep": {}}
+    if "mm_sweep" in stages:  # independent of the text recipe and short (minutes): first
+        done["mm_sweep"] = mm_sweep(params, train=train, show_progress=show_progress)
+    if "probes" not in stages:
+        return done
+    planned_inputs = input_probes(params)
+    probes = execute(planned_inputs)
+    done["probes"]["input"] = probes
+    if len(probes) < len(planned_inputs):
+        return done
+    best = choose("input", probes)["run"].params
+    done["chosen"].update(candidate_mode=best["candidate_mode"], max_length=best["max_length"])
+    planned = temperature_probes(params, best["candidate_mode"], best["max_length"])
+    probes = execute(planned)
+    done["probes"]["temperature"] = probes
+    if len(probes) < len(planned):
+        return done
+    done["chosen"]["temperature"] = choose("temperature", probes)["run"].params["temperature"]
+    planned = budget_probes(params, best["candidate_mode"], best["max_length"], done["chosen"]["temperature"])
+    probes, decided = [], True
+    for r in planned:  # in increasing steps: a longer budget is trained only while the previous one paid
+        finished = execute([r])
+        if not finished:
+            decided = False  # not trained yet (train=False): the budget is not chosen on part of the probes
+            break
+        probes += finished
+        if choose("budget", probes, min_gain) is not probes[-1]:
+            break  # this longer budget did not pay: the search stops
+    done["probes"]["budget"] = probes
+    done["chosen"]["steps"] = choose("budget", probes, min_gain)["run"].params["steps"] if decided else None
+    if done["chosen"]["steps"] is None or "grid" not in stages:
+        return done
+    chosen = recipe_params(params, done["chosen"])
+    grid = execute(grid_runs(chosen))
+    done["grid"] = [g for g in grid if g["run"].group == "grid"]
+    done["reverse"] = [g for g in grid if g["run"].group == "reverse"]
+    if "sweep" in stages:
+        done["sweep"] = execute(sweep_runs(chosen))
+    return done
+
+
+def mm_sweep(params: dict[str, Any], train: bool = True, show_progress: bool = True) -> dict[float, list]:
+    """{alpha: [(strategy, seed, report folder, results)]} of the image-text ratio sweep (``mm_alphas`` x
+    ``mm_seeds``); alpha 0 / 1 are the cross / mono strategies, 0.5 the hybrid runs of notebook 07."""
+    from hybridnb.image_text import runs as mm_runs
+
+    out = {}
+    for alpha in params.get("mm_alphas") or []:
+        point = {**params, "mm_strategies": [sweep.strategy_for_alpha(alpha)], "mm_alpha": float(alpha)}
+        if train:
+            out[float(alpha)] = mm_runs.run_image_text_all(point, show_progress=show_progress)[1]
+        else:
+            out[float(alpha)] = [(s, k, *found) for s, k, cfg in _mm_configs(point)
+                                 if (found := runs.find_finished_dir(cfg)) is not None]
+    return out
+
+
+def _mm_configs(params: dict[str, Any]):
+    from hybridnb.image_text import runs as mm_runs
+
+    return [(s, k, mm_runs.check_run({**params, "seed": k}, s)) for s in params["mm_strategies"]
+            for k in mm_runs.seeds(params)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hybridnb recipe --profile cpu``: probes, grid and sweep, training what is missing."""
+    import argparse
+
+    from hybridnb import config
+
+    parser = argparse.ArgumentParser(prog="python -m hybridnb recipe", description=main.__doc__)
+    parser.add_argument("--profile", default="cpu")
+    parser.add_argument("--stages", nargs="+", default=["probes", "grid", "sweep", "mm_sweep"],
+                        choices=["probes", "grid", "sweep", "mm_sweep"])
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    params = config.load_profile(args.profile)
+    done = collect(params, train=True, show_progress=not args.no_progress, stages=tuple(args.stages))
+    print(f"[hybridnb] recipe: chosen {done['chosen']}", flush=True)
+    return 0
