@@ -89,14 +89,18 @@ class EvalResult:
         return keys + [("rank_distance", "rank_distance", "rank_distance")]
 
     def nest(self, values: dict) -> dict:
-        """{per-query key: v} -> {"mono": {"map": v, ...}, ..., "rank_distance": v}."""
+        """{per-query key: v} -> {"mono": {"map": v, ...}, ..., "rank_distance": v}; a derived key (not a
+        summary metric, e.g. ``mono_ap_seen``) stays at the top level under its own name."""
         out: dict = {}
+        known = set()
         for setting, name, key in self.metric_keys():
+            known.add(key)
             if key in values:
                 if setting == "rank_distance":
                     out[setting] = values[key]
                 else:
                     out.setdefault(setting, {})[name] = values[key]
+        out.update({key: v for key, v in values.items() if key not in known})
         return out
 
     def cells(self, key: str):

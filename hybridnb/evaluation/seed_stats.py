@@ -38,13 +38,18 @@ from scipy import stats as sps
 from hybridnb.evaluation import stats
 from hybridnb.evaluation.metrics import EvalResult
 
-__all__ = ["average_over_seeds", "seed_summary", "seed_compare", "verdict", "format_p", "KEYS"]
+__all__ = ["average_over_seeds", "seed_summary", "seed_compare", "verdict", "format_p", "KEYS", "REPORTED"]
 
 #: the ten reported columns (per-query key -> (setting, metric)); rank distance: lower is better
 KEYS = {"mono_ap": ("mono", "map"), "cross_ap": ("cross", "map"), "multi_ap": ("multi", "map"),
         "mono_r@1": ("mono", "r@1"), "cross_r@1": ("cross", "r@1"), "multi_r@1": ("multi", "r@1"),
         "mono_r@10": ("mono", "r@10"), "cross_r@10": ("cross", "r@10"), "multi_r@10": ("multi", "r@10"),
         "rank_distance": ("rank_distance", None)}
+REPORTED = tuple(KEYS)  # the ten columns every LAReQA result has
+#: derived columns of a result split by whether its languages were trained on
+#: (:func:`hybridnb.studies.report.split_seen_unseen` adds them; other results do not carry them)
+KEYS.update({"mono_ap_seen": ("mono, seen", "map"), "mono_ap_unseen": ("mono, unseen", "map"),
+             "cross_ap_seen": ("cross, both seen", "map"), "cross_ap_unseen": ("cross, one or both unseen", "map")})
 LOWER_IS_BETTER = {"rank_distance"}
 
 
@@ -62,6 +67,8 @@ def average_over_seeds(results: list[EvalResult]) -> EvalResult:
 
 
 def _flat(nested: dict, key: str) -> dict:
+    if key not in REPORTED:  # a derived column: nested under its own name (EvalResult.nest)
+        return nested[key]
     setting, metric = KEYS[key]
     return nested[setting] if metric is None else nested[setting][metric]
 

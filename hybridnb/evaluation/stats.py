@@ -126,7 +126,10 @@ def _bootstrap_ci(statistic, n_groups: int, estimate: float, n_resamples: int, c
 
 
 def _keys(result: EvalResult, metrics) -> list[str]:
+    """The summary metrics present in ``result``, or those of ``metrics``: any per-query array may be asked
+    for by name (a derived column such as ``mono_ap_seen`` is macro-averaged like the column it came from)."""
     keys = [key for _, _, key in result.metric_keys() if key in result.per_query]
+    keys += [key for key in result.per_query if key not in keys and metrics is not None and key in metrics]
     if metrics is not None:
         unknown = set(metrics) - set(keys)
         if unknown:

@@ -35,7 +35,7 @@ from typing import Any
 from hybridnb.studies import runs, sweep
 
 __all__ = ["RecipeRun", "held_out_score", "input_probes", "temperature_probes", "budget_probes", "grid_runs",
-           "sweep_runs", "choose", "collect", "probe_name", "recipe_params"]
+           "sweep_runs", "plan", "choose", "collect", "mm_sweep", "probe_name", "recipe_params", "input_label"]
 
 #: the settings each stage chooses, in order
 STAGES = ("input", "temperature", "budget")
@@ -156,6 +156,27 @@ def sweep_runs(params: dict[str, Any]) -> list[RecipeRun]:
     return [RecipeRun("sweep", label, seed, {**p, "seed": seed}) for seed in _seeds(params) for label, p in points]
 
 
+def plan(params: dict[str, Any]) -> list:
+    """Every run config the recipe can imply, checked before any work: every probe any choice could lead to
+    (inputs x temperatures x budgets), the grid and the sweep at the profile's own recipe, and the image-text
+    sweep's runs. Two different configs that would share a report folder are refused here."""
+    from hybridnb.image_text import runs as mm_runs
+
+    temps, steps = (_numbers(params, "recipe_temperatures", "temperature", float),
+                    _numbers(params, "recipe_steps", "steps", int))
+    planned = [_probe("input", input_label(m, n), params, candidate_mode=m, max_length=n, temperature=t,
+                      steps=s).cfg for m, n in _inputs(params) for t in temps for s in steps]
+    planned += [r.cfg for r in grid_runs(params) + sweep_runs(params)]
+    for alpha in params.get("mm_alphas") or []:
+        planned += mm_runs.check_runs({**params, "mm_strategies": [sweep.strategy_for_alpha(alpha)],
+                                       "mm_alpha": float(alpha)})
+    names: dict[str, str] = {}
+    for cfg in planned:
+        if names.setdefault(cfg.run_name, cfg.hash) != cfg.hash:
+            raise ValueError(f"two different recipe runs would share the report folder {cfg.run_name}")
+    return planned
+
+
 def choose(stage: str, done: list[dict[str, Any]], min_gain: float = 0.0) -> dict[str, Any]:
     """The chosen probe of a stage from its finished probes (``{"run", "results", "dir", "score"}``).
 
@@ -183,6 +204,7 @@ def collect(params: dict[str, Any], train: bool = True, show_progress: bool = Tr
     A stage whose probes are not all finished leaves the later ones empty (nothing is chosen on part of them).
     """
     min_gain = float(params.get("recipe_min_gain", 0.0))
+    plan(params)  # every run checked before the first one trains
 
     def execute(planned: list[RecipeRun]) -> list[dict[str, Any]]:
         out = []

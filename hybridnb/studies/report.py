@@ -1,0 +1,521 @@
+"""REPORT.md, the one report of ``make reproduce``: the recipe's runs, with seeds, in both directions.
+
+Reads only finished runs (nothing trains here) and builds, in this order:
+
+1. **Summary**: plain sentences generated from the verdict tables below (:func:`summary_lines`) and checked
+   against them before anything is written (:func:`check_summary`): a sentence that says "better" where the
+   table says "no difference" stops the report;
+2. **The recipe**: the probes of :mod:`hybridnb.studies.recipe` on the held-out validation pool (input and
+   length, temperature, budget), the choice and the rule that made it, the test-set columns as context;
+3. **Per direction** (train MLQA-R -> evaluate XQuAD-R, and the reverse): the paper's Table-1 shape (systems
+   as rows, mean over seeds with the seed-aware interval), the paper's XLM-R and LaBSE rows beside ours
+   (labelled as the paper's), hybrid against every baseline in every column, and the agreement with the
+   paper's direction of effect;
+4. **Seen vs unseen languages** (XQuAD-R after training on MLQA-R: el, ru, th, tr never trained on): mono and
+   cross mAP split by whether the languages were trained on, for every system, and hybrid's gain per split;
+5. **The mix ratio**, text and image-text, 3 seeds per point, against alpha = 0.5, with a figure per side;
+6. the run times, the figures and links to every other file under ``reports/``.
+
+The statistics are :mod:`hybridnb.evaluation.seed_stats`' (mean over seeds, interval over seeds and
+questions); the verdict rule is stated once in the report. Relations: :mod:`hybridnb.studies.recipe` plans and
+trains the runs; :mod:`hybridnb.studies.study_report` holds the table and figure helpers shared with it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hybridnb import reporting
+from hybridnb.evaluation import seed_stats
+from hybridnb.evaluation.metrics import EvalResult
+from hybridnb.studies import paper_numbers, recipe, runs, study_report, sweep
+
+__all__ = ["SPLIT_KEYS", "split_seen_unseen", "systems_of", "direction_section", "seen_unseen_section",
+           "summary_lines", "check_summary", "probe_frame", "sweep_section", "build"]
+
+SYSTEMS, BASELINES, TARGET = study_report.SYSTEMS, study_report.BASELINES, study_report.TARGET
+HEADLINE = ("mono_ap", "cross_ap", "multi_ap", "rank_distance")
+#: the seen / unseen columns (seed_stats.KEYS names them)
+SPLIT_KEYS = ("mono_ap_seen", "mono_ap_unseen", "cross_ap_seen", "cross_ap_unseen")
+
+
+def _column(key: str) -> str:
+    return study_report._column(key)
+
+
+def _digits(key: str) -> int:
+    return 1 if key == "rank_distance" else 3
+
+
+# ---- the systems of a direction -----------------------------------------------------------------------
+
+
+def systems_of(entries: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """{system label: [finished run entries, seed order]} from recipe entries."""
+    out: dict[str, list[dict]] = {}
+    for e in sorted(entries, key=lambda e: e["run"].seed):
+        out.setdefault(e["run"].label, []).append(e)
+    return {s: out[s] for s in SYSTEMS if s in out}
+
+
+def split_seen_unseen(result: EvalResult, seen: list[str]) -> EvalResult:
+    """``result`` with the :data:`SPLIT_KEYS` columns added: mono AP of queries in a seen (trained) language or
+    not, and cross AP of (query language, pool language) pairs with both seen or at least one unseen."""
+    langs = np.asarray(result.languages)
+    seen_lang = np.isin(langs, list(seen))
+    q_seen = seen_lang[result.q_lang]
+    mono, cross = (np.asarray(result.per_query[k], dtype=np.float64) for k in ("mono_ap", "cross_ap"))
+    both = q_seen[:, None] & seen_lang[None, :]
+    extra = {"mono_ap_seen": np.where(q_seen, mono, np.nan), "mono_ap_unseen": np.where(q_seen, np.nan, mono),
+             "cross_ap_seen": np.where(both, cross, np.nan), "cross_ap_unseen": np.where(both, np.nan, cross)}
+    return EvalResult(list(result.languages), {**result.per_query, **extra}, result.q_lang, result.q_group,
+                      result.ks, dict(result.meta))
+
+
+def _per_query(entries: list[dict], dataset: str) -> list[EvalResult]:
+    return [EvalResult.load(Path(e["dir"]) / f"per_query_{dataset}.npz") for e in entries]
+
+
+def _is_zero_shot(name: str) -> bool:
+    return name.startswith("zero-shot")
+
+
+def direction_section(systems: dict[str, list[dict]], dataset: str, n: int, seed: int,
+                      zero_shots: dict[str, dict]) -> dict[str, Any] | None:
+    """Seed summaries of every system on ``dataset`` (the zero-shot rows first: ``{label: {"dir"}}``, "zero-shot"
+    for the recipe's input, "zero-shot, <input>" for another), hybrid minus every baseline (every zero-shot row
+    included) in every column, and the paper beside them. None while hybrid has no finished run."""
+    results = {label: [EvalResult.load(Path(z["dir"]) / f"per_query_{dataset}.npz")] for label, z in zero_shots.items()}
+    results.update({name: _per_query(entries, dataset) for name, entries in systems.items()})
+    if TARGET not in results:
+        return None
+    keys = list(seed_stats.REPORTED)
+    summaries = {name: seed_stats.seed_summary(r, n, seed=seed, deterministic=_is_zero_shot(name), keys=keys)
+                 for name, r in results.items()}
+    baselines = [b for b in BASELINES if b in results and b != "zero-shot"] + \
+        [name for name in results if _is_zero_shot(name)]
+    comparisons = {b: seed_stats.seed_compare(results[TARGET], results[b], n, seed=seed,
+                                              b_deterministic=_is_zero_shot(b), keys=keys)
+                   for b in baselines}
+    verdicts = study_report.verdict_table(comparisons)
+    paper, _ = paper_numbers.load()
+    return {"dataset": dataset, "results": results, "summaries": summaries, "verdicts": verdicts,
+            "comparisons": list(comparisons),
+            "seeds": {name: len(r) for name, r in results.items()},
+            "paper": study_report.paper_agreement(verdicts, paper, dataset),
+            "paper_rows": study_report._paper_rows(paper, dataset)}
+
+
+def seen_unseen_section(section: dict, seen: list[str], n: int, seed: int) -> dict[str, Any] | None:
+    """Mono and cross mAP split into seen and unseen languages for every system, and hybrid minus every
+    baseline per split. None when every evaluated language was trained on."""
+    languages = section["results"][TARGET][0].languages
+    unseen = [g for g in languages if g not in seen]
+    if not unseen:
+        return None
+    keys = list(SPLIT_KEYS)
+    split = {name: [split_seen_unseen(r, seen) for r in rs] for name, rs in section["results"].items()}
+    summaries = {name: seed_stats.seed_summary(rs, n, seed=seed, deterministic=_is_zero_shot(name), keys=keys)
+                 for name, rs in split.items()}
+    comparisons = {b: seed_stats.seed_compare(split[TARGET], split[b], n, seed=seed,
+                                              b_deterministic=_is_zero_shot(b), keys=keys)
+                   for b in section["comparisons"]}
+    return {"seen": [g for g in languages if g in seen], "unseen": unseen, "summaries": summaries,
+            "verdicts": study_report.verdict_table(comparisons)}
+
+
+# ---- the summary, generated from the verdicts and checked against them -------------------------------
+
+_WORDS = {"win": "better", "loss": "worse"}
+
+
+def summary_lines(where: str, verdicts: pd.DataFrame) -> list[str]:
+    """One sentence per baseline: the columns where hybrid is better, worse, and the number with no
+    difference beyond noise, exactly as ``verdicts`` says ("?" verdicts are one-seed and say so)."""
+    lines = []
+    for baseline, group in verdicts.groupby("baseline", sort=False):
+        by = {v: list(group[group.verdict.str.rstrip("?") == v].column) for v in ("win", "loss")}
+        ties = len(group) - len(by["win"]) - len(by["loss"])
+        if not by["win"] and not by["loss"]:
+            text = f"{where}: against {baseline}, hybrid is no different beyond noise in any of the {ties} columns"
+        else:
+            bits = [f"{_WORDS[v]} on {', '.join(by[v])}" for v in ("win", "loss") if by[v]]
+            if ties:
+                bits.append(f"no different beyond noise on the other {ties}")
+            text = f"{where}: against {baseline}, hybrid is " + "; ".join(bits)
+        if group.verdict.str.endswith("?").any():
+            text += " (one seed: training noise not measured, not yet a claim)"
+        lines.append(text + ".")
+    return lines
+
+
+_SENTENCE = re.compile(r"^(?P<where>.+?): against (?P<baseline>[^,]+), hybrid is (?P<rest>.*?)"
+                       r"(?: \(one seed[^)]*\))?\.$")
+
+
+def check_summary(lines: list[str], tables: dict[str, pd.DataFrame]) -> None:
+    """Raise ValueError when a summary sentence does not say what its verdict table says: every column it
+    calls better / worse must have that verdict, and the count of the rest must be the number of columns with
+    no difference. ``tables``: {where: verdict table} as :func:`summary_lines` was given them."""
+    for line in lines:
+        m = _SENTENCE.match(line)
+        if not m:
+            continue  # not a verdict sentence
+        where, baseline, rest = m["where"], m["baseline"], m["rest"]
+        if where not in tables:
+            raise ValueError(f"the summary names {where!r}, which has no verdict table")
+        group = tables[where][tables[where].baseline == baseline]
+        if group.empty:
+            raise ValueError(f"the summary names baseline {baseline!r} absent from the {where} table")
+        actual = dict(zip(group.column, group.verdict.str.rstrip("?")))
+        claimed: dict[str, str] = {}
+        for part in rest.split("; "):
+            for verdict, word in _WORDS.items():
+                if part.startswith(f"{word} on "):
+                    for column in part[len(word) + 4:].split(", "):
+                        claimed[column] = verdict
+        for column, verdict in claimed.items():
+            if actual.get(column) != verdict:
+                raise ValueError(f"the summary says hybrid is {_WORDS[verdict]} than {baseline} on {column} "
+                                 f"({where}), the table says {actual.get(column, 'nothing')}")
+        ties = sum(v == "no difference" for v in actual.values())
+        said = re.search(r"the other (\d+)|any of the (\d+) columns", rest)
+        said_ties = int(next(g for g in said.groups() if g)) if said else 0
+        if said_ties != ties or len(claimed) + ties != len(actual):
+            raise ValueError(f"the summary of {where} against {baseline} counts {said_ties} column(s) with no "
+                             f"difference and names {len(claimed)}; the table has {ties} and {len(actual)} in all")
+
+
+# ---- the recipe's probes ------------------------------------------------------------------------------
+
+
+def probe_frame(probes: dict[str, list[dict]], chosen: dict[str, Any], eval_data: str) -> pd.DataFrame:
+    """One row per probe run (a run shared by two stages once): the held-out pool's mAPs and score (the
+    criterion), and the evaluation set's as context."""
+    rows, seen_dirs = [], set()
+    for stage, entries in probes.items():
+        for e in entries:
+            if e["dir"] in seen_dirs:
+                continue
+            seen_dirs.add(e["dir"])
+            p, res = e["run"].params, e["results"]
+            pool = res[runs.VALIDATION_POOL]
+            test = res["datasets"].get(eval_data, {})
+            is_chosen = all(p[k] == chosen.get(k) for k in ("candidate_mode", "max_length", "temperature", "steps"))
+            rows.append({
+                "stage": stage, "input": recipe.input_label(p["candidate_mode"], p["max_length"]),
+                "temperature": p["temperature"], "steps": p["steps"], "chosen": "yes" if is_chosen else "",
+                **{f"held-out {s} mAP": round(pool[s]["map"]["value"], 4) for s in ("mono", "cross", "multi")},
+                "held-out score": round(e["score"], 4),
+                **{f"{eval_data} {s} mAP": round(test[s]["map"]["value"], 3) for s in ("mono", "cross", "multi")
+                   if s in test},
+                "train min": round(res["timings"]["train_s"] / 60, 1)})
+    return pd.DataFrame(rows)
+
+
+# ---- the ratio sweeps -----------------------------------------------------------------------------------
+
+
+def sweep_section(entries: list[dict], dataset: str, n: int, seed: int) -> dict[str, Any] | None:
+    """Per sweep point (every seed): the seed summary of the headline columns and the point minus alpha = 0.5
+    with its verdict. None until the reference point has a finished run."""
+    points: dict[str, list[dict]] = {}
+    for e in sorted(entries, key=lambda e: e["run"].seed):
+        points.setdefault(e["run"].label, []).append(e)
+    if sweep.REFERENCE not in points:
+        return None
+    results = {label: _per_query(es, dataset) for label, es in points.items()}
+    keys = list(HEADLINE)
+    summaries = {label: seed_stats.seed_summary(r, n, seed=seed, keys=keys) for label, r in results.items()}
+    rows = []
+    for label, r in results.items():
+        if label == sweep.REFERENCE:
+            continue
+        cmp = seed_stats.seed_compare(r, results[sweep.REFERENCE], n, seed=seed, keys=keys)
+        for key, e in cmp.items():
+            rows.append({"point": label, "column": _column(key), "key": key, "diff": e["diff"], "low": e["low"],
+                         "high": e["high"], "p_value": e["p_value"], "verdict": seed_stats.verdict(e, key)})
+    weights = {label: es[0]["results"]["training"]["weights"] for label, es in points.items()}
+    return {"summaries": summaries, "verdicts": pd.DataFrame(rows), "weights": weights,
+            "seeds": {label: len(es) for label, es in points.items()}}
+
+
+def _alpha(label: str) -> float | None:
+    return float(label.split("=", 1)[1]) if label.startswith("alpha=") else None
+
+
+def plot_sweep(sec: dict, dataset: str, title: str):
+    """Metric vs alpha: the mean over seeds (line) and its seed-aware 95% interval (band), per headline
+    column; the mixtures off the alpha line are listed in the table, not drawn."""
+    import matplotlib.pyplot as plt
+
+    alphas = sorted((a, label) for label in sec["summaries"] if (a := _alpha(label)) is not None)
+    fig, axes = plt.subplots(1, len(HEADLINE), figsize=(3.3 * len(HEADLINE), 3.4), layout="constrained")
+    for ax, key in zip(axes, HEADLINE):
+        x = [a for a, _ in alphas]
+        e = [sec["summaries"][label][key] for _, label in alphas]
+        ax.plot(x, [v["mean"] for v in e], "o-", color="C3")
+        ax.fill_between(x, [v["low"] for v in e], [v["high"] for v in e], color="C3", alpha=0.2)
+        for a, v in zip(x, e):
+            ax.scatter([a] * len(v["per_seed"]), v["per_seed"], s=10, color="k", zorder=3)
+        ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
+        ax.set_xlabel("alpha (share of X-X-mono batches)")
+        ax.set_title(_column(key) + (" (lower is better)" if key == "rank_distance" else ""), fontsize=9)
+        ax.grid(alpha=0.3)
+    n_seeds = max(sec["seeds"].values())
+    fig.suptitle(f"{title}: mean over {n_seeds} seeds (line), seeds (dots), 95% interval over seeds and "
+                 "questions (band)", fontsize=10)
+    return fig
+
+
+# ---- REPORT.md -----------------------------------------------------------------------------------------
+
+
+def _table(frame: pd.DataFrame, index: str | None = "system") -> str:
+    return study_report._table(frame, index)
+
+
+def _verdict_wide(verdicts: pd.DataFrame, row: str = "baseline") -> pd.DataFrame:
+    cell = [f"{r['diff']:+.{_digits(r.key) + 1}f} [{r.low:+.{_digits(r.key) + 1}f}, {r.high:+.{_digits(r.key) + 1}f}]"
+            f" {r.verdict}" for _, r in verdicts.iterrows()]
+    wide = verdicts.assign(cell=cell).pivot(index=row, columns="column", values="cell")
+    columns = list(dict.fromkeys(verdicts.column))
+    return wide[columns].reindex(list(dict.fromkeys(verdicts[row])))
+
+
+def _system_rows(summaries: dict[str, dict], keys, labels: dict[str, str] | None = None) -> pd.DataFrame:
+    rows = {}
+    for name, summary in summaries.items():
+        first = summary[keys[0]]
+        row = {"seeds": "—" if _is_zero_shot(name) else len(first["per_seed"])}
+        for key in keys:
+            e = summary[key]
+            row[_column(key)] = f"{e['mean']:.{_digits(key)}f} [{e['low']:.{_digits(key)}f}, {e['high']:.{_digits(key)}f}]"
+        rows[(labels or {}).get(name, name)] = row
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _paper_table1(paper_rows: pd.DataFrame | None) -> pd.DataFrame | None:
+    if paper_rows is None:
+        return None
+    keep = ["model", "strategy"] + [c for c in ("mono_map", "cross_map", "multi_map", "rank_distance")
+                                    if c in paper_rows.columns]
+    out = paper_rows[keep].copy()
+    out.insert(0, "system", [f"paper: {m} {s}" for m, s in zip(out.model, out.strategy)])
+    return out.drop(columns=["model", "strategy"])
+
+
+def build(params: dict[str, Any], zero_shots: dict[str, dict[str, dict]], mm_summary: dict | None = None,
+          write: bool = True) -> dict[str, Any]:
+    """Collect every finished recipe run, compute every section, check the summary against the verdicts, and
+    write ``reports/REPORT.md`` with its figures under ``reports/<profile>/figures/``.
+
+    ``zero_shots``: {dataset: {label: {"results", "dir"}}}: the untrained model in the recipe's input ("zero-shot")
+    and in other inputs ("zero-shot, sentence@64"), each a baseline of hybrid; ``mm_summary``: the image-text
+    sweep's lines ({"lines"}) or None.
+    Returns {"text", "path", "sections", "figures"}.
+    """
+    import matplotlib.pyplot as plt
+
+    from hybridnb.paths import reports_root
+
+    n, seed = params["n_resamples"], params["seed"]
+    collected = recipe.collect(params, train=False, show_progress=False, stages=("probes",))
+    chosen = collected["chosen"]
+    own = {k: params[k] for k in ("candidate_mode", "max_length", "temperature", "steps")}
+    finished = lambda planned: [e for r in planned if (e := _finished(r)) is not None]  # noqa: E731
+    grid_planned = recipe.grid_runs(params)
+    grid = finished(grid_planned)
+    sweep_entries = finished(recipe.sweep_runs(params)) if (params.get("alphas") or params.get("mixtures")) else []
+    forward = [e for e in grid if e["run"].group == "grid"]
+    reverse = [e for e in grid if e["run"].group == "reverse"]
+    train, evaluated = params["train_data"], params["eval_data"]
+    sections: dict[str, Any] = {}
+    figures: dict[str, Any] = {}
+    directions = [(f"{train} → {evaluated}", forward, evaluated), (f"{evaluated} → {train}", reverse, train)]
+    for where, entries, dataset in directions:
+        sec = direction_section(systems_of(entries), dataset, n, seed, zero_shots.get(dataset, {}))
+        if sec is not None:
+            sections[where] = sec
+            figures[f"figures/points_{dataset}.png"] = study_report.plot_points(sec["summaries"], dataset)
+            figures[f"figures/differences_{dataset}.png"] = study_report.plot_differences(sec["verdicts"], dataset)
+    fwd_where = directions[0][0]
+    split = None
+    if fwd_where in sections:
+        from hybridnb import config
+
+        trained_langs = params.get("train_languages") or list(config.DATASET_LANGUAGES[train])
+        split = seen_unseen_section(sections[fwd_where], list(trained_langs), n, seed)
+    sweep_sec = sweep_section(sweep_entries, evaluated, n, seed) if sweep_entries else None
+    if sweep_sec is not None:
+        figures[f"figures/ratio_sweep_{evaluated}.png"] = plot_sweep(sweep_sec, evaluated,
+                                                                    f"text, {train} → {evaluated}")
+    # the summary, from the verdict tables, checked before anything is written
+    tables = {where: sec["verdicts"] for where, sec in sections.items()}
+    lines = [line for where, sec in sections.items() for line in summary_lines(where, sec["verdicts"])]
+    if split is not None:
+        where = f"{fwd_where}, seen vs unseen languages"
+        tables[where] = split["verdicts"]
+        lines += summary_lines(where, split["verdicts"])
+    check_summary(lines, tables)
+    prov = reporting.provenance(params["profile"])
+    text = report_markdown(params, prov, collected, chosen, own, grid_planned, grid, sections, split, sweep_sec,
+                           sweep_entries, mm_summary, lines, list(figures))
+    out = reports_root() / "REPORT.md"
+    if write:
+        for rel, fig in figures.items():
+            reporting.save_figure(fig, reports_root() / params["profile"] / rel)
+        reporting.write_text(out, text)
+    for fig in figures.values():
+        plt.close(fig)
+    return {"text": text, "path": out, "sections": sections, "split": split, "sweep": sweep_sec,
+            "figures": figures, "summary": lines}
+
+
+def _finished(r) -> dict | None:
+    found = runs.find_finished_dir(r.cfg)
+    if found is None:
+        return None
+    return {"run": r, "dir": found[0], "results": found[1],
+            "score": recipe.held_out_score(found[1]) if runs.VALIDATION_POOL in found[1] else None}
+
+
+def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, sections, split, sweep_sec,
+                    sweep_entries, mm_summary, summary, figures) -> str:
+    profile = params["profile"]
+    fig = lambda rel: f"{profile}/{rel}"  # noqa: E731  (REPORT.md sits in reports/, the figures in reports/<profile>/)
+    seeds = params.get("seeds") or [params["seed"]]
+    n_grid = len(grid_planned)
+    lines = ["# Hybrid batch training: X-X-mono vs X-Y vs hybrid, with seeds, in both directions", "",
+             reporting.stamp(prov), ""]
+    if len(grid) < n_grid:
+        lines += [f"**Interim**: {len(grid)} of the {n_grid} runs of the comparison have finished "
+                  f"({len(seeds)} seeds x {len(params['strategies'])} strategies x 2 directions). The tables use the "
+                  "finished runs only; `make reproduce` trains the rest (finished runs are reused by config hash).", ""]
+    lines += ["## Summary", "",
+              "What the verdict tables below say, sentence by sentence (generated from them and checked against them):",
+              ""] + [f"- {s}" for s in summary] + [""]
+    if not summary:
+        lines += ["- No comparison yet: hybrid has no finished run.", ""]
+    mismatch = chosen and all(k in chosen for k in own) and chosen != own
+    lines += ["## The recipe", "",
+              f"- Model `{params['model']}` (multilingual-e5-small, 4-bit weights converted offline), trained with "
+              f"InfoNCE and in-batch negatives plus {params['n_hard_negatives']} hard negative (another sentence of "
+              f"the same paragraph), batch {params['batch_size']}, lr {params['lr']:g} (paper), weight decay "
+              f"{params['weight_decay']:g} (paper), warm-up {params['warmup_ratio']:g} then linear decay to zero, "
+              f"precision {params['train_dtype']} (bf16 autocast where the CPU has it natively).",
+              f"- Chosen on held-out data: candidates as **{own['candidate_mode']}** at **{own['max_length']}** tokens, "
+              f"temperature **{own['temperature']:g}**, **{own['steps']}** steps. The evaluated checkpoint is the one "
+              "with the lowest validation loss.",
+              f"- Seeds {seeds}: a seed changes the batch kinds, languages and items drawn and the dropout masks; the "
+              "data, hard negatives and validation split are the same for every seed.",
+              "- **The verdict rule**, used everywhere below: a column's value is the mean over seeds; its 95% interval "
+              "counts both training seeds and questions (mean ± t(df)·sqrt(seed variance / S + question-bootstrap "
+              "variance), Welch–Satterthwaite df, `hybridnb.evaluation.seed_stats`). Hybrid *wins* or *loses* a column "
+              "against a baseline only when the interval of the difference excludes 0; otherwise *no difference*. "
+              "Zero-shot has no training, so no seed variance. No verdict is drawn from one seed (marked `?`).",
+              "- Our setup is not the paper's: E5-small (already retrieval-tuned) instead of XLM-R / LaBSE, one QA "
+              "dataset (7 or 11 languages) instead of mMARCO plus 8 QA sets, batch 32 instead of 100, a 2-core CPU "
+              "budget. Compare directions of effect with the paper, not values.", ""]
+    if mismatch:
+        lines += [f"**The profile's recipe {own} is not what the probes chose ({chosen}).**", ""]
+    probes = collected["probes"]
+    if probes:
+        frame = probe_frame(probes, own, params["eval_data"])
+        lines += ["### How the recipe was chosen", "",
+                  "Each probe is hybrid at seed 0, scored on the **held-out validation pool**: the training set's "
+                  "validation items (10%, never trained on) as a LAReQA pool, their questions in every training "
+                  "language against every sentence of their paragraphs. The score is the mean of its mono, cross and "
+                  "multi mAP. The evaluation sets never enter the choice: their columns are context. Stages, in order: "
+                  "the input at the first temperature and budget (best score wins); the temperature at that input "
+                  "(best wins); then longer budgets, each taken only if it adds at least "
+                  f"{params.get('recipe_min_gain', 0):g} to the score of the budget taken before it (about one seed's "
+                  "standard deviation), the first that does not stopping the search.", "",
+                  _table(frame, index=None), ""]
+        pending = [s for s in recipe.STAGES if s not in (["input"] if "candidate_mode" in chosen else []) +
+                   (["temperature"] if "temperature" in chosen else []) + (["budget"] if chosen.get("steps") else [])]
+        if pending:
+            lines += [f"Stages not finished yet: {', '.join(pending)}.", ""]
+    for where, sec in sections.items():
+        dataset = sec["dataset"]
+        labels = {"zero-shot": f"zero-shot ({own['candidate_mode']}@{own['max_length']})"}
+        lines += [f"## {where}", "",
+                  f"Trained on {where.split(' → ')[0]}, evaluated zero-shot on {dataset}: every system, mean over "
+                  "seeds [95% interval over seeds and questions]; rank distance: lower is better. The paper's rows "
+                  "(XLM-R and LaBSE, its Table 1 and Tables 7-8, transcribed) sit below ours.", "",
+                  _table(_system_rows(sec["summaries"], HEADLINE, labels)), ""]
+        paper = _paper_table1(sec["paper_rows"])
+        if paper is not None:
+            lines += ["The paper's rows for the same evaluation set (not measured here):", "",
+                      _table(paper, index=None), ""]
+        lines += ["### Hybrid against every baseline, every column", "",
+                  _table(_verdict_wide(sec["verdicts"]), index="baseline"), "",
+                  f"![points]({fig(f'figures/points_{dataset}.png')})", "",
+                  f"![differences]({fig(f'figures/differences_{dataset}.png')})", ""]
+        if not sec["paper"].empty:
+            lines += ["Beside the paper (\"agrees\": our difference is beyond noise with the paper's sign):", "",
+                      _table(sec["paper"], index=None), ""]
+    if split is not None:
+        lines += ["## Seen vs unseen languages", "",
+                  f"After training on {params['train_data']}, {', '.join(split['unseen'])} were never trained on. "
+                  "Mono mAP of queries in a seen vs an unseen language; cross mAP of language pairs with both "
+                  "languages seen vs at least one unseen. The paper claims its gains carry to languages it never "
+                  "trained on; this is where that can be tested.", "",
+                  _table(_system_rows(split["summaries"], list(SPLIT_KEYS))), "",
+                  _table(_verdict_wide(split["verdicts"]), index="baseline"), ""]
+        lines += _gain_lines(split["verdicts"]) + [""]
+    lines += ["## The mix ratio", ""]
+    if sweep_sec is None:
+        lines += ["The text sweep has no finished reference point (alpha = 0.5) yet.", ""]
+    else:
+        sweep_figure = fig(f"figures/ratio_sweep_{params['eval_data']}.png")
+        lines += _sweep_lines(sweep_sec, params["eval_data"], "text") + [f"![sweep]({sweep_figure})", ""]
+    if mm_summary is not None:
+        lines += mm_summary["lines"]
+    lines += ["## Run times", "",
+              _table(study_report.budget_rows([e for e in grid]), index=None), "",
+              "## Other files", "",
+              "- `reports/runs/<run>/`: every run's config, results, per-query arrays, training log and loss curve.",
+              f"- `reports/{profile}/MULTIMODAL.md`: the image-text study (its own recipe: frozen image tower, 800 steps).",
+              f"- `reports/{profile}/BUDGET.md`: `make reproduce`'s wall time and memory.",
+              "- `reports/benchmarks/`: speed and memory benchmarks.", ""]
+    return "\n".join(lines) + "\n"
+
+
+def _gain_lines(verdicts: pd.DataFrame) -> list[str]:
+    """Whether hybrid's difference from each baseline is the same on seen and unseen languages."""
+    out = []
+    for baseline, group in verdicts.groupby("baseline", sort=False):
+        g = group.set_index("key")
+        for setting in ("mono", "cross"):
+            s, u = g.loc[f"{setting}_ap_seen"], g.loc[f"{setting}_ap_unseen"]
+            overlap = s.low <= u.high and u.low <= s.high
+            out.append(f"- {setting} mAP, hybrid minus {baseline}: seen {s['diff']:+.4f} ({s.verdict}), unseen "
+                       f"{u['diff']:+.4f} ({u.verdict}); the two intervals "
+                       + ("overlap: no evidence that the gain differs between seen and unseen languages."
+                          if overlap else "do not overlap: the difference depends on whether the language was trained on."))
+    return out
+
+
+def _sweep_lines(sec: dict, dataset: str, side: str) -> list[str]:
+    table = _system_rows({label: s for label, s in sec["summaries"].items()}, list(HEADLINE))
+    table.insert(0, "weights (mono / cross / mixed)", [
+        " / ".join(f"{sec['weights'][label].get(k, 0):g}" for k in ("mono", "cross", "mixed")) for label in table.index])
+    v = sec["verdicts"]
+    diffs = _verdict_wide(v, row="point") if not v.empty else pd.DataFrame()
+    wins = v[v.verdict.str.rstrip("?") != "no difference"]
+    sentence = ("No point differs from alpha = 0.5 beyond noise in any headline column." if wins.empty else
+                "Differences from alpha = 0.5 beyond noise: " + "; ".join(
+                    f"{r.point} {'better' if r.verdict.startswith('win') else 'worse'} on {r.column}"
+                    for _, r in wins.iterrows()) + ".")
+    return [f"{side.capitalize()}, evaluated on {dataset}: alpha is the share of X-X-mono batches (alpha = 0 is X-Y, "
+            "1 is X-X-mono); the mixtures add `mixed` batches (every pair in its own random languages). Mean over "
+            "seeds [95% interval over seeds and questions]:", "", _table(table, index="point"), "",
+            "Each point minus alpha = 0.5 (verdicts by the rule above):", "", _table(diffs, index="point"), "",
+            sentence, ""]

@@ -1,0 +1,124 @@
+"""REPORT.md's parts (hybridnb.studies.report): the seen/unseen split, the verdict sections on hand-made
+per-query results, and the summary that must say what its verdict tables say."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hybridnb.evaluation.metrics import EvalResult
+from hybridnb.studies import report
+
+LANGS = ["de", "el", "en", "th"]
+
+
+def _result(level: float, seed: int, n_groups: int = 40) -> EvalResult:
+    """Per-query metrics around ``level`` (every question group has one query per language)."""
+    rng = np.random.default_rng(seed)
+    L = len(LANGS)
+    n = n_groups * L
+    q_lang = np.tile(np.arange(L), n_groups)
+    noise = lambda *shape: rng.normal(0, 0.05, shape)  # noqa: E731
+    per_query = {f"{s}_{m}": np.clip(level + noise(n), 0, 1) for s in ("mono", "multi") for m in ("ap", "r@1", "r@10")}
+    for m in ("ap", "r@1", "r@10"):
+        cross = np.clip(level + noise(n, L), 0, 1)
+        cross[np.arange(n), q_lang] = np.nan
+        per_query[f"cross_{m}"] = cross
+    per_query["rank_distance"] = np.abs(100 * (1 - level) + 10 * noise(n))
+    return EvalResult(LANGS, per_query, q_lang, np.repeat(np.arange(n_groups), L))
+
+
+def _entries(tmp_path, label: str, level: float, seeds=(0, 1, 2)) -> list[dict]:
+    out = []
+    for k in seeds:
+        folder = tmp_path / f"{label}-{k}"
+        _result(level + 0.002 * k, 100 * k + hash(label) % 97).save(folder / "per_query_xquad-r.npz")
+        out.append({"run": SimpleNamespace(label=label, seed=k, group="grid"), "dir": folder,
+                    "results": {"datasets": {"xquad-r": {}}}})
+    return out
+
+
+def test_the_seen_unseen_split_averages_exactly_the_right_cells():
+    r = _result(0.6, 0)
+    split = report.split_seen_unseen(r, ["de", "en"])
+    seen_q = np.isin(np.asarray(LANGS)[r.q_lang], ["de", "en"])
+    # mono: the macro-average over the seen query languages of their mean AP
+    by_lang = [r.per_query["mono_ap"][r.q_lang == x].mean() for x in range(4)]
+    assert split.macro("mono_ap_seen") == pytest.approx(np.mean([by_lang[0], by_lang[2]]))
+    assert split.macro("mono_ap_unseen") == pytest.approx(np.mean([by_lang[1], by_lang[3]]))
+    # cross: cells (query language, pool language) with both seen: (de, en) and (en, de)
+    cells = [r.per_query["cross_ap"][r.q_lang == q, p].mean() for q, p in ((0, 2), (2, 0))]
+    assert split.macro("cross_ap_seen") == pytest.approx(np.mean(cells))
+    others = [r.per_query["cross_ap"][r.q_lang == q, p].mean() for q in range(4) for p in range(4)
+              if q != p and not (q in (0, 2) and p in (0, 2))]
+    assert split.macro("cross_ap_unseen") == pytest.approx(np.mean(others))
+    assert np.isnan(split.per_query["mono_ap_seen"][~seen_q]).all()
+    assert split.macro("mono_ap") == r.macro("mono_ap")  # the original columns untouched
+
+
+def test_direction_and_split_sections_compare_hybrid_with_every_baseline(tmp_path):
+    systems = {"X-X-mono": _entries(tmp_path, "X-X-mono", 0.55), "X-Y": _entries(tmp_path, "X-Y", 0.70),
+               "hybrid": _entries(tmp_path, "hybrid", 0.70)}
+    zero = tmp_path / "zs"
+    _result(0.40, 7).save(zero / "per_query_xquad-r.npz")
+    other = tmp_path / "zs2"
+    _result(0.45, 8).save(other / "per_query_xquad-r.npz")
+    sec = report.direction_section(systems, "xquad-r", 200, 0, {"zero-shot": {"dir": zero},
+                                                               "zero-shot, sentence@128": {"dir": other}})
+    v = sec["verdicts"]
+    assert list(dict.fromkeys(v.baseline)) == ["X-X-mono", "X-Y", "zero-shot", "zero-shot, sentence@128"]
+    assert len(v) == 4 * 10
+    by = v.set_index(["baseline", "key"]).verdict
+    assert by["X-X-mono", "mono_ap"] == "win" and by["X-X-mono", "rank_distance"] == "win"
+    assert by["X-Y", "cross_ap"] == "no difference"
+    assert by["zero-shot, sentence@128", "multi_ap"] == "win"
+    split = report.seen_unseen_section(sec, ["de", "en"], 200, 0)
+    assert split["unseen"] == ["el", "th"] and set(split["verdicts"].key) == set(report.SPLIT_KEYS)
+    assert report.seen_unseen_section(sec, LANGS, 200, 0) is None  # nothing unseen: no section
+    lines = report.summary_lines("mlqa-r → xquad-r", v)
+    report.check_summary(lines, {"mlqa-r → xquad-r": v})
+    assert lines[1] == "mlqa-r → xquad-r: against X-Y, hybrid is no different beyond noise in any of the 10 columns."
+
+
+def test_a_summary_that_disagrees_with_its_table_is_refused():
+    v = pd.DataFrame([{"baseline": "X-Y", "column": "mono map", "verdict": "win"},
+                      {"baseline": "X-Y", "column": "multi map", "verdict": "loss"},
+                      {"baseline": "X-Y", "column": "cross map", "verdict": "no difference"},
+                      {"baseline": "zero-shot", "column": "mono map", "verdict": "win?"}])
+    lines = report.summary_lines("a → b", v)
+    assert lines == ["a → b: against X-Y, hybrid is better on mono map; worse on multi map; no different beyond "
+                     "noise on the other 1.",
+                     "a → b: against zero-shot, hybrid is better on mono map (one seed: training noise not measured, "
+                     "not yet a claim)."]
+    report.check_summary(lines, {"a → b": v})
+    for bad, message in [(lines[0].replace("better on mono map", "better on cross map"), "the table says no difference"),
+                         (lines[0].replace("worse on multi map", "better on multi map"), "the table says loss"),
+                         (lines[0].replace("the other 1", "the other 2"), "counts 2"),
+                         ("a → b: against X-Y, hybrid is no different beyond noise in any of the 3 columns.", "counts 3"),
+                         ("c → d: against X-Y, hybrid is better on mono map.", "no verdict table")]:
+        with pytest.raises(ValueError, match=message):
+            report.check_summary([bad], {"a → b": v})
+
+
+def test_the_sweep_section_compares_every_point_with_alpha_one_half(tmp_path):
+    entries = []
+    for label, level in (("alpha=0", 0.60), ("alpha=0.5", 0.70), ("alpha=1", 0.70)):
+        for e in _entries(tmp_path, label, level):
+            e["results"]["training"] = {"weights": {"mono": 0.5, "cross": 0.5}}
+            entries.append(e)
+    sec = report.sweep_section(entries, "xquad-r", 200, 0)
+    assert set(sec["verdicts"].point) == {"alpha=0", "alpha=1"}
+    by = sec["verdicts"].set_index(["point", "key"]).verdict
+    assert by["alpha=0", "mono_ap"] == "loss" and by["alpha=1", "mono_ap"] == "no difference"
+    assert sec["seeds"] == {"alpha=0": 3, "alpha=0.5": 3, "alpha=1": 3}
+    fig = report.plot_sweep(sec, "xquad-r", "text")
+    assert "3 seeds" in fig._suptitle.get_text()
+    assert report.sweep_section([e for e in entries if e["run"].label != "alpha=0.5"], "xquad-r", 200, 0) is None
+
+
+def test_the_split_columns_are_named_for_the_report():
+    assert report._column("cross_ap_unseen") == "cross, one or both unseen map"
+    assert report._column("mono_ap_seen") == "mono, seen map"
