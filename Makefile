@@ -1,15 +1,14 @@
 # The two commands of the README:
-#   make reproduce   the main job: notebooks through papermill with PROFILE (default cpu), writing reports/
-#   make sweep       the mix-ratio sweep (notebook 05) with PROFILE
-#   make study       the seed study (notebook 08) with STUDY_PROFILE (default study): every strategy x seed
+#   make reproduce   the main job: notebooks through papermill with PROFILE (default cpu), writing reports/REPORT.md
 #   make test        unit tests + pytest --nbval over the notebooks (their defaults are the ci profile)
+# Both create and fill the virtual environment themselves. Others (docs/reproduce.md):
+#   make sweep       the mix-ratio sweeps, text and image-text, every point x seed (notebook 05), then REPORT.md
+#   make probes      the recipe's probes on the held-out validation pool (python -m hybridnb recipe --stages probes)
 #   make lab         JupyterLab on notebooks/ in the same environment
-# Both create and fill the virtual environment themselves.
 
 PYTHON  ?= python3
 VENV    ?= .venv
 PROFILE ?= cpu
-STUDY_PROFILE ?= study
 BIN     := $(VENV)/bin
 
 # Offline machines: a local mirror of the raw data (layout of ../shared/data, see README). When one sits
@@ -23,7 +22,7 @@ ifdef REPLACE
 export HYBRIDNB_REPLACE_RUNS := 1
 endif
 
-.PHONY: reproduce sweep study test lab venv clean-cache
+.PHONY: reproduce sweep probes test lab venv clean-cache
 
 venv: $(VENV)/.installed
 
@@ -38,14 +37,13 @@ $(VENV)/.installed: pyproject.toml
 reproduce: venv
 	$(BIN)/python -m hybridnb pipeline --profile $(PROFILE) $(if $(FRESH),--fresh,)
 
-# the mix-ratio sweep (notebook 05): its own target, outside make reproduce's CPU budget
+# the mix-ratio sweeps (notebook 05), text and image-text, 3 seeds a point: their own target, outside make reproduce
 sweep: venv
 	$(BIN)/python -m hybridnb pipeline --profile $(PROFILE) --notebooks 05_ratio_sweep.ipynb
 
-# the study (notebook 08): every strategy x seed at params/study.yaml's budget, runs reused by config hash;
-# writes reports/$(STUDY_PROFILE)/STUDY.md, its figures and BUDGET.md (its own, outside make reproduce's)
-study: venv
-	$(BIN)/python -m hybridnb pipeline --profile $(STUDY_PROFILE) --notebooks 08_study.ipynb $(if $(FRESH),--fresh,)
+# the recipe's probes (input and length, temperature, budget on the held-out validation pool): hours on 2 cores
+probes: venv
+	$(BIN)/python -m hybridnb recipe --profile $(PROFILE) --stages probes
 
 # two pytest-xdist workers, one per core of the CI machine (each with its own reports and cache folders, one
 # torch thread: tests/conftest.py); TEST_WORKERS=0 runs everything in one process

@@ -3,7 +3,6 @@
     python -m hybridnb train --profile cpu --strategy cross     # one training run (notebook 03)
     python -m hybridnb train --profile ci --set alpha=0.25 steps=10 train_data=xquad-r eval_data=mlqa-r
     torchrun --standalone --nproc_per_node 4 -m hybridnb train --profile paper  # DDP on 4 GPUs
-    python -m hybridnb study --profile study                    # the seed study's runs (notebook 08 reports)
     python -m hybridnb recipe --profile cpu                     # the recipe's probes, grid and sweep runs
     python -m hybridnb pipeline --profile cpu                   # make reproduce: every notebook via papermill
     python -m hybridnb miracl --profile paper                   # MIRACL dev (notebook 09) for the profile's models
@@ -135,9 +134,9 @@ def miracl_main(argv: list[str] | None = None) -> int:
 def main(argv: list[str] | None = None) -> int:
     """``python -m hybridnb <command> ...``: dispatch to the command's own parser."""
     from hybridnb import pipeline
-    from hybridnb.studies import recipe, study
+    from hybridnb.studies import recipe
 
-    commands = {"train": train_main, "study": study.main, "recipe": recipe.main, "pipeline": pipeline.main,
+    commands = {"train": train_main, "recipe": recipe.main, "pipeline": pipeline.main,
                 "miracl": miracl_main}
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv

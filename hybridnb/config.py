@@ -105,6 +105,7 @@ PARAMETERS: dict[str, str] = {
     "mm_eval_items": "cap on test images (null = all)",
     "mm_strategies": "image-text strategies trained (notebook 07)",
     "mm_alpha": "hybrid's probability of a mono batch, image-text",
+    "mm_temperature": "InfoNCE temperature of the image-text runs (their own recipe: 0.05, scale 20)",
     "mm_alphas": "the image-text ratio sweep's values of alpha (0 / 0.5 / 1 are the cross, hybrid and mono runs)",
     "mm_steps": "image-text optimizer steps",
     "mm_batch_size": "image-text pairs per step",

@@ -13,17 +13,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from hybridnb.studies import backbone_study, budget, miracl_eval, runs, study, sweep
+from hybridnb.studies import backbone_study, budget, miracl_eval, recipe, runs, sweep
 from hybridnb import config, paths
 from hybridnb.data import miracl
 from hybridnb.image_text import runs as image_text_runs
 from hybridnb.paths import repo_root, reports_root
 
-NOTEBOOKS = ("01_data.ipynb", "02_zero_shot.ipynb", "03_train.ipynb", "04_compare.ipynb", "06_backbones.ipynb",
-             "07_multimodal.ipynb")
-TRAIN_NOTEBOOK = "03_train.ipynb"  # executed once per strategy in the profile's `strategies`
+#: make reproduce: the data, the zero-shot rows, the backbones, the image-text study, then 04, which trains what is
+#: missing of the recipe's grid (every strategy x seed x direction) and writes the one REPORT.md
+NOTEBOOKS = ("01_data.ipynb", "02_zero_shot.ipynb", "06_backbones.ipynb", "07_multimodal.ipynb", "04_compare.ipynb")
+TRAIN_NOTEBOOK = "03_train.ipynb"  # one run (papermill -p strategy ...); executed once per strategy when listed
 SWEEP_NOTEBOOK = "05_ratio_sweep.ipynb"  # `make sweep`: its own target, not in NOTEBOOKS
-STUDY_NOTEBOOK = "08_study.ipynb"  # `make study`: its own target and budget (reports/<profile>/BUDGET.md)
 MIRACL_NOTEBOOK = "09_miracl.ipynb"  # in make reproduce when the profile says miracl_in_reproduce (paper)
 COMPARE_NOTEBOOK = "04_compare.ipynb"  # writes REPORT.md: MIRACL runs before it, for its MIRACL rows
 BACKBONES_NOTEBOOK = "06_backbones.ipynb"  # trains the other backbones' runs that MIRACL evaluates
@@ -84,8 +84,8 @@ def run(profile_name: str, notebooks: tuple[str, ...] = NOTEBOOKS, fresh: bool =
         image_text_runs.check_runs(profile)  # the image-text runs and their zero-shot baseline
     if SWEEP_NOTEBOOK in notebooks:
         sweep.sweep_points(profile)  # every alpha and mixture of the sweep
-    if STUDY_NOTEBOOK in notebooks:
-        study.check_study(profile)  # every (strategy, seed) run any probe temperature can imply
+    if COMPARE_NOTEBOOK in notebooks or SWEEP_NOTEBOOK in notebooks:
+        recipe.plan(profile)  # the grid, the sweeps and every probe: each run's config checked
     if any(nb == MIRACL_NOTEBOOK for nb, _, _ in plan):  # its settings, and every language's data reachable
         settings = miracl_eval.check_settings(profile)
         miracl.check_available(settings.languages, settings.local)
@@ -112,7 +112,7 @@ def run(profile_name: str, notebooks: tuple[str, ...] = NOTEBOOKS, fresh: bool =
             os.environ.pop("HYBRIDNB_REUSE_LOG", None)
         else:
             os.environ["HYBRIDNB_REUSE_LOG"] = previous_log
-    commands = {NOTEBOOKS: "make reproduce", (STUDY_NOTEBOOK,): "make study"}  # not `make sweep` or a subset
+    commands = {NOTEBOOKS: "make reproduce"}  # not `make sweep` or a subset
     if tuple(notebooks) in commands:
         reused = budget.reused_results(before, used)
         print("[hybridnb] wrote", budget.write_budget(profile, records, time.perf_counter() - started,

@@ -58,7 +58,7 @@ __all__ = ["DATASETS", "RUN_KEYS", "ZERO_SHOT_KEYS", "check_run", "check_runs", 
 
 DATASETS = {"openmoji-cldr": OPENMOJI_LANGUAGES, "xtd10": caption_table.XTD10_LANGUAGES,
             "multi30k": caption_table.MULTI30K_LANGUAGES}
-SHARED = ("model", "seed", "n_resamples", "temperature")  # notebook parameters without the mm_ prefix
+SHARED = ("model", "seed", "n_resamples")  # notebook parameters without the mm_ prefix (temperature: mm_temperature)
 NOTEBOOK_SHARED = ("profile", *SHARED, "encode_batch_size")
 RUN_KEYS = config.ImageTextRunConfig.hash_keys()             # the result-defining settings of a run
 ZERO_SHOT_KEYS = config.ImageTextZeroShotConfig.hash_keys()  # ... and of the zero-shot baseline

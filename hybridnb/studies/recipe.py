@@ -32,10 +32,12 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from hybridnb import config
 from hybridnb.studies import runs, sweep
 
 __all__ = ["RecipeRun", "held_out_score", "input_probes", "temperature_probes", "budget_probes", "grid_runs",
-           "sweep_runs", "plan", "choose", "collect", "mm_sweep", "probe_name", "recipe_params", "input_label"]
+           "sweep_runs", "plan", "choose", "collect", "mm_sweep", "probe_name", "recipe_params", "input_label", "train", "zero_shot",
+           "zero_shot_rows"]
 
 #: the settings each stage chooses, in order
 STAGES = ("input", "temperature", "budget")
@@ -261,6 +263,18 @@ def collect(params: dict[str, Any], train: bool = True, show_progress: bool = Tr
     return done
 
 
+def train(planned: list[RecipeRun], show_progress: bool = True) -> list[dict[str, Any]]:
+    """Run (or reuse by config hash) each planned run in order: [{"run", "dir", "results"}]."""
+    out = []
+    for r in planned:
+        found = runs.find_finished_dir(r.cfg)
+        if found is None:
+            print(f"[hybridnb] recipe: training {r.cfg.run_name} ({r.group}, {r.label}) ...", flush=True)
+            found = runs.run(r.params, show_progress=show_progress)
+        out.append({"run": r, "dir": found[0], "results": found[1]})
+    return out
+
+
 def mm_sweep(params: dict[str, Any], train: bool = True, show_progress: bool = True) -> dict[float, list]:
     """{alpha: [(strategy, seed, report folder, results)]} of the image-text ratio sweep (``mm_alphas`` x
     ``mm_seeds``); alpha 0 / 1 are the cross / mono strategies, 0.5 the hybrid runs of notebook 07."""
@@ -284,11 +298,59 @@ def _mm_configs(params: dict[str, Any]):
             for k in mm_runs.seeds(params)]
 
 
+def zero_shot(params: dict[str, Any], mode: str, compute: bool = True, show_progress: bool = True):
+    """The zero-shot row of the profile's model in candidate ``mode`` on the profile's ``eval_datasets``:
+    {"results", "dir"}, or None when it is neither saved nor ``compute``-d.
+
+    A saved result with the same model, encoding settings, queries, candidates and bootstrap is reused from
+    any profile's folder (the same computation, e.g. the cpu profile's notebook 02); otherwise it is
+    computed into ``reports/<profile>/zero_shot/<model>[--<mode>]/``.
+    """
+    from hybridnb.studies import backbone_study, zero_shot as zs
+    from hybridnb.models import backbones
+    from hybridnb.data import lareqa
+    from hybridnb.paths import reports_root
+
+    config.check_candidate_mode(mode)
+    # every dataset of the profile, as notebook 02 evaluates them: the folder is 02's for the profile's own
+    # mode, and a result of fewer datasets written there would replace 02's (and not match it next time)
+    tasks = {name: lareqa.load_task(name, opts["languages"], opts["max_ids"])
+             for name, opts in config.check_eval_datasets(params["eval_datasets"]).items()}
+    record = zs.model_record(params["model"], params["max_length"], mode, params["encode_dtype"])
+    own = zs.result_dir(params["profile"], params["model"])
+    own = own if mode == params["candidate_mode"] else own.with_name(f"{own.name}--{mode.replace('+', '-')}")
+    candidates = [own] + sorted(p for p in reports_root().glob(f"*/zero_shot/{own.name}") if p != own)
+    for folder in candidates:
+        saved = zs.find(folder, record, tasks, params["n_resamples"], params["seed"])
+        if saved is not None:
+            return {"results": saved, "dir": folder}
+    if not compute:
+        return None
+    backbone = backbones.get_backbone(params["model"]).name  # the registry entry of the profile's model
+    results = backbone_study.zero_shot_results(backbone, tasks, {**params, "candidate_mode": mode},
+                                               show_progress=show_progress, out=own)
+    return {"results": results, "dir": own}
+
+
+def zero_shot_rows(params: dict[str, Any], compute: bool = True, show_progress: bool = True) -> dict[str, dict]:
+    """{dataset: {label: {"results", "dir"}}}: the untrained model in the recipe's input ("zero-shot") and in
+    the other candidate mode at the same length ("zero-shot, <mode>@<length>"), each on every evaluation set
+    of the profile; a row neither saved nor ``compute``-d is left out."""
+    out: dict[str, dict] = {}
+    for mode in config.CANDIDATE_MODES:
+        row = zero_shot(params, mode, compute=compute, show_progress=show_progress)
+        if row is None:
+            continue
+        label = "zero-shot" if mode == params["candidate_mode"] else \
+            f"zero-shot, {input_label(mode, params['max_length'])}"
+        for dataset in row["results"]["datasets"]:
+            out.setdefault(dataset, {})[label] = row
+    return {d: dict(sorted(rows.items(), key=lambda kv: kv[0] != "zero-shot")) for d, rows in out.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m hybridnb recipe --profile cpu``: probes, grid and sweep, training what is missing."""
     import argparse
-
-    from hybridnb import config
 
     parser = argparse.ArgumentParser(prog="python -m hybridnb recipe", description=main.__doc__)
     parser.add_argument("--profile", default="cpu")

@@ -18,7 +18,7 @@ Reads only finished runs (nothing trains here) and builds, in this order:
 
 The statistics are :mod:`hybridnb.evaluation.seed_stats`' (mean over seeds, interval over seeds and
 questions); the verdict rule is stated once in the report. Relations: :mod:`hybridnb.studies.recipe` plans and
-trains the runs; :mod:`hybridnb.studies.study_report` holds the table and figure helpers shared with it.
+trains the runs; :mod:`hybridnb.studies.seed_tables` holds the table and figure helpers shared with it.
 """
 
 from __future__ import annotations
@@ -34,19 +34,19 @@ import pandas as pd
 from hybridnb import reporting
 from hybridnb.evaluation import seed_stats
 from hybridnb.evaluation.metrics import EvalResult
-from hybridnb.studies import paper_numbers, recipe, runs, study_report, sweep
+from hybridnb.studies import paper_numbers, recipe, runs, seed_tables, sweep
 
 __all__ = ["SPLIT_KEYS", "split_seen_unseen", "systems_of", "direction_section", "seen_unseen_section",
            "summary_lines", "check_summary", "probe_frame", "sweep_section", "build"]
 
-SYSTEMS, BASELINES, TARGET = study_report.SYSTEMS, study_report.BASELINES, study_report.TARGET
+SYSTEMS, BASELINES, TARGET = seed_tables.SYSTEMS, seed_tables.BASELINES, seed_tables.TARGET
 HEADLINE = ("mono_ap", "cross_ap", "multi_ap", "rank_distance")
 #: the seen / unseen columns (seed_stats.KEYS names them)
 SPLIT_KEYS = ("mono_ap_seen", "mono_ap_unseen", "cross_ap_seen", "cross_ap_unseen")
 
 
 def _column(key: str) -> str:
-    return study_report._column(key)
+    return seed_tables._column(key)
 
 
 def _digits(key: str) -> int:
@@ -103,13 +103,13 @@ def direction_section(systems: dict[str, list[dict]], dataset: str, n: int, seed
     comparisons = {b: seed_stats.seed_compare(results[TARGET], results[b], n, seed=seed,
                                               b_deterministic=_is_zero_shot(b), keys=keys)
                    for b in baselines}
-    verdicts = study_report.verdict_table(comparisons)
+    verdicts = seed_tables.verdict_table(comparisons)
     paper, _ = paper_numbers.load()
     return {"dataset": dataset, "results": results, "summaries": summaries, "verdicts": verdicts,
             "comparisons": list(comparisons),
             "seeds": {name: len(r) for name, r in results.items()},
-            "paper": study_report.paper_agreement(verdicts, paper, dataset),
-            "paper_rows": study_report._paper_rows(paper, dataset)}
+            "paper": seed_tables.paper_agreement(verdicts, paper, dataset),
+            "paper_rows": seed_tables._paper_rows(paper, dataset)}
 
 
 def seen_unseen_section(section: dict, seen: list[str], n: int, seed: int) -> dict[str, Any] | None:
@@ -127,7 +127,7 @@ def seen_unseen_section(section: dict, seen: list[str], n: int, seed: int) -> di
                                               b_deterministic=_is_zero_shot(b), keys=keys)
                    for b in section["comparisons"]}
     return {"seen": [g for g in languages if g in seen], "unseen": unseen, "summaries": summaries,
-            "verdicts": study_report.verdict_table(comparisons)}
+            "verdicts": seed_tables.verdict_table(comparisons)}
 
 
 # ---- the summary, generated from the verdicts and checked against them -------------------------------
@@ -274,11 +274,74 @@ def plot_sweep(sec: dict, dataset: str, title: str):
     return fig
 
 
+def mm_sweep_section(params: dict[str, Any], n: int, seed: int) -> dict[str, Any] | None:
+    """The image-text ratio sweep from its finished runs: {alpha label: system} as
+    :mod:`hybridnb.image_text.compare` reads them (alpha 0 / 1 are the cross / mono runs, 0.5 hybrid), the
+    seed summaries of its columns and every point minus alpha = 0.5. None without the reference and one more."""
+    from hybridnb.image_text import compare as mm_compare
+
+    alphas = sorted({0.0, 0.5, 1.0, *map(float, params.get("mm_alphas") or [])})
+    systems = {}
+    for a in alphas:
+        point = {**params, "mm_strategies": [sweep.strategy_for_alpha(a)], "mm_alpha": a}
+        done = [(k, f) for _, k, cfg in recipe._mm_configs(point) if (f := runs.find_finished_dir(cfg))]
+        if done:
+            system = {"runs": [{"seed": k, "dir": f[0], "results": f[1]} for k, f in done]}
+            systems[f"alpha={a:g}"] = {**system, "results": done[0][1][1], "dir": done[0][1][0]}
+    if sweep.REFERENCE not in systems or len(systems) < 2:
+        return None
+    summaries = mm_compare.seed_summaries(systems, n, seed)
+    sig = mm_compare.significance(systems, target=sweep.REFERENCE, n_resamples=n, seed=seed)
+    return {"systems": systems, "summaries": summaries, "table": mm_compare.comparison_table(summaries),
+            "verdicts": sig, "seeds": {label: len(s["runs"]) for label, s in systems.items()}}
+
+
+MM_SWEEP_COLUMNS = ("t2i R@10", "t2i R@10 unseen", "caption X→Y mAP", "caption X→Y mAP unseen")
+
+
+def plot_mm_sweep(sec: dict):
+    """Image-text metrics vs alpha: mean over seeds (line), seeds (dots), seed-aware 95% interval (band)."""
+    import matplotlib.pyplot as plt
+
+    labels = sorted(sec["summaries"], key=_alpha)
+    x = [_alpha(label) for label in labels]
+    fig, axes = plt.subplots(1, len(MM_SWEEP_COLUMNS), figsize=(3.3 * len(MM_SWEEP_COLUMNS), 3.4), layout="constrained")
+    for ax, column in zip(axes, MM_SWEEP_COLUMNS):
+        e = [sec["summaries"][label][column] for label in labels]
+        ax.plot(x, [v["mean"] for v in e], "o-", color="C2")
+        ax.fill_between(x, [v["low"] for v in e], [v["high"] for v in e], color="C2", alpha=0.2)
+        for a, v in zip(x, e):
+            ax.scatter([a] * len(v["per_seed"]), v["per_seed"], s=10, color="k", zorder=3)
+        ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
+        ax.set_xlabel("alpha (share of mono batches)")
+        ax.set_title(column, fontsize=9)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"image-text (OpenMoji-CLDR): mean over {max(sec['seeds'].values())} seeds (line), seeds (dots), "
+                 "95% interval over seeds and test images (band)", fontsize=10)
+    return fig
+
+
+def _mm_sweep_lines(sec: dict, figure: str) -> list[str]:
+    v = sec["verdicts"]
+    v = v[v.baseline.str.startswith("alpha=")]
+    beyond = v[v.verdict.str.rstrip("?") != "no difference"]
+    sentence = ("No point differs from alpha = 0.5 beyond noise in any column." if beyond.empty else
+                "Differences from alpha = 0.5 beyond noise: " + "; ".join(
+                    f"{r.baseline} {'worse' if r.verdict.startswith('win') else 'better'} than alpha = 0.5 on {r.column}"
+                    for _, r in beyond.iterrows()) + ".")  # the verdicts are alpha = 0.5's against each point
+    table = sec["table"].copy()
+    table.insert(0, "seeds", [sec["seeds"][label] for label in table.index])
+    return ["Image-text (the image-text study's own recipe, `reports/<profile>/MULTIMODAL.md`): text→image and caption "
+            "retrieval against alpha, mean over seeds [95% interval over seeds and test images]:", "",
+            _table(table.loc[sorted(table.index, key=_alpha)], index="point"), "", sentence, "",
+            f"![image-text sweep]({figure})", ""]
+
+
 # ---- REPORT.md -----------------------------------------------------------------------------------------
 
 
 def _table(frame: pd.DataFrame, index: str | None = "system") -> str:
-    return study_report._table(frame, index)
+    return seed_tables._table(frame, index)
 
 
 def _verdict_wide(verdicts: pd.DataFrame, row: str = "baseline") -> pd.DataFrame:
@@ -311,14 +374,12 @@ def _paper_table1(paper_rows: pd.DataFrame | None) -> pd.DataFrame | None:
     return out.drop(columns=["model", "strategy"])
 
 
-def build(params: dict[str, Any], zero_shots: dict[str, dict[str, dict]], mm_summary: dict | None = None,
-          write: bool = True) -> dict[str, Any]:
+def build(params: dict[str, Any], zero_shots: dict[str, dict[str, dict]], write: bool = True) -> dict[str, Any]:
     """Collect every finished recipe run, compute every section, check the summary against the verdicts, and
     write ``reports/REPORT.md`` with its figures under ``reports/<profile>/figures/``.
 
     ``zero_shots``: {dataset: {label: {"results", "dir"}}}: the untrained model in the recipe's input ("zero-shot")
-    and in other inputs ("zero-shot, sentence@64"), each a baseline of hybrid; ``mm_summary``: the image-text
-    sweep's lines ({"lines"}) or None.
+    and in other inputs ("zero-shot, sentence@64"), each a baseline of hybrid (:func:`recipe.zero_shot_rows`).
     Returns {"text", "path", "sections", "figures"}.
     """
     import matplotlib.pyplot as plt
@@ -343,8 +404,8 @@ def build(params: dict[str, Any], zero_shots: dict[str, dict[str, dict]], mm_sum
         sec = direction_section(systems_of(entries), dataset, n, seed, zero_shots.get(dataset, {}))
         if sec is not None:
             sections[where] = sec
-            figures[f"figures/points_{dataset}.png"] = study_report.plot_points(sec["summaries"], dataset)
-            figures[f"figures/differences_{dataset}.png"] = study_report.plot_differences(sec["verdicts"], dataset)
+            figures[f"figures/points_{dataset}.png"] = seed_tables.plot_points(sec["summaries"], dataset)
+            figures[f"figures/differences_{dataset}.png"] = seed_tables.plot_differences(sec["verdicts"], dataset)
     fwd_where = directions[0][0]
     split = None
     if fwd_where in sections:
@@ -356,6 +417,9 @@ def build(params: dict[str, Any], zero_shots: dict[str, dict[str, dict]], mm_sum
     if sweep_sec is not None:
         figures[f"figures/ratio_sweep_{evaluated}.png"] = plot_sweep(sweep_sec, evaluated,
                                                                     f"text, {train} → {evaluated}")
+    mm_sec = mm_sweep_section(params, n, seed) if params.get("mm_alphas") else None
+    if mm_sec is not None:
+        figures["figures/ratio_sweep_image_text.png"] = plot_mm_sweep(mm_sec)
     # the summary, from the verdict tables, checked before anything is written
     tables = {where: sec["verdicts"] for where, sec in sections.items()}
     lines = [line for where, sec in sections.items() for line in summary_lines(where, sec["verdicts"])]
@@ -366,7 +430,7 @@ def build(params: dict[str, Any], zero_shots: dict[str, dict[str, dict]], mm_sum
     check_summary(lines, tables)
     prov = reporting.provenance(params["profile"])
     text = report_markdown(params, prov, collected, chosen, own, grid_planned, grid, sections, split, sweep_sec,
-                           sweep_entries, mm_summary, lines, list(figures))
+                           sweep_entries, mm_sec, lines, list(figures))
     out = reports_root() / "REPORT.md"
     if write:
         for rel, fig in figures.items():
@@ -374,7 +438,7 @@ def build(params: dict[str, Any], zero_shots: dict[str, dict[str, dict]], mm_sum
         reporting.write_text(out, text)
     for fig in figures.values():
         plt.close(fig)
-    return {"text": text, "path": out, "sections": sections, "split": split, "sweep": sweep_sec,
+    return {"text": text, "path": out, "sections": sections, "split": split, "sweep": sweep_sec, "mm_sweep": mm_sec,
             "figures": figures, "summary": lines}
 
 
@@ -387,7 +451,7 @@ def _finished(r) -> dict | None:
 
 
 def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, sections, split, sweep_sec,
-                    sweep_entries, mm_summary, summary, figures) -> str:
+                    sweep_entries, mm_sec, summary, figures) -> str:
     profile = params["profile"]
     fig = lambda rel: f"{profile}/{rel}"  # noqa: E731  (REPORT.md sits in reports/, the figures in reports/<profile>/)
     seeds = params.get("seeds") or [params["seed"]]
@@ -476,10 +540,10 @@ def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, se
     else:
         sweep_figure = fig(f"figures/ratio_sweep_{params['eval_data']}.png")
         lines += _sweep_lines(sweep_sec, params["eval_data"], "text") + [f"![sweep]({sweep_figure})", ""]
-    if mm_summary is not None:
-        lines += mm_summary["lines"]
+    if mm_sec is not None:
+        lines += _mm_sweep_lines(mm_sec, fig("figures/ratio_sweep_image_text.png"))
     lines += ["## Run times", "",
-              _table(study_report.budget_rows([e for e in grid]), index=None), "",
+              _table(seed_tables.budget_rows([e for e in grid]), index=None), "",
               "## Other files", "",
               "- `reports/runs/<run>/`: every run's config, results, per-query arrays, training log and loss curve.",
               f"- `reports/{profile}/MULTIMODAL.md`: the image-text study (its own recipe: frozen image tower, 800 steps).",
@@ -512,7 +576,7 @@ def _sweep_lines(sec: dict, dataset: str, side: str) -> list[str]:
     wins = v[v.verdict.str.rstrip("?") != "no difference"]
     sentence = ("No point differs from alpha = 0.5 beyond noise in any headline column." if wins.empty else
                 "Differences from alpha = 0.5 beyond noise: " + "; ".join(
-                    f"{r.point} {'better' if r.verdict.startswith('win') else 'worse'} on {r.column}"
+                    f"{r.point} {'better' if r.verdict.startswith('win') else 'worse'} than alpha = 0.5 on {r.column}"
                     for _, r in wins.iterrows()) + ".")
     return [f"{side.capitalize()}, evaluated on {dataset}: alpha is the share of X-X-mono batches (alpha = 0 is X-Y, "
             "1 is X-X-mono); the mixtures add `mixed` batches (every pair in its own random languages). Mean over "
