@@ -25,8 +25,8 @@ Where a run's data flows (``python -m hybridnb train --profile cpu``, notebook 0
    candidate of each evaluation task once and :func:`hybridnb.evaluation.evaluate` computes mono, cross
    and multilingual mAP, R@k and rank distance per question, with bootstrap CIs (``evaluation.stats``).
 7. **report** -> :func:`hybridnb.studies.runs.write_run` writes ``reports/runs/<name>/`` (config, results,
-   per-query arrays, loss curve) atomically; notebooks 04, 05, 06 and 08 (``hybridnb.studies``) read
-   those folders into REPORT.md, RATIO_SWEEP.md and STUDY.md.
+   per-query arrays, loss curve) atomically; :mod:`hybridnb.studies.report` (notebooks 04 and 05) reads the
+   recipe's runs (:mod:`hybridnb.studies.recipe`) into the one report, ``reports/REPORT.md``.
 
 Steps 2-7 are one skeleton, :func:`hybridnb.studies.runs.execute` (find finished -> prepare -> train ->
 evaluate -> write), run with a small task object: :class:`~hybridnb.studies.runs.TextRun` for these runs,

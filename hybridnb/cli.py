@@ -4,6 +4,7 @@
     python -m hybridnb train --profile ci --set alpha=0.25 steps=10 train_data=xquad-r eval_data=mlqa-r
     torchrun --standalone --nproc_per_node 4 -m hybridnb train --profile paper  # DDP on 4 GPUs
     python -m hybridnb recipe --profile cpu                     # the recipe's probes, grid and sweep runs
+    python -m hybridnb report --profile cpu                     # REPORT.md from the finished runs
     python -m hybridnb pipeline --profile cpu                   # make reproduce: every notebook via papermill
     python -m hybridnb miracl --profile paper                   # MIRACL dev (notebook 09) for the profile's models
     torchrun --standalone --nproc_per_node 4 -m hybridnb miracl --profile paper   # corpus encoding on 4 GPUs
@@ -24,7 +25,7 @@ import sys
 
 import yaml
 
-from hybridnb import config, reporting
+from hybridnb import config, paths, reporting
 from hybridnb.training import distributed
 from hybridnb.studies import runs
 
@@ -131,12 +132,52 @@ def miracl_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def recipe_main(argv: list[str] | None = None) -> int:
+    """``python -m hybridnb recipe --profile cpu``: the image-text sweep (short), then the text recipe's probes, grid
+    and sweep (:mod:`hybridnb.studies.recipe`), training what is missing, every run checked first."""
+    from hybridnb.image_text import sweep as image_text_sweep
+    from hybridnb.studies import recipe
+
+    stages = ("probes", "grid", "sweep", "mm_sweep")
+    parser = argparse.ArgumentParser(prog="python -m hybridnb recipe", description=recipe_main.__doc__)
+    parser.add_argument("--profile", default="cpu", help="params/<profile>.yaml or a YAML path")
+    parser.add_argument("--stages", nargs="+", default=list(stages), choices=stages)
+    parser.add_argument("--no-progress", action="store_true", help="one line per run, no progress bars")
+    args = parser.parse_args(argv)
+    params = config.load_profile(args.profile)
+    recipe.plan(params)
+    if "mm_sweep" in args.stages:
+        image_text_sweep.plan(params)
+        image_text_sweep.train(params, show_progress=not args.no_progress)
+    text = tuple(s for s in args.stages if s != "mm_sweep")
+    if text:
+        done = recipe.collect(params, train=True, show_progress=not args.no_progress, stages=text)
+        print(f"[hybridnb] recipe: chosen {done['chosen']}", flush=True)
+    return 0
+
+
+def report_main(argv: list[str] | None = None) -> int:
+    """``python -m hybridnb report --profile cpu``: reports/REPORT.md from the finished runs (nothing trains; a
+    missing zero-shot row is computed, minutes of encoding). ``make reproduce`` trains what is missing first."""
+    from hybridnb.image_text import sweep as image_text_sweep
+    from hybridnb.studies import recipe, report
+
+    parser = argparse.ArgumentParser(prog="python -m hybridnb report", description=report_main.__doc__)
+    parser.add_argument("--profile", default="cpu", help="params/<profile>.yaml or a YAML path")
+    args = parser.parse_args(argv)
+    params = config.load_profile(args.profile)
+    recipe.plan(params)
+    out = report.build(params, recipe.zero_shot_rows(params, compute=True),
+                       image_text_sweep.report_part(params, params["n_resamples"], params["seed"]))
+    print("\n".join(out["summary"]) or "no comparison yet")
+    print(f"[hybridnb] wrote {paths.shown(out['path'])}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m hybridnb <command> ...``: dispatch to the command's own parser."""
     from hybridnb import pipeline
-    from hybridnb.studies import recipe
-
-    commands = {"train": train_main, "recipe": recipe.main, "pipeline": pipeline.main,
+    commands = {"train": train_main, "recipe": recipe_main, "report": report_main, "pipeline": pipeline.main,
                 "miracl": miracl_main}
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv

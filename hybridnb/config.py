@@ -78,13 +78,7 @@ PARAMETERS: dict[str, str] = {
     "mixtures": "the sweep's mixtures of batch kinds, each {kind: weight} (notebook 05)",
     "backbones": "backbones evaluated zero-shot (notebook 06)",
     "finetune_backbones": "backbones fine-tuned with every strategy (notebook 06)",
-    # ---- the study (notebook 08)
-    "seeds": "training seeds of every strategy (the study; the sweep's seed spread)",
-    "study_temperatures": "temperatures probed with hybrid at the first seed; the best by validation MRR wins",
-    "study_reverse": "also train on the evaluation dataset and evaluate on the training one (first seed)",
-    "study_candidate_modes": "candidate modes of the zero-shot rows (the first one is the study's)",
-    "study_train": "train what is missing (false: report the finished runs only)",
-    "study_budget_minutes": "the study's own wall-time target (null = none)",
+    "seeds": "training seeds of every strategy and sweep point (each: batch kinds, languages, items drawn, dropout)",
     # ---- the recipe's probes (hybridnb.studies.recipe: chosen on the held-out validation pool)
     "recipe_inputs": "[candidate_mode, max_length] pairs probed with hybrid at the first seed; the best held-out "
                      "score (mean mono/cross/multi mAP on the validation pool) wins",

@@ -16,7 +16,7 @@ from pathlib import Path
 from hybridnb.studies import backbone_study, budget, miracl_eval, recipe, runs, sweep
 from hybridnb import config, paths
 from hybridnb.data import miracl
-from hybridnb.image_text import runs as image_text_runs
+from hybridnb.image_text import runs as image_text_runs, sweep as image_text_sweep
 from hybridnb.paths import repo_root, reports_root
 
 #: make reproduce: the data, the zero-shot rows, the backbones, the image-text study, then 04, which trains what is
@@ -86,6 +86,7 @@ def run(profile_name: str, notebooks: tuple[str, ...] = NOTEBOOKS, fresh: bool =
         sweep.sweep_points(profile)  # every alpha and mixture of the sweep
     if COMPARE_NOTEBOOK in notebooks or SWEEP_NOTEBOOK in notebooks:
         recipe.plan(profile)  # the grid, the sweeps and every probe: each run's config checked
+        image_text_sweep.plan(profile)  # the image-text sweep's points
     if any(nb == MIRACL_NOTEBOOK for nb, _, _ in plan):  # its settings, and every language's data reachable
         settings = miracl_eval.check_settings(profile)
         miracl.check_available(settings.languages, settings.local)

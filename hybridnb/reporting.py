@@ -1,6 +1,6 @@
 """Results files, tables and figures, each stamped with the commit, profile and hardware that made it.
 
-The results JSON schema (documented in the README) is what later notebooks and users read:
+The results JSON schema (documented in docs/training.md) is what later notebooks and users read:
 {"schema", "model", "profile", "provenance", "timings", "datasets": {name: {"mono"|"cross"|"multi":
 {"map"|"r@1"|"r@10": {"value", "ci"}}, "rank_distance": {"value", "ci"}, "map_matrix", ...}}}.
 """

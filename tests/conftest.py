@@ -23,13 +23,13 @@ if WORKER:
     os.environ["HYBRIDNB_CACHE"] = str(Path(os.environ.get("HYBRIDNB_CACHE") or ROOT / "cache") / f"xdist-{WORKER}")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-# Items that share the runs in HYBRIDNB_REPORTS: the pipeline test writes the ci profile's runs and zero-shot
-# results, the ci study test adds the seed-1 runs beside them, and the notebooks (nbval; 08 is the study's, 09
-# evaluates the finished ci runs on the MIRACL stand-in, so it runs after 03 and 04 have made them) reuse them
-# all; on one worker, in this order (elsewhere each would train them again). Every other test
+# Items that share the runs in HYBRIDNB_REPORTS: the pipeline test writes the ci profile's runs (the grid of
+# notebook 04) and zero-shot results, and the notebooks (nbval; 09 evaluates the finished ci runs on the MIRACL
+# stand-in, so it runs after 03 and 04 have made them) reuse them all; on one worker, in this order (elsewhere
+# each would train them again). Every other test
 # file is a scope of its own, so its module-scoped fixtures are built once.
 SHARED_RUNS_GROUP = "ci-runs"
-SHARED_RUNS_MODULES = ("tests/test_pipeline_e2e.py", "tests/test_study.py")
+SHARED_RUNS_MODULES = ("tests/test_pipeline_e2e.py",)
 
 
 def xdist_scope(nodeid: str) -> str:

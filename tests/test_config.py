@@ -93,8 +93,10 @@ def test_image_text_messages_name_the_notebook_parameter():
         mm.check_run({**params, "mm_image_lr": -1})
     with pytest.raises(ValueError, match=r"^mm_image_tower must be one of 'cnn', .*'open_clip', got 'resnet'$"):
         mm.check_run({**params, "mm_image_tower": "resnet"})
-    with pytest.raises(ValueError, match=r"^temperature must be a number > 0, got 0$"):  # a shared key: no prefix
-        mm.check_run({**params, "temperature": 0})
+    with pytest.raises(ValueError, match=r"^mm_temperature must be a number > 0, got 0$"):  # its own key (own recipe)
+        mm.check_run({**params, "mm_temperature": 0})
+    with pytest.raises(ValueError, match=r"^seed must be"):  # a shared key: no prefix
+        mm.check_run({**params, "seed": -1})
     with pytest.raises(ValueError, match=r"^encode_batch_size must be an int >= 1, got 0$"):
         mm.check_run({**params, "encode_batch_size": 0})
 

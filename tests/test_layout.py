@@ -3,8 +3,8 @@
 - Folders by role: no private name is imported from another folder, and the folders import each other in
   one direction only (data -> evaluation -> models -> training -> studies -> image_text -> pipeline/cli).
 - Every run committed under reports/runs/ keeps its config hash: its saved config, checked again by
-  today's code, and the run the profile plans today (cpu comparison and sweep, the study, image-text) hash
-  to what is on disk, so `make reproduce` / `make study` reuse them instead of retraining.
+  today's code, and the run the profile plans today (the recipe: probes, grid, sweeps; image-text) hash
+  to what is on disk, so `make reproduce` / `make sweep` reuse them instead of retraining.
 """
 
 from __future__ import annotations
@@ -161,24 +161,16 @@ def _planned(profile_name: str):
     """Every run config the profile's notebooks plan today: (run name, hash)."""
     from hybridnb import config
     from hybridnb.image_text import runs as image_text_runs
-    from hybridnb.studies import runs, study, sweep
+    from hybridnb.studies import recipe
 
     profile = config.load_profile(profile_name)
-    planned = []
-    if profile_name == "study":
-        planned += [r.cfg for r in study.check_study(profile)]
-    else:
-        planned += [runs.check_run({**profile, "strategy": s, "run_name": None}) for s in profile["strategies"]]
-        planned += [runs.check_run(p) for _, p in sweep.sweep_points(profile)]
-        planned += image_text_runs.check_runs(profile)
-        if profile.get("seeds"):  # `make study STUDY_PROFILE=<profile>`: the other seeds the sweep's spread reads
-            planned += [r.cfg for r in study.check_study(profile)]
+    planned = recipe.plan(profile) + image_text_runs.check_runs(profile)  # probes, grid, sweeps; notebook 07
     return {cfg.run_name: cfg.hash for cfg in planned}
 
 
-@pytest.mark.parametrize("profile_name", ["cpu", "study"])
+@pytest.mark.parametrize("profile_name", ["cpu"])
 def test_profiles_plan_the_committed_runs(profile_name, monkeypatch):
-    """`make reproduce` / `make sweep` / `make study` (STUDY_PROFILE=cpu too) find every committed run of the profile
+    """`make reproduce` / `make sweep` / `make probes` find every committed run of the profile
     by its hash, on a CPU like the one that trained them: a profile's `auto` precision resolves to bf16 where the
     CPU has it natively (the committed image-text runs: an AVX512_BF16 Zen 4) and to float32 elsewhere, where
     make reproduce retrains those runs (test_auto_train_dtype_is_resolved_before_the_hash)."""
@@ -192,3 +184,14 @@ def test_profiles_plan_the_committed_runs(profile_name, monkeypatch):
     for name, saved_hash in committed.items():
         assert name in planned, f"{name} is committed but the {profile_name} profile no longer plans it"
         assert planned[name] == saved_hash, f"{name}: the profile now hashes to {planned[name]}, saved {saved_hash}"
+
+
+def test_committed_reports_hold_no_machine_path():
+    """results.json, reports and executed notebooks under reports/ name files relative to the project."""
+    found = []
+    for path in sorted((ROOT / "reports").rglob("*")):
+        if path.suffix in (".json", ".md", ".ipynb", ".csv", ".jsonl"):
+            text = path.read_text(encoding="utf-8", errors="replace")
+            found += [f"{path.relative_to(ROOT)}: {root}" for root in ("/work/", "/root/", "/home/", "/tmp/", "/Users/")
+                      if root in text]
+    assert not found, found[:10]

@@ -158,7 +158,7 @@ def test_without_network_or_local_copy_the_error_names_dataset_language_and_fix_
         miracl.load(["sw", "bn"], None, show_progress=False)
     message = str(err.value)
     for part in ("MIRACL dev, language 'sw'", "miracl/miracl", "miracl/miracl-corpus", "HF_HUB_OFFLINE",
-                 "miracl_local", miracl.LOCAL_ENV, "<root>/sw/corpus.jsonl", "README"):
+                 "miracl_local", miracl.LOCAL_ENV, "<root>/sw/corpus.jsonl", "docs/miracl.md"):
         assert part in message, part
     # a local copy without a language's files: named, before anything is read
     with pytest.raises(miracl.MiraclUnavailable, match=r"language 'bn': the local copy .* has no corpus .* and no dev "

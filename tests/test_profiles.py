@@ -1,5 +1,6 @@
 """Profiles and notebooks agree: notebook defaults are the ci profile; every profile passes the checks."""
 
+import json
 from pathlib import Path
 
 import papermill
@@ -67,14 +68,15 @@ def test_pipeline_rejects_bad_profile_before_running_anything(tmp_path, monkeypa
     assert not (tmp_path / "reports").exists()
 
 
-def test_pipeline_trains_each_strategy_of_the_profile_and_checks_them_first(tmp_path, monkeypatch):
+def test_pipeline_runs_the_report_last_and_checks_every_run_first(tmp_path, monkeypatch):
     from hybridnb import pipeline
 
     profile = config.load_profile("ci")
     plan = pipeline.jobs(profile, pipeline.NOTEBOOKS)
-    assert [name for _, name, _ in plan] == ["01_data.ipynb", "02_zero_shot.ipynb", "03_train-mono.ipynb",
-                                             "03_train-cross.ipynb", "03_train-hybrid.ipynb", "04_compare.ipynb",
-                                             "06_backbones.ipynb", "07_multimodal.ipynb"]
+    assert [name for _, name, _ in plan] == ["01_data.ipynb", "02_zero_shot.ipynb", "06_backbones.ipynb",
+                                             "07_multimodal.ipynb", "04_compare.ipynb"]
+    one_run = pipeline.jobs(profile, ("03_train.ipynb",))  # 03 once per strategy when it is asked for
+    assert [name for _, name, _ in one_run] == ["03_train-mono.ipynb", "03_train-cross.ipynb", "03_train-hybrid.ipynb"]
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({**profile, "profile": "bad", "strategies": ["mono", "bilingual"]}))
     monkeypatch.setenv("HYBRIDNB_REPORTS", str(tmp_path / "reports"))
@@ -125,3 +127,21 @@ def test_papermill_refuses_a_misspelled_parameter_before_any_work(tmp_path):
                                    parameters={"stepz": 3}, cwd=str(ROOT / "notebooks"), progress_bar=False,
                                    kernel_name="python3")
     assert not (tmp_path / "reports").exists()
+
+
+# ---- notebooks as a story: no stored result, no machine path -------------------------------------------
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_keep_only_the_outputs_nbval_checks_and_no_machine_path(notebook):
+    """A notebook under notebooks/ holds no output a reader could take for a result: only the cells that
+    pytest --nbval checks keep theirs, and those say they are the ci profile's. No absolute path of a machine."""
+    nb = json.loads(notebook.read_text(encoding="utf-8"))
+    for cell in nb["cells"]:
+        source = "".join(cell["source"])
+        if cell.get("outputs"):
+            assert "NBVAL_CHECK_OUTPUT" in source, (notebook.name, source[:80])
+            assert "ci profile" in source, (notebook.name, source[:80])
+    text = json.dumps(nb)
+    for root in ("/work/", "/root/", "/home/", "/tmp/", "/Users/"):
+        assert root not in text, (notebook.name, root)

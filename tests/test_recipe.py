@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from hybridnb import config
+from conftest import needs_mirror
+from hybridnb import config, training
 from hybridnb.data import lareqa
+from hybridnb.data.train_data import collate
+from hybridnb.models.encoders import Encoder
 from hybridnb.studies import recipe, runs
+from tiny_models import save_tiny_bert, synthetic_table
 
 
 def test_the_validation_pool_keeps_its_questions_paragraphs_and_relevance():
@@ -50,7 +55,7 @@ def test_the_cpu_profile_plans_probes_grid_in_both_directions_and_seeded_sweeps(
     params = config.load_profile("cpu")
     planned = recipe.plan(params)
     names = [c.run_name for c in planned]
-    assert len(set(names)) == 5 * 2 * 3 + 18 + 5 * 3 + 1 + 2 * 3  # probes, grid, new sweep points, image-text
+    assert len(set(names)) == 5 * 2 * 3 + 18 + 5 * 3  # probes, grid, new sweep points
     assert "cpu-probe-hybrid-sent128-tau0.05-120steps-mlqa-r-to-xquad-r-seed0" in names
     grid = recipe.grid_runs(params)
     assert {(r.group, r.label, r.seed) for r in grid} == {(g, s, k) for g in ("grid", "reverse")
@@ -61,8 +66,11 @@ def test_the_cpu_profile_plans_probes_grid_in_both_directions_and_seeded_sweeps(
     # alpha 0 / 0.5 / 1 are the grid's cross, hybrid, mono runs (same hash: reused, not retrained)
     grid_hashes = {r.cfg.hash for r in grid}
     assert sum(r.cfg.hash in grid_hashes for r in sweep) == 3 * 3
-    mm = [c.run_name for c in planned if "-mm-hybrid0.25-" in c.run_name]
-    assert len(mm) == 3
+    from hybridnb.image_text import sweep as image_text_sweep  # the image-text sweep: its own plan
+
+    mm = [c.run_name for c in image_text_sweep.plan(params)]
+    assert sorted(n for n in set(mm) if "hybrid0." in n) == [f"cpu-mm-hybrid{a}-openmoji-cldr-seed{k}"
+                                                             for a in ("0.25", "0.75") for k in (0, 1, 2)]
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -84,7 +92,7 @@ def test_a_tiny_recipe_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("HYBRIDNB_REPORTS", str(tmp_path / "reports"))
     params = {**config.load_profile("ci"), "recipe_inputs": [["sentence", 32], ["sentence+context", 32]],
               "recipe_temperatures": [0.05], "recipe_steps": [4], "steps": 4, "seeds": [0],
-              "strategies": ["hybrid"], "recipe_reverse": False, "alphas": [], "mixtures": [], "mm_alphas": [],
+              "strategies": ["hybrid"], "recipe_reverse": False, "alphas": [], "mixtures": [],
               "n_resamples": 20, "eval_datasets": {"xquad-r": {"languages": ["en", "de"], "max_ids": 30}},
               "train_languages": ["en", "de"], "train_max_ids": 80, "val_fraction": 0.25}
     done = recipe.collect(params, show_progress=False)
@@ -105,3 +113,63 @@ def test_a_tiny_recipe_end_to_end(tmp_path, monkeypatch):
     # with nothing trained, nothing is chosen on part of the probes
     monkeypatch.setenv("HYBRIDNB_REPORTS", str(tmp_path / "empty"))
     assert recipe.collect(params, train=False, show_progress=False)["chosen"] == {}
+
+
+def test_validation_scores_are_temperature_free_and_match_a_hand_computation(tmp_path, one_thread):
+    table = synthetic_table()
+    enc = Encoder.from_pretrained(save_tiny_bert(tmp_path / "bert", dropout=0.0), max_length=32)
+    cfg = training.TrainConfig(batch_size=8, val_batches=2, train_dtype="float32", n_hard_negatives=1)
+    batches = training.trainer.fixed_validation_batches(cfg, table)
+    scores = training.trainer.validation_scores(enc, table, batches, cfg)
+    hotter = training.trainer.validation_scores(enc, table, batches, training.TrainConfig(**{**cfg.__dict__, "temperature": 0.5}))
+    assert hotter["loss"] != pytest.approx(scores["loss"])
+    assert (hotter["top1"], hotter["mrr"]) == pytest.approx((scores["top1"], scores["mrr"]))
+    top1, rr, n = 0, 0.0, 0
+    with torch.no_grad():
+        for pairs in batches:
+            q_txt, p_txt, n_txt = collate(table, pairs, 1)
+            q = enc(enc.tokenize(q_txt, "query")).numpy()
+            c = torch.cat([enc(enc.tokenize(p_txt, "passage")), enc(enc.tokenize(n_txt, "passage"))]).numpy()
+            s = q @ c.T
+            for i in range(len(q)):
+                rank = 1 + int((s[i] > s[i, i]).sum())
+                top1 += rank == 1
+                rr += 1 / rank
+                n += 1
+    assert scores["top1"] == pytest.approx(top1 / n) and scores["mrr"] == pytest.approx(rr / n)
+    assert 0 < scores["top1"] <= scores["mrr"] <= 1
+
+
+@needs_mirror
+def test_a_seed_changes_the_batches_but_not_the_data_or_the_validation(one_thread):
+    params = config.load_profile("ci")
+    cfg0, cfg1 = (runs.check_run({**params, "seed": s}) for s in (0, 1))
+    d0, d1 = runs.prepare_data(cfg0), runs.prepare_data(cfg1)
+    assert d0.val.ids == d1.val.ids and d0.train.ids == d1.train.ids      # the same held-out items
+    assert d0.train.hard_negatives == d1.train.hard_negatives              # the same hard negatives
+    v0, v1 = (training.trainer.fixed_validation_batches(runs.train_config(c), d.val) for c, d in ((cfg0, d0), (cfg1, d1)))
+    assert all(np.array_equal(a, b) for a, b in zip(v0, v1))               # the same validation batches
+    s0, s1 = (training.check_config(runs.train_config(c), d.train) for c, d in ((cfg0, d0), (cfg1, d1)))
+    assert not np.array_equal(s0.next_batch().pairs, s1.next_batch().pairs)  # other training batches
+
+
+@needs_mirror
+def test_the_zero_shot_row_is_notebook_02s_result_and_never_replaces_it(monkeypatch, tmp_path):
+    """recipe.zero_shot evaluates every dataset of the profile, as notebook 02 does, so it finds 02's result
+    (and a result it writes there is 02's): a one-dataset result once replaced 02's and made it recompute."""
+    from hybridnb.studies import backbone_study, zero_shot as zs
+
+    params = config.load_profile("ci")
+    seen = {}
+
+    def fake(backbone, tasks, p, show_progress=True, out=None):
+        seen["datasets"], seen["out"] = sorted(tasks), out
+        return {"datasets": {}}
+
+    monkeypatch.setattr(backbone_study, "zero_shot_results", fake)
+    monkeypatch.setattr(zs, "find", lambda *a, **k: None)
+    recipe.zero_shot({**params, "profile": "zs-test"}, params["candidate_mode"])
+    assert seen["datasets"] == sorted(params["eval_datasets"])
+    assert seen["out"] == zs.result_dir("zs-test", params["model"])
+    recipe.zero_shot({**params, "profile": "zs-test"}, "sentence")
+    assert seen["out"].name.endswith("--sentence")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REAL_MIRROR
-from hybridnb import config, cli
+from hybridnb import config, cli, paths
 from hybridnb.studies import runs
 from hybridnb.data.train_data import DataLeakError
 from tiny_models import save_tiny_bert, synthetic_table
@@ -25,7 +25,8 @@ def test_ci_and_cpu_profiles_make_valid_runs():
     for name in ("ci", "cpu"):
         cfg = runs.check_run(config.load_profile(name))
         assert cfg.eval_data == ["xquad-r"] and cfg.train_data == "mlqa-r"
-        assert cfg.run_name == f"{name}-hybrid-mlqa-r-to-xquad-r-seed0"
+        tau = "-tau0.01" if name == "cpu" else ""  # the cpu recipe's temperature is not the default 0.05
+        assert cfg.run_name == f"{name}-hybrid{tau}-mlqa-r-to-xquad-r-seed0"
     paper = runs.check_run(config.load_profile("paper"))
     assert paper.eval_data == ["xquad-r", "mlqa-r"] and paper.batch_size == 100 and paper.lr == 3e-5
 
@@ -103,7 +104,7 @@ def test_run_writes_a_complete_report_and_reuses_it(tiny_run, one_thread):
     assert names == {"config.json", "results.json", "results.md", "train_log.jsonl", "loss_curve.png",
                      "per_query_xquad-r.npz"}
     assert results["kind"] == "trained" and results["training"]["best_step"] in (2, 4)
-    best = results["model"]["best_dir"]  # the sentence-transformers folder, with its model card
+    best = paths.resolve_shown(results["model"]["best_dir"])  # the sentence-transformers folder (recorded relative)
     assert (tmp_path / "cache" / "runs") in Path(best).parents and "steps: 4" in (Path(best) / "README.md").read_text()
     block = results["datasets"]["xquad-r"]
     assert block["n_queries"] == 20 and 0 <= block["mono"]["map"]["value"] <= 1

@@ -108,7 +108,7 @@ def _how_to_provide(lang: str) -> str:
             f"<root>/{lang}/corpus.jsonl[.gz] (or corpus/*.jsonl.gz) with <root>/{lang}/dev.jsonl (the hub's dev rows) "
             f"or <root>/{lang}/topics.tsv + qrels.tsv, or as the two hub repos downloaded into <root> "
             f"(huggingface-cli download {QUERIES_REPO} --repo-type dataset --local-dir <root>; the same for "
-            f"{CORPUS_REPO}); see the README, section 'MIRACL (notebook 09)'")
+            f"{CORPUS_REPO}); see docs/miracl.md")
 
 
 def check_passage_format(fmt: str) -> str:

@@ -62,7 +62,7 @@ def evaluate_encoder(encoder, task: RetrievalTask, candidate_mode: str = "senten
 
 
 def results_block(task, result, cis, candidate_mode, n_resamples, seed) -> dict[str, Any]:
-    """One dataset's entry in the results JSON (schema in the README)."""
+    """One dataset's entry in the results JSON (schema: docs/training.md)."""
     summary = result.summary()
     block: dict[str, Any] = {
         "languages": list(task.languages),

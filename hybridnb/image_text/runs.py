@@ -39,7 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hybridnb.image_text import caption_table, text_features
-from hybridnb import allocator, config, reporting
+from hybridnb import allocator, config, paths, reporting
 from hybridnb.studies import runs
 from hybridnb.training import distributed, sampling
 from hybridnb.training.trainer import autocast_dtype
@@ -342,7 +342,7 @@ class ImageTextRun(runs.RunTaskBase):
                       "max_length": cfg.max_length, "evaluated": "best validation loss", "frozen_features": tower_key,
                       "freeze_embeddings": cfg.freeze_embeddings, "frozen_text_layers": cfg.frozen_text_layers,
                       "length_groups": cfg.length_groups,
-                      "weights": str(weights_dir / "model.pt")},
+                      "weights": paths.shown(weights_dir / "model.pt")},  # project-relative
             "data": {"dataset": cfg.dataset, "languages": data["test"].languages, "items": sizes,
                      "train_languages": seen, "unseen_languages": unseen,
                      "attribution": ATTRIBUTION if cfg.dataset == "openmoji-cldr" else None},

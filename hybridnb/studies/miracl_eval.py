@@ -57,7 +57,7 @@ PARAMETERS = ("miracl_languages", "miracl_local", "miracl_backbones", "miracl_in
               "miracl_shard_size", "miracl_dtype", "miracl_passage_format")
 SCHEMA = "hybridnb.miracl/1"
 METRICS = tuple(trec_metrics.MEASURES)  # ndcg@10, recall@100
-NOT_RUN = "MIRACL: not run (needs network or a local copy; see README)"
+NOT_RUN = "MIRACL: not run (needs network or a local copy; see docs/miracl.md)"
 
 
 Settings = config.MiraclConfig

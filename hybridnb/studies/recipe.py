@@ -10,8 +10,6 @@ settings the paper optimises together, with equal weight.
 
 Order of work (every run reused by config hash when it is already in ``reports/runs/``):
 
-0. the image-text ratio sweep (first: short and independent of the text recipe): every ``mm_alphas`` x
-   ``mm_seeds`` at the image-text study's own recipe (``mm_*``; alpha 0 / 0.5 / 1 are its cross, hybrid, mono);
 1. inputs: hybrid, first seed, at each ``(candidate_mode, max_length)`` of ``recipe_inputs``, at the first
    temperature and the first budget; the best held-out score wins;
 2. temperatures: at the chosen input, every other temperature of ``recipe_temperatures``; the best wins;
@@ -23,7 +21,10 @@ Order of work (every run reused by config hash when it is already in ``reports/r
 5. the ratio sweep: every point of ``alphas`` and ``mixtures`` at every seed (alpha 0 / 0.5 / 1 are the
    grid's cross, hybrid and mono runs, reused).
 
-    python -m hybridnb recipe --profile cpu                  # train what is missing, in that order
+The image-text ratio sweep has its own recipe and module (:mod:`hybridnb.image_text.sweep`);
+``python -m hybridnb recipe`` runs it first, since it is short and independent of the text recipe.
+
+    python -m hybridnb recipe --profile cpu                  # train what is missing, in that order (hybridnb.cli)
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from hybridnb import config
 from hybridnb.studies import runs, sweep
 
 __all__ = ["RecipeRun", "held_out_score", "input_probes", "temperature_probes", "budget_probes", "grid_runs",
-           "sweep_runs", "plan", "choose", "collect", "mm_sweep", "probe_name", "recipe_params", "input_label", "train", "zero_shot",
+           "sweep_runs", "plan", "choose", "collect", "probe_name", "recipe_params", "input_label", "train", "zero_shot",
            "zero_shot_rows"]
 
 #: the settings each stage chooses, in order
@@ -160,18 +161,13 @@ def sweep_runs(params: dict[str, Any]) -> list[RecipeRun]:
 
 def plan(params: dict[str, Any]) -> list:
     """Every run config the recipe can imply, checked before any work: every probe any choice could lead to
-    (inputs x temperatures x budgets), the grid and the sweep at the profile's own recipe, and the image-text
-    sweep's runs. Two different configs that would share a report folder are refused here."""
-    from hybridnb.image_text import runs as mm_runs
-
+    (inputs x temperatures x budgets), and the grid and the sweep at the profile's own recipe. Two different
+    configs that would share a report folder are refused here."""
     temps, steps = (_numbers(params, "recipe_temperatures", "temperature", float),
                     _numbers(params, "recipe_steps", "steps", int))
     planned = [_probe("input", input_label(m, n), params, candidate_mode=m, max_length=n, temperature=t,
                       steps=s).cfg for m, n in _inputs(params) for t in temps for s in steps]
     planned += [r.cfg for r in grid_runs(params) + sweep_runs(params)]
-    for alpha in params.get("mm_alphas") or []:
-        planned += mm_runs.check_runs({**params, "mm_strategies": [sweep.strategy_for_alpha(alpha)],
-                                       "mm_alpha": float(alpha)})
     names: dict[str, str] = {}
     for cfg in planned:
         if names.setdefault(cfg.run_name, cfg.hash) != cfg.hash:
@@ -198,7 +194,7 @@ def choose(stage: str, done: list[dict[str, Any]], min_gain: float = 0.0) -> dic
 
 
 def collect(params: dict[str, Any], train: bool = True, show_progress: bool = True,
-            stages: tuple[str, ...] = ("probes", "grid", "sweep", "mm_sweep")) -> dict[str, Any]:
+            stages: tuple[str, ...] = ("probes", "grid", "sweep")) -> dict[str, Any]:
     """Every recipe run in order, trained now (``train``) or only the finished ones (``train=False``).
 
     Returns {"probes": {stage: [...]}, "chosen": {candidate_mode, max_length, temperature, steps} or a partial
@@ -222,9 +218,7 @@ def collect(params: dict[str, Any], train: bool = True, show_progress: bool = Tr
             out.append({"run": r, "dir": found[0], "results": found[1], "score": score})
         return out
 
-    done: dict[str, Any] = {"probes": {}, "chosen": {}, "grid": [], "reverse": [], "sweep": [], "mm_sweep": {}}
-    if "mm_sweep" in stages:  # independent of the text recipe and short (minutes): first
-        done["mm_sweep"] = mm_sweep(params, train=train, show_progress=show_progress)
+    done: dict[str, Any] = {"probes": {}, "chosen": {}, "grid": [], "reverse": [], "sweep": []}
     if "probes" not in stages:
         return done
     planned_inputs = input_probes(params)
@@ -275,29 +269,6 @@ def train(planned: list[RecipeRun], show_progress: bool = True) -> list[dict[str
     return out
 
 
-def mm_sweep(params: dict[str, Any], train: bool = True, show_progress: bool = True) -> dict[float, list]:
-    """{alpha: [(strategy, seed, report folder, results)]} of the image-text ratio sweep (``mm_alphas`` x
-    ``mm_seeds``); alpha 0 / 1 are the cross / mono strategies, 0.5 the hybrid runs of notebook 07."""
-    from hybridnb.image_text import runs as mm_runs
-
-    out = {}
-    for alpha in params.get("mm_alphas") or []:
-        point = {**params, "mm_strategies": [sweep.strategy_for_alpha(alpha)], "mm_alpha": float(alpha)}
-        if train:
-            out[float(alpha)] = mm_runs.run_image_text_all(point, show_progress=show_progress)[1]
-        else:
-            out[float(alpha)] = [(s, k, *found) for s, k, cfg in _mm_configs(point)
-                                 if (found := runs.find_finished_dir(cfg)) is not None]
-    return out
-
-
-def _mm_configs(params: dict[str, Any]):
-    from hybridnb.image_text import runs as mm_runs
-
-    return [(s, k, mm_runs.check_run({**params, "seed": k}, s)) for s in params["mm_strategies"]
-            for k in mm_runs.seeds(params)]
-
-
 def zero_shot(params: dict[str, Any], mode: str, compute: bool = True, show_progress: bool = True):
     """The zero-shot row of the profile's model in candidate ``mode`` on the profile's ``eval_datasets``:
     {"results", "dir"}, or None when it is neither saved nor ``compute``-d.
@@ -346,19 +317,3 @@ def zero_shot_rows(params: dict[str, Any], compute: bool = True, show_progress: 
         for dataset in row["results"]["datasets"]:
             out.setdefault(dataset, {})[label] = row
     return {d: dict(sorted(rows.items(), key=lambda kv: kv[0] != "zero-shot")) for d, rows in out.items()}
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m hybridnb recipe --profile cpu``: probes, grid and sweep, training what is missing."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m hybridnb recipe", description=main.__doc__)
-    parser.add_argument("--profile", default="cpu")
-    parser.add_argument("--stages", nargs="+", default=["probes", "grid", "sweep", "mm_sweep"],
-                        choices=["probes", "grid", "sweep", "mm_sweep"])
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    params = config.load_profile(args.profile)
-    done = collect(params, train=True, show_progress=not args.no_progress, stages=tuple(args.stages))
-    print(f"[hybridnb] recipe: chosen {done['chosen']}", flush=True)
-    return 0

@@ -36,7 +36,7 @@ from hybridnb.evaluation import seed_stats
 from hybridnb.evaluation.metrics import EvalResult
 from hybridnb.studies import paper_numbers, recipe, runs, seed_tables, sweep
 
-__all__ = ["SPLIT_KEYS", "split_seen_unseen", "systems_of", "direction_section", "seen_unseen_section",
+__all__ = ["headline", "update_readme", "SPLIT_KEYS", "split_seen_unseen", "systems_of", "direction_section", "seen_unseen_section",
            "summary_lines", "check_summary", "probe_frame", "sweep_section", "build"]
 
 SYSTEMS, BASELINES, TARGET = seed_tables.SYSTEMS, seed_tables.BASELINES, seed_tables.TARGET
@@ -274,69 +274,6 @@ def plot_sweep(sec: dict, dataset: str, title: str):
     return fig
 
 
-def mm_sweep_section(params: dict[str, Any], n: int, seed: int) -> dict[str, Any] | None:
-    """The image-text ratio sweep from its finished runs: {alpha label: system} as
-    :mod:`hybridnb.image_text.compare` reads them (alpha 0 / 1 are the cross / mono runs, 0.5 hybrid), the
-    seed summaries of its columns and every point minus alpha = 0.5. None without the reference and one more."""
-    from hybridnb.image_text import compare as mm_compare
-
-    alphas = sorted({0.0, 0.5, 1.0, *map(float, params.get("mm_alphas") or [])})
-    systems = {}
-    for a in alphas:
-        point = {**params, "mm_strategies": [sweep.strategy_for_alpha(a)], "mm_alpha": a}
-        done = [(k, f) for _, k, cfg in recipe._mm_configs(point) if (f := runs.find_finished_dir(cfg))]
-        if done:
-            system = {"runs": [{"seed": k, "dir": f[0], "results": f[1]} for k, f in done]}
-            systems[f"alpha={a:g}"] = {**system, "results": done[0][1][1], "dir": done[0][1][0]}
-    if sweep.REFERENCE not in systems or len(systems) < 2:
-        return None
-    summaries = mm_compare.seed_summaries(systems, n, seed)
-    sig = mm_compare.significance(systems, target=sweep.REFERENCE, n_resamples=n, seed=seed)
-    return {"systems": systems, "summaries": summaries, "table": mm_compare.comparison_table(summaries),
-            "verdicts": sig, "seeds": {label: len(s["runs"]) for label, s in systems.items()}}
-
-
-MM_SWEEP_COLUMNS = ("t2i R@10", "t2i R@10 unseen", "caption X→Y mAP", "caption X→Y mAP unseen")
-
-
-def plot_mm_sweep(sec: dict):
-    """Image-text metrics vs alpha: mean over seeds (line), seeds (dots), seed-aware 95% interval (band)."""
-    import matplotlib.pyplot as plt
-
-    labels = sorted(sec["summaries"], key=_alpha)
-    x = [_alpha(label) for label in labels]
-    fig, axes = plt.subplots(1, len(MM_SWEEP_COLUMNS), figsize=(3.3 * len(MM_SWEEP_COLUMNS), 3.4), layout="constrained")
-    for ax, column in zip(axes, MM_SWEEP_COLUMNS):
-        e = [sec["summaries"][label][column] for label in labels]
-        ax.plot(x, [v["mean"] for v in e], "o-", color="C2")
-        ax.fill_between(x, [v["low"] for v in e], [v["high"] for v in e], color="C2", alpha=0.2)
-        for a, v in zip(x, e):
-            ax.scatter([a] * len(v["per_seed"]), v["per_seed"], s=10, color="k", zorder=3)
-        ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
-        ax.set_xlabel("alpha (share of mono batches)")
-        ax.set_title(column, fontsize=9)
-        ax.grid(alpha=0.3)
-    fig.suptitle(f"image-text (OpenMoji-CLDR): mean over {max(sec['seeds'].values())} seeds (line), seeds (dots), "
-                 "95% interval over seeds and test images (band)", fontsize=10)
-    return fig
-
-
-def _mm_sweep_lines(sec: dict, figure: str) -> list[str]:
-    v = sec["verdicts"]
-    v = v[v.baseline.str.startswith("alpha=")]
-    beyond = v[v.verdict.str.rstrip("?") != "no difference"]
-    sentence = ("No point differs from alpha = 0.5 beyond noise in any column." if beyond.empty else
-                "Differences from alpha = 0.5 beyond noise: " + "; ".join(
-                    f"{r.baseline} {'worse' if r.verdict.startswith('win') else 'better'} than alpha = 0.5 on {r.column}"
-                    for _, r in beyond.iterrows()) + ".")  # the verdicts are alpha = 0.5's against each point
-    table = sec["table"].copy()
-    table.insert(0, "seeds", [sec["seeds"][label] for label in table.index])
-    return ["Image-text (the image-text study's own recipe, `reports/<profile>/MULTIMODAL.md`): text→image and caption "
-            "retrieval against alpha, mean over seeds [95% interval over seeds and test images]:", "",
-            _table(table.loc[sorted(table.index, key=_alpha)], index="point"), "", sentence, "",
-            f"![image-text sweep]({figure})", ""]
-
-
 # ---- REPORT.md -----------------------------------------------------------------------------------------
 
 
@@ -374,12 +311,15 @@ def _paper_table1(paper_rows: pd.DataFrame | None) -> pd.DataFrame | None:
     return out.drop(columns=["model", "strategy"])
 
 
-def build(params: dict[str, Any], zero_shots: dict[str, dict[str, dict]], write: bool = True) -> dict[str, Any]:
+def build(params: dict[str, Any], zero_shots: dict[str, dict[str, dict]], image_text: dict | None = None,
+          write: bool = True) -> dict[str, Any]:
     """Collect every finished recipe run, compute every section, check the summary against the verdicts, and
     write ``reports/REPORT.md`` with its figures under ``reports/<profile>/figures/``.
 
     ``zero_shots``: {dataset: {label: {"results", "dir"}}}: the untrained model in the recipe's input ("zero-shot")
-    and in other inputs ("zero-shot, sentence@64"), each a baseline of hybrid (:func:`recipe.zero_shot_rows`).
+    and in other inputs ("zero-shot, sentence@64"), each a baseline of hybrid (:func:`recipe.zero_shot_rows`);
+    ``image_text``: the image-text sweep's part, ``{"section", "lines", "figures"}``
+    (:func:`hybridnb.image_text.sweep.report_part`), or None.
     Returns {"text", "path", "sections", "figures"}.
     """
     import matplotlib.pyplot as plt
@@ -417,9 +357,9 @@ def build(params: dict[str, Any], zero_shots: dict[str, dict[str, dict]], write:
     if sweep_sec is not None:
         figures[f"figures/ratio_sweep_{evaluated}.png"] = plot_sweep(sweep_sec, evaluated,
                                                                     f"text, {train} → {evaluated}")
-    mm_sec = mm_sweep_section(params, n, seed) if params.get("mm_alphas") else None
-    if mm_sec is not None:
-        figures["figures/ratio_sweep_image_text.png"] = plot_mm_sweep(mm_sec)
+    mm_sec = None if image_text is None else image_text["section"]
+    if image_text is not None:
+        figures.update(image_text["figures"])
     # the summary, from the verdict tables, checked before anything is written
     tables = {where: sec["verdicts"] for where, sec in sections.items()}
     lines = [line for where, sec in sections.items() for line in summary_lines(where, sec["verdicts"])]
@@ -430,16 +370,60 @@ def build(params: dict[str, Any], zero_shots: dict[str, dict[str, dict]], write:
     check_summary(lines, tables)
     prov = reporting.provenance(params["profile"])
     text = report_markdown(params, prov, collected, chosen, own, grid_planned, grid, sections, split, sweep_sec,
-                           sweep_entries, mm_sec, lines, list(figures))
+                           sweep_entries, image_text, lines, list(figures))
     out = reports_root() / "REPORT.md"
     if write:
         for rel, fig in figures.items():
             reporting.save_figure(fig, reports_root() / params["profile"] / rel)
         reporting.write_text(out, text)
+        from hybridnb.paths import repo_root
+
+        root = repo_root()
+        if root is not None and out == root / "reports" / "REPORT.md" and (root / "README.md").is_file():
+            update_readme(root / "README.md", text)  # the README's result block is the report's, never typed
     for fig in figures.values():
         plt.close(fig)
     return {"text": text, "path": out, "sections": sections, "split": split, "sweep": sweep_sec, "mm_sweep": mm_sec,
             "figures": figures, "summary": lines}
+
+
+HEADLINE_START = "<!-- headline: generated from reports/REPORT.md -->"
+HEADLINE_END = "<!-- /headline -->"
+
+
+def headline(report_text: str) -> str:
+    """The README's result block, cut from REPORT.md: its first direction's system table, and its
+    summary sentences for that direction (or the interim line when the grid is not finished)."""
+    lines = report_text.splitlines()
+    interim = next((line for line in lines if line.startswith("**Interim**")), None)
+    start = next((i for i, line in enumerate(lines) if line.startswith("## ") and " → " in line), None)
+    if start is None:
+        return "\n".join(filter(None, [interim, "No comparison has finished yet."]))
+    where = lines[start][3:]
+    table = []
+    for line in lines[start + 1:]:
+        if line.startswith("| "):
+            table.append(line)
+        elif table:
+            break
+    said = [line for line in lines if line.startswith(f"- {where}: against")]
+    out = [f"From `reports/REPORT.md` ({where}; mean over seeds [95% interval over seeds and questions]):", "",
+           *table, "", *said]
+    if interim:
+        out = [interim, "", *out]
+    return "\n".join(out)
+
+
+def update_readme(readme: Path, report_text: str) -> bool:
+    """Replace the README's block between :data:`HEADLINE_START` and :data:`HEADLINE_END` with
+    :func:`headline` (the markers kept); False when the README has no such block."""
+    text = readme.read_text(encoding="utf-8")
+    if HEADLINE_START not in text:
+        return False
+    before, rest = text.split(HEADLINE_START, 1)
+    after = rest.split(HEADLINE_END, 1)[1] if HEADLINE_END in rest else rest.split("\n\n", 1)[-1]
+    reporting.write_text(readme, f"{before}{HEADLINE_START}\n{headline(report_text)}\n{HEADLINE_END}{after}")
+    return True
 
 
 def _finished(r) -> dict | None:
@@ -451,7 +435,7 @@ def _finished(r) -> dict | None:
 
 
 def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, sections, split, sweep_sec,
-                    sweep_entries, mm_sec, summary, figures) -> str:
+                    sweep_entries, image_text, summary, figures) -> str:
     profile = params["profile"]
     fig = lambda rel: f"{profile}/{rel}"  # noqa: E731  (REPORT.md sits in reports/, the figures in reports/<profile>/)
     seeds = params.get("seeds") or [params["seed"]]
@@ -502,6 +486,7 @@ def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, se
                   f"{params.get('recipe_min_gain', 0):g} to the score of the budget taken before it (about one seed's "
                   "standard deviation), the first that does not stopping the search.", "",
                   _table(frame, index=None), ""]
+        lines += _choice_lines(probes, params.get("recipe_min_gain", 0)) + [""]
         pending = [s for s in recipe.STAGES if s not in (["input"] if "candidate_mode" in chosen else []) +
                    (["temperature"] if "temperature" in chosen else []) + (["budget"] if chosen.get("steps") else [])]
         if pending:
@@ -540,8 +525,8 @@ def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, se
     else:
         sweep_figure = fig(f"figures/ratio_sweep_{params['eval_data']}.png")
         lines += _sweep_lines(sweep_sec, params["eval_data"], "text") + [f"![sweep]({sweep_figure})", ""]
-    if mm_sec is not None:
-        lines += _mm_sweep_lines(mm_sec, fig("figures/ratio_sweep_image_text.png"))
+    if image_text is not None:
+        lines += [line.replace("](figures/", f"]({profile}/figures/") for line in image_text["lines"]]
     lines += ["## Run times", "",
               _table(seed_tables.budget_rows([e for e in grid]), index=None), "",
               "## Other files", "",
@@ -550,6 +535,25 @@ def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, se
               f"- `reports/{profile}/BUDGET.md`: `make reproduce`'s wall time and memory.",
               "- `reports/benchmarks/`: speed and memory benchmarks.", ""]
     return "\n".join(lines) + "\n"
+
+
+def _choice_lines(probes: dict[str, list[dict]], min_gain: float) -> list[str]:
+    """Why each stage chose what it chose, in the probes' own numbers (one seed each: a choice, not a claim)."""
+    out = []
+    for stage, entries in probes.items():
+        if not entries:
+            continue
+        label = {"input": lambda p: recipe.input_label(p["candidate_mode"], p["max_length"]),
+                 "temperature": lambda p: f"temperature {p['temperature']:g}",
+                 "budget": lambda p: f"{p['steps']} steps"}[stage]
+        chosen = recipe.choose(stage, entries, min_gain)
+        scores = ", ".join(f"{label(e['run'].params)} {e['score']:.4f}" for e in entries)
+        if stage == "budget":
+            out.append(f"- Budget: {label(chosen['run'].params)} (held-out scores {scores}; a longer budget needs "
+                       f"+{min_gain:g} over the one before it).")
+        else:
+            out.append(f"- {stage.capitalize()}: {label(chosen['run'].params)}, the highest held-out score ({scores}).")
+    return out
 
 
 def _gain_lines(verdicts: pd.DataFrame) -> list[str]:

@@ -38,7 +38,7 @@ def model_record(model: str, max_length: int, candidate_mode: str, encode_dtype:
 
 def results_json(record: dict[str, Any], profile: str, evaluations: dict, wall_s: float,
                  **extra: Any) -> dict[str, Any]:
-    """The zero-shot results JSON (schema in the README) of ``{dataset: runner.TaskEvaluation}``: one builder
+    """The zero-shot results JSON (schema: docs/training.md) of ``{dataset: runner.TaskEvaluation}``: one builder
     for notebook 02 and the backbone study (``extra``: e.g. ``backbone=``)."""
     return {"schema": reporting.SCHEMA, "kind": "zero-shot", **extra, "model": record, "profile": profile,
             "provenance": reporting.provenance(profile),
