@@ -346,6 +346,14 @@ def build(params: dict[str, Any], zero_shots: dict[str, dict[str, dict]], image_
             sections[where] = sec
             figures[f"figures/points_{dataset}.png"] = seed_tables.plot_points(sec["summaries"], dataset)
             figures[f"figures/differences_{dataset}.png"] = seed_tables.plot_differences(sec["verdicts"], dataset)
+    if forward:  # the validation curves of every forward run: where the budget flattens
+        from hybridnb.training import checkpoints
+
+        logs: dict[str, dict[int, list]] = {}
+        for e in forward:
+            logs.setdefault(e["run"].label, {})[e["run"].seed] = checkpoints.read_log(
+                Path(e["dir"]) / "train_log.jsonl", math.inf)
+        figures["figures/validation_curves.png"] = seed_tables.plot_validation_curves(logs)
     fwd_where = directions[0][0]
     split = None
     if fwd_where in sections:
@@ -498,7 +506,9 @@ def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, se
                   f"Trained on {where.split(' → ')[0]}, evaluated zero-shot on {dataset}: every system, mean over "
                   "seeds [95% interval over seeds and questions]; rank distance: lower is better. The paper's rows "
                   "(XLM-R and LaBSE, its Table 1 and Tables 7-8, transcribed) sit below ours.", "",
-                  _table(_system_rows(sec["summaries"], HEADLINE, labels)), ""]
+                  _table(_system_rows(sec["summaries"], HEADLINE, labels)), "",
+                  "Per-seed values (and their standard deviation over seeds):", "",
+                  _table(seed_tables.per_seed_table(sec["summaries"])), ""]
         paper = _paper_table1(sec["paper_rows"])
         if paper is not None:
             lines += ["The paper's rows for the same evaluation set (not measured here):", "",
@@ -527,6 +537,11 @@ def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, se
         lines += _sweep_lines(sweep_sec, params["eval_data"], "text") + [f"![sweep]({sweep_figure})", ""]
     if image_text is not None:
         lines += [line.replace("](figures/", f"]({profile}/figures/") for line in image_text["lines"]]
+    if "figures/validation_curves.png" in figures:
+        lines += ["## Validation curves", "",
+                  f"Validation loss and MRR on the fixed held-out batches of every {params['train_data']} run, one line "
+                  "per seed (the evaluated checkpoint is the one with the lowest validation loss).", "",
+                  f"![validation curves]({fig('figures/validation_curves.png')})", ""]
     lines += ["## Run times", "",
               _table(seed_tables.budget_rows([e for e in grid]), index=None), "",
               "## Other files", "",

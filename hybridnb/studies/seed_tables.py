@@ -30,7 +30,7 @@ from hybridnb import reporting
 from hybridnb.evaluation import seed_stats
 from hybridnb.evaluation.metrics import EvalResult
 
-__all__ = ["SYSTEMS", "BASELINES", "per_query", "seed_table", "per_seed_table", "verdict_table", "paper_agreement",
+__all__ = ["SYSTEMS", "BASELINES", "per_query", "per_seed_table", "verdict_table", "paper_agreement",
            "budget_rows", "plot_points", "plot_differences", "plot_validation_curves"]
 
 SYSTEMS = ("zero-shot", "X-X-mono", "X-Y", "hybrid")
@@ -51,20 +51,6 @@ def per_query(systems: dict[str, list[dict]], dataset: str) -> dict[str, list[Ev
 
 def _digits(key: str) -> int:
     return 1 if key == "rank_distance" else 3
-
-
-def seed_table(summaries: dict[str, dict]) -> pd.DataFrame:
-    """Rows: systems; columns: 'mean [low, high]' per column, the number of seeds."""
-    rows = {}
-    for name, summary in summaries.items():
-        first = next(iter(summary.values()))
-        row = {"seeds": len(first["per_seed"])}
-        for key, e in summary.items():
-            d = _digits(key)
-            row[_column(key)] = (f"{e['mean']:.{d}f} [{e['low']:.{d}f}, {e['high']:.{d}f}]"
-                                 + ("" if e["seed_noise_measured"] else " (1 seed)"))
-        rows[name] = row
-    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def per_seed_table(summaries: dict[str, dict], keys=("mono_ap", "cross_ap", "multi_ap", "rank_distance")) -> pd.DataFrame:
