@@ -160,11 +160,11 @@ def test_saved_config_rehashes_to_itself(path):
 def _planned(profile_name: str):
     """Every run config the profile's notebooks plan today: (run name, hash)."""
     from hybridnb import config
-    from hybridnb.image_text import runs as image_text_runs
+    from hybridnb.image_text import runs as image_text_runs, sweep as image_text_sweep
     from hybridnb.studies import recipe
 
     profile = config.load_profile(profile_name)
-    planned = recipe.plan(profile) + image_text_runs.check_runs(profile)  # probes, grid, sweeps; notebook 07
+    planned = recipe.plan(profile) + image_text_runs.check_runs(profile) + image_text_sweep.plan(profile)
     return {cfg.run_name: cfg.hash for cfg in planned}
 
 
