@@ -153,7 +153,7 @@ def test_mono_batches_have_no_parallel_captions_and_cross_batches_add_the_text_t
 
 
 def params_for(bert, **kw):
-    base = dict(profile="test", model=bert, seed=0, n_resamples=30, temperature=0.1, encode_batch_size=16,
+    base = dict(profile="test", model=bert, seed=0, n_resamples=30, mm_temperature=0.1, encode_batch_size=16,
                 mm_dataset="openmoji-cldr", mm_image_root=None, mm_languages=["en", "de"], mm_train_items=20,
                 mm_val_items=12, mm_eval_items=10, mm_strategies=["mono", "hybrid"], mm_alpha=0.5, mm_steps=3,
                 mm_batch_size=4, mm_lr=1e-3, mm_image_lr=1e-2, mm_weight_decay=0.01, mm_warmup_ratio=0.1,

@@ -3,6 +3,7 @@ per-query results, and the summary that must say what its verdict tables say."""
 
 from __future__ import annotations
 
+import zlib
 from types import SimpleNamespace
 
 import numpy as np
@@ -35,7 +36,7 @@ def _entries(tmp_path, label: str, level: float, seeds=(0, 1, 2)) -> list[dict]:
     out = []
     for k in seeds:
         folder = tmp_path / f"{label}-{k}"
-        _result(level + 0.002 * k, 100 * k + hash(label) % 97).save(folder / "per_query_xquad-r.npz")
+        _result(level + 0.002 * k, 100 * k + zlib.crc32(label.encode()) % 97).save(folder / "per_query_xquad-r.npz")
         out.append({"run": SimpleNamespace(label=label, seed=k, group="grid"), "dir": folder,
                     "results": {"datasets": {"xquad-r": {}}}})
     return out
@@ -67,14 +68,14 @@ def test_direction_and_split_sections_compare_hybrid_with_every_baseline(tmp_pat
     other = tmp_path / "zs2"
     _result(0.45, 8).save(other / "per_query_xquad-r.npz")
     sec = report.direction_section(systems, "xquad-r", 200, 0, {"zero-shot": {"dir": zero},
-                                                               "zero-shot, sentence@128": {"dir": other}})
+                                                               "zero-shot (sentence@128)": {"dir": other}})
     v = sec["verdicts"]
-    assert list(dict.fromkeys(v.baseline)) == ["X-X-mono", "X-Y", "zero-shot", "zero-shot, sentence@128"]
+    assert list(dict.fromkeys(v.baseline)) == ["X-X-mono", "X-Y", "zero-shot", "zero-shot (sentence@128)"]
     assert len(v) == 4 * 10
     by = v.set_index(["baseline", "key"]).verdict
     assert by["X-X-mono", "mono_ap"] == "win" and by["X-X-mono", "rank_distance"] == "win"
     assert by["X-Y", "cross_ap"] == "no difference"
-    assert by["zero-shot, sentence@128", "multi_ap"] == "win"
+    assert by["zero-shot (sentence@128)", "multi_ap"] == "win"
     split = report.seen_unseen_section(sec, ["de", "en"], 200, 0)
     assert split["unseen"] == ["el", "th"] and set(split["verdicts"].key) == set(report.SPLIT_KEYS)
     assert report.seen_unseen_section(sec, LANGS, 200, 0) is None  # nothing unseen: no section
@@ -98,7 +99,8 @@ def test_a_summary_that_disagrees_with_its_table_is_refused():
                          (lines[0].replace("worse on multi map", "better on multi map"), "the table says loss"),
                          (lines[0].replace("the other 1", "the other 2"), "counts 2"),
                          ("a → b: against X-Y, hybrid is no different beyond noise in any of the 3 columns.", "counts 3"),
-                         ("c → d: against X-Y, hybrid is better on mono map.", "no verdict table")]:
+                         ("c → d: against X-Y, hybrid is better on mono map.", "no verdict table"),
+                         ("a → b: against zero-shot, other, hybrid is better on mono map.", "cannot read")]:
         with pytest.raises(ValueError, match=message):
             report.check_summary([bad], {"a → b": v})
 
@@ -120,5 +122,7 @@ def test_the_sweep_section_compares_every_point_with_alpha_one_half(tmp_path):
 
 
 def test_the_split_columns_are_named_for_the_report():
-    assert report._column("cross_ap_unseen") == "cross, one or both unseen map"
-    assert report._column("mono_ap_seen") == "mono, seen map"
+    assert report._column("cross_ap_unseen") == "cross (any unseen) map"
+    assert report._column("mono_ap_seen") == "mono (seen) map"
+    with pytest.raises(ValueError, match="holds ', '"):  # the summary could not be checked against the table
+        report.summary_lines("a → b", pd.DataFrame([{"baseline": "X-Y", "column": "mono, seen", "verdict": "win"}]))

@@ -48,8 +48,8 @@ KEYS = {"mono_ap": ("mono", "map"), "cross_ap": ("cross", "map"), "multi_ap": ("
 REPORTED = tuple(KEYS)  # the ten columns every LAReQA result has
 #: derived columns of a result split by whether its languages were trained on
 #: (:func:`hybridnb.studies.report.split_seen_unseen` adds them; other results do not carry them)
-KEYS.update({"mono_ap_seen": ("mono, seen", "map"), "mono_ap_unseen": ("mono, unseen", "map"),
-             "cross_ap_seen": ("cross, both seen", "map"), "cross_ap_unseen": ("cross, one or both unseen", "map")})
+KEYS.update({"mono_ap_seen": ("mono (seen)", "map"), "mono_ap_unseen": ("mono (unseen)", "map"),
+             "cross_ap_seen": ("cross (both seen)", "map"), "cross_ap_unseen": ("cross (any unseen)", "map")})
 LOWER_IS_BETTER = {"rank_distance"}
 
 

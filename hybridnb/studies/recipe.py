@@ -305,7 +305,7 @@ def zero_shot(params: dict[str, Any], mode: str, compute: bool = True, show_prog
 
 def zero_shot_rows(params: dict[str, Any], compute: bool = True, show_progress: bool = True) -> dict[str, dict]:
     """{dataset: {label: {"results", "dir"}}}: the untrained model in the recipe's input ("zero-shot") and in
-    the other candidate mode at the same length ("zero-shot, <mode>@<length>"), each on every evaluation set
+    the other candidate mode at the same length ("zero-shot (<mode>@<length>)"), each on every evaluation set
     of the profile; a row neither saved nor ``compute``-d is left out."""
     out: dict[str, dict] = {}
     for mode in config.CANDIDATE_MODES:
@@ -313,7 +313,7 @@ def zero_shot_rows(params: dict[str, Any], compute: bool = True, show_progress: 
         if row is None:
             continue
         label = "zero-shot" if mode == params["candidate_mode"] else \
-            f"zero-shot, {input_label(mode, params['max_length'])}"
+            f"zero-shot ({input_label(mode, params['max_length'])})"  # no ", ": REPORT.md's sentences list names
         for dataset in row["results"]["datasets"]:
             out.setdefault(dataset, {})[label] = row
     return {d: dict(sorted(rows.items(), key=lambda kv: kv[0] != "zero-shot")) for d, rows in out.items()}

@@ -89,7 +89,7 @@ def _is_zero_shot(name: str) -> bool:
 def direction_section(systems: dict[str, list[dict]], dataset: str, n: int, seed: int,
                       zero_shots: dict[str, dict]) -> dict[str, Any] | None:
     """Seed summaries of every system on ``dataset`` (the zero-shot rows first: ``{label: {"dir"}}``, "zero-shot"
-    for the recipe's input, "zero-shot, <input>" for another), hybrid minus every baseline (every zero-shot row
+    for the recipe's input, "zero-shot (<input>)" for another), hybrid minus every baseline (every zero-shot row
     included) in every column, and the paper beside them. None while hybrid has no finished run."""
     results = {label: [EvalResult.load(Path(z["dir"]) / f"per_query_{dataset}.npz")] for label, z in zero_shots.items()}
     results.update({name: _per_query(entries, dataset) for name, entries in systems.items()})
@@ -139,6 +139,9 @@ def summary_lines(where: str, verdicts: pd.DataFrame) -> list[str]:
     """One sentence per baseline: the columns where hybrid is better, worse, and the number with no
     difference beyond noise, exactly as ``verdicts`` says ("?" verdicts are one-seed and say so)."""
     lines = []
+    for name in ("column", "baseline"):  # the sentence lists names with ", ": a name must not hold one
+        if verdicts[name].str.contains(", ").any():
+            raise ValueError(f"a {name} name holds ', ': {sorted(set(verdicts[name][verdicts[name].str.contains(', ')]))}")
     for baseline, group in verdicts.groupby("baseline", sort=False):
         by = {v: list(group[group.verdict.str.rstrip("?") == v].column) for v in ("win", "loss")}
         ties = len(group) - len(by["win"]) - len(by["loss"])
@@ -166,7 +169,7 @@ def check_summary(lines: list[str], tables: dict[str, pd.DataFrame]) -> None:
     for line in lines:
         m = _SENTENCE.match(line)
         if not m:
-            continue  # not a verdict sentence
+            raise ValueError(f"a summary sentence the check cannot read (a name with ', '?): {line!r}")
         where, baseline, rest = m["where"], m["baseline"], m["rest"]
         if where not in tables:
             raise ValueError(f"the summary names {where!r}, which has no verdict table")
@@ -269,8 +272,9 @@ def plot_sweep(sec: dict, dataset: str, title: str):
         ax.set_title(_column(key) + (" (lower is better)" if key == "rank_distance" else ""), fontsize=9)
         ax.grid(alpha=0.3)
     n_seeds = max(sec["seeds"].values())
-    fig.suptitle(f"{title}: mean over {n_seeds} seeds (line), seeds (dots), 95% interval over seeds and "
-                 "questions (band)", fontsize=10)
+    fig.suptitle(f"{title}: mean over {n_seeds} seeds (line), seeds (dots), 95% interval over seeds and questions "
+                 "(band)" if n_seeds > 1 else f"{title}: one seed (dots), 95% interval over questions only (band)",
+                 fontsize=10)
     return fig
 
 
@@ -317,7 +321,7 @@ def build(params: dict[str, Any], zero_shots: dict[str, dict[str, dict]], image_
     write ``reports/REPORT.md`` with its figures under ``reports/<profile>/figures/``.
 
     ``zero_shots``: {dataset: {label: {"results", "dir"}}}: the untrained model in the recipe's input ("zero-shot")
-    and in other inputs ("zero-shot, sentence@64"), each a baseline of hybrid (:func:`recipe.zero_shot_rows`);
+    and in other inputs ("zero-shot (sentence@64)"), each a baseline of hybrid (:func:`recipe.zero_shot_rows`);
     ``image_text``: the image-text sweep's part, ``{"section", "lines", "figures"}``
     (:func:`hybridnb.image_text.sweep.report_part`), or None.
     Returns {"text", "path", "sections", "figures"}.
@@ -459,16 +463,21 @@ def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, se
               ""] + [f"- {s}" for s in summary] + [""]
     if not summary:
         lines += ["- No comparison yet: hybrid has no finished run.", ""]
-    mismatch = chosen and all(k in chosen for k in own) and chosen != own
+    decided = all(chosen.get(k) is not None for k in own)
+    mismatch = decided and chosen != own
+    resolved = sorted({e["run"].cfg.train_dtype for e in grid})  # what "auto" was on the machines that trained
+    precision = (f"precision `{params['train_dtype']}`" + (" (bf16 autocast where the CPU has native bf16, else "
+                 f"float32; these runs: {', '.join(resolved)})" if params["train_dtype"] == "auto" and resolved else ""))
     lines += ["## The recipe", "",
-              f"- Model `{params['model']}` (multilingual-e5-small, 4-bit weights converted offline), trained with "
-              f"InfoNCE and in-batch negatives plus {params['n_hard_negatives']} hard negative (another sentence of "
-              f"the same paragraph), batch {params['batch_size']}, lr {params['lr']:g} (paper), weight decay "
-              f"{params['weight_decay']:g} (paper), warm-up {params['warmup_ratio']:g} then linear decay to zero, "
-              f"precision {params['train_dtype']} (bf16 autocast where the CPU has it natively).",
-              f"- Chosen on held-out data: candidates as **{own['candidate_mode']}** at **{own['max_length']}** tokens, "
-              f"temperature **{own['temperature']:g}**, **{own['steps']}** steps. The evaluated checkpoint is the one "
-              "with the lowest validation loss.",
+              f"- Model `{params['model']}`, trained with InfoNCE and in-batch negatives plus "
+              f"{params['n_hard_negatives']} hard negative (another sentence of the same paragraph), batch "
+              f"{params['batch_size']}, lr {params['lr']:g}, weight decay {params['weight_decay']:g}, warm-up "
+              f"{params['warmup_ratio']:g} then linear decay to zero, {precision}.",
+              f"- {'Chosen on held-out data' if decided and not mismatch else 'The profile'}: candidates as "
+              f"**{own['candidate_mode']}** at **{own['max_length']}** tokens, temperature **{own['temperature']:g}**, "
+              f"**{own['steps']}** steps"
+              + ("." if decided else " (the probes below have not decided every setting yet).")
+              + " The evaluated checkpoint is the one with the lowest validation loss.",
               f"- Seeds {seeds}: a seed changes the batch kinds, languages and items drawn and the dropout masks; the "
               "data, hard negatives and validation split are the same for every seed.",
               "- **The verdict rule**, used everywhere below: a column's value is the mean over seeds; its 95% interval "
@@ -476,14 +485,15 @@ def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, se
               "variance), Welch–Satterthwaite df, `hybridnb.evaluation.seed_stats`). Hybrid *wins* or *loses* a column "
               "against a baseline only when the interval of the difference excludes 0; otherwise *no difference*. "
               "Zero-shot has no training, so no seed variance. No verdict is drawn from one seed (marked `?`).",
-              "- Our setup is not the paper's: E5-small (already retrieval-tuned) instead of XLM-R / LaBSE, one QA "
-              "dataset (7 or 11 languages) instead of mMARCO plus 8 QA sets, batch 32 instead of 100, a 2-core CPU "
-              "budget. Compare directions of effect with the paper, not values.", ""]
+              f"- Our setup is not the paper's: `{params['model']}` instead of XLM-R / LaBSE, one QA dataset at a time "
+              f"({params['train_data']} one way, {params['eval_data']} the other) instead of mMARCO plus 8 QA sets, "
+              f"batch {params['batch_size']} instead of 100, a 2-core CPU budget. Compare directions of effect with "
+              "the paper, not values.", ""]
     if mismatch:
         lines += [f"**The profile's recipe {own} is not what the probes chose ({chosen}).**", ""]
     probes = collected["probes"]
     if probes:
-        frame = probe_frame(probes, own, params["eval_data"])
+        frame = probe_frame(probes, chosen if decided else {}, params["eval_data"])
         lines += ["### How the recipe was chosen", "",
                   "Each probe is hybrid at seed 0, scored on the **held-out validation pool**: the training set's "
                   "validation items (10%, never trained on) as a LAReQA pool, their questions in every training "
@@ -494,7 +504,7 @@ def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, se
                   f"{params.get('recipe_min_gain', 0):g} to the score of the budget taken before it (about one seed's "
                   "standard deviation), the first that does not stopping the search.", "",
                   _table(frame, index=None), ""]
-        lines += _choice_lines(probes, params.get("recipe_min_gain", 0)) + [""]
+        lines += _choice_lines(probes, chosen, params.get("recipe_min_gain", 0)) + [""]
         pending = [s for s in recipe.STAGES if s not in (["input"] if "candidate_mode" in chosen else []) +
                    (["temperature"] if "temperature" in chosen else []) + (["budget"] if chosen.get("steps") else [])]
         if pending:
@@ -545,18 +555,26 @@ def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, se
     lines += ["## Run times", "",
               _table(seed_tables.budget_rows([e for e in grid]), index=None), "",
               "## Other files", "",
-              "- `reports/runs/<run>/`: every run's config, results, per-query arrays, training log and loss curve.",
+              "- `reports/runs/<run>/`: every run's config, results, per-query arrays, training log and loss curve "
+              "(the recipe's probes are the `<profile>-probe-*` folders).",
+              f"- `reports/{profile}/zero_shot/`: the untrained models' results (notebooks 02 and 06); "
+              f"`reports/{profile}/data/`: the datasets' statistics (notebook 01).",
+              f"- `reports/{profile}/notebooks/`: the executed notebooks of the last `make reproduce`, with its outputs.",
+              f"- `reports/{profile}/BACKBONES.md`: other backbones, zero-shot and fine-tuned (notebook 06).",
               f"- `reports/{profile}/MULTIMODAL.md`: the image-text study (its own recipe: frozen image tower, 800 steps).",
               f"- `reports/{profile}/BUDGET.md`: `make reproduce`'s wall time and memory.",
               "- `reports/benchmarks/`: speed and memory benchmarks.", ""]
     return "\n".join(lines) + "\n"
 
 
-def _choice_lines(probes: dict[str, list[dict]], min_gain: float) -> list[str]:
-    """Why each stage chose what it chose, in the probes' own numbers (one seed each: a choice, not a claim)."""
+def _choice_lines(probes: dict[str, list[dict]], chosen: dict, min_gain: float) -> list[str]:
+    """Why each decided stage chose what it chose, in the probes' own numbers (one seed each: a choice, not a
+    claim); a stage whose probes have not all finished says nothing yet."""
     out = []
+    done = {"input": "candidate_mode" in chosen, "temperature": "temperature" in chosen,
+            "budget": chosen.get("steps") is not None}
     for stage, entries in probes.items():
-        if not entries:
+        if not entries or not done.get(stage):
             continue
         label = {"input": lambda p: recipe.input_label(p["candidate_mode"], p["max_length"]),
                  "temperature": lambda p: f"temperature {p['temperature']:g}",

@@ -159,7 +159,10 @@ def plot_points(summaries: dict[str, dict], dataset: str):
         ax.set_xlim(-0.6, len(names) - 0.4)  # room for the mean bars at both ends
         ax.set_title(_column(key) + (" (lower is better)" if key in seed_stats.LOWER_IS_BETTER else ""), fontsize=9)
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"{dataset}: per-seed values (dots), mean and 95% interval over seeds and questions", fontsize=10)
+    n_seeds = max(len(summaries[name][HEADLINE[0]]["per_seed"]) for name in names if name != "zero-shot")
+    fig.suptitle(f"{dataset}: per-seed values (dots), mean and 95% interval over "
+                 + (f"{n_seeds} seeds and questions" if n_seeds > 1 else "questions (one seed: training noise not measured)"),
+                 fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -179,7 +182,7 @@ def plot_differences(verdicts: pd.DataFrame, dataset: str):
             for yi, (_, r) in zip(y, sub.iterrows()):
                 if pd.isna(r["diff"]):
                     continue
-                filled = r.verdict.rstrip("?") != "no difference"
+                filled = r.verdict in ("win", "loss")  # a one-seed verdict ("win?") is never drawn as beyond noise
                 axis.errorbar(r["diff"], yi, xerr=[[r["diff"] - r.low], [r.high - r["diff"]]], fmt="o",
                               color=COLOURS[baseline], mfc=COLOURS[baseline] if filled else "white", capsize=3,
                               label=f"hybrid − {baseline}" if yi == y[0] else None)
@@ -190,8 +193,10 @@ def plot_differences(verdicts: pd.DataFrame, dataset: str):
     ax.set_xlabel("difference (mAP / recall)")
     ax_rd.set_xlabel("difference (ranks; < 0 favours hybrid)")
     ax.legend(loc="lower left", bbox_to_anchor=(0, 1.01), ncol=3, fontsize=8, frameon=False)
+    one_seed = verdicts.verdict.str.endswith("?").any()
     fig.suptitle(f"{dataset}: hybrid minus each baseline, 95% interval over seeds and questions "
-                 "(filled: beyond noise)", fontsize=10)
+                 + ("(one seed: training noise not measured, nothing filled)" if one_seed else "(filled: beyond noise)"),
+                 fontsize=10)
     return fig
 
 
