@@ -25,7 +25,8 @@ def test_ci_and_cpu_profiles_make_valid_runs():
     for name in ("ci", "cpu"):
         cfg = runs.check_run(config.load_profile(name))
         assert cfg.eval_data == ["xquad-r"] and cfg.train_data == "mlqa-r"
-        tau = "-tau0.01" if name == "cpu" else ""  # the cpu recipe's temperature is not the default 0.05
+        t = config.load_profile(name)["temperature"]
+        tau = "" if t == 0.05 else f"-tau{t:g}"  # a temperature other than the default is in the name
         assert cfg.run_name == f"{name}-hybrid{tau}-mlqa-r-to-xquad-r-seed0"
     paper = runs.check_run(config.load_profile("paper"))
     assert paper.eval_data == ["xquad-r", "mlqa-r"] and paper.batch_size == 100 and paper.lr == 3e-5
