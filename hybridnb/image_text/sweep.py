@@ -18,10 +18,6 @@ from hybridnb.studies import runs, seed_tables, sweep
 __all__ = ["COLUMNS", "plan", "configs", "train", "section", "plot", "lines", "report_part"]
 
 
-def _alpha(label: str) -> float | None:
-    return float(label.split("=", 1)[1]) if label.startswith("alpha=") else None
-
-
 def _point(params: dict[str, Any], alpha: float) -> dict[str, Any]:
     return {**params, "mm_strategies": [sweep.strategy_for_alpha(alpha)], "mm_alpha": float(alpha)}
 
@@ -75,25 +71,9 @@ COLUMNS = ("t2i R@10", "t2i R@10 unseen", "caption X→Y mAP", "caption X→Y mA
 
 
 def plot(sec: dict):
-    """Image-text metrics vs alpha: mean over seeds (line), seeds (dots), seed-aware 95% interval (band)."""
-    import matplotlib.pyplot as plt
-
-    labels = sorted(sec["summaries"], key=_alpha)
-    x = [_alpha(label) for label in labels]
-    fig, axes = plt.subplots(1, len(COLUMNS), figsize=(3.3 * len(COLUMNS), 3.4), layout="constrained")
-    for ax, column in zip(axes, COLUMNS):
-        e = [sec["summaries"][label][column] for label in labels]
-        ax.plot(x, [v["mean"] for v in e], "o-", color="C2")
-        ax.fill_between(x, [v["low"] for v in e], [v["high"] for v in e], color="C2", alpha=0.2)
-        for a, v in zip(x, e):
-            ax.scatter([a] * len(v["per_seed"]), v["per_seed"], s=10, color="k", zorder=3)
-        ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
-        ax.set_xlabel("alpha (share of mono batches)")
-        ax.set_title(column, fontsize=9)
-        ax.grid(alpha=0.3)
-    fig.suptitle(f"image-text (OpenMoji-CLDR): mean over {max(sec['seeds'].values())} seeds (line), seeds (dots), "
-                 "95% interval over seeds and test images (band)", fontsize=10)
-    return fig
+    """Image-text metrics vs alpha (:func:`hybridnb.studies.seed_tables.plot_alpha_sweep`)."""
+    return seed_tables.plot_alpha_sweep(sec["summaries"], {c: c for c in COLUMNS}, "image-text (OpenMoji-CLDR)",
+                                        unit="test images", colour="C2")
 
 
 def lines(sec: dict, figure: str) -> list[str]:
@@ -108,7 +88,8 @@ def lines(sec: dict, figure: str) -> list[str]:
     table.insert(0, "seeds", [sec["seeds"][label] for label in table.index])
     return ["Image-text (the image-text study's own recipe, `reports/<profile>/MULTIMODAL.md`): text→image and caption "
             "retrieval against alpha, mean over seeds [95% interval over seeds and test images]:", "",
-            seed_tables._table(table.loc[sorted(table.index, key=_alpha)], index="point"), "", sentence, "",
+            seed_tables._table(table.loc[sorted(table.index, key=seed_tables.alpha_of)], index="point"), "",
+            sentence, "",
             f"![image-text sweep]({figure})", ""]
 
 

@@ -249,36 +249,10 @@ def sweep_section(entries: list[dict], dataset: str, n: int, seed: int) -> dict[
             "seeds": {label: len(es) for label, es in points.items()}}
 
 
-def _alpha(label: str) -> float | None:
-    return float(label.split("=", 1)[1]) if label.startswith("alpha=") else None
-
-
 def plot_sweep(sec: dict, dataset: str, title: str):
-    """Metric vs alpha: the mean over seeds (line) and its seed-aware 95% interval (band), per headline
-    column; the mixtures off the alpha line are listed in the table, not drawn."""
-    import matplotlib.pyplot as plt
-
-    alphas = sorted((a, label) for label in sec["summaries"] if (a := _alpha(label)) is not None)
-    fig, axes = plt.subplots(1, len(HEADLINE), figsize=(3.3 * len(HEADLINE), 3.4), layout="constrained")
-    for ax, key in zip(axes, HEADLINE):
-        x = [a for a, _ in alphas]
-        e = [sec["summaries"][label][key] for _, label in alphas]
-        ax.plot(x, [v["mean"] for v in e], "o-", color="C3")
-        ax.fill_between(x, [v["low"] for v in e], [v["high"] for v in e], color="C3", alpha=0.2)
-        for a, v in zip(x, e):
-            ax.scatter([a] * len(v["per_seed"]), v["per_seed"], s=10, color="k", zorder=3)
-        ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
-        ax.set_xlabel("alpha (share of X-X-mono batches)")
-        ax.set_title(_column(key) + (" (lower is better)" if key == "rank_distance" else ""), fontsize=9)
-        ax.grid(alpha=0.3)
-    n_seeds = max(sec["seeds"].values())
-    fig.suptitle(f"{title}: mean over {n_seeds} seeds (line), seeds (dots), 95% interval over seeds and questions "
-                 "(band)" if n_seeds > 1 else f"{title}: one seed (dots), 95% interval over questions only (band)",
-                 fontsize=10)
-    return fig
-
-
-# ---- REPORT.md -----------------------------------------------------------------------------------------
+    """The text sweep against alpha (:func:`seed_tables.plot_alpha_sweep`), one panel per headline column."""
+    columns = {key: _column(key) + (" (lower is better)" if key == "rank_distance" else "") for key in HEADLINE}
+    return seed_tables.plot_alpha_sweep(sec["summaries"], columns, title)
 
 
 def _table(frame: pd.DataFrame, index: str | None = "system") -> str:

@@ -31,7 +31,7 @@ from hybridnb.evaluation import seed_stats
 from hybridnb.evaluation.metrics import EvalResult
 
 __all__ = ["SYSTEMS", "BASELINES", "per_query", "per_seed_table", "verdict_table", "paper_agreement",
-           "budget_rows", "plot_points", "plot_differences", "plot_validation_curves"]
+           "budget_rows", "plot_points", "plot_differences", "alpha_of", "plot_alpha_sweep", "plot_validation_curves"]
 
 SYSTEMS = ("zero-shot", "X-X-mono", "X-Y", "hybrid")
 BASELINES = ("X-X-mono", "X-Y", "zero-shot")
@@ -196,6 +196,38 @@ def plot_differences(verdicts: pd.DataFrame, dataset: str):
     one_seed = verdicts.verdict.str.endswith("?").any()
     fig.suptitle(f"{dataset}: hybrid minus each baseline, 95% interval over seeds and questions "
                  + ("(one seed: training noise not measured, nothing filled)" if one_seed else "(filled: beyond noise)"),
+                 fontsize=10)
+    return fig
+
+
+def alpha_of(label: str) -> float | None:
+    """The alpha of a sweep point's label (``alpha=0.25`` -> 0.25), None for a mixture."""
+    return float(label.split("=", 1)[1]) if label.startswith("alpha=") else None
+
+
+def plot_alpha_sweep(summaries: dict[str, dict], columns: dict[str, str], title: str, unit: str = "questions",
+                     colour: str = "C3"):
+    """A ratio sweep against alpha, one panel per column (``{summary key: panel title}``): the mean over seeds
+    (line), each seed (dots) and the seed-aware 95% interval (band, over seeds and ``unit``); the points off the
+    alpha line (mixtures) are left to the table."""
+    import matplotlib.pyplot as plt
+
+    alphas = sorted((a, label) for label in summaries if (a := alpha_of(label)) is not None)
+    x = [a for a, _ in alphas]
+    fig, axes = plt.subplots(1, len(columns), figsize=(3.3 * len(columns), 3.4), layout="constrained")
+    for ax, (key, panel) in zip(np.atleast_1d(axes), columns.items()):
+        e = [summaries[label][key] for _, label in alphas]
+        ax.plot(x, [v["mean"] for v in e], "o-", color=colour)
+        ax.fill_between(x, [v["low"] for v in e], [v["high"] for v in e], color=colour, alpha=0.2)
+        for a, v in zip(x, e):
+            ax.scatter([a] * len(v["per_seed"]), v["per_seed"], s=10, color="k", zorder=3)
+        ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
+        ax.set_xlabel("alpha (share of mono batches)")
+        ax.set_title(panel, fontsize=9)
+        ax.grid(alpha=0.3)
+    n_seeds = max(len(summaries[label][next(iter(columns))]["per_seed"]) for _, label in alphas)
+    fig.suptitle(f"{title}: mean over {n_seeds} seeds (line), seeds (dots), 95% interval over seeds and {unit} "
+                 "(band)" if n_seeds > 1 else f"{title}: one seed (dots), 95% interval over {unit} only (band)",
                  fontsize=10)
     return fig
 
