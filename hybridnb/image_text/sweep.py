@@ -88,7 +88,7 @@ def lines(sec: dict, figure: str) -> list[str]:
     table.insert(0, "seeds", [sec["seeds"][label] for label in table.index])
     return ["Image-text (the image-text study's own recipe, `reports/<profile>/MULTIMODAL.md`): text→image and caption "
             "retrieval against alpha, mean over seeds [95% interval over seeds and test images]:", "",
-            seed_tables._table(table.loc[sorted(table.index, key=seed_tables.alpha_of)], index="point"), "",
+            seed_tables.frame_markdown(table.loc[sorted(table.index, key=seed_tables.alpha_of)], index="point"), "",
             sentence, "",
             f"![image-text sweep]({figure})", ""]
 

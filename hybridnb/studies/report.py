@@ -36,7 +36,7 @@ from hybridnb.evaluation import seed_stats
 from hybridnb.evaluation.metrics import EvalResult
 from hybridnb.studies import paper_numbers, recipe, runs, seed_tables, sweep
 
-__all__ = ["headline", "update_readme", "SPLIT_KEYS", "split_seen_unseen", "systems_of", "direction_section", "seen_unseen_section",
+__all__ = ["headline", "update_readme", "system_table", "verdict_wide", "SPLIT_KEYS", "split_seen_unseen", "systems_of", "direction_section", "seen_unseen_section",
            "summary_lines", "check_summary", "probe_frame", "sweep_section", "build"]
 
 SYSTEMS, BASELINES, TARGET = seed_tables.SYSTEMS, seed_tables.BASELINES, seed_tables.TARGET
@@ -46,7 +46,7 @@ SPLIT_KEYS = ("mono_ap_seen", "mono_ap_unseen", "cross_ap_seen", "cross_ap_unsee
 
 
 def _column(key: str) -> str:
-    return seed_tables._column(key)
+    return seed_tables.column(key)
 
 
 def _digits(key: str) -> int:
@@ -109,7 +109,7 @@ def direction_section(systems: dict[str, list[dict]], dataset: str, n: int, seed
             "comparisons": list(comparisons),
             "seeds": {name: len(r) for name, r in results.items()},
             "paper": seed_tables.paper_agreement(verdicts, paper, dataset),
-            "paper_rows": seed_tables._paper_rows(paper, dataset)}
+            "paper_rows": seed_tables.paper_rows(paper, dataset)}
 
 
 def seen_unseen_section(section: dict, seen: list[str], n: int, seed: int) -> dict[str, Any] | None:
@@ -256,10 +256,11 @@ def plot_sweep(sec: dict, dataset: str, title: str):
 
 
 def _table(frame: pd.DataFrame, index: str | None = "system") -> str:
-    return seed_tables._table(frame, index)
+    return seed_tables.frame_markdown(frame, index)
 
 
-def _verdict_wide(verdicts: pd.DataFrame, row: str = "baseline") -> pd.DataFrame:
+def verdict_wide(verdicts: pd.DataFrame, row: str = "baseline") -> pd.DataFrame:
+    """Rows: baselines (or sweep points); columns: the compared columns; cells 'diff [low, high] verdict'."""
     cell = [f"{r['diff']:+.{_digits(r.key) + 1}f} [{r.low:+.{_digits(r.key) + 1}f}, {r.high:+.{_digits(r.key) + 1}f}]"
             f" {r.verdict}" for _, r in verdicts.iterrows()]
     wide = verdicts.assign(cell=cell).pivot(index=row, columns="column", values="cell")
@@ -267,7 +268,8 @@ def _verdict_wide(verdicts: pd.DataFrame, row: str = "baseline") -> pd.DataFrame
     return wide[columns].reindex(list(dict.fromkeys(verdicts[row])))
 
 
-def _system_rows(summaries: dict[str, dict], keys, labels: dict[str, str] | None = None) -> pd.DataFrame:
+def system_table(summaries: dict[str, dict], keys, labels: dict[str, str] | None = None) -> pd.DataFrame:
+    """Rows: systems (or sweep points); columns: the seeds and each key's 'mean [low, high]'."""
     rows = {}
     for name, summary in summaries.items():
         first = summary[keys[0]]
@@ -490,7 +492,7 @@ def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, se
                   f"Trained on {where.split(' → ')[0]}, evaluated zero-shot on {dataset}: every system, mean over "
                   "seeds [95% interval over seeds and questions]; rank distance: lower is better. The paper's rows "
                   "(XLM-R and LaBSE, its Table 1 and Tables 7-8, transcribed) sit below ours.", "",
-                  _table(_system_rows(sec["summaries"], HEADLINE, labels)), "",
+                  _table(system_table(sec["summaries"], HEADLINE, labels)), "",
                   "Per-seed values (and their standard deviation over seeds):", "",
                   _table(seed_tables.per_seed_table(sec["summaries"])), ""]
         paper = _paper_table1(sec["paper_rows"])
@@ -498,7 +500,7 @@ def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, se
             lines += ["The paper's rows for the same evaluation set (not measured here):", "",
                       _table(paper, index=None), ""]
         lines += ["### Hybrid against every baseline, every column", "",
-                  _table(_verdict_wide(sec["verdicts"]), index="baseline"), "",
+                  _table(verdict_wide(sec["verdicts"]), index="baseline"), "",
                   f"![points]({fig(f'figures/points_{dataset}.png')})", "",
                   f"![differences]({fig(f'figures/differences_{dataset}.png')})", ""]
         if not sec["paper"].empty:
@@ -510,8 +512,8 @@ def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, se
                   "Mono mAP of queries in a seen vs an unseen language; cross mAP of language pairs with both "
                   "languages seen vs at least one unseen. The paper claims its gains carry to languages it never "
                   "trained on; this is where that can be tested.", "",
-                  _table(_system_rows(split["summaries"], list(SPLIT_KEYS))), "",
-                  _table(_verdict_wide(split["verdicts"]), index="baseline"), ""]
+                  _table(system_table(split["summaries"], list(SPLIT_KEYS))), "",
+                  _table(verdict_wide(split["verdicts"]), index="baseline"), ""]
         lines += _gain_lines(split["verdicts"]) + [""]
     lines += ["## The mix ratio", ""]
     if sweep_sec is None:
@@ -579,11 +581,11 @@ def _gain_lines(verdicts: pd.DataFrame) -> list[str]:
 
 
 def _sweep_lines(sec: dict, dataset: str, side: str) -> list[str]:
-    table = _system_rows({label: s for label, s in sec["summaries"].items()}, list(HEADLINE))
+    table = system_table({label: s for label, s in sec["summaries"].items()}, list(HEADLINE))
     table.insert(0, "weights (mono / cross / mixed)", [
         " / ".join(f"{sec['weights'][label].get(k, 0):g}" for k in ("mono", "cross", "mixed")) for label in table.index])
     v = sec["verdicts"]
-    diffs = _verdict_wide(v, row="point") if not v.empty else pd.DataFrame()
+    diffs = verdict_wide(v, row="point") if not v.empty else pd.DataFrame()
     wins = v[v.verdict.str.rstrip("?") != "no difference"]
     sentence = ("No point differs from alpha = 0.5 beyond noise in any headline column." if wins.empty else
                 "Differences from alpha = 0.5 beyond noise: " + "; ".join(

@@ -31,7 +31,7 @@ from hybridnb.evaluation import seed_stats
 from hybridnb.evaluation.metrics import EvalResult
 
 __all__ = ["SYSTEMS", "BASELINES", "per_query", "per_seed_table", "verdict_table", "paper_agreement",
-           "budget_rows", "plot_points", "plot_differences", "alpha_of", "plot_alpha_sweep", "plot_validation_curves"]
+           "budget_rows", "frame_markdown", "column", "paper_rows", "plot_points", "plot_differences", "alpha_of", "plot_alpha_sweep", "plot_validation_curves"]
 
 SYSTEMS = ("zero-shot", "X-X-mono", "X-Y", "hybrid")
 BASELINES = ("X-X-mono", "X-Y", "zero-shot")
@@ -39,7 +39,8 @@ TARGET = "hybrid"
 PAPER_MODELS = ("XLM-R", "LaBSE")
 
 
-def _column(key: str) -> str:
+def column(key: str) -> str:
+    """The report's name of a seed_stats column (``mono_ap`` -> ``mono map``)."""
     return compare.column_name(*seed_stats.KEYS[key])
 
 
@@ -62,7 +63,7 @@ def per_seed_table(summaries: dict[str, dict], keys=("mono_ap", "cross_ap", "mul
             vals = summary[key]["per_seed"]
             d = _digits(key)
             sd = f", sd {np.std(vals, ddof=1):.{d}f}" if len(vals) > 1 else ""
-            row[_column(key)] = " / ".join(f"{v:.{d}f}" for v in vals) + sd
+            row[column(key)] = " / ".join(f"{v:.{d}f}" for v in vals) + sd
         rows[name] = row
     return pd.DataFrame.from_dict(rows, orient="index")
 
@@ -72,7 +73,7 @@ def verdict_table(comparisons: dict[str, dict]) -> pd.DataFrame:
     rows = []
     for baseline, cmp in comparisons.items():
         for key, e in cmp.items():
-            rows.append({"baseline": baseline, "column": _column(key), "key": key, "hybrid": e["a"],
+            rows.append({"baseline": baseline, "column": column(key), "key": key, "hybrid": e["a"],
                          "baseline value": e["b"], "diff": e["diff"], "low": e["low"], "high": e["high"],
                          "p_value": e["p_value"], "df": e["df"], "verdict": seed_stats.verdict(e, key)})
     return pd.DataFrame(rows)
@@ -157,7 +158,7 @@ def plot_points(summaries: dict[str, dict], dataset: str):
             ax.scatter(i + np.asarray(offsets), vals, s=18, color=COLOURS[name], edgecolor="k", lw=0.4, zorder=3)
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
         ax.set_xlim(-0.6, len(names) - 0.4)  # room for the mean bars at both ends
-        ax.set_title(_column(key) + (" (lower is better)" if key in seed_stats.LOWER_IS_BETTER else ""), fontsize=9)
+        ax.set_title(column(key) + (" (lower is better)" if key in seed_stats.LOWER_IS_BETTER else ""), fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     n_seeds = max(len(summaries[name][HEADLINE[0]]["per_seed"]) for name in names if name != "zero-shot")
     fig.suptitle(f"{dataset}: per-seed values (dots), mean and 95% interval over "
@@ -259,14 +260,15 @@ def plot_validation_curves(logs: dict[str, dict[int, list[dict]]]):
     return fig
 
 
-def _table(frame: pd.DataFrame, index: str | None = "system") -> str:
+def frame_markdown(frame: pd.DataFrame, index: str | None = "system") -> str:
+    """A DataFrame as a markdown table, its index as the first column named ``index`` (None: no index)."""
     if frame.empty:
         return "(none)\n"
     rows = frame.reset_index().rename(columns={"index": index}) if index else frame
     return reporting.markdown_table(rows.to_dict(orient="records"))
 
 
-def _paper_rows(paper: pd.DataFrame, dataset: str) -> pd.DataFrame | None:
+def paper_rows(paper: pd.DataFrame, dataset: str) -> pd.DataFrame | None:
     rows = paper[paper.dataset == dataset]
     if rows.empty:
         return None
