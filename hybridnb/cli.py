@@ -151,7 +151,7 @@ def recipe_main(argv: list[str] | None = None) -> int:
         image_text_sweep.train(params, show_progress=not args.no_progress)
     text = tuple(s for s in args.stages if s != "mm_sweep")
     if text:
-        done = recipe.collect(params, train=True, show_progress=not args.no_progress, stages=text)
+        done = recipe.collect(params, train_missing=True, show_progress=not args.no_progress, stages=text)
         print(f"[hybridnb] recipe: chosen {done['chosen']}", flush=True)
     return 0
 

@@ -108,11 +108,11 @@ def test_a_tiny_recipe_end_to_end(tmp_path, monkeypatch):
                               "temperature": 0.05, "steps": 4}
     (hybrid,) = done["grid"]
     assert hybrid["dir"] == winner["dir"] and hybrid["results"] == winner["results"]
-    again = recipe.collect(params, train=False, show_progress=False)
+    again = recipe.collect(params, train_missing=False, show_progress=False)
     assert again["chosen"] == done["chosen"] and again["grid"][0]["dir"] == winner["dir"]
     # with nothing trained, nothing is chosen on part of the probes
     monkeypatch.setenv("HYBRIDNB_REPORTS", str(tmp_path / "empty"))
-    assert recipe.collect(params, train=False, show_progress=False)["chosen"] == {}
+    assert recipe.collect(params, train_missing=False, show_progress=False)["chosen"] == {}
 
 
 def test_validation_scores_are_temperature_free_and_match_a_hand_computation(tmp_path, one_thread):

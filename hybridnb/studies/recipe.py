@@ -193,9 +193,9 @@ def choose(stage: str, done: list[dict[str, Any]], min_gain: float = 0.0) -> dic
     return taken
 
 
-def collect(params: dict[str, Any], train: bool = True, show_progress: bool = True,
+def collect(params: dict[str, Any], train_missing: bool = True, show_progress: bool = True,
             stages: tuple[str, ...] = ("probes", "grid", "sweep")) -> dict[str, Any]:
-    """Every recipe run in order, trained now (``train``) or only the finished ones (``train=False``).
+    """Every recipe run in order, trained now where missing (``train_missing``) or only the finished ones.
 
     Returns {"probes": {stage: [...]}, "chosen": {candidate_mode, max_length, temperature, steps} or a partial
     dict, "grid": [...], "reverse": [...], "sweep": [...]}, each entry {"run", "results", "dir", "score"}.
@@ -205,18 +205,7 @@ def collect(params: dict[str, Any], train: bool = True, show_progress: bool = Tr
     plan(params)  # every run checked before the first one trains
 
     def execute(planned: list[RecipeRun]) -> list[dict[str, Any]]:
-        out = []
-        for r in planned:
-            found = runs.find_finished_dir(r.cfg)
-            if found is None and train:
-                print(f"[hybridnb] recipe: training {r.cfg.run_name} ({r.group}, {r.label}) ...", flush=True)
-                found = runs.run(r.params, show_progress=show_progress)
-            elif found is None:
-                print(f"[hybridnb] recipe: not finished yet: {r.cfg.run_name}", flush=True)
-                continue
-            score = held_out_score(found[1]) if runs.VALIDATION_POOL in found[1] else None
-            out.append({"run": r, "dir": found[0], "results": found[1], "score": score})
-        return out
+        return train(planned, show_progress, compute=train_missing)
 
     done: dict[str, Any] = {"probes": {}, "chosen": {}, "grid": [], "reverse": [], "sweep": []}
     if "probes" not in stages:
@@ -239,7 +228,7 @@ def collect(params: dict[str, Any], train: bool = True, show_progress: bool = Tr
     for r in planned:  # in increasing steps: a longer budget is trained only while the previous one paid
         finished = execute([r])
         if not finished:
-            decided = False  # not trained yet (train=False): the budget is not chosen on part of the probes
+            decided = False  # not trained yet (train_missing=False): no budget is chosen on part of the probes
             break
         probes += finished
         if choose("budget", probes, min_gain) is not probes[-1]:
@@ -257,15 +246,19 @@ def collect(params: dict[str, Any], train: bool = True, show_progress: bool = Tr
     return done
 
 
-def train(planned: list[RecipeRun], show_progress: bool = True) -> list[dict[str, Any]]:
-    """Run (or reuse by config hash) each planned run in order: [{"run", "dir", "results"}]."""
+def train(planned: list[RecipeRun], show_progress: bool = True, compute: bool = True) -> list[dict[str, Any]]:
+    """Each planned run in order, reused by config hash or trained now (``compute``; otherwise a run not finished
+    is left out): [{"run", "dir", "results", "score"}], the score on the held-out pool where the run has one."""
     out = []
     for r in planned:
         found = runs.find_finished_dir(r.cfg)
-        if found is None:
+        if found is None and compute:
             print(f"[hybridnb] recipe: training {r.cfg.run_name} ({r.group}, {r.label}) ...", flush=True)
             found = runs.run(r.params, show_progress=show_progress)
-        out.append({"run": r, "dir": found[0], "results": found[1]})
+        elif found is None:
+            continue
+        score = held_out_score(found[1]) if runs.VALIDATION_POOL in found[1] else None
+        out.append({"run": r, "dir": found[0], "results": found[1], "score": score})
     return out
 
 

@@ -307,10 +307,10 @@ def build(params: dict[str, Any], zero_shots: dict[str, dict[str, dict]], image_
     from hybridnb.paths import reports_root
 
     n, seed = params["n_resamples"], params["seed"]
-    collected = recipe.collect(params, train=False, show_progress=False, stages=("probes",))
+    collected = recipe.collect(params, train_missing=False, show_progress=False, stages=("probes",))
     chosen = collected["chosen"]
     own = {k: params[k] for k in ("candidate_mode", "max_length", "temperature", "steps")}
-    finished = lambda planned: [e for r in planned if (e := _finished(r)) is not None]  # noqa: E731
+    finished = lambda planned: recipe.train(planned, compute=False)  # noqa: E731  (nothing trains here)
     grid_planned = recipe.grid_runs(params)
     grid = finished(grid_planned)
     sweep_entries = finished(recipe.sweep_runs(params)) if (params.get("alphas") or params.get("mixtures")) else []
@@ -412,14 +412,6 @@ def update_readme(readme: Path, report_text: str) -> bool:
     after = rest.split(HEADLINE_END, 1)[1] if HEADLINE_END in rest else rest.split("\n\n", 1)[-1]
     reporting.write_text(readme, f"{before}{HEADLINE_START}\n{headline(report_text)}\n{HEADLINE_END}{after}")
     return True
-
-
-def _finished(r) -> dict | None:
-    found = runs.find_finished_dir(r.cfg)
-    if found is None:
-        return None
-    return {"run": r, "dir": found[0], "results": found[1],
-            "score": recipe.held_out_score(found[1]) if runs.VALIDATION_POOL in found[1] else None}
 
 
 def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, sections, split, sweep_sec,
