@@ -164,10 +164,12 @@ def report_main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m hybridnb report", description=report_main.__doc__)
     parser.add_argument("--profile", default="cpu", help="params/<profile>.yaml or a YAML path")
+    parser.add_argument("--saved-zero-shot", action="store_true",
+                        help="use only the zero-shot rows already saved (a missing one is left out and named)")
     args = parser.parse_args(argv)
     params = config.load_profile(args.profile)
     recipe.plan(params)
-    out = report.build(params, recipe.zero_shot_rows(params, compute=True),
+    out = report.build(params, recipe.zero_shot_rows(params, compute=not args.saved_zero_shot),
                        image_text_sweep.report_part(params, params["n_resamples"], params["seed"]))
     print("\n".join(out["summary"]) or "no comparison yet")
     print(f"[hybridnb] wrote {paths.shown(out['path'])}")

@@ -227,11 +227,11 @@ def probe_frame(probes: dict[str, list[dict]], chosen: dict[str, Any], eval_data
 
 def sweep_section(entries: list[dict], dataset: str, n: int, seed: int) -> dict[str, Any] | None:
     """Per sweep point (every seed): the seed summary of the headline columns and the point minus alpha = 0.5
-    with its verdict. None until the reference point has a finished run."""
+    with its verdict. None until the reference point and one other have finished runs."""
     points: dict[str, list[dict]] = {}
     for e in sorted(entries, key=lambda e: e["run"].seed):
         points.setdefault(e["run"].label, []).append(e)
-    if sweep.REFERENCE not in points:
+    if sweep.REFERENCE not in points or len(points) < 2:  # nothing to compare the reference with yet
         return None
     results = {label: _per_query(es, dataset) for label, es in points.items()}
     keys = list(HEADLINE)
@@ -416,6 +416,8 @@ def update_readme(readme: Path, report_text: str) -> bool:
 
 def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, sections, split, sweep_sec,
                     sweep_entries, image_text, summary, figures) -> str:
+    from hybridnb.paths import reports_root
+
     profile = params["profile"]
     fig = lambda rel: f"{profile}/{rel}"  # noqa: E731  (REPORT.md sits in reports/, the figures in reports/<profile>/)
     seeds = params.get("seeds") or [params["seed"]]
@@ -487,6 +489,11 @@ def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, se
                   _table(system_table(sec["summaries"], HEADLINE, labels)), "",
                   "Per-seed values (and their standard deviation over seeds):", "",
                   _table(seed_tables.per_seed_table(sec["summaries"])), ""]
+        missing = [m for m in ("sentence+context", "sentence") if m != own["candidate_mode"]
+                   and f"zero-shot ({recipe.input_label(m, own['max_length'])})" not in sec["summaries"]]
+        if missing:
+            lines += [f"Zero-shot with {', '.join(missing)} candidates at {own['max_length']} tokens: not computed "
+                      "yet (`python -m hybridnb report` computes it), so that baseline is missing here.", ""]
         paper = _paper_table1(sec["paper_rows"])
         if paper is not None:
             lines += ["The paper's rows for the same evaluation set (not measured here):", "",
@@ -509,7 +516,7 @@ def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, se
         lines += _gain_lines(split["verdicts"]) + [""]
     lines += ["## The mix ratio", ""]
     if sweep_sec is None:
-        lines += ["The text sweep has no finished reference point (alpha = 0.5) yet.", ""]
+        lines += ["The text sweep: no point beside alpha = 0.5 has finished yet (`make sweep`).", ""]
     else:
         sweep_figure = fig(f"figures/ratio_sweep_{params['eval_data']}.png")
         lines += _sweep_lines(sweep_sec, params["eval_data"], "text") + [f"![sweep]({sweep_figure})", ""]
@@ -528,9 +535,11 @@ def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, se
               f"- `reports/{profile}/zero_shot/`: the untrained models' results (notebooks 02 and 06); "
               f"`reports/{profile}/data/`: the datasets' statistics (notebook 01).",
               f"- `reports/{profile}/notebooks/`: the executed notebooks of the last `make reproduce`, with its outputs.",
-              f"- `reports/{profile}/BACKBONES.md`: other backbones, zero-shot and fine-tuned (notebook 06).",
-              f"- `reports/{profile}/MULTIMODAL.md`: the image-text study (its own recipe: frozen image tower, 800 steps).",
-              f"- `reports/{profile}/BUDGET.md`: `make reproduce`'s wall time and memory.",
+              *[f"- `reports/{profile}/{name}`: {what}." for name, what in (
+                  ("BACKBONES.md", "other backbones, zero-shot and fine-tuned (notebook 06)"),
+                  ("MULTIMODAL.md", "the image-text study (its own recipe: frozen image tower, 800 steps)"),
+                  ("BUDGET.md", "`make reproduce`'s wall time and memory"))
+                if (reports_root() / profile / name).is_file()],  # only files that exist
               "- `reports/benchmarks/`: speed and memory benchmarks.", ""]
     return "\n".join(lines) + "\n"
 
