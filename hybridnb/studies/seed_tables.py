@@ -17,10 +17,7 @@ the column names and system labels.
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,10 +25,10 @@ import pandas as pd
 from hybridnb.studies import compare, paper_numbers
 from hybridnb import reporting
 from hybridnb.evaluation import seed_stats
-from hybridnb.evaluation.metrics import EvalResult
 
-__all__ = ["SYSTEMS", "BASELINES", "per_query", "per_seed_table", "verdict_table", "paper_agreement",
-           "budget_rows", "frame_markdown", "column", "paper_rows", "plot_points", "plot_differences", "alpha_of", "plot_alpha_sweep", "plot_validation_curves"]
+__all__ = ["SYSTEMS", "BASELINES", "per_seed_table", "verdict_table", "paper_agreement",
+           "budget_rows", "frame_markdown", "column", "paper_rows", "plot_points", "plot_differences", "alpha_of",
+           "plot_alpha_sweep", "plot_validation_curves"]
 
 SYSTEMS = ("zero-shot", "X-X-mono", "X-Y", "hybrid")
 BASELINES = ("X-X-mono", "X-Y", "zero-shot")
@@ -42,12 +39,6 @@ PAPER_MODELS = ("XLM-R", "LaBSE")
 def column(key: str) -> str:
     """The report's name of a seed_stats column (``mono_ap`` -> ``mono map``)."""
     return compare.column_name(*seed_stats.KEYS[key])
-
-
-def per_query(systems: dict[str, list[dict]], dataset: str) -> dict[str, list[EvalResult]]:
-    """{system: [EvalResult per seed]} for the systems evaluated on ``dataset``."""
-    return {name: [EvalResult.load(Path(r["dir"]) / f"per_query_{dataset}.npz") for r in runs]
-            for name, runs in systems.items() if runs and all(dataset in r["results"]["datasets"] for r in runs)}
 
 
 def _digits(key: str) -> int:
