@@ -41,17 +41,9 @@ def _done(score, **params):
     return {"score": score, "run": recipe.RecipeRun("budget", "", 0, params)}
 
 
-def test_the_first_option_stays_unless_another_gains_min_gain_and_the_budget_stops_when_it_stops_paying():
+def test_input_and_temperature_take_the_best_held_out_score_and_the_budget_stops_when_it_stops_paying():
     a, b, c = _done(0.50, steps=60), _done(0.52, steps=120), _done(0.52, steps=240)
     assert recipe.choose("input", [a, b, c]) is b  # equal scores: the first listed
-    # the cpu probes' held-out scores: no input beats the study's (the first) by one seed's sd
-    inputs = [_done(s) for s in (0.6734, 0.6723, 0.6753, 0.6751)]
-    assert recipe.choose("input", inputs, min_gain=0.005) is inputs[0]
-    assert recipe.choose("input", inputs, min_gain=0.0) is inputs[2]  # without the rule: a near-tie wins
-    # input/temperature weigh every option (a worse one in between does not stop the walk), from the taken one
-    d = [_done(0.50), _done(0.49), _done(0.506), _done(0.509)]
-    assert recipe.choose("temperature", d, min_gain=0.005) is d[2]  # 0.509 adds 0.003 over 0.506: not taken
-    assert recipe.choose("budget", d, min_gain=0.005) is d[0]  # a budget that does not pay ends the walk
     assert recipe.choose("budget", [a, b, c], min_gain=0.005) is b  # 240 adds nothing over 120
     assert recipe.choose("budget", [a, b], min_gain=0.03) is a  # 120 adds 0.02 < 0.03: stays at 60
     assert recipe.choose("budget", [a, _done(0.49, steps=120), _done(0.9, steps=240)], 0.0)["score"] == 0.50

@@ -11,15 +11,11 @@ settings the paper optimises together, with equal weight.
 Order of work (every run reused by config hash when it is already in ``reports/runs/``):
 
 1. inputs: hybrid, first seed, at each ``(candidate_mode, max_length)`` of ``recipe_inputs``, at the first
-   temperature and the first budget;
-2. temperatures: at the chosen input, every other temperature of ``recipe_temperatures``;
-3. budget: at the chosen input and temperature, the budgets of ``recipe_steps`` in increasing order; the first
-   longer budget that is not taken stops the search (the stopping rule: a longer budget stops paying).
-
-One rule decides every stage (:func:`choose`): the first listed option is the study's recipe and stays unless
-another raises the held-out score by at least ``recipe_min_gain`` (about one seed's standard deviation) over
-the option taken so far, walking the list in order. A difference smaller than the noise between seeds is no
-evidence, so it does not change the recipe: "the highest score wins" would pick by noise among near-ties.
+   temperature and the first budget; the best held-out score wins;
+2. temperatures: at the chosen input, every other temperature of ``recipe_temperatures``; the best wins;
+3. budget: at the chosen input and temperature, the budgets of ``recipe_steps`` in increasing order. A longer
+   budget is taken when it raises the held-out score by at least ``recipe_min_gain`` over the budget taken so
+   far; the first that does not stops the search (the stopping rule: a longer budget stops paying);
 4. the grid: every strategy x every seed, training on ``train_data`` and evaluating on ``eval_data``, then the
    reverse direction (train on the evaluation set, evaluate on the training set), seed-major in each;
 5. the ratio sweep: every point of ``alphas`` and ``mixtures`` at every seed (alpha 0 / 0.5 / 1 are the
@@ -41,7 +37,7 @@ from hybridnb import config
 from hybridnb.studies import runs, sweep
 
 __all__ = ["RecipeRun", "held_out_score", "input_probes", "temperature_probes", "budget_probes", "grid_runs",
-           "sweep_runs", "plan", "choose", "first_options", "collect", "probe_name", "recipe_params", "input_label", "train", "zero_shot",
+           "sweep_runs", "plan", "choose", "collect", "probe_name", "recipe_params", "input_label", "train", "zero_shot",
            "zero_shot_rows"]
 
 #: the settings each stage chooses, in order
@@ -94,13 +90,6 @@ def _numbers(params: dict[str, Any], key: str, fallback: str, kind: type) -> lis
             or len(set(values)) != len(values):
         raise ValueError(f"{key} must be distinct positive numbers, got {values!r}")
     return [kind(v) for v in values]
-
-
-def first_options(params: dict[str, Any]) -> str:
-    """The first listed option of each stage (the study's recipe, kept unless a probe beats it), in words."""
-    mode, length = _inputs(params)[0]
-    return (f"{input_label(mode, length)}, temperature {_numbers(params, 'recipe_temperatures', 'temperature', float)[0]:g}, "
-            f"{_numbers(params, 'recipe_steps', 'steps', int)[0]} steps")
 
 
 def input_label(mode: str, max_length: int) -> str:
@@ -187,22 +176,20 @@ def plan(params: dict[str, Any]) -> list:
 
 
 def choose(stage: str, done: list[dict[str, Any]], min_gain: float = 0.0) -> dict[str, Any]:
-    """The chosen probe of a stage from its finished probes (``{"run", "results", "dir", "score"}``), in order.
+    """The chosen probe of a stage from its finished probes (``{"run", "results", "dir", "score"}``).
 
-    The first is the study's recipe and is kept unless a later one gains at least ``min_gain`` held-out score
-    over the one taken so far (it is then taken, and the walk goes on from it). input and temperature: every
-    option is weighed. budget (in increasing steps): the first longer budget that is not taken ends the walk,
-    as no longer one was trained after it.
+    input and temperature: the highest held-out score (ties: the first listed). budget: in increasing steps,
+    the longer budget while it gains at least ``min_gain`` over the one taken so far.
     """
     if not done:
         raise ValueError(f"no finished probe for the {stage} stage")
+    if stage != "budget":
+        return max(done, key=lambda d: d["score"])  # max keeps the first of equal scores
     taken = done[0]
-    for other in done[1:]:
-        gain = other["score"] - taken["score"]
-        if gain > 0 and gain >= min_gain:  # a tie keeps the one taken
-            taken = other
-        elif stage == "budget":
+    for longer in done[1:]:
+        if longer["score"] - taken["score"] < min_gain:
             break
+        taken = longer
     return taken
 
 
@@ -228,14 +215,14 @@ def collect(params: dict[str, Any], train_missing: bool = True, show_progress: b
     done["probes"]["input"] = probes
     if len(probes) < len(planned_inputs):
         return done
-    best = choose("input", probes, min_gain)["run"].params
+    best = choose("input", probes)["run"].params
     done["chosen"].update(candidate_mode=best["candidate_mode"], max_length=best["max_length"])
     planned = temperature_probes(params, best["candidate_mode"], best["max_length"])
     probes = execute(planned)
     done["probes"]["temperature"] = probes
     if len(probes) < len(planned):
         return done
-    done["chosen"]["temperature"] = choose("temperature", probes, min_gain)["run"].params["temperature"]
+    done["chosen"]["temperature"] = choose("temperature", probes)["run"].params["temperature"]
     planned = budget_probes(params, best["candidate_mode"], best["max_length"], done["chosen"]["temperature"])
     probes, decided = [], True
     for r in planned:  # in increasing steps: a longer budget is trained only while the previous one paid

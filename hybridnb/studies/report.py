@@ -469,12 +469,10 @@ def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, se
                   "validation items (10%, never trained on) as a LAReQA pool, their questions in every training "
                   "language against every sentence of their paragraphs. The score is the mean of its mono, cross and "
                   "multi mAP. The evaluation sets never enter the choice: their columns are context. Stages, in order: "
-                  "the input at the first temperature and budget; the temperature at that input; then longer budgets. "
-                  "One rule decides each stage: the first listed option (the study's recipe: "
-                  f"{recipe.first_options(params)}) stays unless another adds at least "
-                  f"{params.get('recipe_min_gain', 0):g} to the score of the option taken so far (about one seed's "
-                  "standard deviation; a smaller difference is noise, not evidence); the first longer budget that "
-                  "does not stops the search.", "",
+                  "the input at the first temperature and budget (best score wins); the temperature at that input "
+                  "(best wins); then longer budgets, each taken only if it adds at least "
+                  f"{params.get('recipe_min_gain', 0):g} to the score of the budget taken before it (about one seed's "
+                  "standard deviation), the first that does not stopping the search.", "",
                   _table(frame, index=None), ""]
         lines += _choice_lines(probes, chosen, params.get("recipe_min_gain", 0)) + [""]
         pending = [s for s in recipe.STAGES if s not in (["input"] if "candidate_mode" in chosen else []) +
@@ -564,10 +562,7 @@ def _choice_lines(probes: dict[str, list[dict]], chosen: dict, min_gain: float) 
             out.append(f"- Budget: {label(chosen['run'].params)} (held-out scores {scores}; a longer budget needs "
                        f"+{min_gain:g} over the one before it).")
         else:
-            first = entries[0]
-            why = ("no other option adds " f"+{min_gain:g} over it" if chosen is first else
-                   f"it adds {chosen['score'] - first['score']:+.4f} over {label(first['run'].params)}")
-            out.append(f"- {stage.capitalize()}: {label(chosen['run'].params)}: {why} (held-out scores {scores}).")
+            out.append(f"- {stage.capitalize()}: {label(chosen['run'].params)}, the highest held-out score ({scores}).")
     return out
 
 
