@@ -562,7 +562,13 @@ def _choice_lines(probes: dict[str, list[dict]], chosen: dict, min_gain: float) 
             out.append(f"- Budget: {label(chosen['run'].params)} (held-out scores {scores}; a longer budget needs "
                        f"+{min_gain:g} over the one before it).")
         else:
-            out.append(f"- {stage.capitalize()}: {label(chosen['run'].params)}, the highest held-out score ({scores}).")
+            close = [e for e in entries if e is not chosen and chosen["score"] - e["score"] < min_gain]
+            tie = ("" if not close or not min_gain else
+                   f" A near-tie: within {min_gain:g} (about one seed's standard deviation) of "
+                   + ", ".join(label(e["run"].params) for e in close) + ", so the held-out pool gives no evidence "
+                   "that it is better than these; the rule, fixed before the probes ran, takes the highest score.")
+            out.append(f"- {stage.capitalize()}: {label(chosen['run'].params)}, the highest held-out score ({scores})."
+                       + tie)
     return out
 
 
