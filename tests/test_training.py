@@ -125,6 +125,38 @@ def test_best_is_lowest_validation_loss_and_saved_encoders_load(tiny, tmp_path, 
     assert (result.best_dir / "modules.json").exists()
 
 
+def test_final_at_the_best_step_shares_best_s_files_on_disk(tiny, tmp_path, one_thread):
+    """A final/ that is best/ (the best step is the last) holds hard links to best/'s files, not a second copy;
+    its own model card stays its own, and both load to the same weights."""
+    train_t, val_t = split_validation(tiny["table"], 0.25, seed=0)
+    enc = Encoder.from_pretrained(tiny["model_nodrop"], max_length=32)
+    result = training.train(enc, train_t, val_t, cfg(steps=4, val_every=4, lr=1e-4), tmp_path / "run",
+                            show_progress=False)
+    assert result.best_step == 4
+    w = "0_Transformer/model.safetensors"
+    assert (result.final_dir / w).stat().st_ino == (result.best_dir / w).stat().st_ino
+    assert (result.final_dir / "README.md").read_text() != (result.best_dir / "README.md").read_text()
+    fw, bw = weights(result.final_dir), weights(result.best_dir)
+    assert fw.keys() == bw.keys() and all(torch.equal(fw[k], bw[k]) for k in fw)
+
+
+def test_link_identical_links_equal_files_only(tmp_path):
+    from hybridnb.training import checkpoints
+
+    ref, other = tmp_path / "best", tmp_path / "final"
+    for d, b in ((ref, b"B"), (other, b"F")):
+        (d / "sub").mkdir(parents=True)
+        (d / "sub" / "same.bin").write_bytes(b"x" * 1000)
+        (d / "card.md").write_bytes(b * 10)          # same size, other bytes
+    (other / "only_here.txt").write_text("alone")
+    saved = checkpoints.link_identical(other, ref)
+    assert saved == 1000
+    assert (other / "sub" / "same.bin").stat().st_ino == (ref / "sub" / "same.bin").stat().st_ino
+    assert (other / "card.md").read_bytes() == b"F" * 10 and (other / "only_here.txt").read_text() == "alone"
+    assert checkpoints.link_identical(other, ref) == 0   # already one file: nothing more to do
+    assert not list(other.rglob(".*.link"))
+
+
 @pytest.mark.parametrize("change, message", [
     (dict(strategy="bilingual"), "unknown"),
     (dict(alpha=1.5), "alpha"),

@@ -313,6 +313,8 @@ def train(encoder, train_table: ParallelTable, val_table: ParallelTable, cfg: Tr
     encoder.eval()
     if main and (not (out_dir / "final").exists() or start < cfg.steps):
         checkpoints.save_encoder(encoder, out_dir / "final", _model_card_training(cfg, f"last step ({cfg.steps})"))
+        if best["step"] == cfg.steps:  # final/ holds best/'s weights: one copy on disk, not two
+            checkpoints.link_identical(out_dir / "final", out_dir / "best")
     distributed.barrier()  # no rank returns before final/ is written
     return TrainResult(out_dir / "final", out_dir / "best", best["step"], best["val_loss"], log_path, history)
 
