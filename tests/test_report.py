@@ -152,3 +152,19 @@ def test_a_choice_within_one_seeds_sd_of_another_is_reported_as_a_near_tie():
     assert "A near-tie: within 0.005" in line and "of sentence+context@64, so" in line  # 256 is 0.011 below: not close
     (clear,) = report._choice_lines({"input": [entries[0], probe("sentence", 128, 0.69)]}, chosen, 0.005)
     assert "near-tie" not in clear
+
+
+def test_the_cost_lines_sum_the_runs_own_records_against_the_budget():
+    def entry(wall_s, rss_mb):
+        return {"results": {"timings": {"wall_s": wall_s, "peak_rss_mb": rss_mb},
+                            "provenance": {"hardware": {"cpu": "AMD EPYC"}}}}
+
+    params = {"budget_minutes": 150, "budget_peak_rss_gb": 10}
+    over = report._cost_lines([entry(600, 9000)] * 18, 18, params)
+    assert over[0].startswith("- Retraining all 18 runs") and "180 minutes" in over[0]
+    assert "over the profile's budget of 150 minutes" in over[0]
+    assert "9.0 GB" in over[1] and "within the budget of 10 GB" in over[1]
+    part = report._cost_lines([entry(600, 11000)] * 4, 18, params)
+    assert "these 4 of the 18 runs" in part[0] and "40 minutes" in part[0] and "within the profile's" in part[0]
+    assert "over the budget of 10 GB" in part[1]
+    assert report._cost_lines([{"results": {}}], 18, params) == []  # nothing recorded: no claim

@@ -528,7 +528,8 @@ def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, se
                   "per seed (the evaluated checkpoint is the one with the lowest validation loss).", "",
                   f"![validation curves]({fig('figures/validation_curves.png')})", ""]
     lines += ["## Run times", "",
-              _table(seed_tables.budget_rows([e for e in grid]), index=None), "",
+              _table(seed_tables.budget_rows([e for e in grid]), index=None), ""] + _cost_lines(grid, n_grid, params)
+    lines += ["",
               "## Other files", "",
               "- `reports/runs/<run>/`: every run's config, results, per-query arrays, training log and loss curve "
               "(the recipe's probes are the `<profile>-probe-*` folders).",
@@ -569,6 +570,29 @@ def _choice_lines(probes: dict[str, list[dict]], chosen: dict, min_gain: float) 
                    "that it is better than these; the rule, fixed before the probes ran, takes the highest score.")
             out.append(f"- {stage.capitalize()}: {label(chosen['run'].params)}, the highest held-out score ({scores})."
                        + tie)
+    return out
+
+
+def _cost_lines(grid: list[dict], n_grid: int, params: dict[str, Any]) -> list[str]:
+    """What retraining the comparison costs (``make reproduce FRESH=1``), from the runs' own records, against the
+    profile's budget: the sum of the runs' wall times (each trained and evaluated alone) and the highest peak
+    resident memory any of them recorded. The zero-shot rows and the notebooks come on top."""
+    walls = [e["results"].get("timings", {}).get("wall_s") for e in grid]
+    if not grid or any(w is None for w in walls):
+        return []
+    minutes, budget = sum(walls) / 60, params.get("budget_minutes")
+    machines = sorted({e["results"].get("provenance", {}).get("hardware", {}).get("cpu", "?") for e in grid})
+    rss = [e["results"]["timings"].get("peak_rss_mb") for e in grid]
+    which = f"these {len(grid)} of the {n_grid}" if len(grid) < n_grid else f"all {n_grid}"
+    out = [f"- Retraining {which} runs from scratch (`make reproduce FRESH=1`) takes {minutes:.0f} minutes of recorded run "
+           f"time on {', '.join(machines)} (2 cores), before the zero-shot rows and the notebooks"
+           + ("." if not budget else f": {'within' if minutes <= budget else 'over'} the profile's budget of "
+                                      f"{budget:g} minutes.")]
+    if all(rss):
+        peak, gb = max(rss) / 1000, params.get("budget_peak_rss_gb")
+        out.append(f"- Highest peak resident memory recorded: {peak:.1f} GB (the peak of the process that trained "
+                   "the run, which for a run trained after others in one process includes theirs)"
+                   + ("." if not gb else f": {'within' if peak <= gb else 'over'} the budget of {gb:g} GB."))
     return out
 
 
