@@ -30,6 +30,7 @@ from hybridnb.integrations import (
 from hybridnb.training import HybridBatchSampler
 
 import tiny_models
+from conftest import needs_mirror
 
 LANGS = ("en", "de", "fr")
 
@@ -312,6 +313,26 @@ def test_trainer_runs_two_steps_with_sampler_and_evaluator(st_folder, tmp_path):
     logged = {k for row in trainer.state.log_history for k in row}
     assert {"loss", "eval_lareqa_multi_map", "eval_lareqa_rank_distance"} <= logged
     assert any(not np.allclose(a, b.detach()) for a, b in zip(before, model.parameters()))
+
+
+@needs_mirror
+def test_docs_training_example_runs(st_folder, tmp_path, monkeypatch, capsys):
+    """docs/sentence-transformers.md's training block, with the tiny model in place of E5 and 2 steps (run in
+    this process: a fresh interpreter spends most of its time importing sentence-transformers)."""
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "sentence-transformers.md").read_text(encoding="utf-8")
+    section = text.split("## Train with hybrid batches", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 1
+    code = blocks[0].replace("Encoder.from_pretrained(OFFLINE_E5)", f"Encoder.from_pretrained({str(st_folder)!r})")
+    code = code.replace("max_steps=20", "max_steps=2")
+    assert code.count(str(st_folder)) == 1 and "max_steps=2," in code
+    monkeypatch.chdir(tmp_path)  # the block writes its folders relative to the working directory
+    exec(compile(code, "docs/sentence-transformers.md", "exec"), {"__name__": "docs_example"})
+    printed = dict(re.findall(r"'eval_lareqa_([a-z_@0-9]+)': ([0-9.]+)", capsys.readouterr().out))
+    assert {"mono_map", "cross_map", "multi_map", "rank_distance"} <= set(printed)
+    assert (tmp_path / "st-e5-small" / "README.md").is_file()
 
 
 # ------------------------------------------------------------------------------------------------

@@ -27,7 +27,10 @@ METRICS = ("map", "r@1", "r@10")
 
 
 def _base_evaluator():
-    from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
+    try:
+        from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator  # >= 6
+    except ImportError:
+        from sentence_transformers.evaluation import SentenceEvaluator  # 5.x
 
     return SentenceEvaluator
 

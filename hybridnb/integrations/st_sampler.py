@@ -65,7 +65,10 @@ LAYOUT_COLUMNS = ("item", "query_language", "passage_language")
 
 
 def _default_batch_sampler():
-    from sentence_transformers.base.sampler import DefaultBatchSampler  # sentence-transformers >= 5
+    try:
+        from sentence_transformers.base.sampler import DefaultBatchSampler  # sentence-transformers >= 6
+    except ImportError:
+        from sentence_transformers.sampler import DefaultBatchSampler  # 5.x
 
     return DefaultBatchSampler
 
