@@ -36,7 +36,8 @@ from hybridnb.models.backbones import check_max_length  # noqa: F401  (runs.chec
 from hybridnb.paths import cache_root, reports_root
 
 __all__ = ["RUN_KEYS", "TRAIN_SOURCES", "RunData", "check_run", "prepare_data", "find_finished",
-           "train_model", "evaluate_run", "RunOutput", "RunTask", "RunTaskBase", "execute", "write_run", "TextRun", "run"]
+           "train_model", "evaluate_run", "RunOutput", "RunTask", "RunTaskBase", "execute", "remove_stale_temps", "write_run",
+           "TextRun", "run"]
 
 TRAIN_SOURCES = ("mlqa-r", "xquad-r", "mmarco")  # or a path to a ParallelTable JSON
 MAX_OVERLAP_FRACTION = 0.01  # more evaluation text than this in the training data is an error, not noise
@@ -336,6 +337,8 @@ def execute(task: RunTask, show_progress: bool = True, announce: bool = False) -
     lock = checkpoints.run_lock(weights_dir.parent / f".{cfg.run_name}.lock") if distributed.is_main() \
         else contextlib.nullcontext()
     with lock:  # a second process starting this run stops here with RunLocked
+        if distributed.is_main():  # the lock is ours: no live process writes this run's files
+            remove_stale_temps(cfg, weights_dir)
         started = time.time()
         with distributed.main_first():  # deterministic, and cached: rank 0 builds, the others read
             data = task.prepare()
@@ -352,6 +355,19 @@ def execute(task: RunTask, show_progress: bool = True, announce: bool = False) -
             if os.environ.get(KEEP_CHECKPOINTS_ENV, "").strip() not in ("1", "true", "yes"):
                 task.prune(trained)  # finished and reported: the resume checkpoint is no longer needed
     return distributed.broadcast_object(outcome)  # the other ranks wait here while rank 0 evaluates
+
+
+def remove_stale_temps(cfg, weights_dir: Path) -> list[Path]:
+    """Delete what a killed earlier attempt of this run left half-written: the temp files of a checkpoint or
+    encoder save in its weights folder (``.checkpoint.pt.<random>.tmp``, ``.best.<random>.partial``) and its
+    report folder's temp copies in ``reports/runs/`` (``.<run_name>.<random>.partial``). Called with the run's
+    lock held, so no live process is writing them; names them in one line."""
+    removed = reporting.remove_stale_temps(weights_dir, recursive=True) + \
+        reporting.remove_stale_temps(run_dirs(cfg)[0].parent, name=cfg.run_name)
+    if removed:
+        print(f"[hybridnb] run {cfg.run_name}: removed {len(removed)} temp file(s) of an interrupted attempt "
+              f"({', '.join(paths.shown(p) for p in removed[:3])}{', ...' if len(removed) > 3 else ''})", flush=True)
+    return removed
 
 
 #: set (to 1) to keep a finished run's resume checkpoint (by default it is deleted once the report is written)

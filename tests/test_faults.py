@@ -1,0 +1,133 @@
+"""Fault injection: each test leaves the state a kill, a full disk, a torn file or a bad input leaves (or makes
+the call that meets it), then checks what the user sees and that the next command recovers (issue #37).
+
+Tiny fixtures only: fake run tasks, a few-byte files, one child process of the standard library."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hybridnb import config, reporting
+from hybridnb.studies import runs
+
+
+def ci_params(**change):
+    return {**config.load_profile("ci"), **change}
+
+
+class FakeTask:
+    """A run kind for :func:`runs.execute` that trains nothing: it records its calls and writes ``files``
+    (name -> bytes) into the report folder, and a per-query file for each name in ``results["per_query"]``."""
+
+    def __init__(self, name: str = "fault-run", per_query: tuple[str, ...] = ("t2i",)):
+        self.cfg = runs.check_run(ci_params()).replace(run_name=name, hash="0123456789ab")
+        self.per_query, self.calls, self.seen = per_query, [], {}
+
+    def dirs(self):
+        from hybridnb.paths import reports_root
+
+        return runs.run_dirs(self.cfg)[0], reports_root() / "_weights" / self.cfg.run_name
+
+    def prepare(self):
+        self.calls.append("prepare")
+        self.seen["weights"] = sorted(p.name for p in self.dirs()[1].rglob("*")) if self.dirs()[1].exists() else []
+        return {}
+
+    def train(self, data, show_progress):
+        self.calls.append("train")
+
+    def evaluate(self, data, trained, started, show_progress):
+        self.calls.append("evaluate")
+        results = {"kind": "fake", "provenance": reporting.provenance("test"),
+                   "per_query": {p: f"per_query_{p}.npz" for p in self.per_query}}
+        files = {f"per_query_{p}.npz": (lambda path: path.write_bytes(b"npz")) for p in self.per_query}
+        return runs.RunOutput(results, files, {}, "A fake run.", [{"column": 1}])
+
+    def prune(self, trained):
+        self.calls.append("prune")
+
+
+@pytest.fixture
+def reports(tmp_path, monkeypatch):
+    monkeypatch.setenv("HYBRIDNB_REPORTS", str(tmp_path / "reports"))
+    monkeypatch.setenv("HYBRIDNB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("HYBRIDNB_FRESH_SINCE", raising=False)
+    return tmp_path / "reports"
+
+
+# ---- faults that leave a bad state ------------------------------------------------------------------------
+
+
+def test_a_killed_save_leaves_temp_files_that_the_next_start_removes(reports, capsys):
+    """SIGTERM during torch.save left ``.checkpoint.pt.<random>.tmp`` (hundreds of MB) for good. The next start
+    of the run, once it holds the run's lock, removes ours by name; a file of another name stays."""
+    task = FakeTask()
+    weights = task.dirs()[1] / "0123456789ab"
+    weights.mkdir(parents=True)
+    leftovers = [weights / ".checkpoint.pt.k3x9_q2a.tmp", weights / ".best.0f3a9b2c.partial" / "model.safetensors",
+                 reports / "runs" / ".fault-run.9d8c7b6a.partial" / "results.json"]
+    for p in leftovers:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"torn")
+    (weights / ".notes.tmp").write_text("not ours: another name pattern")
+    (reports / "runs" / ".other-run.9d8c7b6a.partial").mkdir()  # another run's: its own lock says when
+
+    from hybridnb.training import checkpoints
+
+    with checkpoints.run_lock(task.dirs()[1].parent / ".fault-run.lock"):  # a live writer: nothing is touched
+        with pytest.raises(checkpoints.RunLocked):
+            runs.execute(task, show_progress=False)
+    assert all(p.exists() for p in leftovers)
+
+    runs.execute(task, show_progress=False)
+    assert task.seen["weights"] == [".notes.tmp", "0123456789ab"]  # removed before the run prepared anything
+    assert not any(p.exists() for p in leftovers) and not (weights / ".best.0f3a9b2c.partial").exists()
+    assert (reports / "runs" / ".other-run.9d8c7b6a.partial").is_dir()
+    assert "removed 3 temp file(s) of an interrupted attempt" in capsys.readouterr().out
+
+
+def test_a_save_killed_in_a_child_process_is_cleaned_by_the_next_start(reports, tmp_path):
+    """The kill itself: a process writing through ``reporting.atomic_path`` is SIGKILLed mid-write."""
+    weights = FakeTask().dirs()[1]
+    weights.mkdir(parents=True)
+    code = ("import sys, time\nfrom hybridnb import reporting\n"
+            "with reporting.atomic_path(sys.argv[1]) as tmp:\n"
+            "    tmp.write_bytes(b'x' * 1000)\n    print('writing', flush=True)\n    time.sleep(60)\n")
+    child = subprocess.Popen([sys.executable, "-c", code, str(weights / "checkpoint.pt")], stdout=subprocess.PIPE,
+                             text=True, cwd=Path(__file__).resolve().parents[1])
+    assert child.stdout.readline().strip() == "writing"
+    child.kill()
+    child.wait()
+    torn = list(weights.glob(".checkpoint.pt.*.tmp"))
+    assert len(torn) == 1 and not (weights / "checkpoint.pt").exists()
+    task = FakeTask()
+    runs.execute(task, show_progress=False)
+    assert not list(weights.glob(".*.tmp"))
+
+
+def test_reports_are_written_with_the_mode_open_gives(tmp_path):
+    """mkstemp's 0600 leaked into every report; files now get 0666 less the umask, folders 0777 less it."""
+    old = os.umask(0o022)
+    try:
+        path = reporting.write_json(tmp_path / "a" / "results.json", {"x": 1})
+        with reporting.atomic_dir(tmp_path / "folder") as tmp:
+            (tmp / "f.txt").write_text("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "folder").stat().st_mode) == 0o755
+    old = os.umask(0o077)
+    try:
+        private = reporting.write_text(tmp_path / "private.md", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
