@@ -131,3 +131,25 @@ def test_reports_are_written_with_the_mode_open_gives(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(private.stat().st_mode) == 0o600
+
+
+def test_a_run_folder_missing_a_file_it_names_is_named_and_made_again(reports, capsys):
+    """A run whose per_query file was lost counted as finished: the comparison notebook then failed and no
+    command made the file again. Finished now means results.json and every file it names."""
+    task = FakeTask(per_query=("t2i", "i2t"))
+    report_dir, _ = runs.execute(task, show_progress=False)
+    (report_dir / "per_query_i2t.npz").unlink()
+    again = FakeTask(per_query=("t2i", "i2t"))
+    assert runs.find_finished(again.cfg) is None
+    assert runs.execute(again, show_progress=False)[0] == report_dir
+    assert again.calls == ["prepare", "train", "evaluate", "prune"] and (report_dir / "per_query_i2t.npz").is_file()
+    assert f"{report_dir.name} is incomplete: it lacks per_query_i2t.npz" in capsys.readouterr().out
+    done = FakeTask(per_query=("t2i", "i2t"))
+    runs.execute(done, show_progress=False)
+    assert done.calls == []  # complete again: reused
+
+
+def test_the_files_a_results_json_names():
+    assert runs.named_files({"per_query": {"t2i": "per_query_t2i.npz"}}) == ["per_query_t2i.npz"]  # image-text
+    text = {"datasets": {"xquad-r": {}, "mlqa-r": {}}, "validation_pool": {}}  # a text run: one per dataset
+    assert runs.named_files(text) == ["per_query_xquad-r.npz", "per_query_mlqa-r.npz"]

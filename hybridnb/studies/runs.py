@@ -36,8 +36,8 @@ from hybridnb.models.backbones import check_max_length  # noqa: F401  (runs.chec
 from hybridnb.paths import cache_root, reports_root
 
 __all__ = ["RUN_KEYS", "TRAIN_SOURCES", "RunData", "check_run", "prepare_data", "find_finished",
-           "train_model", "evaluate_run", "RunOutput", "RunTask", "RunTaskBase", "execute", "remove_stale_temps", "write_run",
-           "TextRun", "run"]
+           "train_model", "evaluate_run", "RunOutput", "RunTask", "RunTaskBase", "execute", "named_files",
+           "remove_stale_temps", "write_run", "TextRun", "run"]
 
 TRAIN_SOURCES = ("mlqa-r", "xquad-r", "mmarco")  # or a path to a ParallelTable JSON
 MAX_OVERLAP_FRACTION = 0.01  # more evaluation text than this in the training data is an error, not noise
@@ -186,8 +186,20 @@ def run_dirs(cfg: RunConfig) -> tuple[Path, Path]:
     return reports_root() / "runs" / cfg.run_name, cache_root() / "runs" / cfg.run_name
 
 
+def named_files(results: dict[str, Any]) -> list[str]:
+    """The files of a run folder besides config.json and results.json that its results.json names, the ones
+    later notebooks read: an image-text run's ``per_query`` files, a text run's ``per_query_<dataset>.npz`` per
+    evaluated dataset."""
+    if isinstance(results.get("per_query"), dict):
+        return [str(f) for f in results["per_query"].values()]
+    return [f"per_query_{name}.npz" for name in results.get("datasets") or {}]
+
+
 def _finished_in(report_dir: Path, digest: str) -> dict[str, Any] | None:
-    """The results in ``report_dir`` when its config has hash ``digest`` and they may be reused, else None."""
+    """The results in ``report_dir`` when its config has hash ``digest``, they may be reused and every file they
+    name is there, else None. A folder of this config that lacks a named file (deleted or lost by hand: the
+    folder itself is written whole) is said to be incomplete, naming the files, and counts as unfinished, so
+    the command that meets it makes it again."""
     try:
         saved = json.loads((report_dir / "config.json").read_text(encoding="utf-8"))
         if saved.get("hash") != digest:
@@ -196,6 +208,12 @@ def _finished_in(report_dir: Path, digest: str) -> dict[str, Any] | None:
         if not paths.reusable(report_dir / "results.json"):
             return None
     except (OSError, json.JSONDecodeError):
+        return None
+    missing = [f for f in named_files(results) if not (report_dir / f).is_file()]
+    if missing:
+        if distributed.is_main():
+            print(f"[hybridnb] {paths.shown(report_dir)} is incomplete: it lacks {', '.join(missing)}, which its "
+                  "results.json names; the run is made again", flush=True)
         return None
     return results
 
