@@ -153,3 +153,18 @@ def test_the_files_a_results_json_names():
     assert runs.named_files({"per_query": {"t2i": "per_query_t2i.npz"}}) == ["per_query_t2i.npz"]  # image-text
     text = {"datasets": {"xquad-r": {}, "mlqa-r": {}}, "validation_pool": {}}  # a text run: one per dataset
     assert runs.named_files(text) == ["per_query_xquad-r.npz", "per_query_mlqa-r.npz"]
+
+
+# ---- confusing errors: one line, before the work ----------------------------------------------------------
+
+
+def test_a_batch_not_divisible_by_torchruns_world_size_fails_before_the_process_group(monkeypatch):
+    """Under torchrun the check ran after init (the group up, the model loaded): WORLD_SIZE says it before."""
+    import torch.distributed as dist
+
+    monkeypatch.setenv("WORLD_SIZE", "3")  # as torchrun sets it; no RANK / MASTER_ADDR: init would fail
+    with pytest.raises(ValueError, match=r"batch_size 16 .* not divisible by the 3 processes .*WORLD_SIZE=3.*15"):
+        runs.check_run(ci_params(batch_size=16))
+    assert not dist.is_initialized()
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert runs.check_run(ci_params(batch_size=16)).batch_size == 16
