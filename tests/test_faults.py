@@ -168,3 +168,56 @@ def test_a_batch_not_divisible_by_torchruns_world_size_fails_before_the_process_
     assert not dist.is_initialized()
     monkeypatch.setenv("WORLD_SIZE", "4")
     assert runs.check_run(ci_params(batch_size=16)).batch_size == 16
+
+
+def test_help_goes_to_stdout_and_usage_errors_exit_2(capsys):
+    from hybridnb import cli
+
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr()
+    assert "python -m hybridnb train" in out.out and "usage:" in out.out and out.err == ""
+    assert cli.main([]) == 2 and "error: no command" in capsys.readouterr().err
+    assert cli.main(["trian"]) == 2 and "error: unknown command 'trian'" in capsys.readouterr().err
+    assert cli.main(["train", "--set", "steps"]) == 2  # a refusal raised as SystemExit(message): one line, 2
+    assert capsys.readouterr().err.strip() == ("hybridnb train: error: --set expects key=value, got 'steps' "
+                                               "(--debug shows the traceback)")
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"steps: [1, 2\nlr: : 3\n", r"is not valid YAML \(expected ',' or '\]', but got ':' at line 2, column 3\)"),
+    (b"steps: 3\nmodel: caf\xe9\n", r"is not UTF-8 text \(byte 0xe9 on line 2\)"),
+])
+def test_a_garbled_profile_is_one_line_naming_the_file(tmp_path, capsys, content, message):
+    from hybridnb import cli
+
+    profile = tmp_path / "mine.yaml"
+    profile.write_bytes(content)
+    with pytest.raises(ValueError, match=rf"^profile {profile} {message}"):
+        config.load_profile(profile)
+    assert cli.main(["train", "--profile", str(profile)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"hybridnb train: error: profile {profile} is not")
+
+
+def test_a_held_run_lock_is_one_line_naming_the_holder_and_what_to_do(reports, capsys):
+    from hybridnb import cli
+    from hybridnb.paths import cache_root
+    from hybridnb.training import checkpoints
+
+    name = runs.check_run(ci_params()).run_name
+    with checkpoints.run_lock(cache_root() / "runs" / f".{name}.lock"):
+        assert cli.main(["train", "--profile", "ci"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith(f"hybridnb train: error: this run is already running (pid {os.getpid()} on ")
+    assert "wait for it to finish" in err[0] and f"kill {os.getpid()}" in err[0]
+
+
+def test_a_garbage_fresh_since_is_refused_when_any_command_starts(reports, monkeypatch, capsys):
+    """It was read only when a finished run was weighed for reuse: a run with nothing to reuse trained on."""
+    from hybridnb import cli
+
+    monkeypatch.setenv("HYBRIDNB_FRESH_SINCE", "yesterday")
+    monkeypatch.setattr(runs, "execute", lambda *a, **k: pytest.fail("the run started"))
+    assert cli.main(["train", "--profile", "ci"]) == 2
+    assert "HYBRIDNB_FRESH_SINCE must be a Unix time in seconds, got 'yesterday'" in capsys.readouterr().err
