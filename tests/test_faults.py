@@ -221,3 +221,58 @@ def test_a_garbage_fresh_since_is_refused_when_any_command_starts(reports, monke
     monkeypatch.setattr(runs, "execute", lambda *a, **k: pytest.fail("the run started"))
     assert cli.main(["train", "--profile", "ci"]) == 2
     assert "HYBRIDNB_FRESH_SINCE must be a Unix time in seconds, got 'yesterday'" in capsys.readouterr().err
+
+
+def test_budget_md_names_the_command_to_rerun_fresh(tmp_path):
+    from hybridnb.studies import budget
+
+    out = budget.write_budget({"profile": "ci"}, [], 60.0, tmp_path, reused=["runs/ci-x"], command="make sweep")
+    text = out.read_text(encoding="utf-8")
+    assert "`make sweep FRESH=1` recomputes everything" in text and "{command}" not in text
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_failed_or_killed_notebook_leaves_no_partial_copy(tmp_path, monkeypatch, capsys):
+    import papermill
+
+    from hybridnb import pipeline
+
+    out = tmp_path / "notebooks"
+    out.mkdir()
+    dead, live = out / f".03_train.ipynb.{_dead_pid()}.partial.ipynb", out / f".04.ipynb.{os.getpid()}.partial.ipynb"
+    legacy = out / ".01_data.ipynb.partial.ipynb"  # named by an earlier version, without its process
+    for p in (dead, live, legacy):
+        p.write_text("{}")
+
+    def failing(source, output, **kwargs):  # papermill writes the executed copy, then raises the cell's error
+        Path(output).write_text("{}")
+        raise RuntimeError("cell 3: ZeroDivisionError: division by zero")
+
+    monkeypatch.setattr(papermill, "execute_notebook", failing)
+    (tmp_path / "nb.ipynb").write_text("{}")
+    monkeypatch.setattr(pipeline, "notebook_parameters", lambda nb, profile: {})
+    with pytest.raises(RuntimeError, match="ZeroDivisionError"):  # the error stays visible
+        pipeline._execute([("nb.ipynb", "nb.ipynb", {})], tmp_path, out, {"profile": "ci"}, [], [])
+    assert sorted(p.name for p in out.iterdir()) == [live.name]  # a dead pipeline's copies and the failed one go
+    said = capsys.readouterr().out
+    assert f"removed {dead}" in said and "nb.ipynb stopped (RuntimeError); its half-executed copy is removed" in said
+
+
+def test_sigterm_unwinds_the_pipeline_like_ctrl_c():
+    from hybridnb import pipeline
+
+    unwound, before = [], signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stop:
+        with pipeline.terminate_as_exit():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+            finally:
+                unwound.append(True)
+    assert stop.value.code == 128 + signal.SIGTERM and unwound == [True]
+    assert signal.getsignal(signal.SIGTERM) == before
