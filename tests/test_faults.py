@@ -276,3 +276,94 @@ def test_sigterm_unwinds_the_pipeline_like_ctrl_c():
                 unwound.append(True)
     assert stop.value.code == 128 + signal.SIGTERM and unwound == [True]
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+# ---- torn and damaged files: named, or made again when they are a cache of ours ----------------------------
+
+MIRACL_ES = Path(__file__).resolve().parent / "data" / "miracl" / "es"
+
+
+def _miracl_copy(tmp_path) -> Path:
+    import shutil
+
+    shutil.copytree(MIRACL_ES, tmp_path / "miracl" / "es")
+    return tmp_path / "miracl"
+
+
+def _break_line(path: Path, n: int, text: str) -> None:
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines[n - 1] = text + "\n"
+    path.write_text("".join(lines), encoding="utf-8")
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("dev", r"^.*es/dev\.jsonl: line 2 is not JSON \(Expecting value, column 14\)"),
+    ("corpus", r"^MIRACL es corpus: .*es/corpus\.jsonl: line 3 is not JSON \(Expecting value, column 25\): .*; fix or replace"),
+    ("gzip", r"^MIRACL es corpus: .*es/corpus\.jsonl\.gz is truncated or damaged after line \d+ \(EOFError"),
+])
+def test_a_bad_miracl_line_or_a_truncated_corpus_file_is_named(reports, tmp_path, damage, message):
+    """pyarrow's 'JSON parse error: Invalid value. in row 2' (55 lines) and json's 'Expecting value: line 1
+    column 14' named no file; the one line names the file and the line."""
+    import gzip
+
+    from hybridnb.data import miracl
+
+    root = _miracl_copy(tmp_path)
+    if damage == "dev":
+        _break_line(root / "es" / "dev.jsonl", 2, '{"query_id": oops')
+    elif damage == "corpus":
+        _break_line(root / "es" / "corpus.jsonl", 3, '{"docid": "x", "title": broken')
+    else:
+        whole = gzip.compress((root / "es" / "corpus.jsonl").read_bytes())
+        (root / "es" / "corpus.jsonl").unlink()
+        (root / "es" / "corpus.jsonl.gz").write_bytes(whole[:len(whole) // 2])
+    with pytest.raises(ValueError, match=message) as caught:
+        miracl.load_language("es", root, show_progress=False)
+    assert "\n" not in str(caught.value)
+    assert not (miracl.cache_dir("es", root)).exists()  # nothing half-built was left as a cache
+
+
+def test_a_damaged_miracl_cache_is_built_again(reports, tmp_path, capsys):
+    from hybridnb.data import miracl
+
+    root = _miracl_copy(tmp_path)
+    first = miracl.load_language("es", root, show_progress=False)
+    arrow = miracl.cache_dir("es", root) / "corpus.arrow"
+    arrow.write_bytes(arrow.read_bytes()[:arrow.stat().st_size // 2])  # cut as a full disk or a torn copy cuts
+    again = miracl.load_language("es", root, show_progress=False)
+    said = capsys.readouterr().out
+    assert f"the cache {arrow.parent} is damaged" in said and "building it again" in said
+    assert again.fingerprint == first.fingerprint and again.n_passages == first.n_passages
+
+
+class Rows:
+    """A stand-in encoder: each passage's embedding is a fixed function of its text."""
+    dim = 4
+
+    def encode(self, texts, kind="passage", batch_size=8, show_progress=False):
+        import numpy as np
+
+        return np.array([[len(t), t.count("a"), t.count("e"), 1.0] for t in texts], dtype=np.float32)
+
+
+def test_a_truncated_corpus_index_shard_is_encoded_again(tmp_path, capsys):
+    """A cut ``shard-*.npy`` (a cache of ours) counted as finished and failed the search with numpy's 'mmap
+    length is greater than file size'; now it is found by its header and size and encoded again."""
+    from hybridnb.evaluation.corpus_index import CorpusIndex
+
+    texts = [f"passage {i} " + "ae" * i for i in range(25)]
+
+    def index():
+        return CorpusIndex.open(tmp_path / "index", model="rows", corpus="fp", n_passages=25, dim=4, shard_size=10)
+
+    first = index()
+    first.encode(Rows(), texts, show_progress=False)
+    whole = first.load()
+    shard = first.shard_path(1)
+    shard.write_bytes(shard.read_bytes()[:-40])
+    assert first.missing() == [1] and "truncated" in first.damaged(1)
+    with pytest.raises(ValueError, match=r"shard-00001\.npy is damaged \(.*truncated\): rerun the encoding"):
+        first.shard(1)
+    done = index().encode(Rows(), texts, show_progress=False)
+    assert done["encoded"] == [1] and f"{shard} is damaged" in capsys.readouterr().out
+    assert (index().load() == whole).all()
