@@ -464,3 +464,35 @@ def test_a_write_that_fails_mid_conversion_is_one_oserror_naming_the_folder(fake
         resource.setrlimit(resource.RLIMIT_FSIZE, before)
         signal.signal(signal.SIGXFSZ, handler)
     assert list((tmp_path / "models").iterdir()) == []
+
+
+# ---- offline: a model name that is not cached fails fast -----------------------------------------------------
+
+
+@pytest.mark.parametrize("network", ["refused", "hanging"])
+def test_an_uncached_model_fails_fast_when_the_hub_is_unreachable(tmp_path, monkeypatch, network):
+    """Offline, ``snapshot`` spent ~25 s in huggingface_hub's retries before failing; one probe says it now."""
+    import socket
+
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    from hybridnb.models import hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    for key in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", lambda *a, **k: pytest.fail("the hub was asked"))
+    if network == "refused":
+        with socket.socket() as s:  # a port nothing listens on
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    else:  # a name lookup or connection that never answers
+        monkeypatch.setattr(socket, "create_connection", lambda *a, **k: time.sleep(30))
+    assert hub.cached_snapshot("someorg/tiny-model", cache_dir=tmp_path) is None  # (its imports: not timed)
+    started = time.perf_counter()
+    with pytest.raises(hub.NeedsNetwork, match=r"^someorg/tiny-model is not in the local Hugging Face cache and the "
+                                               r"hub cannot be reached .*huggingface-cli download someorg/tiny-model"):
+        hub.snapshot("someorg/tiny-model", cache_dir=tmp_path)
+    assert time.perf_counter() - started < 2.0
