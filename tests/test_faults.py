@@ -496,3 +496,45 @@ def test_an_uncached_model_fails_fast_when_the_hub_is_unreachable(tmp_path, monk
                                                r"hub cannot be reached .*huggingface-cli download someorg/tiny-model"):
         hub.snapshot("someorg/tiny-model", cache_dir=tmp_path)
     assert time.perf_counter() - started < 2.0
+
+
+# ---- worker processes end with their parent -------------------------------------------------------------------
+
+POOL_PARENT = """
+import multiprocessing, os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+from hybridnb import child_processes
+pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                           initializer=child_processes.end_with_parent)
+print(pool.submit(os.getpid).result(), flush=True)
+pool.submit(time.sleep, 60)  # the worker is busy, as one training a run is
+time.sleep(60)
+"""
+
+
+def _gone(pid: int) -> bool:
+    """No such process, or a zombie (dead; a container's init may never reap it)."""
+    try:
+        os.kill(pid, 0)
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except (ProcessLookupError, FileNotFoundError):
+        return True
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no SIGKILL")
+def test_a_worker_ends_when_its_parent_is_killed():
+    """papermill killed with -9 left notebook 07's workers training and then waiting forever."""
+    parent = subprocess.Popen([sys.executable, "-c", POOL_PARENT], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[1])
+    try:
+        worker = int(parent.stdout.readline())
+        time.sleep(0.3)
+        assert not _gone(worker)
+        parent.kill()
+        parent.wait()
+        deadline = time.time() + 5
+        while not _gone(worker) and time.time() < deadline:
+            time.sleep(0.1)
+        assert _gone(worker), f"worker {worker} outlived its parent"
+    finally:
+        parent.kill()
