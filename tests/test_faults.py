@@ -538,3 +538,24 @@ def test_a_worker_ends_when_its_parent_is_killed():
         assert _gone(worker), f"worker {worker} outlived its parent"
     finally:
         parent.kill()
+
+
+def test_a_truncated_resume_checkpoint_trains_from_step_0(tiny_bert, tmp_path, capsys, one_thread):
+    """torch.load failed on a cut checkpoint.pt ('PytorchStreamReader failed reading zip archive') on every
+    rerun; it is a cache of the run's own, so the run trains from the start (the same weights as unbroken)."""
+    from tiny_models import synthetic_table
+
+    from hybridnb import training
+    from hybridnb.models.encoders import Encoder
+
+    table = synthetic_table(n_items=20)
+    cfg = training.TrainConfig(steps=2, batch_size=4, save_every=2, val_every=2, val_batches=1, lr=1e-3, seed=0,
+                               train_dtype="float32")
+    encoder = Encoder.from_pretrained(tiny_bert, max_length=16)
+    training.train(encoder, table, table.subset(range(6)), cfg, tmp_path / "run", show_progress=False)
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:checkpoint.stat().st_size // 2])
+    again = training.train(Encoder.from_pretrained(tiny_bert, max_length=16), table, table.subset(range(6)), cfg,
+                           tmp_path / "run", show_progress=False)
+    assert [r["step"] for r in again.history] == [0, 1]
+    assert f"{checkpoint} is damaged" in capsys.readouterr().out
