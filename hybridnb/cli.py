@@ -9,7 +9,8 @@
     python -m hybridnb miracl --profile paper                   # MIRACL dev (notebook 09) for the profile's models
     torchrun --standalone --nproc_per_node 4 -m hybridnb miracl --profile paper   # corpus encoding on 4 GPUs
 
-Errors in the input are one line on stderr (exit status 2); ``--debug`` shows the traceback.
+Errors in the input are one line on stderr (exit status 2); ``--debug`` shows the traceback; ``--help``
+prints this to stdout.
 
 ``train`` does what notebooks/03_train.ipynb does (:func:`hybridnb.studies.runs.run`): checks everything first, reuses a
 finished run with the same config hash, resumes a killed one from its last checkpoint, writes
@@ -176,20 +177,48 @@ def report_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+USAGE = "usage: python -m hybridnb {train,recipe,report,pipeline,miracl} ... [--debug]  (--help after a command)"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m hybridnb <command> ...``: dispatch to the command's own parser."""
+    """``python -m hybridnb <command> ...``: dispatch to the command's own parser.
+
+    Exit status: 0 done (``--help`` included, printed to stdout), 2 bad input, as argparse does: an unknown
+    command, a bad option or value, a profile that is not valid YAML, a missing or damaged file, a run another
+    process holds. Each such error is one line on stderr, ``hybridnb <command>: error: ...``; ``--debug`` raises
+    it with its traceback instead."""
     from hybridnb import pipeline
+    from hybridnb.training.checkpoints import RunLocked
+
     commands = {"train": train_main, "recipe": recipe_main, "report": report_main, "pipeline": pipeline.main,
                 "miracl": miracl_main}
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__ + "\n" + USAGE)
+        return 0
     if not argv or argv[0] not in commands:
-        raise SystemExit(__doc__ + f"\nusage: python -m hybridnb {{{','.join(commands)}}} ...  (--help after a command)")
+        said = f"unknown command {argv[0]!r}" if argv else "no command"
+        print(f"python -m hybridnb: error: {said}\n{USAGE}", file=sys.stderr)
+        return 2
     try:
+        paths.fresh_since()  # HYBRIDNB_FRESH_SINCE checked now, not when the first reuse is weighed
         return commands[argv[0]](argv[1:])
-    except (ValueError, TypeError, OSError) as e:  # bad input, named by the check that caught it
+    except SystemExit as e:  # argparse (--help: 0, bad options: 2, already printed) and our one-line refusals
+        if isinstance(e.code, int) or e.code is None:
+            return e.code or 0
         if debug:
             raise
-        print(f"hybridnb {argv[0]}: error: {e}\n(the traceback: add --debug)", file=sys.stderr)
-        return 2
+        return _error(argv[0], e.code)
+    except (ValueError, TypeError, OSError, RunLocked) as e:  # bad input, named by the check that caught it
+        if debug:
+            raise
+        return _error(argv[0], e)
+
+
+def _error(command: str, error) -> int:
+    """Print ``hybridnb <command>: error: <message>`` as one line on stderr; returns the exit status, 2."""
+    message = " ".join(str(error).split()) or type(error).__name__
+    print(f"hybridnb {command}: error: {message} (--debug shows the traceback)", file=sys.stderr)
+    return 2

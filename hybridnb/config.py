@@ -181,8 +181,17 @@ def load_profile(name_or_path: str | Path) -> dict[str, Any]:
     if not path.exists():
         known = sorted(p.stem for p in profiles_dir().glob("*.yaml")) if repo_root() else []
         raise FileNotFoundError(f"unknown profile {str(name_or_path)!r}: {path} does not exist (known: {known})")
-    with open(path, encoding="utf-8") as f:
-        params = yaml.safe_load(f)
+    try:
+        params = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        line = e.object[:e.start].count(b"\n") + 1
+        raise ValueError(f"profile {path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} on line {line}): save it "
+                         "as UTF-8") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = getattr(e, "problem", None) or str(e).strip().splitlines()[0]
+        raise ValueError(f"profile {path} is not valid YAML ({what}{where})") from None
     if not isinstance(params, dict):
         raise ValueError(f"profile {path} must be a YAML mapping of parameters, got {type(params).__name__}")
     check_parameter_names(params, f"profile {path}")

@@ -8,8 +8,11 @@ finishes writes its own time and memory record, reports/<profile>/BUDGET.md (:mo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -66,6 +69,7 @@ def notebook_parameters(notebook: Path, profile: dict) -> dict:
 def run(profile_name: str, notebooks: tuple[str, ...] = NOTEBOOKS, fresh: bool = False) -> list[Path]:
     """Execute the notebooks; `fresh` recomputes every result and checkpoint this run would otherwise reuse
     (by setting ``HYBRIDNB_FRESH_SINCE`` to now for the kernels), so its BUDGET.md is a from-scratch time."""
+    paths.fresh_since()  # HYBRIDNB_FRESH_SINCE, read by every kernel: a bad value fails now, not in one of them
     profile = config.load_profile(profile_name)
     # Validate everything a notebook would check, before the first long step.
     if "eval_datasets" in profile:
@@ -105,7 +109,8 @@ def run(profile_name: str, notebooks: tuple[str, ...] = NOTEBOOKS, fresh: bool =
     previous_log = os.environ.get("HYBRIDNB_REUSE_LOG")
     os.environ["HYBRIDNB_REUSE_LOG"] = reuse_log  # inherited by every kernel
     try:
-        _execute(plan, nb_dir, out_dir, profile, records, written)
+        with terminate_as_exit():
+            _execute(plan, nb_dir, out_dir, profile, records, written)
         used = budget.read_reuse_log(Path(reuse_log))
     finally:
         os.unlink(reuse_log)
@@ -124,13 +129,63 @@ def run(profile_name: str, notebooks: tuple[str, ...] = NOTEBOOKS, fresh: bool =
     return written
 
 
+def partial_path(out_dir: Path, name: str) -> Path:
+    """Where a notebook executes before it is moved into place: ``.<name>.<pid>.partial.ipynb``, named by its
+    pipeline's process so that a later pipeline can tell a dead one's copy from a live one's."""
+    return out_dir / f".{name}.{os.getpid()}.partial.ipynb"
+
+
+def remove_stale_partials(out_dir: Path) -> list[Path]:
+    """Delete the executed copies that killed pipelines left in ``out_dir`` (their process is gone; a copy named
+    without a process, by earlier versions, too); a live pipeline's copy stays. Returns what was removed."""
+    removed = []
+    for path in sorted(Path(out_dir).glob(".*.partial.ipynb")) if Path(out_dir).is_dir() else []:
+        pid = path.name[:-len(".partial.ipynb")].rsplit(".", 1)[-1]
+        if pid.isdigit() and _alive(int(pid)):
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def terminate_as_exit():
+    """SIGTERM (``kill``, a scheduler's stop) raises SystemExit here while the block runs, so the pipeline's
+    ``finally`` blocks run as after Ctrl-C: no executed copy or temp log is left behind. The main thread only
+    (signal handlers can be set nowhere else); the previous handler comes back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _execute(plan, nb_dir: Path, out_dir: Path, profile: dict, records: list, written: list) -> None:
     import papermill
 
+    for path in remove_stale_partials(out_dir):
+        print(f"[hybridnb] removed {paths.shown(path)}: the executed copy of a pipeline that was killed", flush=True)
     for nb, name, overrides in plan:
         print(f"[hybridnb] {name} with profile {profile['profile']} ...", flush=True)
         out_dir.mkdir(parents=True, exist_ok=True)
-        partial = out_dir / f".{name}.partial.ipynb"
+        partial = partial_path(out_dir, name)
         try:
             with budget.measure(name, records):
                 papermill.execute_notebook(str(nb_dir / nb), str(partial),
@@ -138,6 +193,10 @@ def _execute(plan, nb_dir: Path, out_dir: Path, profile: dict, records: list, wr
                                            cwd=str(nb_dir), progress_bar=False, log_output=False)
             tidy_executed(partial, nb_dir / nb, out_dir / name)
             partial.replace(out_dir / name)
+        except BaseException as e:  # the half-executed copy goes; the error stays on screen (raised below)
+            print(f"[hybridnb] {name} stopped ({type(e).__name__}); its half-executed copy is removed, "
+                  "the error follows", flush=True)
+            raise
         finally:
             partial.unlink(missing_ok=True)
         print(f"[hybridnb] {name} done in {records[-1].seconds:.0f} s -> {out_dir / name}", flush=True)

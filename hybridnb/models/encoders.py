@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from hybridnb import allocator
-from hybridnb.models import precision
+from hybridnb.models import precision, weight_files
 from hybridnb.models.model_card import CardDetails, model_card
 from hybridnb.models.pair_tokens import tokenize_pairs
 from hybridnb.models.st_folder import DenseLayer, read_sentence_transformers, write_json
@@ -78,6 +78,28 @@ class EncoderConfig:
         if kind == "passage":
             return self.passage_prefix
         raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
+
+
+def check_weights(folder: Path, name: str) -> None:
+    """Raise one ValueError naming the first damaged weights file of ``folder`` (:mod:`weight_files`) and the way
+    to make it again: a hub model's file is fetched anew, a trained run's weights come from training it again."""
+    from hybridnb.paths import cache_root
+
+    bad = weight_files.damaged_files(folder)
+    if not bad:
+        return
+    path, why = next(iter(bad.items()))
+    runs_dir = cache_root() / "runs"
+    if Path(folder).resolve().is_relative_to(runs_dir.resolve()):
+        run = Path(folder).resolve().relative_to(runs_dir.resolve()).parts[0]
+        how = (f"the weights of the trained run {run}: delete {runs_dir / run} and reports/runs/{run}/, then run it "
+               "again (make reproduce, or python -m hybridnb train) to train it anew")
+    elif not Path(name).exists():  # a hub id: the file is in the Hugging Face cache
+        how = (f"a file of the Hugging Face cache: delete it and run again to fetch {name} anew (or: "
+               f"huggingface-cli download {name} --force-download)")
+    else:
+        how = "copy the model folder again from where it came from"
+    raise ValueError(f"{path} is damaged ({why}): {how}")
 
 
 def _load_hf(path: str):
@@ -180,6 +202,7 @@ class Encoder(torch.nn.Module):
                     saved = json.loads(own.read_text(encoding="utf-8"))
                     defaults.update({k: v for k, v in saved.items() if k != "name_or_path"})
         config = EncoderConfig(name_or_path=name, **{**defaults, **config_kwargs})
+        check_weights(Path(hf_dir) if name == OFFLINE_E5 else folder, name)  # a cut file: one line naming it
         dense = [DenseLayer.load(d) for d in dense_dirs]  # small, and checked before the big load
         model, tokenizer = _load_hf(str(hf_dir))
         return cls(model, tokenizer, config, dense)

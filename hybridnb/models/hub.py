@@ -16,7 +16,8 @@ import os
 import re
 from pathlib import Path
 
-__all__ = ["is_offline", "cached_snapshot", "missing_files", "pick_files", "snapshot", "NeedsNetwork"]
+__all__ = ["is_offline", "cached_snapshot", "missing_files", "pick_files", "how_to_get", "hub_unreachable", "snapshot",
+           "NeedsNetwork"]
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json",
                 "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -92,6 +93,46 @@ def pick_files(files: list[str]) -> list[str]:
     return [f for f in keep if not (f.endswith(".bin") and os.path.dirname(f) in with_safetensors)]
 
 
+def how_to_get(repo_id: str) -> str:
+    """The ways to make ``repo_id`` loadable on a machine without the hub."""
+    from huggingface_hub import constants
+
+    return (f"download it once where the hub is reachable (huggingface-cli download {repo_id}) and copy the Hugging "
+            f"Face cache ({constants.HF_HUB_CACHE}) here, or give the model's local folder instead of its hub id")
+
+
+def hub_unreachable(timeout: float = 1.5) -> str | None:
+    """Why the Hugging Face hub (``HF_ENDPOINT``, through ``HTTPS_PROXY`` when set) cannot be reached within
+    ``timeout`` seconds, or None: one TCP connection, in a thread so that a hanging name lookup waits no longer
+    than a refused connection."""
+    import socket
+    import threading
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    proxy = next((os.environ[k] for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+                  if os.environ.get(k) and url.scheme == "https"), None)
+    target = urlparse(proxy if "://" in (proxy or "://") else f"http://{proxy}") if proxy else url
+    host = target.hostname or ""
+    port = target.port or (443 if target.scheme == "https" else 80)
+    answer: list = []
+
+    def connect():
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            answer.append(None)
+        except OSError as e:
+            answer.append(f"{type(e).__name__}: {e}")
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    reason = answer[0] if answer else f"no answer in {timeout:g} s"
+    return None if answer and answer[0] is None else f"{host}:{port}{' (the proxy)' if proxy else ''}: {reason}"
+
+
 def snapshot(repo_id: str, cache_dir: str | os.PathLike | None = None) -> Path:
     """A local folder with everything an encoder needs from ``repo_id``.
 
@@ -104,7 +145,11 @@ def snapshot(repo_id: str, cache_dir: str | os.PathLike | None = None) -> Path:
     where = "incomplete" if cached is not None else "not"
     if is_offline():
         raise NeedsNetwork(f"{repo_id} is {where} in the local Hugging Face cache and HF_HUB_OFFLINE is set: "
-                           "it needs network access to the Hugging Face hub once")
+                           f"{how_to_get(repo_id)}")
+    why = hub_unreachable()
+    if why is not None:  # fail now: huggingface_hub's own retries spend ~25 s before the same answer
+        raise NeedsNetwork(f"{repo_id} is {where} in the local Hugging Face cache and the hub cannot be reached "
+                           f"({why}): {how_to_get(repo_id)}")
     from huggingface_hub import HfApi, snapshot_download
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 

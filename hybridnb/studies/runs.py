@@ -36,7 +36,8 @@ from hybridnb.models.backbones import check_max_length  # noqa: F401  (runs.chec
 from hybridnb.paths import cache_root, reports_root
 
 __all__ = ["RUN_KEYS", "TRAIN_SOURCES", "RunData", "check_run", "prepare_data", "find_finished",
-           "train_model", "evaluate_run", "RunOutput", "RunTask", "RunTaskBase", "execute", "write_run", "TextRun", "run"]
+           "train_model", "evaluate_run", "RunOutput", "RunTask", "RunTaskBase", "execute", "named_files",
+           "remove_stale_temps", "write_run", "TextRun", "run"]
 
 TRAIN_SOURCES = ("mlqa-r", "xquad-r", "mmarco")  # or a path to a ParallelTable JSON
 MAX_OVERLAP_FRACTION = 0.01  # more evaluation text than this in the training data is an error, not noise
@@ -185,8 +186,20 @@ def run_dirs(cfg: RunConfig) -> tuple[Path, Path]:
     return reports_root() / "runs" / cfg.run_name, cache_root() / "runs" / cfg.run_name
 
 
+def named_files(results: dict[str, Any]) -> list[str]:
+    """The files of a run folder besides config.json and results.json that its results.json names, the ones
+    later notebooks read: an image-text run's ``per_query`` files, a text run's ``per_query_<dataset>.npz`` per
+    evaluated dataset."""
+    if isinstance(results.get("per_query"), dict):
+        return [str(f) for f in results["per_query"].values()]
+    return [f"per_query_{name}.npz" for name in results.get("datasets") or {}]
+
+
 def _finished_in(report_dir: Path, digest: str) -> dict[str, Any] | None:
-    """The results in ``report_dir`` when its config has hash ``digest`` and they may be reused, else None."""
+    """The results in ``report_dir`` when its config has hash ``digest``, they may be reused and every file they
+    name is there, else None. A folder of this config that lacks a named file (deleted or lost by hand: the
+    folder itself is written whole) is said to be incomplete, naming the files, and counts as unfinished, so
+    the command that meets it makes it again."""
     try:
         saved = json.loads((report_dir / "config.json").read_text(encoding="utf-8"))
         if saved.get("hash") != digest:
@@ -195,6 +208,12 @@ def _finished_in(report_dir: Path, digest: str) -> dict[str, Any] | None:
         if not paths.reusable(report_dir / "results.json"):
             return None
     except (OSError, json.JSONDecodeError):
+        return None
+    missing = [f for f in named_files(results) if not (report_dir / f).is_file()]
+    if missing:
+        if distributed.is_main():
+            print(f"[hybridnb] {paths.shown(report_dir)} is incomplete: it lacks {', '.join(missing)}, which its "
+                  "results.json names; the run is made again", flush=True)
         return None
     return results
 
@@ -336,6 +355,8 @@ def execute(task: RunTask, show_progress: bool = True, announce: bool = False) -
     lock = checkpoints.run_lock(weights_dir.parent / f".{cfg.run_name}.lock") if distributed.is_main() \
         else contextlib.nullcontext()
     with lock:  # a second process starting this run stops here with RunLocked
+        if distributed.is_main():  # the lock is ours: no live process writes this run's files
+            remove_stale_temps(cfg, weights_dir)
         started = time.time()
         with distributed.main_first():  # deterministic, and cached: rank 0 builds, the others read
             data = task.prepare()
@@ -352,6 +373,19 @@ def execute(task: RunTask, show_progress: bool = True, announce: bool = False) -
             if os.environ.get(KEEP_CHECKPOINTS_ENV, "").strip() not in ("1", "true", "yes"):
                 task.prune(trained)  # finished and reported: the resume checkpoint is no longer needed
     return distributed.broadcast_object(outcome)  # the other ranks wait here while rank 0 evaluates
+
+
+def remove_stale_temps(cfg, weights_dir: Path) -> list[Path]:
+    """Delete what a killed earlier attempt of this run left half-written: the temp files of a checkpoint or
+    encoder save in its weights folder (``.checkpoint.pt.<random>.tmp``, ``.best.<random>.partial``) and its
+    report folder's temp copies in ``reports/runs/`` (``.<run_name>.<random>.partial``). Called with the run's
+    lock held, so no live process is writing them; names them in one line."""
+    removed = reporting.remove_stale_temps(weights_dir, recursive=True) + \
+        reporting.remove_stale_temps(run_dirs(cfg)[0].parent, name=cfg.run_name)
+    if removed:
+        print(f"[hybridnb] run {cfg.run_name}: removed {len(removed)} temp file(s) of an interrupted attempt "
+              f"({', '.join(paths.shown(p) for p in removed[:3])}{', ...' if len(removed) > 3 else ''})", flush=True)
+    return removed
 
 
 #: set (to 1) to keep a finished run's resume checkpoint (by default it is deleted once the report is written)

@@ -113,8 +113,10 @@ def run_lock(path: Path):
         except BlockingIOError:
             f.seek(0)
             holder = f.read().strip() or "another process"
+            pid = holder.split()[1] if holder.startswith("pid ") else "<pid>"
             raise RunLocked(f"this run is already running ({holder}; lock {path}): wait for it to finish, "
-                            "then rerun to reuse its results") from None
+                            f"then rerun to reuse its results; or stop it (kill {pid} on its host) and rerun to "
+                            "resume from its last checkpoint") from None
         f.seek(0)
         f.truncate()
         f.write(f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}")

@@ -94,11 +94,14 @@ def world_size() -> int:
 
 
 def check_global_batch(batch_size: int) -> int:
-    """The global batch must split evenly over this process group's processes (each embeds its share)."""
-    world = world_size()
+    """The global batch must split evenly over the job's processes (each embeds its share). Checked before the
+    process group is up, from torchrun's ``WORLD_SIZE``, so a wrong batch fails in a second with the run's other
+    checks, not after every process has joined the group and loaded the model."""
+    world = world_size() if is_distributed() else max(1, _env_int("WORLD_SIZE", 1))
     if batch_size % world:
         raise ValueError(f"batch_size {batch_size} (the global batch) is not divisible by the {world} processes "
-                         "of the process group")
+                         f"of this torchrun job (WORLD_SIZE={world}): choose a multiple of {world}, e.g. "
+                         f"{max(world, batch_size // world * world)}")
     return batch_size
 
 

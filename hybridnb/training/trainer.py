@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from hybridnb import allocator, config, paths
 from hybridnb.training import checkpoints, distributed, embedding_grads, losses, sampling
 from hybridnb.data.train_data import ParallelTable, collate
-from hybridnb.models import precision
+from hybridnb.models import precision, weight_files
 
 __all__ = ["TrainConfig", "TrainResult", "check_settings", "check_config", "build_optimizer", "build_scheduler", "train",
            "validation_loss", "validation_scores", "TRAIN_DTYPES", "VALIDATION_SEED"]
@@ -244,7 +244,10 @@ def train(encoder, train_table: ParallelTable, val_table: ParallelTable, cfg: Tr
         checkpoints.check_free_disk(out_dir, 5 * weights, "the run's checkpoint and encoders")
     start, best = 0, {"step": -1, "val_loss": math.inf}
     torch.manual_seed(cfg.seed + distributed.rank())  # each rank its own dropout masks
-    if resume and ckpt_path.exists() and paths.reusable(ckpt_path):
+    damaged = resume and ckpt_path.exists() and weight_files.damaged(ckpt_path)
+    if damaged and main:  # cut by something outside the atomic save (a torn copy, a full disk on sync): a cache
+        print(f"[hybridnb] {ckpt_path} is damaged ({damaged}): training from step 0", flush=True)
+    if resume and ckpt_path.exists() and paths.reusable(ckpt_path) and not damaged:
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
         if state["config"] != _comparable(cfg):
             raise ValueError(f"{ckpt_path} was written with a different configuration; "
