@@ -24,12 +24,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny_models import WORDS, save_tiny_bert, synthetic_table  # noqa: E402
+from tiny_models import caption_table, save_tiny_bert, synthetic_table  # noqa: E402
 
 #: the text runs: a float32 plain run (its best step before the last: best/ is not final/), and a GradCache run
 #: under bf16 autocast (the cpu profile's precision)
@@ -68,17 +67,6 @@ def digest(state: dict[str, torch.Tensor]) -> str:
 
 def log_records(history: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in TIMING} for r in history]
-
-
-def caption_table(n=24, languages=("en", "de", "fr"), size=16, seed=0):
-    """Item i: a random 4 x 4 colour pattern; its caption in language j is two vocabulary words."""
-    from hybridnb.image_text.caption_table import ImageTextTable
-
-    blocks = np.random.default_rng(seed).integers(0, 256, (n, 4, 4, 3), dtype=np.uint8)
-    images = blocks.repeat(size // 4, axis=1).repeat(size // 4, axis=2)
-    word = lambda k: WORDS[k % len(WORDS)]  # noqa: E731
-    captions = {g: [f"{word(i + 3 * j)} {word(7 * i + j)}" for i in range(n)] for j, g in enumerate(languages)}
-    return ImageTextTable([f"e{seed}-{i}" for i in range(n)], list(languages), captions, images=images, name="toy")
 
 
 def text_run(name: str, bert: Path, table, out: Path) -> dict:

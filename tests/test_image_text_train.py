@@ -453,3 +453,80 @@ def test_the_saved_weights_are_what_training_changed_and_reload_to_the_same_resu
     assert fast.dtype == np.float32 and np.abs(fast - exact).max() < 0.05
     bf16, _ = mm.evaluate(model, mm.prepare_data(cfg)["test"], cfg.replace(train_dtype="bfloat16"))
     assert 0 <= bf16.summary()["t2i_r@10"] <= 1
+
+
+# ---- checkpoints and exact resume (the training loop the text runs use) ------------------------------------
+
+RESUME_RUNNER = """
+import sys, time, torch
+torch.set_num_threads(1)
+sys.path.insert(0, sys.argv[1])
+from tiny_models import caption_table
+from hybridnb.image_text import trainer as itt
+from hybridnb.models.encoders import Encoder
+bert, out, delay = sys.argv[2], sys.argv[3], float(sys.argv[4])
+if delay:  # slow each step down so the test can kill the process mid-run
+    loss = itt.batch_loss
+    itt.batch_loss = lambda *a, **k: (time.sleep(delay), loss(*a, **k))[1]
+# "validation": the image projection's norm, which Adam grows from its small initial values: the best step is the
+# first validation (2), before every checkpoint the run can resume from, so the best weights come from the checkpoint
+itt.validation_loss = lambda model, *a: float(model.image_proj.weight.detach().norm())
+cfg = itt.ImageTextConfig(strategy="hybrid", steps=12, batch_size=6, lr=2e-3, image_lr=3e-2, warmup_ratio=0.0,
+                          image_size=16, dim=16, max_length=8, image_tower_args={"width": 8, "depth": 2},
+                          val_every=2, val_batches=2, save_every=3, temperature=0.1, seed=3)
+model = itt.build_model(cfg, Encoder.from_pretrained(bert, max_length=cfg.max_length))
+result = itt.train_image_text(model, caption_table(), caption_table(12, seed=1), cfg, out, show_progress=False)
+torch.save({"weights": itt.trained_state(model), "best_step": result.best_step}, f"{out}/trained.pt")
+"""
+
+
+def _run_image_text(bert, out: Path, delay: float = 0.0):
+    import subprocess
+
+    return subprocess.Popen([sys.executable, "-c", RESUME_RUNNER, str(Path(__file__).parent), bert, str(out),
+                             str(delay)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def test_killed_image_text_run_resumes_to_the_same_weights_and_log(bert, tmp_path):
+    """kill -9 after a checkpoint, run again: the same trained (best) weights, best step and log as a run never
+    killed; the best weights found before the kill come back from the checkpoint."""
+    import os
+    import signal
+    import time
+
+    reference = _run_image_text(bert, tmp_path / "ref")  # side by side
+    killed = _run_image_text(bert, tmp_path / "killed", delay=0.25)
+    log = tmp_path / "killed" / itt.LOG
+    deadline = time.time() + 300
+    while time.time() < deadline:  # kill once step 5 is logged (a checkpoint exists at step 3)
+        if log.exists() and sum(1 for _ in log.open()) >= 5:
+            break
+        assert killed.poll() is None, killed.stderr.read()
+        time.sleep(0.02)
+    os.kill(killed.pid, signal.SIGKILL)
+    assert killed.wait(timeout=60) == -signal.SIGKILL
+    assert reference.wait(timeout=300) == 0, reference.stderr.read()
+    state = torch.load(tmp_path / "killed" / itt.CHECKPOINT, weights_only=False)
+    assert 3 <= state["step"] < 12 and not (tmp_path / "killed" / "trained.pt").exists()
+
+    resumed = _run_image_text(bert, tmp_path / "killed")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    ref, res = (torch.load(tmp_path / d / "trained.pt") for d in ("ref", "killed"))
+    assert ref["best_step"] == res["best_step"] == 2  # the best weights are not the last ones
+    assert ref["weights"].keys() == res["weights"].keys()
+    for k in ref["weights"]:
+        assert torch.equal(ref["weights"][k], res["weights"][k]), k
+    strip = lambda p: [{k: v for k, v in json.loads(line).items() if k not in ("pairs_per_s", "step_s")}  # noqa: E731
+                       for line in p.read_text().splitlines()]
+    assert strip(tmp_path / "ref" / itt.LOG) == strip(log)
+    assert [r["step"] for r in strip(log)] == list(range(12))
+
+
+def test_a_checkpoint_of_another_config_is_refused(bert, tmp_path):
+    train, val = synthetic(), synthetic(12, seed=1)
+    cfg = cfg_for(steps=2, val_every=2, save_every=2)
+    itt.train_image_text(model_for(cfg, bert), train, val, cfg, tmp_path / "run", show_progress=False)
+    assert (tmp_path / "run" / itt.CHECKPOINT).is_file()
+    other = cfg_for(steps=2, val_every=2, save_every=2, lr=1e-3)
+    with pytest.raises(ValueError, match="different configuration"):
+        itt.train_image_text(model_for(other, bert), train, val, other, tmp_path / "run", show_progress=False)
