@@ -467,8 +467,8 @@ from hybridnb.image_text import trainer as itt
 from hybridnb.models.encoders import Encoder
 bert, out, delay = sys.argv[2], sys.argv[3], float(sys.argv[4])
 if delay:  # slow each step down so the test can kill the process mid-run
-    loss = itt.batch_loss
-    itt.batch_loss = lambda *a, **k: (time.sleep(delay), loss(*a, **k))[1]
+    embed = itt.batch_embeddings
+    itt.batch_embeddings = lambda *a, **k: (time.sleep(delay), embed(*a, **k))[1]
 # "validation": the image projection's norm, which Adam grows from its small initial values: the best step is the
 # first validation (2), before every checkpoint the run can resume from, so the best weights come from the checkpoint
 itt.validation_loss = lambda model, *a: float(model.image_proj.weight.detach().norm())

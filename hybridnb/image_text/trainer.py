@@ -265,6 +265,7 @@ class ImageTextTask:
         self.train_table, self.val_table, self.val_batches, self.cfg = train_table, val_table, val_batches, cfg
         self.config = config_dict(cfg)
         self.dtype = training.trainer.autocast_dtype(cfg.train_dtype, model.device)
+        self.loss_fn = functools.partial(image_text_loss, temperature=cfg.temperature, text_weight=cfg.text_weight)
         self.best_state = None
 
     def steps(self):
@@ -274,14 +275,12 @@ class ImageTextTask:
         return embedding_grads.row_grads(text_model, enabled=not distributed.is_distributed())
 
     def step(self, drawn) -> tuple[float, dict]:
-        model, cfg, world = self.module, self.cfg, distributed.world_size()
+        model, world = self.module, distributed.world_size()
         batch = collate_image_text(self.train_table, drawn.pairs, tower=model.image_tower)
         with torch.autocast(model.device.type, dtype=self.dtype or torch.bfloat16, enabled=self.dtype is not None):
-            if world == 1:
-                loss = batch_loss(model, batch, cfg.temperature, cfg.text_weight)
-            else:  # the global batch's loss, times W: the all-reduce below averages the ranks' gradients
-                loss_fn = functools.partial(image_text_loss, temperature=cfg.temperature, text_weight=cfg.text_weight)
-                loss = distributed.GlobalLoss(loss_fn, float(world))(*batch_embeddings(model, batch))
+            # batch_loss over the global batch (every rank's embeddings), times W: the all-reduce below averages
+            # the ranks' gradients (in one process: this batch's loss, times 1)
+            loss = distributed.GlobalLoss(self.loss_fn, float(world))(*batch_embeddings(model, batch))
         loss.backward()
         distributed.all_reduce_grads(self.params)  # nothing in one process
         return loss.item() / world, {"text_term": batch.parallel_captions is not None}
