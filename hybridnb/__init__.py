@@ -20,7 +20,8 @@ Where a run's data flows (``python -m hybridnb train --profile cpu``, notebook 0
 5. **trainer** -> :func:`hybridnb.training.train` encodes each batch with the shared-weight
    :class:`hybridnb.models.Encoder`, takes InfoNCE with in-batch and hard negatives
    (:func:`hybridnb.training.info_nce`), validates on the held-out items, keeps the best checkpoint
-   and can resume exactly from the last one.
+   and can resume exactly from the last one (the loop :func:`hybridnb.training.train_loop`, which the
+   image-text runs share).
 6. **evaluator** -> :func:`hybridnb.evaluation.runner.evaluate_encoder` encodes every question and
    candidate of each evaluation task once and :func:`hybridnb.evaluation.evaluate` computes mono, cross
    and multilingual mAP, R@k and rank distance per question, with bootstrap CIs (``evaluation.stats``).

@@ -121,6 +121,7 @@ PARAMETERS: dict[str, str] = {
     "mm_train_dtype": "image-text training precision: float32, bfloat16 autocast, or auto (bf16 where the CPU or GPU "
                       "has it natively, else float32; resolved before the config hash)",
     "mm_val_every": "steps between image-text validations",
+    "mm_save_every": "steps between image-text checkpoints (exact resume after a kill; not in the config hash)",
     "mm_val_batches": "fixed validation batches, image-text",
     # ---- MIRACL dev (notebook 09, python -m hybridnb miracl)
     "miracl_languages": "MIRACL languages evaluated (null = the paper's 15 of Tables 12-13)",
@@ -455,6 +456,7 @@ class ImageTextRunConfig(RunConfigBase):
     val_batches: int = setting(1)
     n_resamples: int = setting(1)
     seed: int = setting(0)
+    save_every: int = setting(1, hashed=False)  # checkpoints change no result (and came after the first runs)
     image_root: Optional[str] = field(metadata={"hashed": False})  # the user's photos: not hashed
     encode_batch_size: int = setting(1, hashed=False)
     weights: dict[str, float] = derived()

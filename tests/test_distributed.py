@@ -1,7 +1,8 @@
 """hybridnb.training.distributed under torchrun (2 CPU processes, gloo) against one process with the global batch.
 
 One torchrun job (WORKER) computes a step, sampler batches and two short trainings on 2 ranks and saves
-them; the test process computes the same in one process and compares. Three more jobs (RUNNER) train,
+them; the test process computes the same in one process and compares. Another (IMAGE_TEXT_WORKER) trains an
+image-text model through the same loop on 2 ranks, compared the same way. Three more jobs (RUNNER) train,
 get killed and resume. Kill: SIGKILL to the torchrun agent and to each worker by its pid (torchrun starts
 its workers in their own sessions, so the agent's process group does not reach them).
 """
@@ -24,7 +25,7 @@ from hybridnb.training import distributed, gradcache, losses
 from hybridnb import training
 from hybridnb.models.encoders import Encoder
 from hybridnb.data.train_data import ParallelTable, split_validation
-from tiny_models import save_tiny_bert, synthetic_table
+from tiny_models import caption_table, save_tiny_bert, synthetic_table
 
 WORLD = 2
 STRATEGY = {"mono": 0.4, "cross": 0.3, "mixed": 0.2, "en": 0.1}  # every batch kind
@@ -99,6 +100,32 @@ distributed.cleanup()
 """
 
 
+#: AdamW divides by the gradients' size: where a gradient is near zero, two summation orders' rounding gives steps
+#: of up to lr apart. So the learning rates of the text test (1e-3), and width 16, GroupNorm(8, .) over 2 channels
+#: per group (over 1 channel the norm cancels the stem's conv bias: its gradient is rounding noise only)
+IMAGE_TEXT_CFG = dict(strategy={"mono": 0.5, "cross": 0.5}, steps=4, batch_size=8, lr=1e-3, image_lr=1e-3,
+                      warmup_ratio=0.0, image_size=16, dim=16, max_length=8, image_tower_args={"width": 16, "depth": 2},
+                      val_every=2, val_batches=2, save_every=2, temperature=0.1, seed=0)
+
+IMAGE_TEXT_WORKER = """
+import json, os, sys, torch
+torch.set_num_threads(1)
+sys.path.insert(0, sys.argv[1])
+from tiny_models import caption_table
+from hybridnb.training import distributed
+from hybridnb.image_text import trainer as itt
+from hybridnb.models.encoders import Encoder
+bert, out, cfg = sys.argv[2], sys.argv[3], itt.ImageTextConfig(**json.loads(sys.argv[4]))
+distributed.init()
+model = itt.build_model(cfg, Encoder.from_pretrained(bert, max_length=cfg.max_length))
+result = itt.train_image_text(model, caption_table(), caption_table(12, seed=1), cfg, os.path.join(out, "run"),
+                              show_progress=False)
+torch.save({"weights": itt.trained_state(model), "best_step": result.best_step},
+           os.path.join(out, f"rank{distributed.rank()}.pt"))
+distributed.cleanup()
+"""
+
+
 def torchrun(script: Path, args: list, log: Path) -> subprocess.Popen:
     """`torchrun --standalone --nproc_per_node 2 script args` (standalone: a free local port)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -134,6 +161,17 @@ def two_ranks(tiny, tmp_path_factory):
     log = out / "torchrun.log"
     finish(torchrun(out / "worker.py", [tiny["model_nodrop"], tiny["table_path"], out, json.dumps(STEP_CFG),
                                         json.dumps(TRAIN_CFG), json.dumps(STRATEGY), SAMPLER_STEPS], log), log)
+    return out
+
+
+@pytest.fixture(scope="module")
+def image_text_two_ranks(tiny, tmp_path_factory):
+    """The outputs of IMAGE_TEXT_WORKER on 2 ranks."""
+    out = tmp_path_factory.mktemp("image_text_two_ranks")
+    (out / "worker.py").write_text(IMAGE_TEXT_WORKER)
+    log = out / "torchrun.log"
+    finish(torchrun(out / "worker.py", [Path(__file__).parent, tiny["model_nodrop"], out,
+                                        json.dumps(IMAGE_TEXT_CFG)], log), log)
     return out
 
 
@@ -245,6 +283,34 @@ def test_two_rank_training_matches_one_process(tiny, two_ranks, tmp_path, gc, on
             torch.testing.assert_close(v, expected[k], rtol=1e-4, atol=1e-5, msg=f"{folder} {k}")
     state = torch.load(out / training.trainer.CHECKPOINT, weights_only=False)
     assert state["step"] == 3 and len(state["rng"]) == WORLD  # every rank's RNG state
+
+
+def test_two_rank_image_text_training_matches_one_process(tiny, image_text_two_ranks, tmp_path, one_thread):
+    """The image-text loss spans the global batch (every rank's captions and images) and the gradients are
+    averaged over the ranks: 2 ranks x B/2 train like 1 process x B, and the ranks stay identical."""
+    from hybridnb.image_text import trainer as itt
+
+    cfg = itt.ImageTextConfig(**IMAGE_TEXT_CFG)
+    model = itt.build_model(cfg, Encoder.from_pretrained(tiny["model_nodrop"], max_length=cfg.max_length))
+    ref = itt.train_image_text(model, caption_table(), caption_table(12, seed=1), cfg, tmp_path / "run",
+                               show_progress=False)
+    assert {r["kind"] for r in ref.history} == {"mono", "cross"}  # with and without the caption-caption term
+    out = image_text_two_ranks
+    log = [json.loads(line) for line in (out / "run" / itt.LOG).read_text().splitlines()]
+    assert [r["step"] for r in log] == [0, 1, 2, 3]
+    for mine, theirs in zip(log, ref.history):
+        assert (mine["kind"], mine["language"], mine["text_term"]) == \
+            (theirs["kind"], theirs["language"], theirs["text_term"])
+        for key in ("loss", "grad_norm", "val_loss"):
+            assert mine.get(key, 0) == pytest.approx(theirs.get(key, 0), rel=1e-4), key
+    ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    expected = itt.trained_state(model)
+    assert ranks[0]["weights"].keys() == expected.keys() and ranks[0]["best_step"] == ref.best_step
+    for k, v in expected.items():
+        torch.testing.assert_close(ranks[0]["weights"][k], v, rtol=1e-4, atol=1e-5, msg=lambda m: f"{k}: {m}")
+        assert torch.equal(ranks[0]["weights"][k], ranks[1]["weights"][k]), k  # the ranks never drift apart
+    state = torch.load(out / "run" / itt.CHECKPOINT, weights_only=False)
+    assert state["step"] == 4 and len(state["rng"]) == WORLD  # every rank's RNG state
 
 
 def _kill_job(job: subprocess.Popen, pid_dir: Path) -> None:

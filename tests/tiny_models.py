@@ -58,6 +58,20 @@ def synthetic_table(n_items: int = 40, languages=("en", "de", "fr"), seed: int =
     return ParallelTable(ids, list(languages), queries, positives, negatives)
 
 
+def caption_table(n=24, languages=("en", "de", "fr"), size=16, seed=0):
+    """An image-text table: item i a random 4 x 4 colour pattern (size x size pixels), its caption in language j
+    two vocabulary words."""
+    import numpy as np
+
+    from hybridnb.image_text.caption_table import ImageTextTable
+
+    blocks = np.random.default_rng(seed).integers(0, 256, (n, 4, 4, 3), dtype=np.uint8)
+    images = blocks.repeat(size // 4, axis=1).repeat(size // 4, axis=2)
+    word = lambda k: WORDS[k % len(WORDS)]  # noqa: E731
+    captions = {g: [f"{word(i + 3 * j)} {word(7 * i + j)}" for i in range(n)] for j, g in enumerate(languages)}
+    return ImageTextTable([f"e{seed}-{i}" for i in range(n)], list(languages), captions, images=images, name="toy")
+
+
 def constant_result(value: float, languages=("en", "de"), n_groups: int = 20, jitter=None):
     """An EvalResult whose every per-query metric equals ``value`` (plus an optional per-group jitter, one
     value per question group): a system whose macro averages are known by hand. Rank distance is 100x."""

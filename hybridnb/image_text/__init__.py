@@ -7,7 +7,7 @@ Modules:
     towers           Image towers for :class:`hybridnb.image_text.model.ImageTextModel`, each a `torch.nn.Module` with ``out_dim``.
     model            Multilingual image-text retrieval: a text-image dual encoder trained with hybrid batches.
     metrics          Metrics for multilingual image-text retrieval, computed by `hybridnb.evaluation.metrics.evaluate`.
-    trainer          Training loop for the image-text dual encoder (:class:`hybridnb.image_text.model.ImageTextModel`) with hybrid batches.
+    trainer          The image-text parts of the training loop for the image-text dual encoder
     runs             One image-text run end to end (notebook 07) and the zero-shot baseline; the comparison is in
     compare          The image-text strategy comparison of notebook 07: collect the runs, the table, paired tests, verdicts,
 """
@@ -28,7 +28,8 @@ from hybridnb.image_text.towers import (  # noqa: F401
     build_image_tower,
 )
 from hybridnb.image_text.model import (  # noqa: F401
-    ImageTextModel, symmetric_info_nce, image_text_loss, ImageTextBatch, collate_image_text, batch_loss,
+    ImageTextModel, symmetric_info_nce, image_text_loss, ImageTextBatch, collate_image_text, batch_embeddings,
+    batch_loss,
 )
 from hybridnb.image_text.metrics import (  # noqa: F401
     IMAGE, RECALL_KS, METRICS, ImageTextResult, image_text_metrics, evaluate_table, confidence_intervals,
@@ -54,7 +55,8 @@ __all__ = [
     'emoji_family', 'emoji_id', 'emoji_chars', 'candidate_emojis', 'build_openmoji_cldr', 'split_table',
     'load_openmoji_cldr', 'cache_dir', 'IMAGE_TOWERS', 'PixelTower', 'SmallCNN', 'TinyViT',
     'PrecomputedFeatures', 'CLIPVision', 'OpenCLIPVision', 'build_image_tower', 'ImageTextModel',
-    'symmetric_info_nce', 'image_text_loss', 'ImageTextBatch', 'collate_image_text', 'batch_loss',
+    'symmetric_info_nce', 'image_text_loss', 'ImageTextBatch', 'collate_image_text', 'batch_embeddings',
+    'batch_loss',
     'IMAGE', 'RECALL_KS', 'METRICS', 'ImageTextResult', 'image_text_metrics', 'evaluate_table',
     'confidence_intervals', 'ImageTextConfig', 'ImageTextTrainResult', 'check_settings', 'check',
     'build_model', 'build_image_optimizer', 'validation_loss', 'train_image_text', 'DATASETS',

@@ -52,7 +52,7 @@ from hybridnb.training.losses import DEFAULT_TEMPERATURE, info_nce
 
 __all__ = ["IMAGE_TOWERS", "PixelTower", "SmallCNN", "TinyViT", "PrecomputedFeatures", "FrozenFeatures", "CLIPVision",
            "OpenCLIPVision", "build_image_tower", "ImageTextModel", "symmetric_info_nce", "image_text_loss",
-           "ImageTextBatch", "collate_image_text", "batch_loss"]
+           "ImageTextBatch", "collate_image_text", "batch_embeddings", "batch_loss"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -188,11 +188,18 @@ def collate_image_text(table: ImageTextTable, pairs: np.ndarray, tower: nn.Modul
     return ImageTextBatch(pairs[:, 0].copy(), captions, langs, parallel, parallel_langs, images)
 
 
-def batch_loss(model: ImageTextModel, batch: ImageTextBatch, temperature: float | Tensor = DEFAULT_TEMPERATURE,
-               text_weight: float = 1.0) -> Tensor:
-    """The loss of one batch (images loaded: ``collate_image_text(..., tower=model.image_tower)``)."""
+def batch_embeddings(model: ImageTextModel, batch: ImageTextBatch) -> tuple[Tensor, Tensor, Tensor | None]:
+    """(captions, images, parallel captions or None) of one batch, each (B, dim), embedded in this order:
+    captions, parallel captions, images (the order dropout draws its masks in)."""
     if batch.images is None:
         raise ValueError("the batch has no images: collate it with tower=model.image_tower")
     captions = model.encode_text(batch.captions)
     parallel = None if batch.parallel_captions is None else model.encode_text(batch.parallel_captions)
-    return image_text_loss(captions, model.encode_images(batch.images), parallel, temperature, text_weight)
+    return captions, model.encode_images(batch.images), parallel
+
+
+def batch_loss(model: ImageTextModel, batch: ImageTextBatch, temperature: float | Tensor = DEFAULT_TEMPERATURE,
+               text_weight: float = 1.0) -> Tensor:
+    """The loss of one batch (images loaded: ``collate_image_text(..., tower=model.image_tower)``)."""
+    captions, images, parallel = batch_embeddings(model, batch)
+    return image_text_loss(captions, images, parallel, temperature, text_weight)

@@ -12,7 +12,8 @@ arrays ``per_query_{t2i,i2t,captions}.npz`` (for paired tests between runs), ``t
 10 best images), ``train_log.jsonl``, ``loss_curve.png`` and ``results.md``. Weights go to
 ``cache/runs/<run_name>/<hash>/model.pt``: the trained weights only (:func:`hybridnb.image_text.trainer.trained_state`;
 load them into ``trainer.build_model(train_config(cfg))`` with ``load_state_dict(..., strict=False)``: the frozen
-weights are the base model's).
+weights are the base model's). Until the report is written, the resume checkpoint (``mm_save_every``) lies beside
+them: a killed run resumes from it and ends with the weights of an uninterrupted run.
 
 Zero-shot baseline (:func:`run_zero_shot`): an untrained image tower makes text->image retrieval meaningless,
 so the starting point reported is the untrained text tower's (E5's own embeddings) cross-lingual
@@ -84,7 +85,7 @@ def check_run(params: dict[str, Any], strategy=None, zero_shot: bool = False):
     first (the config's fields, messages naming the ``mm_`` key), then what depends on other keys (the
     languages, the strategy's mixture against them, the batch against the items)."""
     kind = config.ImageTextZeroShotConfig if zero_shot else config.ImageTextRunConfig
-    speed_only = ("encode_batch_size",) + (("frozen_text_layers",) if zero_shot else ())  # not in the hash
+    speed_only = ("encode_batch_size",) + (("frozen_text_layers",) if zero_shot else ("save_every",))  # not hashed
     keys = [k for k in kind.parameter_keys() if k not in ("strategy", "image_root", *speed_only)]
     missing = [_name(k) for k in keys if _name(k) not in params]
     if missing:
@@ -92,6 +93,8 @@ def check_run(params: dict[str, Any], strategy=None, zero_shot: bool = False):
     values = {k: params[_name(k)] for k in keys}
     values["image_root"] = params.get("mm_image_root")
     values["encode_batch_size"] = params.get("encode_batch_size", 64)
+    if not zero_shot:
+        values["save_every"] = params.get("mm_save_every", itt.ImageTextConfig.save_every)
     if zero_shot:  # the runs' cached frozen layers, if any: the zero-shot tower runs from them
         values["frozen_text_layers"] = params.get("mm_frozen_text_layers", 0)
     if not zero_shot:
@@ -189,7 +192,7 @@ def seen_unseen(train: list[str] | None, languages: list[str]) -> tuple[list[str
 def train_config(cfg: config.ImageTextRunConfig) -> itt.ImageTextConfig:
     keys = [k for k in RUN_KEYS if k in itt.ImageTextConfig.__dataclass_fields__]
     return itt.ImageTextConfig(**{**{k: getattr(cfg, k) for k in keys}, "alpha": 0.5 if cfg.alpha is None else cfg.alpha,
-                                  "languages": cfg.train_languages,
+                                  "languages": cfg.train_languages, "save_every": cfg.save_every,
                                   "image_tower_args": dict(cfg.image_tower_args or {})})
 
 
@@ -283,8 +286,8 @@ def _single_process(what: str) -> None:
 @dataclass
 class ImageTextRun(runs.RunTaskBase):
     """An image-text run for :func:`hybridnb.studies.runs.execute`: caption tables, the two-tower trainer,
-    the image-text evaluator. Nothing to prune: this trainer writes no resume checkpoint, only the evaluated
-    weights (model.pt)."""
+    the image-text evaluator. A killed run resumes from its checkpoint; once the report is written only the
+    evaluated weights (model.pt) stay."""
 
     cfg: config.ImageTextRunConfig
     features_s: float = 0.0  # reading (or computing once) a frozen tower's cached features
@@ -312,6 +315,10 @@ class ImageTextRun(runs.RunTaskBase):
                 model.image_tower.prepare(table)
         self.features_s = time.time() - t0
         return tcfg, model
+
+    def prune(self, trained) -> None:
+        """Delete the resume checkpoint (trained and best weights, AdamW's state); model.pt stays."""
+        (run_dirs(self.cfg)[1] / itt.CHECKPOINT).unlink(missing_ok=True)
 
     def train(self, data, show_progress: bool):
         tcfg, model = self.build_model(data, show_progress)

@@ -1,7 +1,10 @@
-"""Training loop for the image-text dual encoder (:class:`hybridnb.image_text.model.ImageTextModel`) with hybrid batches.
+"""The image-text parts of the training loop for the image-text dual encoder
+(:class:`hybridnb.image_text.model.ImageTextModel`) with hybrid batches.
 
-One step: :class:`hybridnb.training.sampling.HybridBatchSampler` (over ``table.available()``, unchanged) draws the batch
-kind and the ``(item, query language, passage language)`` triples; :func:`hybridnb.image_text.model.collate_image_text`
+The steps, validation, checkpoints, exact resume and torchrun are the loop the text runs use
+(:func:`hybridnb.training.loop.train_loop`); this module brings the image-text parts (:class:`ImageTextTask`).
+One step: :class:`hybridnb.training.sampling.HybridBatchSampler` (over ``table.available()``, unchanged) draws the
+batch kind and the ``(item, query language, passage language)`` triples; :func:`hybridnb.image_text.model.collate_image_text`
 turns them into captions, images and, for cross batches, parallel captions; :func:`hybridnb.image_text.model.batch_loss`
 (symmetric image-text InfoNCE + ``text_weight`` x caption-caption InfoNCE on cross batches) is back-propagated;
 gradients are clipped; AdamW (:func:`hybridnb.training.trainer.build_optimizer`: no decay on biases / norms) steps with
@@ -12,9 +15,10 @@ Validation: ``val_batches`` fixed batches drawn once from the validation table w
 (:func:`hybridnb.training.trainer.fixed_validation_batches`: the same kinds and items at every validation), every
 ``val_every`` steps and at the end; the weights with the lowest validation loss are restored at the end.
 
-Deterministic for a seed on CPU (sampler, dropout and, via :func:`build_model`, the initial weights). Unlike
-:func:`hybridnb.training.trainer.train` this loop writes no checkpoints: exact kill/resume is not supported (a killed
-run starts over; the runs it serves are short).
+Deterministic for a seed on CPU (sampler, dropout and, via :func:`build_model`, the initial weights). With an
+output folder a checkpoint every ``save_every`` steps holds the trained weights, the best ones so far, the
+optimizer, scheduler, sampler and RNG states: a killed run resumes from it and ends with the same weights and
+log as an uninterrupted run.
 
     cfg = ImageTextConfig(strategy="hybrid", steps=200)
     model = build_model(cfg)
@@ -23,7 +27,7 @@ run starts over; the runs it serves are short).
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import json
 import math
 import os
@@ -32,19 +36,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from hybridnb import allocator, training
-from hybridnb.training import embedding_grads, losses, sampling
-from hybridnb.image_text.model import ImageTextModel, batch_loss, collate_image_text
+from hybridnb.training import checkpoints, distributed, embedding_grads, loop, losses, sampling
+from hybridnb.image_text.model import (ImageTextModel, batch_embeddings, batch_loss, collate_image_text,
+                                      image_text_loss)
 from hybridnb.image_text.caption_table import ImageTextTable
 from hybridnb.image_text.text_features import FrozenTextLayers
 from hybridnb.image_text.towers import FROZEN_TOWERS, IMAGE_TOWERS, build_image_tower
 
 __all__ = ["ImageTextConfig", "ImageTextTrainResult", "check_settings", "check", "build_model",
-           "build_image_optimizer", "validation_loss", "prepare_inputs", "trained_state", "train_image_text"]
+           "build_image_optimizer", "validation_loss", "prepare_inputs", "trained_state", "ImageTextTask",
+           "train_image_text"]
 
-LOG = "train_log.jsonl"
+LOG, CHECKPOINT = loop.LOG, loop.CHECKPOINT  # in the output folder
 PIXEL_TOWERS = ("cnn", "vit")  # trained from scratch at ``image_size``
 SIZED_TOWERS = PIXEL_TOWERS + FROZEN_TOWERS  # the towers that read ``image_size``
 
@@ -80,6 +85,7 @@ class ImageTextConfig:
     seed: int = 0
     val_every: int = 50
     val_batches: int = 4
+    save_every: int = 50                # checkpoint every N steps (and at the end), with an output folder
     train_dtype: str = "float32"        # float32 | bfloat16 (autocast) | auto (bf16 on CUDA)
 
 
@@ -100,7 +106,8 @@ def _positive_int(name: str, value) -> None:
 
 def check_settings(cfg: ImageTextConfig) -> ImageTextConfig:
     """Validate the settings that do not depend on the data (ValueError naming the problem)."""
-    for name in ("steps", "batch_size", "val_every", "val_batches", "dim", "max_length", "length_groups"):
+    for name in ("steps", "batch_size", "val_every", "val_batches", "save_every", "dim", "max_length",
+                 "length_groups"):
         _positive_int(name, getattr(cfg, name))
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {cfg.seed!r}")
@@ -113,6 +120,7 @@ def check_settings(cfg: ImageTextConfig) -> ImageTextConfig:
     if min(cfg.lr, cfg.image_lr, cfg.temperature, cfg.max_grad_norm) == 0:
         raise ValueError("lr, image_lr, temperature and max_grad_norm must be > 0")
     sampling.parse_strategy(cfg.strategy, cfg.alpha)  # unknown strategy / kind, alpha outside [0, 1]
+    distributed.check_global_batch(cfg.batch_size)  # under torchrun: each rank embeds its share
     if cfg.train_dtype not in training.trainer.TRAIN_DTYPES:
         raise ValueError(f"unknown train_dtype {cfg.train_dtype!r}; choose one of {list(training.trainer.TRAIN_DTYPES)}")
     if cfg.image_tower not in IMAGE_TOWERS:
@@ -156,7 +164,8 @@ def check(cfg: ImageTextConfig, table: ImageTextTable | None = None) -> sampling
     if cfg.batch_size > len(table):
         raise ValueError(f"batch_size {cfg.batch_size} exceeds the {len(table)} items of the training table")
     return sampling.HybridBatchSampler(table.available(), table.languages, cfg.batch_size, cfg.strategy, cfg.alpha,
-                                       cfg.language_sampling, seed=cfg.seed, item_ids=table.ids)
+                                       cfg.language_sampling, seed=cfg.seed, item_ids=table.ids,
+                                       world_size=distributed.world_size(), rank=distributed.rank())
 
 
 def build_model(cfg: ImageTextConfig, text_encoder=None) -> ImageTextModel:
@@ -211,11 +220,12 @@ def validation_loss(model: ImageTextModel, table: ImageTextTable, batches, cfg: 
     return total / len(batches)
 
 
-def trained_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def trained_state(model: torch.nn.Module, copy: bool = True) -> dict[str, torch.Tensor]:
     """A copy of what training changes: the trainable parameters and the buffers. The frozen weights are left
-    out (copying E5's frozen 96M-parameter word embedding at every new best validation loss cost ~0.3 s each)."""
+    out (copying E5's frozen 96M-parameter word embedding at every new best validation loss cost ~0.3 s each).
+    ``copy=False``: the tensors themselves (for a checkpoint written at once)."""
     frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
-    return {k: v.detach().clone() for k, v in model.state_dict().items() if k not in frozen}
+    return {k: v.detach().clone() if copy else v for k, v in model.state_dict().items() if k not in frozen}
 
 
 def prepare_inputs(model: ImageTextModel, train_table: ImageTextTable, val_table: ImageTextTable,
@@ -239,71 +249,88 @@ def prepare_inputs(model: ImageTextModel, train_table: ImageTextTable, val_table
     return train_table, val_table, image_features_s, time.perf_counter() - t0
 
 
+class ImageTextTask:
+    """The image-text modality of :func:`hybridnb.training.loop.train_loop`: the image-caption (+ caption-caption)
+    InfoNCE step, validation on the fixed batches, the best weights kept in memory (and in the checkpoint).
+
+    Distributed, each rank embeds its shard of the global batch and the loss spans the global batch (the
+    embeddings of every rank gathered, as for text): the gradients are all-reduced from ``.grad`` after the
+    backward, which gives the one-process gradients of the global batch."""
+
+    lr_names = {"lr": 0, "image_lr": -1}  # the text tower's, the image tower's and projections'
+
+    def __init__(self, model: ImageTextModel, train_table: ImageTextTable, val_table: ImageTextTable, val_batches,
+                 cfg: ImageTextConfig, params: list[torch.nn.Parameter]):
+        self.module, self.params = model, params
+        self.train_table, self.val_table, self.val_batches, self.cfg = train_table, val_table, val_batches, cfg
+        self.config = config_dict(cfg)
+        self.dtype = training.trainer.autocast_dtype(cfg.train_dtype, model.device)
+        self.loss_fn = functools.partial(image_text_loss, temperature=cfg.temperature, text_weight=cfg.text_weight)
+        self.best_state = None
+
+    def steps(self):
+        text_model = getattr(self.module.text_encoder, "model", self.module.text_encoder)
+        # the text embedding's gradient row-wise (bit-identical, no 384 MB fill per step); not distributed: the
+        # all-reduce fills every row of .grad, which the row-wise buffer would not zero before the next step
+        return embedding_grads.row_grads(text_model, enabled=not distributed.is_distributed())
+
+    def step(self, drawn) -> tuple[float, dict]:
+        model, world = self.module, distributed.world_size()
+        batch = collate_image_text(self.train_table, drawn.pairs, tower=model.image_tower)
+        with torch.autocast(model.device.type, dtype=self.dtype or torch.bfloat16, enabled=self.dtype is not None):
+            # batch_loss over the global batch (every rank's embeddings), times W: the all-reduce below averages
+            # the ranks' gradients (in one process: this batch's loss, times 1)
+            loss = distributed.GlobalLoss(self.loss_fn, float(world))(*batch_embeddings(model, batch))
+        loss.backward()
+        distributed.all_reduce_grads(self.params)  # nothing in one process
+        return loss.item() / world, {"text_term": batch.parallel_captions is not None}
+
+    def validate(self) -> dict[str, float]:
+        return {"val_loss": validation_loss(self.module, self.val_table, self.val_batches, self.cfg)}
+
+    def new_best(self, step: int) -> None:
+        self.best_state = trained_state(self.module)
+
+    def state_dict(self) -> dict:
+        return {"trained": trained_state(self.module, copy=False), "best": self.best_state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state["trained"], strict=False)  # the frozen weights never left
+        self.best_state = state["best"]
+
+
 def train_image_text(model: ImageTextModel, train_table: ImageTextTable, val_table: ImageTextTable,
                      cfg: ImageTextConfig, out_dir: str | os.PathLike | None = None,
-                     show_progress: bool = True) -> ImageTextTrainResult:
+                     show_progress: bool = True, resume: bool = True) -> ImageTextTrainResult:
     """Train `model` in place and leave it with the weights of the lowest validation loss.
 
     With `out_dir`, one JSON line per step (loss, learning rates, gradient norm, batch kind and language,
-    throughput; ``val_loss`` at validation steps) goes to ``out_dir/train_log.jsonl``. Not resumable (see the
-    module docstring).
+    throughput; ``val_loss`` at validation steps) goes to ``out_dir/train_log.jsonl``, and a checkpoint every
+    ``save_every`` steps to ``out_dir/checkpoint.pt``, from which a killed run resumes (`resume`). Under torchrun
+    every rank calls it with the same arguments (:func:`hybridnb.training.loop.train_loop`).
     """
+    distributed.init()
     sampler = check(cfg, train_table)  # every check before any work
     allocator.tune_malloc()
-    train_table, val_table, image_features_s, text_states_s = prepare_inputs(model, train_table, val_table, cfg)
+    with distributed.main_first():  # the frozen parts' caches: rank 0 writes them, the others read
+        train_table, val_table, image_features_s, text_states_s = prepare_inputs(model, train_table, val_table, cfg)
     val_batches = training.trainer.fixed_validation_batches(cfg, val_table)
-    log_path = None
-    if out_dir is not None:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        log_path = Path(out_dir) / LOG
-    device = model.device
-    dtype = training.trainer.autocast_dtype(cfg.train_dtype, device)
     optimizer = build_image_optimizer(model, cfg)
     scheduler = training.trainer.build_scheduler(optimizer, round(cfg.warmup_ratio * cfg.steps), cfg.steps)
     params = [p for group in optimizer.param_groups for p in group["params"]]
-    torch.manual_seed(cfg.seed)  # dropout masks
-    best, best_state, history = {"step": 0, "val_loss": math.inf}, None, []
-    model.train()
-    text_model = getattr(model.text_encoder, "model", model.text_encoder)
-    # the text embedding's gradient row-wise (bit-identical, no 384 MB fill per step)
-    with tqdm(total=cfg.steps, disable=not show_progress, desc=f"train image-text {cfg.strategy}") as bar, \
-            open(log_path, "w", encoding="utf-8") if log_path else contextlib.nullcontext() as log, \
-            embedding_grads.row_grads(text_model):
-        for step in range(cfg.steps):
-            t0 = time.perf_counter()
-            drawn = sampler.next_batch()
-            batch = collate_image_text(train_table, drawn.pairs, tower=model.image_tower)
-            with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-                loss = batch_loss(model, batch, cfg.temperature, cfg.text_weight)
-            loss.backward()
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
-            lrs = scheduler.get_last_lr()
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            seconds = time.perf_counter() - t0
-            record = {"step": step, "loss": loss.item(), "lr": lrs[0], "image_lr": lrs[-1], "grad_norm": grad_norm,
-                      "kind": drawn.kind, "language": drawn.language,
-                      "text_term": batch.parallel_captions is not None,
-                      "pairs_per_s": cfg.batch_size / seconds, "step_s": seconds}
-            done = step + 1
-            if done % cfg.val_every == 0 or done == cfg.steps:
-                record["val_loss"] = validation_loss(model, val_table, val_batches, cfg)
-                if record["val_loss"] < best["val_loss"]:
-                    best = {"step": done, "val_loss": record["val_loss"]}
-                    best_state = trained_state(model)
-            history.append(record)
-            if log is not None:
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-            bar.update(1)
-            bar.set_postfix(loss=f"{record['loss']:.3f}", kind=drawn.kind)
+    if out_dir is not None and distributed.is_main():  # a full disk found now, not as a torn save mid-run
+        # the checkpoint (trained weights, AdamW's two moments, the best weights) beside the previous one
+        checkpoints.check_free_disk(Path(out_dir), 8 * checkpoints.state_bytes(params), "the run's checkpoint")
+    task = ImageTextTask(model, train_table, val_table, val_batches, cfg, params)
+    run = loop.train_loop(task, sampler, optimizer, scheduler, cfg, out_dir, resume, show_progress,
+                          desc=f"train image-text {cfg.strategy}")
     del optimizer, scheduler
-    if best_state is not None:
-        model.load_state_dict(best_state, strict=False)  # the frozen weights never left
+    if task.best_state is not None:
+        model.load_state_dict(task.best_state, strict=False)  # the frozen weights never left
     model.eval()
     allocator.release_memory()
-    return ImageTextTrainResult(history, best["step"], best["val_loss"], log_path, text_states_s, image_features_s)
+    return ImageTextTrainResult(run.history, run.best_step, run.best_val_loss, run.log_path, text_states_s,
+                                image_features_s)
 
 
 def config_dict(cfg: ImageTextConfig) -> dict:

@@ -11,23 +11,25 @@ Modules:
     embedding_grads  Input-embedding gradients computed on the rows a batch uses: the same values, without a dense fill.
     distributed      Several processes (torchrun, DistributedDataParallel): the process group, the global-batch loss, rank 0.
     checkpoints      Checkpoint plumbing of the trainer: every RNG state (per rank), atomic checkpoint and encoder writes, and
+    loop             The training loop, one for text and image-text: batches from the sampler, the modality's loss and gradients,
     trainer          The contrastive trainer: a shared-weight dual encoder, InfoNCE, hybrid batches, exact resume.
 """
 
 from hybridnb.training import (  # noqa: F401
     batch_kinds, language_sampling, sampler_pools, sampling, losses, gradcache, embedding_grads,
-    distributed, checkpoints, trainer,
+    distributed, checkpoints, loop, trainer,
 )
 from hybridnb.training.batch_kinds import KINDS, STRATEGIES, Batch, parse_strategy  # noqa: F401
 from hybridnb.training.sampling import HybridBatchSampler  # noqa: F401
 from hybridnb.training.losses import DEFAULT_TEMPERATURE, InfoNCE, info_nce  # noqa: F401
+from hybridnb.training.loop import train_loop  # noqa: F401
 from hybridnb.training.trainer import (  # noqa: F401
     TrainConfig, TrainResult, check_settings, check_config, train,
 )
 
 __all__ = [
     'batch_kinds', 'language_sampling', 'sampler_pools', 'sampling', 'losses', 'gradcache',
-    'embedding_grads', 'distributed', 'checkpoints', 'trainer', 'KINDS', 'STRATEGIES', 'Batch',
-    'parse_strategy', 'HybridBatchSampler', 'DEFAULT_TEMPERATURE', 'InfoNCE', 'info_nce', 'TrainConfig',
+    'embedding_grads', 'distributed', 'checkpoints', 'loop', 'trainer', 'KINDS', 'STRATEGIES', 'Batch',
+    'parse_strategy', 'HybridBatchSampler', 'DEFAULT_TEMPERATURE', 'InfoNCE', 'info_nce', 'train_loop', 'TrainConfig',
     'TrainResult', 'check_settings', 'check_config', 'train',
 ]

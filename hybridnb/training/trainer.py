@@ -6,11 +6,13 @@ queries, positives and hard negatives (plainly, or with GradCache so a large bat
 InfoNCE loss with in-batch and hard negatives is back-propagated; gradients are clipped; AdamW with linear
 warm-up and decay steps (the paper: lr 3e-5, weight decay 0.01).
 
-Checkpoints (every ``save_every`` steps and at the end) hold the model, optimizer, scheduler, sampler and
-every RNG state, written atomically, so a killed run resumes where its last checkpoint was and ends with
-the same weights as an uninterrupted run. The encoder with the lowest validation loss is kept in
-``best/`` (the paper early-stops on validation loss), the last one in ``final/``; both load with
-``SentenceTransformer(path)`` and ``Encoder.from_pretrained(path)``.
+The steps, validation, checkpoints and resume are the loop every modality shares
+(:func:`hybridnb.training.loop.train_loop`); this module brings the text parts (:class:`TextTask`): the
+InfoNCE step, the validation scores, and ``best/``. Checkpoints (every ``save_every`` steps and at the end)
+hold the model, optimizer, scheduler, sampler and every RNG state, written atomically, so a killed run
+resumes where its last checkpoint was and ends with the same weights as an uninterrupted run. The encoder
+with the lowest validation loss is kept in ``best/`` (the paper early-stops on validation loss), the last
+one in ``final/``; both load with ``SentenceTransformer(path)`` and ``Encoder.from_pretrained(path)``.
 
 Under torchrun the same loop runs on every rank (:mod:`hybridnb.training.distributed`): DDP, each rank embeds its
 shard of the global batch, the loss spans the global batch (same loss and gradients as one process), and
@@ -26,26 +28,22 @@ import contextlib
 import json
 import math
 import os
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from hybridnb import allocator, config, paths
-from hybridnb.training import checkpoints, distributed, embedding_grads, losses, sampling
+from hybridnb import allocator, config
+from hybridnb.training import checkpoints, distributed, embedding_grads, loop, losses, sampling
 from hybridnb.data.train_data import ParallelTable, collate
-from hybridnb.models import precision, weight_files
+from hybridnb.models import precision
 
-__all__ = ["TrainConfig", "TrainResult", "check_settings", "check_config", "build_optimizer", "build_scheduler", "train",
-           "validation_loss", "validation_scores", "TRAIN_DTYPES", "VALIDATION_SEED"]
+__all__ = ["TrainConfig", "TrainResult", "check_settings", "check_config", "build_optimizer", "build_scheduler",
+           "TextTask", "train", "validation_loss", "validation_scores", "TRAIN_DTYPES", "VALIDATION_SEED"]
 
 TRAIN_DTYPES = config.TRAIN_DTYPES  # auto: bf16 autocast where bf16 is native (CUDA, AVX512_BF16, AMX)
-CHECKPOINT = "checkpoint.pt"
-LOG = "train_log.jsonl"
+CHECKPOINT, LOG = loop.CHECKPOINT, loop.LOG  # checkpoint.pt, train_log.jsonl in the run's folder
 
 
 @dataclass
@@ -214,6 +212,55 @@ def validation_loss(encoder, val_table: ParallelTable, batches: list[np.ndarray]
     return validation_scores(encoder, val_table, batches, cfg)["loss"]
 
 
+class TextTask:
+    """The text modality of :func:`hybridnb.training.loop.train_loop`: the dual encoder's InfoNCE step (plain or
+    GradCache, under DDP when distributed), validation on the fixed batches, ``best/`` on disk."""
+
+    lr_names = {"lr": 0}
+
+    def __init__(self, encoder, train_table: ParallelTable, val_table: ParallelTable, val_batches: list[np.ndarray],
+                 cfg: TrainConfig, out_dir: Path):
+        self.encoder = self.module = encoder
+        self.params = list(encoder.parameters())
+        self.train_table, self.val_table, self.val_batches, self.cfg, self.out_dir = \
+            train_table, val_table, val_batches, cfg, out_dir
+        self.config = _comparable(cfg)
+        self.loss_fn = losses.InfoNCE(temperature=cfg.temperature)
+        self.dtype = autocast_dtype(cfg.train_dtype, encoder.device)
+        self.chunk_size = cfg.chunk_size if cfg.gradcache else None
+        self.model = None  # the encoder, in DDP when distributed: made in steps(), after the resume
+
+    @contextlib.contextmanager
+    def steps(self):
+        self.model = distributed.wrap(self.encoder)  # DDP when distributed (after the resume: it broadcasts rank 0's weights)
+        try:
+            # the input embedding's gradient row-wise (bit-identical, no 384 MB fill per backward); not under DDP
+            with embedding_grads.row_grads(self.encoder.model, enabled=not distributed.is_distributed()):
+                yield
+        finally:
+            self.model = None  # the DDP wrapper and its gradient buckets, if distributed
+
+    def step(self, batch) -> tuple[float, dict]:
+        qf, pf, nf = _features(self.encoder, self.train_table, batch.pairs, self.cfg.n_hard_negatives)
+        return distributed.contrastive_step(self.model, qf, pf, self.loss_fn, nf, chunk_size=self.chunk_size,
+                                            autocast=self.dtype), {}
+
+    def validate(self) -> dict[str, float]:
+        val = validation_scores(self.encoder, self.val_table, self.val_batches, self.cfg)
+        return {"val_loss": val["loss"], "val_top1": val["top1"], "val_mrr": val["mrr"]}
+
+    def new_best(self, step: int) -> None:
+        if distributed.is_main():
+            checkpoints.save_encoder(self.encoder, self.out_dir / "best",
+                                     _model_card_training(self.cfg, f"best validation loss, step {step}"))
+
+    def state_dict(self) -> dict:
+        return self.encoder.model.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.encoder.model.load_state_dict(state)
+
+
 def train(encoder, train_table: ParallelTable, val_table: ParallelTable, cfg: TrainConfig,
           out_dir: str | os.PathLike, resume: bool = True, show_progress: bool = True) -> TrainResult:
     """Train `encoder` in place; checkpoints, log and encoders go to `out_dir`. Resumes if it can.
@@ -229,97 +276,28 @@ def train(encoder, train_table: ParallelTable, val_table: ParallelTable, cfg: Tr
     main = distributed.is_main()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path, log_path = out_dir / CHECKPOINT, out_dir / LOG
-    device = encoder.device
-    distributed.check_device(device)
-    dtype = autocast_dtype(cfg.train_dtype, device)
-    loss_fn = losses.InfoNCE(temperature=cfg.temperature)
+    distributed.check_device(encoder.device)
     optimizer = build_optimizer(encoder, cfg.lr, cfg.weight_decay)
     scheduler = build_scheduler(optimizer, round(cfg.warmup_ratio * cfg.steps), cfg.steps)
-
     if main:  # a full disk found now, not as a torn save after an hour of training
         weights = checkpoints.state_bytes(list(encoder.model.parameters()))
         # a checkpoint written beside the previous one (weights + AdamW's two moments: 3x), best/ beside its
         # previous copy while it is swapped in, final/: about 5x the weights at the peak
         checkpoints.check_free_disk(out_dir, 5 * weights, "the run's checkpoint and encoders")
-    start, best = 0, {"step": -1, "val_loss": math.inf}
-    torch.manual_seed(cfg.seed + distributed.rank())  # each rank its own dropout masks
-    damaged = resume and ckpt_path.exists() and weight_files.damaged(ckpt_path)
-    if damaged and main:  # cut by something outside the atomic save (a torn copy, a full disk on sync): a cache
-        print(f"[hybridnb] {ckpt_path} is damaged ({damaged}): training from step 0", flush=True)
-    if resume and ckpt_path.exists() and paths.reusable(ckpt_path) and not damaged:
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if state["config"] != _comparable(cfg):
-            raise ValueError(f"{ckpt_path} was written with a different configuration; "
-                             "use another output folder or resume=False")
-        encoder.model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        sampler.load_state_dict(state["sampler"])
-        checkpoints.set_rank_rng_state(state["rng"])
-        start, best = state["step"], state["best"]
-    starts = distributed.all_gather_object(start)
-    if len(set(starts)) > 1:
-        raise RuntimeError(f"the ranks would resume from different steps {starts}: {out_dir} must be on a "
-                           "filesystem every rank shares")
-    history = checkpoints.read_log(log_path, start) if start else []
-    distributed.barrier()  # every rank has read the log before rank 0 rewrites it
-    if main:
-        with open(log_path, "w", encoding="utf-8") as f:  # drop records past the checkpoint
-            f.writelines(json.dumps(r) + "\n" for r in history)
 
-    model = distributed.wrap(encoder)  # DDP when distributed (after the resume: it broadcasts rank 0's weights)
-    chunk_size = cfg.chunk_size if cfg.gradcache else None
-    encoder.train()
-    bar = tqdm(total=cfg.steps, initial=start, disable=not (show_progress and main), desc=f"train {cfg.strategy}")
-    # the input embedding's gradient row-wise (bit-identical, no 384 MB fill per backward); not under DDP
-    with open(log_path, "a", encoding="utf-8") if main else contextlib.nullcontext() as log, \
-            embedding_grads.row_grads(encoder.model, enabled=not distributed.is_distributed()):
-        for step in range(start, cfg.steps):
-            t0 = time.perf_counter()
-            batch = sampler.next_batch()  # this rank's shard of the global batch
-            qf, pf, nf = _features(encoder, train_table, batch.pairs, cfg.n_hard_negatives)
-            loss = distributed.contrastive_step(model, qf, pf, loss_fn, nf, chunk_size=chunk_size, autocast=dtype)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(encoder.parameters(), cfg.max_grad_norm))
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            seconds = time.perf_counter() - t0
-            record = {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "kind": batch.kind,
-                      "language": batch.language, "pairs_per_s": cfg.batch_size / seconds, "step_s": seconds}
-            done = step + 1
-            if done % cfg.val_every == 0 or done == cfg.steps:
-                val = validation_scores(encoder, val_table, val_batches, cfg) if main else None
-                val = distributed.broadcast_object(val)  # rank 0's, so all ranks agree
-                record.update(val_loss=val["loss"], val_top1=val["top1"], val_mrr=val["mrr"])
-                if record["val_loss"] < best["val_loss"]:
-                    best = {"step": done, "val_loss": record["val_loss"]}
-                    if main:
-                        checkpoints.save_encoder(encoder, out_dir / "best",
-                                                 _model_card_training(cfg, f"best validation loss, step {done}"))
-            if log is not None:
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-            history.append(record)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}", kind=batch.kind)
-            if done % cfg.save_every == 0 or done == cfg.steps:
-                rng = checkpoints.rank_rng_state()  # every rank's (a collective), before rank 0 writes
-                if main:
-                    checkpoints.save_checkpoint(ckpt_path, step=done, best=best, config=_comparable(cfg),
-                                     model=encoder.model.state_dict(), optimizer=optimizer.state_dict(),
-                                     scheduler=scheduler.state_dict(), sampler=sampler.state_dict(), rng=rng)
-    bar.close()
-    del optimizer, scheduler, model  # model: the DDP wrapper and its gradient buckets, if distributed
+    task = TextTask(encoder, train_table, val_table, val_batches, cfg, out_dir)
+    run = loop.train_loop(task, sampler, optimizer, scheduler, cfg, out_dir, resume, show_progress,
+                          desc=f"train {cfg.strategy}")
+    del optimizer, scheduler, task
     allocator.release_memory()
     encoder.eval()
-    if main and (not (out_dir / "final").exists() or start < cfg.steps):
+    if main and (not (out_dir / "final").exists() or run.start < cfg.steps):
         checkpoints.save_encoder(encoder, out_dir / "final", _model_card_training(cfg, f"last step ({cfg.steps})"))
-        if best["step"] == cfg.steps:  # final/ holds best/'s weights: one copy on disk, not two
+        if run.best_step == cfg.steps:  # final/ holds best/'s weights: one copy on disk, not two
             checkpoints.link_identical(out_dir / "final", out_dir / "best")
     distributed.barrier()  # no rank returns before final/ is written
-    return TrainResult(out_dir / "final", out_dir / "best", best["step"], best["val_loss"], log_path, history)
+    return TrainResult(out_dir / "final", out_dir / "best", run.best_step, run.best_val_loss, run.log_path,
+                       run.history)
 
 
 def _model_card_training(cfg: TrainConfig, checkpoint: str) -> dict:
