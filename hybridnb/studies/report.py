@@ -380,8 +380,9 @@ HEADLINE_END = "<!-- /headline -->"
 
 
 def headline(report_text: str) -> str:
-    """The README's result block, cut from REPORT.md: its first direction's system table, and its
-    summary sentences for that direction (or the interim line when the grid is not finished)."""
+    """The README's result block, cut from REPORT.md: its first direction's system table, and the summary
+    sentences of every direction (the seen/unseen ones stay in the report), after the interim line when the
+    grid is not finished."""
     lines = report_text.splitlines()
     interim = next((line for line in lines if line.startswith("**Interim**")), None)
     start = next((i for i, line in enumerate(lines) if line.startswith("## ") and " → " in line), None)
@@ -394,9 +395,10 @@ def headline(report_text: str) -> str:
             table.append(line)
         elif table:
             break
-    said = [line for line in lines if line.startswith(f"- {where}: against")]
-    out = [f"From `reports/REPORT.md` ({where}; mean over seeds [95% interval over seeds and questions]):", "",
-           *table, "", *said]
+    directions = [line[3:] for line in lines if line.startswith("## ") and " → " in line]
+    said = [line for line in lines if any(line.startswith(f"- {d}: against") for d in directions)]
+    out = [f"From `reports/REPORT.md` ({where}; mean over seeds [95% interval over seeds and questions]; the "
+           "other direction's table is in the report):", "", *table, "", *said]
     if interim:
         out = [interim, "", *out]
     return "\n".join(out)
