@@ -235,7 +235,8 @@ def plot_hybrid_gains(gains: pd.DataFrame):
                             else float("nan"))
         _grouped_bars(ax, groups, columns, pick("diff"), pick("low"), pick("high"))
         ax.axhline(0, color="black", lw=0.8)
-        ax.set(title=f"{d}: hybrid minus the baseline named under each group",
+        ax.set(title=f"{d}: hybrid minus the baseline under each group\n"
+                     "one training seed: 95% CIs over questions only, not a claim",
                ylabel="mAP difference" if ax is axes.flat[0] else None)
     axes.flat[0].legend(fontsize=8)
     fig.tight_layout()
@@ -265,6 +266,9 @@ def report_markdown(params: dict[str, Any], zs_tables: dict[str, pd.DataFrame], 
             "of the profile; 95% bootstrap CIs over question ids; rank distance: lower is better; BM25 is "
             "monolingual only (n/a elsewhere); a backbone that could not run here says why.\n\n" + tables +
             f"\n\n## Fine-tuning gains\n\nRuns: {params['steps']} steps of {params['batch_size']} pairs on "
-            f"{params['train_data']}, seed {params['seed']}. Each cell: paired difference [95% bootstrap CI] and "
-            "permutation p-value.\n\n" + gains_md + "\n\nFigures: " +
+            f"{params['train_data']}, **one training seed** ({params['seed']}). Each cell: paired difference [95% "
+            "bootstrap CI over questions] and permutation p-value over questions. These measure question sampling "
+            "only, not training noise, so they are not a claim about the strategies: the seed-aware comparison of "
+            "the profile's own model, over every seed, is [REPORT.md](../REPORT.md), and where the two disagree "
+            "REPORT.md's verdict holds.\n\n" + gains_md + "\n\nFigures: " +
             ", ".join(f"[{Path(f).name}](figures/{Path(f).name})" for f in figures) + "\n")
