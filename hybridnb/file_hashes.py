@@ -33,13 +33,14 @@ from hybridnb import paths, reporting
 
 __all__ = ["MANIFEST", "SIDECAR_SUFFIX", "BACKFILL_COMMAND", "VerifyError", "MissingManifest", "sha256_file",
            "write_manifest", "check_manifest", "manifest_problem", "write_sidecar", "check_sidecar",
-           "sidecar_problem", "result_folders", "backfill", "verify"]
+           "sidecar_problem", "check_result_folder", "committed_roots", "result_folders", "backfill", "verify"]
 
 MANIFEST = "manifest.json"
 SIDECAR_SUFFIX = ".sha256"
 SCHEMA = "hybridnb.manifest/1"
-#: records the hashes of committed run folders that predate manifests (made by an older commit)
-BACKFILL_COMMAND = "python -m hybridnb verify --backfill reports/runs"
+#: records the hashes of committed result folders that predate manifests (made by an older commit): every
+#: folder of :func:`committed_roots` that has none
+BACKFILL_COMMAND = "python -m hybridnb verify --backfill"
 
 _MEMO: dict[tuple[str, int, int, int], str] = {}
 
@@ -151,6 +152,26 @@ def check_sidecar(path: str | os.PathLike, fix: str) -> None:
     why = sidecar_problem(path)
     if why is not None:
         raise VerifyError(f"{paths.shown(path)}: {why}: {fix}")
+
+
+def check_result_folder(folder: str | os.PathLike, remake: str) -> None:
+    """Raise one line unless every file of the finished result folder ``folder`` (a run's report folder, a
+    zero-shot or MIRACL result) matches its ``manifest.json``: a hand-edited results.json or a changed per-query
+    file is refused, not used, and so is a folder without a manifest (made before manifests: the line names
+    :data:`BACKFILL_COMMAND`). ``remake``: the command that makes the folder again."""
+    folder = Path(folder)
+    shown = paths.shown(folder)
+    if not (folder / MANIFEST).is_file():
+        raise MissingManifest(f"{shown} has no {MANIFEST}, so its results cannot be verified: if its files are as "
+                              f"they were written, record their hashes with `{BACKFILL_COMMAND}`")
+    check_manifest(folder, f"restore the folder (git checkout -- {shown}) or delete it and {remake}")
+
+
+def committed_roots() -> list[Path]:
+    """Where committed results live: ``reports/runs`` and each profile's ``zero_shot`` and ``miracl`` folders."""
+    root = paths.reports_root()
+    return [root / "runs", *sorted(p for p in root.glob("*/zero_shot") if p.is_dir()),
+            *sorted(p for p in root.glob("*/miracl") if p.is_dir())]
 
 
 def result_folders(root: str | os.PathLike) -> list[Path]:

@@ -97,7 +97,7 @@ def test_a_run_folder_without_a_manifest_is_refused_naming_the_backfill_command(
     task, report_dir = _finished_run()
     (report_dir / "manifest.json").unlink()  # a folder made by an older commit
     with pytest.raises(file_hashes.MissingManifest, match=r"^reports/runs/verify-run has no manifest\.json, so its "
-                       r"results cannot be verified: .*`python -m hybridnb verify --backfill reports/runs`$"):
+                       r"results cannot be verified: .*`python -m hybridnb verify --backfill`$"):
         runs.find_finished_dir(task.cfg)
     assert cli.main(["verify"]) == 1 and "verify-run has no manifest.json" in capsys.readouterr().err
     assert cli.main(["verify", "--backfill", str(reports / "runs")]) == 0
@@ -117,11 +117,27 @@ def test_a_file_added_to_a_run_folder_is_named(reports):
         runs.find_finished_dir(task.cfg)
 
 
-def test_the_committed_runs_all_verify():
-    runs_dir = ROOT / "reports" / "runs"
-    folders = file_hashes.result_folders(runs_dir)
-    assert len(folders) >= 44 and all((f / "manifest.json").is_file() for f in folders)
-    assert file_hashes.verify(runs_dir) == []
+def test_the_committed_results_all_verify(monkeypatch):
+    monkeypatch.setenv("HYBRIDNB_REPORTS", str(ROOT / "reports"))
+    roots = file_hashes.committed_roots()
+    assert ROOT / "reports" / "runs" in roots and ROOT / "reports" / "cpu" / "zero_shot" in roots
+    folders = [f for root in roots for f in file_hashes.result_folders(root)]
+    assert len(folders) >= 48 and all((f / "manifest.json").is_file() for f in folders)
+    assert [why for root in roots for why in file_hashes.verify(root)] == []
+
+
+def test_a_changed_zero_shot_result_is_refused(reports, monkeypatch):
+    from hybridnb.studies import zero_shot
+
+    out = reports / "ci" / "zero_shot" / "model"
+    zero_shot.write(out, {"provenance": reporting.provenance("test"), "datasets": {}}, {}, "zero-shot")
+    assert (out / "manifest.json").is_file()
+    monkeypatch.setattr(zero_shot, "matches", lambda *a: True)  # the settings match: only the bytes are in question
+    assert zero_shot.find(out, {}, {}, 10, 0) is not None
+    (out / "results.md").write_text("edited\n")
+    with pytest.raises(file_hashes.VerifyError, match=r"^reports/ci/zero_shot/model/results\.md does not match .*"
+                                                      r"run notebook 02"):
+        zero_shot.find(out, {}, {}, 10, 0)
 
 
 # ---- caches of ours: made again ---------------------------------------------------------------------------

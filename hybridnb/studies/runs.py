@@ -223,13 +223,7 @@ def check_run_folder(report_dir: Path) -> None:
     """Raise one line (:class:`hybridnb.file_hashes.VerifyError`) unless every file of the finished run folder
     matches its ``manifest.json``: a hand-edited results.json or a changed per-query file is refused, not
     reused, and so is a folder without a manifest (made before manifests: the backfill command records them)."""
-    shown = paths.shown(report_dir)
-    if not (report_dir / file_hashes.MANIFEST).is_file():
-        raise file_hashes.MissingManifest(
-            f"{shown} has no {file_hashes.MANIFEST}, so its results cannot be verified: if its files are as the "
-            f"run wrote them, record their hashes with `{file_hashes.BACKFILL_COMMAND}`")
-    file_hashes.check_manifest(report_dir, f"restore the folder (git checkout -- {shown}) or delete it and run "
-                                           "the command that made it again (it is retrained)")
+    file_hashes.check_result_folder(report_dir, "run the command that made it again (it is retrained)")
 
 
 def find_finished_dir(cfg: RunConfig) -> tuple[Path, dict[str, Any]] | None:
