@@ -8,6 +8,8 @@
     python -m hybridnb pipeline --profile cpu                   # make reproduce: every notebook via papermill
     python -m hybridnb miracl --profile paper                   # MIRACL dev (notebook 09) for the profile's models
     torchrun --standalone --nproc_per_node 4 -m hybridnb miracl --profile paper   # corpus encoding on 4 GPUs
+    python -m hybridnb verify                                   # every committed result against its manifest.json
+    python -m hybridnb verify --backfill                        # record the hashes of results made before manifests
 
 Errors in the input are one line on stderr (exit status 2); ``--debug`` shows the traceback; ``--help``
 prints this to stdout.
@@ -177,7 +179,43 @@ def report_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-USAGE = "usage: python -m hybridnb {train,recipe,report,pipeline,miracl} ... [--debug]  (--help after a command)"
+def verify_main(argv: list[str] | None = None) -> int:
+    """``python -m hybridnb verify [--backfill] [FOLDER ...]``: check every result folder (one with a results.json)
+    under each FOLDER (default: reports/runs and each profile's zero_shot and miracl folders) against its
+    manifest.json, naming each mismatch on one line; exit
+    status 1 when any folder fails. ``--backfill`` first writes a manifest into each folder that has none (run
+    folders made before manifests, copied in by hand), never over an existing one."""
+    from hybridnb import file_hashes
+
+    parser = argparse.ArgumentParser(prog="python -m hybridnb verify", description=verify_main.__doc__)
+    parser.add_argument("folders", nargs="*", help="folders to check (default: reports/runs, "
+                                                   "reports/<profile>/zero_shot, reports/<profile>/miracl)")
+    parser.add_argument("--backfill", action="store_true",
+                        help="write the missing manifests first (only for folders whose files are as their run "
+                             "wrote them)")
+    args = parser.parse_args(argv)
+    folders = [paths.resolve_shown(f) for f in args.folders] or \
+        [f for f in file_hashes.committed_roots() if f.is_dir()]
+    for folder in folders:
+        if not folder.is_dir():
+            raise SystemExit(f"{folder} is not a folder")
+    problems, n = [], 0
+    for folder in folders:
+        if args.backfill:
+            written = file_hashes.backfill(folder)
+            print(f"[hybridnb] verify: wrote {len(written)} manifest(s) under {paths.shown(folder)}", flush=True)
+        n += len(file_hashes.result_folders(folder))
+        problems += file_hashes.verify(folder)
+    for line in problems:
+        print(f"hybridnb verify: mismatch: {line}", file=sys.stderr)
+    print(f"[hybridnb] verify: {n - len(problems)} of {n} result folder(s) match their manifest.json"
+          + (f"; {len(problems)} do not" + ("" if args.backfill else
+                                            f" (a folder without one: `{file_hashes.BACKFILL_COMMAND}`)")
+             if problems else ""))
+    return 1 if problems else 0
+
+
+USAGE = "usage: python -m hybridnb {train,recipe,report,pipeline,miracl,verify} ... [--debug]  (--help after a command)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     from hybridnb.training.checkpoints import RunLocked
 
     commands = {"train": train_main, "recipe": recipe_main, "report": report_main, "pipeline": pipeline.main,
-                "miracl": miracl_main}
+                "miracl": miracl_main, "verify": verify_main}
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]

@@ -155,6 +155,7 @@ def test_machine_speed_comes_from_the_results_this_run_computed(tmp_path, monkey
 
 def test_the_reuse_log_collects_what_kernels_reused(tmp_path, monkeypatch):
     from hybridnb import config, paths
+    from hybridnb import file_hashes
     from hybridnb.studies import runs
 
     monkeypatch.setenv("HYBRIDNB_REPORTS", str(tmp_path / "reports"))
@@ -164,6 +165,7 @@ def test_the_reuse_log_collects_what_kernels_reused(tmp_path, monkeypatch):
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps({"hash": "abc"}))
     (folder / "results.json").write_text(json.dumps({"datasets": {}}))
+    file_hashes.write_manifest(folder)  # as write_run leaves it
     monkeypatch.delenv("HYBRIDNB_REUSE_LOG", raising=False)
     assert runs.find_finished(cfg) == {"datasets": {}} and not log.exists()  # no log asked for: none written
     monkeypatch.setenv("HYBRIDNB_REUSE_LOG", str(log))

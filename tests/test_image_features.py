@@ -88,7 +88,7 @@ def test_the_cache_is_written_once_reused_and_keyed_by_table_and_settings(extrac
     assert calls == [2, 2, 1]  # in batches of batch_size
     folder = imf.feature_dir(t, extractor)
     assert folder.parent == cache / "image_features" and folder.name.startswith("efficientnet-lite0-")
-    assert {p.name for p in folder.iterdir()} == {"features.npy", "ids.txt", "meta.json"}
+    assert {p.name for p in folder.iterdir()} == {"features.npy", "ids.txt", "meta.json", "manifest.json"}
     assert (folder / "ids.txt").read_text().split() == t.ids
     again = imf.cached_features(t, extractor, show_progress=False)
     assert calls == [2, 2, 1] and np.array_equal(first, again)  # read back, nothing computed

@@ -21,7 +21,7 @@ PACKAGE = ROOT / "hybridnb"
 #: import order of the role folders: a folder may import only from folders before it (and the top level's
 #: foundation modules, which import no folder except data.sources for the dataset languages)
 FOLDERS = ("data", "evaluation", "models", "training", "integrations", "studies", "image_text")
-FOUNDATION = ("paths", "allocator", "child_processes", "config", "reporting")
+FOUNDATION = ("paths", "allocator", "child_processes", "config", "reporting", "file_hashes")
 ORCHESTRATION = ("pipeline", "cli", "__main__")
 
 

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from hybridnb import config, paths
+from hybridnb import config, file_hashes, paths
 from hybridnb.studies import runs
 
 
@@ -31,6 +31,7 @@ def test_find_finished_honours_the_cutoff(tmp_path, monkeypatch):
     report_dir.mkdir(parents=True)
     (report_dir / "config.json").write_text(json.dumps({"hash": "abc"}))
     (report_dir / "results.json").write_text(json.dumps({"kind": "trained"}))
+    file_hashes.write_manifest(report_dir)
     assert runs.find_finished(cfg) == {"kind": "trained"}
     assert runs.find_finished(cfg.replace(hash="other")) is None
     monkeypatch.setenv("HYBRIDNB_FRESH_SINCE", repr(time.time() + 60))

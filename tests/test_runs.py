@@ -103,7 +103,7 @@ def test_run_writes_a_complete_report_and_reuses_it(tiny_run, one_thread):
     assert report_dir == tmp_path / "reports" / "runs" / "ci-hybrid-table-to-xquad-r-seed0"
     names = {p.name for p in report_dir.iterdir()}
     assert names == {"config.json", "results.json", "results.md", "train_log.jsonl", "loss_curve.png",
-                     "per_query_xquad-r.npz"}
+                     "per_query_xquad-r.npz", "manifest.json"}
     assert results["kind"] == "trained" and results["training"]["best_step"] in (2, 4)
     best = paths.resolve_shown(results["model"]["best_dir"])  # the sentence-transformers folder (recorded relative)
     assert (tmp_path / "cache" / "runs") in Path(best).parents and "steps: 4" in (Path(best) / "README.md").read_text()
@@ -192,7 +192,8 @@ def test_the_run_skeleton_writes_once_reuses_by_hash_and_never_leaves_half_a_rep
     report_dir, results = runs.execute(task, show_progress=False)
     assert task.calls == ["prepare", "train", "evaluate", "prune"]  # the checkpoint goes once the report is written
     assert report_dir == tmp_path / "runs" / "fake-run"
-    assert {p.name for p in report_dir.iterdir()} == {"config.json", "results.json", "results.md", "extra.txt"}
+    assert {p.name for p in report_dir.iterdir()} == {"config.json", "results.json", "results.md", "extra.txt",
+                                                        "manifest.json"}
     assert results["items"] == 3 and results["value"] is None  # read back from results.json, as a reuse gives it
     assert json.loads((report_dir / "config.json").read_text())["hash"] == "0123456789ab"
     assert "A fake run." in (report_dir / "results.md").read_text()

@@ -105,7 +105,8 @@ def test_the_state_cache_is_reused_keyed_and_repaired(bert, cache, monkeypatch):
     frozen.prepare(CAPTIONS)
     folders = list((cache / "text_states").iterdir())
     assert len(folders) == 1 and {p.name for p in folders[0].iterdir()} == {"states.npy", "offsets.npy",
-                                                                             "texts.json", "meta.json"}
+                                                                             "texts.json", "meta.json",
+                                                                             "manifest.json"}
     with torch.no_grad():
         reference = frozen(CAPTIONS)
 

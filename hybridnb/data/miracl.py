@@ -41,8 +41,10 @@ A relative root is read from the checkout's root (``tests/data/miracl``, the tin
 
 **The cache**: ``cache_root()/miracl/<source>/<lang>/`` with ``corpus.arrow`` (memory-mapped by
 ``datasets.Dataset.from_file``), ``dev.json`` (queries and qrels, kilobytes) and ``meta.json`` (written last:
-counts, the corpus fingerprint, where it came from), built in a temporary folder and renamed when complete.
-A local copy's cache is rebuilt when one of its files changes (size or modification time).
+counts, the corpus fingerprint, where it came from), then ``manifest.json`` (the sha256 of each,
+:mod:`hybridnb.file_hashes`), built in a temporary folder and renamed when complete. Every load checks the
+folder against its manifest first and builds it again when a file differs (or when it has none: a cache made
+before manifests). A local copy's cache is rebuilt when one of its files changes (size or modification time).
 
 **Errors before long work**: :func:`check_available` looks at every language first: a missing local file, or
 a language neither cached nor reachable (``HF_HUB_OFFLINE`` / ``HF_DATASETS_OFFLINE`` set, or no network)
@@ -62,7 +64,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from hybridnb import reporting
+from hybridnb import file_hashes, reporting
 from hybridnb.data.languages import check_languages
 from hybridnb.paths import cache_root, repo_root
 
@@ -515,6 +517,7 @@ def _build(lang: str, files: _Files | None, target: Path, show_progress: bool) -
             "schema": SCHEMA, "lang": lang, "n_passages": n, "n_queries": len(kept), "dropped_queries": dropped,
             "judged_not_in_corpus": len({d for q, _ in kept for d in qrels[q]} - found),
             "corpus_sha256": digest.hexdigest(), "source": source})
+        file_hashes.write_manifest(tmp)  # last: every file's sha256, verified before each use (load_language)
 
 
 def load_language(lang: str, local: str | os.PathLike | None = None, show_progress: bool = True) -> MiraclLanguage:
@@ -531,6 +534,9 @@ def load_language(lang: str, local: str | os.PathLike | None = None, show_progre
     if meta is None:
         raise MiraclUnavailable(f"MIRACL {lang}: the cache {target} is incomplete; delete it and run again")
     try:
+        why = file_hashes.manifest_problem(target)  # a flipped byte in a passage still parses: the hash sees it
+        if why is not None:
+            raise file_hashes.VerifyError(why)
         dev = json.loads((target / "dev.json").read_text(encoding="utf-8"))
         corpus = datasets.Dataset.from_file(str(target / "corpus.arrow"))
         if len(corpus) != meta["n_passages"]:
@@ -540,10 +546,11 @@ def load_language(lang: str, local: str | os.PathLike | None = None, show_progre
             raise MiraclUnavailable(f"MIRACL {lang}: the cache {target} is damaged ({type(err).__name__}: "
                                     f"{str(err)[:120]}) and the hub is switched off here: delete the folder and run "
                                     "once with a network") from err
-        print(f"[hybridnb] MIRACL {lang}: the cache {target} is damaged ({type(err).__name__}: {str(err)[:120]}); "
+        print(f"[hybridnb] MIRACL {lang}: the cache {target} is damaged ({type(err).__name__}: {str(err)[:240]}); "
               "building it again", flush=True)
         _build(lang, _local_files(root, lang) if root is not None else None, target, show_progress)
         meta = _cached_meta(target)
+        file_hashes.check_manifest(target, "delete the folder and run again")  # just written: a failure is the disk
         dev = json.loads((target / "dev.json").read_text(encoding="utf-8"))
         corpus = datasets.Dataset.from_file(str(target / "corpus.arrow"))
     return MiraclLanguage(lang, [q for q, _ in dev["queries"]], [t for _, t in dev["queries"]], dev["qrels"], corpus,

