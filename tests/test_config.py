@@ -11,6 +11,7 @@ import dataclasses
 from typing import get_args
 
 import pytest
+import torch
 
 from hybridnb import config
 from hybridnb.data import miracl, sources
@@ -47,7 +48,8 @@ def test_the_literal_types_say_what_the_library_accepts():
     assert set(get_args(config.EvalDataset)) == set(config.DATASET_LANGUAGES)
     assert set(get_args(config.ImageTextDataset)) == set(mm.DATASETS)
     assert set(get_args(config.ImageTower)) == set(IMAGE_TOWERS)
-    assert trainer.TRAIN_DTYPES == config.TRAIN_DTYPES == get_args(config.TrainDtype)
+    assert {d: trainer.autocast_dtype(d, torch.device("cpu")) for d in config.TRAIN_DTYPES if d != "auto"} == \
+        {"float32": None, "bfloat16": torch.bfloat16}  # every train_dtype but auto names an autocast precision
     assert set(STRATEGIES) <= {"hybrid", "mono", "cross", "mixed", "en"}  # parse_strategy checks the names
     assert get_args(config.MiraclStorage) == corpus_index.DTYPES
     assert get_args(config.PassageFormat) == miracl.PASSAGE_FORMATS

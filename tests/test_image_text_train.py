@@ -67,6 +67,7 @@ def model_for(cfg, bert):
     ({"image_lr": 0.0}, "image_lr"),
     ({"image_tower": "resnet"}, "image_tower must be one of .cnn., .* got .resnet."),
     ({"train_dtype": "int8"}, "train_dtype"),
+    ({"image_size": None}, "image_size must be an int >= 8 for the cnn image tower, got None"),
 ])
 def test_bad_settings_raise_before_any_work(change, message, tmp_path, monkeypatch):
     def fail(*a, **k):

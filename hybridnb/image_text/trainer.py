@@ -72,6 +72,11 @@ def _languages(cfg: ImageTextTraining, table: ImageTextTable, what: str) -> Imag
     return table.select_languages(cfg.train_languages)
 
 
+def _check_image_size(cfg: ImageTextTraining) -> None:
+    if cfg.image_tower in SIZED_TOWERS and cfg.image_size is None:
+        raise ValueError(f"image_size must be an int >= 8 for the {cfg.image_tower} image tower, got None")
+
+
 def check_config(cfg: ImageTextTraining, table: ImageTextTable) -> sampling.HybridBatchSampler:
     """Check the settings against the training `table` and the processes before any work; returns this rank's
     batch sampler. Each setting was checked on its own when `cfg` was made.
@@ -80,6 +85,7 @@ def check_config(cfg: ImageTextTraining, table: ImageTextTable) -> sampling.Hybr
     than a pool a batch kind draws from), or not divisible by the processes.
     """
     distributed.check_global_batch(cfg.batch_size)  # under torchrun: each rank embeds its share
+    _check_image_size(cfg)
     table = _languages(cfg, table, "training")
     if cfg.batch_size > len(table):
         raise ValueError(f"batch_size {cfg.batch_size} exceeds the {len(table)} items of the training table")
@@ -90,6 +96,7 @@ def check_config(cfg: ImageTextTraining, table: ImageTextTable) -> sampling.Hybr
 
 def build_model(cfg: ImageTextTraining, text_encoder=None) -> ImageTextModel:
     """Text encoder (``cfg.model``, or the one given) + the image tower, with projections seeded by ``cfg.seed``."""
+    _check_image_size(cfg)
     if text_encoder is None:
         from hybridnb.models.encoders import Encoder
 

@@ -38,10 +38,9 @@ from hybridnb.data.train_data import ParallelTable, collate
 from hybridnb.models import precision
 
 __all__ = ["TextTraining", "TrainResult", "check_config", "build_optimizer", "build_scheduler",
-           "TextTask", "train", "validation_loss", "validation_scores", "TRAIN_DTYPES", "VALIDATION_SEED"]
+           "TextTask", "train", "validation_loss", "validation_scores", "VALIDATION_SEED"]
 
 TextTraining = config.TextTraining  # the settings train() takes: defaults, units and bounds in hybridnb.config
-TRAIN_DTYPES = config.TRAIN_DTYPES  # auto: bf16 autocast where bf16 is native (CUDA, AVX512_BF16, AMX)
 CHECKPOINT, LOG = loop.CHECKPOINT, loop.LOG  # checkpoint.pt, train_log.jsonl in the run's folder
 
 
