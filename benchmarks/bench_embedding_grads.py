@@ -40,9 +40,9 @@ def worker(args) -> None:
         embedding_grads.row_grads = lambda model, enabled=True: real(model, enabled=False)
     table = train_data.from_lareqa(lareqa.load_task("mlqa-r"), "sentence+context", n_hard_negatives=1, seed=0)
     encoder = Encoder.from_pretrained(OFFLINE_E5, max_length=args.max_length)
-    cfg = training.TrainConfig(steps=args.steps, batch_size=32, lr=3e-5, weight_decay=0.01, warmup_ratio=0.1,
-                               max_grad_norm=1.0, gradcache=True, chunk_size=16, train_dtype="float32", seed=0,
-                               save_every=10**9, val_every=10**9, val_batches=1)
+    cfg = training.TextTraining(steps=args.steps, batch_size=32, lr=3e-5, weight_decay=0.01, warmup_ratio=0.1,
+                                max_grad_norm=1.0, gradcache=True, chunk_size=16, train_dtype="float32", seed=0,
+                                save_every=10**9, val_every=10**9, val_batches=1)
     with tempfile.TemporaryDirectory() as tmp:
         result = training.train(encoder, table, table, cfg, tmp, show_progress=False)
     digest = hashlib.sha256()

@@ -67,7 +67,7 @@ def real_token_share(profile: str, groups_list: list[int], n_batches: int = 300)
     data = task.prepare()
     tcfg, model = task.build_model(data, show_progress=False)
     train, *_ = itt.prepare_inputs(model, data["train"], data["validation"], tcfg)
-    sampler = itt.check(tcfg, data["train"])
+    sampler = itt.check_config(tcfg, data["train"])
     states = model.frozen_text._states
     real, padded = 0, {g: 0 for g in groups_list}
     for _ in range(n_batches):

@@ -48,7 +48,7 @@ def batches(steps: int, batch_size: int, seed: int) -> tuple[list[dict], "Parall
         table.ids, table.languages, table.queries,
         {g: [None if p is None else join(p) for p in col] for g, col in table.positives.items()},
         {g: [[join(p) for p in negs] for negs in col] for g, col in table.hard_negatives.items()})
-    cfg = training.TrainConfig(steps=steps, batch_size=batch_size, seed=seed)
+    cfg = training.TextTraining(steps=steps, batch_size=batch_size, seed=seed)
     sampler = training.check_config(cfg, table)
     rows = []
     for _ in range(steps):
@@ -63,9 +63,9 @@ def run_ours(args) -> dict:
 
     _, table = batches(args.steps, args.batch_size, args.seed)
     encoder = Encoder.from_pretrained(OFFLINE_E5, max_length=args.max_length)
-    cfg = training.TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=LR, weight_decay=WD,
-                               warmup_ratio=WARMUP, max_grad_norm=CLIP, train_dtype=args.dtype, seed=args.seed,
-                               save_every=10**9, val_every=10**9, val_batches=1)
+    cfg = training.TextTraining(steps=args.steps, batch_size=args.batch_size, lr=LR, weight_decay=WD,
+                                warmup_ratio=WARMUP, max_grad_norm=CLIP, train_dtype=args.dtype, seed=args.seed,
+                                save_every=10**9, val_every=10**9, val_batches=1)
     with tempfile.TemporaryDirectory() as tmp:
         result = training.train(encoder, table, table, cfg, tmp, show_progress=False)  # validation: untimed
     return {"step_s": [r["step_s"] for r in result.history], "loss": [r["loss"] for r in result.history]}

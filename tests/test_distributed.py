@@ -48,7 +48,7 @@ rank = distributed.rank()
 table = ParallelTable.load(table_path)
 
 # one step, plain and GradCache, on this rank's shard
-sampler = training.check_config(training.TrainConfig(**step_cfg), table)  # world and rank from torchrun
+sampler = training.check_config(training.TextTraining(**step_cfg), table)  # world and rank from torchrun
 batch = sampler.next_batch()
 enc = Encoder.from_pretrained(model, max_length=32)
 enc.train()
@@ -62,7 +62,7 @@ for name, chunk in (("plain", None), ("gradcache", 3)):
 torch.save(result, os.path.join(out, f"step{rank}.pt"))
 
 # the batches a training run on this rank would draw
-sampler = training.check_config(training.TrainConfig(**{**step_cfg, "strategy": strategy}), table)
+sampler = training.check_config(training.TextTraining(**{**step_cfg, "strategy": strategy}), table)
 batches = [sampler.next_batch() for _ in range(n_steps)]
 with open(os.path.join(out, f"sampler{rank}.json"), "w") as f:
     json.dump([[b.step, b.kind, b.language, sampler.item_ids_of(b)] for b in batches], f)
@@ -71,7 +71,7 @@ with open(os.path.join(out, f"sampler{rank}.json"), "w") as f:
 train_t, val_t = split_validation(table, 0.25, seed=0)
 for gc in (False, True):
     enc = Encoder.from_pretrained(model, max_length=32)
-    cfg = training.TrainConfig(**train_cfg, gradcache=gc, chunk_size=3)
+    cfg = training.TextTraining(**train_cfg, gradcache=gc, chunk_size=3)
     training.train(enc, train_t, val_t, cfg, os.path.join(out, f"train_gc{int(gc)}"), show_progress=False)
 distributed.cleanup()
 """
@@ -93,8 +93,8 @@ if delay:  # slow each step down so the test can kill the job mid-run
     gradcache.plain_step = lambda *a, **k: (time.sleep(delay), step(*a, **k))[1]
 train_t, val_t = split_validation(ParallelTable.load(table), 0.25, seed=0)
 enc = Encoder.from_pretrained(model, max_length=32)
-cfg = training.TrainConfig(steps=12, batch_size=8, save_every=3, val_every=4, val_batches=2, lr=1e-3,
-                           strategy="hybrid", train_dtype="float32", seed=3)
+cfg = training.TextTraining(steps=12, batch_size=8, save_every=3, val_every=4, val_batches=2, lr=1e-3,
+                            strategy="hybrid", train_dtype="float32", seed=3)
 training.train(enc, train_t, val_t, cfg, out / "run", show_progress=False)
 distributed.cleanup()
 """
@@ -115,7 +115,7 @@ from tiny_models import caption_table
 from hybridnb.training import distributed
 from hybridnb.image_text import trainer as itt
 from hybridnb.models.encoders import Encoder
-bert, out, cfg = sys.argv[2], sys.argv[3], itt.ImageTextConfig(**json.loads(sys.argv[4]))
+bert, out, cfg = sys.argv[2], sys.argv[3], itt.ImageTextTraining(**json.loads(sys.argv[4]))
 distributed.init()
 model = itt.build_model(cfg, Encoder.from_pretrained(bert, max_length=cfg.max_length))
 result = itt.train_image_text(model, caption_table(), caption_table(12, seed=1), cfg, os.path.join(out, "run"),
@@ -204,13 +204,13 @@ def test_torchrun_environment_must_be_complete(monkeypatch):
 
 def test_global_batch_must_split_evenly_over_the_ranks(tiny):
     with pytest.raises(ValueError, match="divisible"):
-        training.check_config(training.TrainConfig(batch_size=8), tiny["table"], world_size=3, rank=0)
+        training.check_config(training.TextTraining(batch_size=8), tiny["table"], world_size=3, rank=0)
 
 
 def test_single_process_step_is_the_gradcache_module_step(tiny, one_thread):
     enc = Encoder.from_pretrained(tiny["model_nodrop"], max_length=32)
     enc.train()
-    batch = training.check_config(training.TrainConfig(**STEP_CFG), tiny["table"]).next_batch()
+    batch = training.check_config(training.TextTraining(**STEP_CFG), tiny["table"]).next_batch()
     qf, pf, nf = training.trainer._features(enc, tiny["table"], batch.pairs, 1)
     loss = distributed.contrastive_step(enc, qf, pf, losses.InfoNCE(), nf)
     grads = [p.grad.clone() for p in enc.parameters()]
@@ -225,7 +225,7 @@ def test_single_process_step_is_the_gradcache_module_step(tiny, one_thread):
 def test_two_ranks_give_the_loss_and_gradients_of_one_process(tiny, two_ranks, one_thread):
     """2 ranks x B/2 (plain and GradCache) == 1 process x B: InfoNCE over the gathered global batch."""
     table = tiny["table"]
-    batch = training.check_config(training.TrainConfig(**STEP_CFG), table, world_size=1, rank=0).next_batch()
+    batch = training.check_config(training.TextTraining(**STEP_CFG), table, world_size=1, rank=0).next_batch()
     enc = Encoder.from_pretrained(tiny["model_nodrop"], max_length=32)
     enc.train()
     qf, pf, nf = training.trainer._features(enc, table, batch.pairs, 1)
@@ -250,7 +250,7 @@ def test_two_ranks_give_the_loss_and_gradients_of_one_process(tiny, two_ranks, o
 
 def test_ranks_draw_the_same_kinds_and_languages_and_disjoint_ids(tiny, two_ranks):
     steps = [json.loads((two_ranks / f"sampler{r}.json").read_text()) for r in range(WORLD)]
-    reference = training.check_config(training.TrainConfig(**{**STEP_CFG, "strategy": STRATEGY}), tiny["table"],
+    reference = training.check_config(training.TextTraining(**{**STEP_CFG, "strategy": STRATEGY}), tiny["table"],
                                       world_size=1, rank=0)
     kinds = set()
     for a, b in zip(*steps):
@@ -268,7 +268,7 @@ def test_ranks_draw_the_same_kinds_and_languages_and_disjoint_ids(tiny, two_rank
 def test_two_rank_training_matches_one_process(tiny, two_ranks, tmp_path, gc, one_thread):
     train_t, val_t = split_validation(tiny["table"], 0.25, seed=0)
     enc = Encoder.from_pretrained(tiny["model_nodrop"], max_length=32)
-    ref = training.train(enc, train_t, val_t, training.TrainConfig(**TRAIN_CFG, gradcache=gc, chunk_size=3),
+    ref = training.train(enc, train_t, val_t, training.TextTraining(**TRAIN_CFG, gradcache=gc, chunk_size=3),
                          tmp_path / "run", show_progress=False)
     out = two_ranks / f"train_gc{int(gc)}"
     log = [json.loads(line) for line in (out / training.trainer.LOG).read_text().splitlines()]
@@ -290,7 +290,7 @@ def test_two_rank_image_text_training_matches_one_process(tiny, image_text_two_r
     averaged over the ranks: 2 ranks x B/2 train like 1 process x B, and the ranks stay identical."""
     from hybridnb.image_text import trainer as itt
 
-    cfg = itt.ImageTextConfig(**IMAGE_TEXT_CFG)
+    cfg = itt.ImageTextTraining(**IMAGE_TEXT_CFG)
     model = itt.build_model(cfg, Encoder.from_pretrained(tiny["model_nodrop"], max_length=cfg.max_length))
     ref = itt.train_image_text(model, caption_table(), caption_table(12, seed=1), cfg, tmp_path / "run",
                                show_progress=False)

@@ -186,8 +186,8 @@ def spy_row_grads(monkeypatch) -> list:
 
 def test_training_train_uses_the_row_path_and_matches_autograd(bert_dir, tmp_path, monkeypatch):
     table = synthetic_table()
-    config = training.TrainConfig(steps=4, batch_size=8, save_every=4, val_every=2, val_batches=2, lr=1e-3,
-                                  seed=0, train_dtype="float32", gradcache=True, chunk_size=4)
+    config = training.TextTraining(steps=4, batch_size=8, save_every=4, val_every=2, val_batches=2, lr=1e-3,
+                                   seed=0, train_dtype="float32", gradcache=True, chunk_size=4)
     with monkeypatch.context() as m:
         disable_row_grads(m)
         plain = Encoder.from_pretrained(bert_dir, max_length=32)

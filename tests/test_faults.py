@@ -550,8 +550,8 @@ def test_a_truncated_resume_checkpoint_trains_from_step_0(tiny_bert, tmp_path, c
     from hybridnb.models.encoders import Encoder
 
     table = synthetic_table(n_items=20)
-    cfg = training.TrainConfig(steps=2, batch_size=4, save_every=2, val_every=2, val_batches=1, lr=1e-3, seed=0,
-                               train_dtype="float32")
+    cfg = training.TextTraining(steps=2, batch_size=4, save_every=2, val_every=2, val_batches=1, lr=1e-3, seed=0,
+                                train_dtype="float32")
     encoder = Encoder.from_pretrained(tiny_bert, max_length=16)
     training.train(encoder, table, table.subset(range(6)), cfg, tmp_path / "run", show_progress=False)
     checkpoint = tmp_path / "run" / "checkpoint.pt"

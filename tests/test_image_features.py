@@ -210,8 +210,8 @@ def test_image_file_tables_share_features_by_path(tmp_path, cache, key_calls):
 
 def test_training_on_a_language_selection_reads_no_image_again(tmp_path, cache, key_calls):
     bert = save_tiny_bert(tmp_path / "bert")
-    cfg = itt.ImageTextConfig(strategy="mono", image_tower="efficientnet-lite0", image_size=SIZE, languages=["en"],
-                              steps=2, batch_size=2, dim=8, max_length=8, val_every=1, val_batches=1)
+    cfg = itt.ImageTextTraining(strategy="mono", image_tower="efficientnet-lite0", image_size=SIZE,
+                                train_languages=["en"], steps=2, batch_size=2, dim=8, max_length=8, val_every=1, val_batches=1)
     model = itt.build_model(cfg, Encoder.from_pretrained(str(bert), max_length=8))
     model.image_tower.show_progress = False
     train, val = bilingual(table(6)), bilingual(table(4, seed=1))

@@ -48,7 +48,7 @@ def cfg_for(**kw):
     base = dict(strategy="hybrid", steps=40, batch_size=6, lr=2e-3, image_lr=3e-3, warmup_ratio=0.0, image_size=16,
                 dim=16, max_length=8, image_tower_args={"width": 8, "depth": 2}, val_every=10, val_batches=2,
                 temperature=0.1)
-    return itt.ImageTextConfig(**{**base, **kw})
+    return itt.ImageTextTraining(**{**base, **kw})
 
 
 def model_for(cfg, bert):
@@ -62,11 +62,12 @@ def model_for(cfg, bert):
     ({"strategy": "bilingual"}, "unknown strategy"),
     ({"alpha": 1.5}, "alpha"),
     ({"batch_size": 25}, "exceeds the 24 items"),
-    ({"languages": ["en", "xx"]}, r"\['xx'\] are not in the training table"),
-    ({"steps": 0}, "steps must be a positive int"),
+    ({"train_languages": ["en", "xx"]}, r"\[.xx.\] are not in the training table"),
+    ({"steps": 0}, "steps must be an int >= 1, got 0"),
     ({"image_lr": 0.0}, "image_lr"),
-    ({"image_tower": "resnet"}, "unknown image tower"),
+    ({"image_tower": "resnet"}, "image_tower must be one of .cnn., .* got .resnet."),
     ({"train_dtype": "int8"}, "train_dtype"),
+    ({"image_size": None}, "image_size must be an int >= 8 for the cnn image tower, got None"),
 ])
 def test_bad_settings_raise_before_any_work(change, message, tmp_path, monkeypatch):
     def fail(*a, **k):
@@ -82,7 +83,7 @@ def test_bad_settings_raise_before_any_work(change, message, tmp_path, monkeypat
 def test_mono_batches_of_a_language_larger_than_its_items_are_refused():
     table = synthetic(missing={("fr", i) for i in range(20)})  # only 4 French captions
     with pytest.raises(ValueError, match="mono batches need"):
-        itt.check(cfg_for(strategy="mono", batch_size=6), table)
+        itt.check_config(cfg_for(strategy="mono", batch_size=6), table)
 
 
 def test_training_lowers_the_loss_and_is_deterministic(bert, tmp_path):
@@ -138,7 +139,7 @@ def test_mono_batches_have_no_parallel_captions_and_cross_batches_add_the_text_t
     assert all(r["text_term"] == (r["kind"] == "cross") for r in history)
 
     model = model_for(cfg, bert).eval()
-    sampler = itt.check(cfg_for(strategy="cross"), train)
+    sampler = itt.check_config(cfg_for(strategy="cross"), train)
     batch = collate_image_text(train, sampler.next_batch().pairs, tower=model.image_tower)
     assert batch.parallel_captions is not None
     with torch.no_grad():
@@ -439,7 +440,7 @@ def test_the_saved_weights_are_what_training_changed_and_reload_to_the_same_resu
     cfg = mm.check_run(params, "hybrid")
     path, results = mm.run_image_text(params, "hybrid", show_progress=False)
     state = torch.load(mm.run_dirs(cfg)[1] / "model.pt")
-    model = itt.build_model(mm.train_config(cfg))
+    model = itt.build_model(cfg.training())
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     assert frozen and not frozen & set(state) and set(state) == set(model.state_dict()) - frozen
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -472,9 +473,9 @@ if delay:  # slow each step down so the test can kill the process mid-run
 # "validation": the image projection's norm, which Adam grows from its small initial values: the best step is the
 # first validation (2), before every checkpoint the run can resume from, so the best weights come from the checkpoint
 itt.validation_loss = lambda model, *a: float(model.image_proj.weight.detach().norm())
-cfg = itt.ImageTextConfig(strategy="hybrid", steps=12, batch_size=6, lr=2e-3, image_lr=3e-2, warmup_ratio=0.0,
-                          image_size=16, dim=16, max_length=8, image_tower_args={"width": 8, "depth": 2},
-                          val_every=2, val_batches=2, save_every=3, temperature=0.1, seed=3)
+cfg = itt.ImageTextTraining(strategy="hybrid", steps=12, batch_size=6, lr=2e-3, image_lr=3e-2, warmup_ratio=0.0,
+                            image_size=16, dim=16, max_length=8, image_tower_args={"width": 8, "depth": 2},
+                            val_every=2, val_batches=2, save_every=3, temperature=0.1, seed=3)
 model = itt.build_model(cfg, Encoder.from_pretrained(bert, max_length=cfg.max_length))
 result = itt.train_image_text(model, caption_table(), caption_table(12, seed=1), cfg, out, show_progress=False)
 torch.save({"weights": itt.trained_state(model), "best_step": result.best_step}, f"{out}/trained.pt")
@@ -526,7 +527,7 @@ def test_killed_image_text_run_resumes_to_the_same_weights_and_log(bert, tmp_pat
 def test_mm_save_every_reaches_the_trainer_and_not_the_hash(bert):
     default, often = mm.check_run(params_for(bert), "hybrid"), mm.check_run(params_for(bert, mm_save_every=1), "hybrid")
     assert default.hash == often.hash  # checkpoints change no result: the committed runs keep their hashes
-    assert mm.train_config(often).save_every == 1 and default.save_every == itt.ImageTextConfig.save_every
+    assert often.training().save_every == 1 and default.save_every == itt.ImageTextTraining().save_every
     with pytest.raises(ValueError, match="mm_save_every must be an int >= 1"):
         mm.check_run(params_for(bert, mm_save_every=0), "hybrid")
 

@@ -118,10 +118,10 @@ def test_a_tiny_recipe_end_to_end(tmp_path, monkeypatch):
 def test_validation_scores_are_temperature_free_and_match_a_hand_computation(tmp_path, one_thread):
     table = synthetic_table()
     enc = Encoder.from_pretrained(save_tiny_bert(tmp_path / "bert", dropout=0.0), max_length=32)
-    cfg = training.TrainConfig(batch_size=8, val_batches=2, train_dtype="float32", n_hard_negatives=1)
+    cfg = training.TextTraining(batch_size=8, val_batches=2, train_dtype="float32", n_hard_negatives=1)
     batches = training.trainer.fixed_validation_batches(cfg, table)
     scores = training.trainer.validation_scores(enc, table, batches, cfg)
-    hotter = training.trainer.validation_scores(enc, table, batches, training.TrainConfig(**{**cfg.__dict__, "temperature": 0.5}))
+    hotter = training.trainer.validation_scores(enc, table, batches, cfg.replace(temperature=0.5))
     assert hotter["loss"] != pytest.approx(scores["loss"])
     assert (hotter["top1"], hotter["mrr"]) == pytest.approx((scores["top1"], scores["mrr"]))
     top1, rr, n = 0, 0.0, 0
@@ -147,9 +147,9 @@ def test_a_seed_changes_the_batches_but_not_the_data_or_the_validation(one_threa
     d0, d1 = runs.prepare_data(cfg0), runs.prepare_data(cfg1)
     assert d0.val.ids == d1.val.ids and d0.train.ids == d1.train.ids      # the same held-out items
     assert d0.train.hard_negatives == d1.train.hard_negatives              # the same hard negatives
-    v0, v1 = (training.trainer.fixed_validation_batches(runs.train_config(c), d.val) for c, d in ((cfg0, d0), (cfg1, d1)))
+    v0, v1 = (training.trainer.fixed_validation_batches(c.training(), d.val) for c, d in ((cfg0, d0), (cfg1, d1)))
     assert all(np.array_equal(a, b) for a, b in zip(v0, v1))               # the same validation batches
-    s0, s1 = (training.check_config(runs.train_config(c), d.train) for c, d in ((cfg0, d0), (cfg1, d1)))
+    s0, s1 = (training.check_config(c.training(), d.train) for c, d in ((cfg0, d0), (cfg1, d1)))
     assert not np.array_equal(s0.next_batch().pairs, s1.next_batch().pairs)  # other training batches
 
 

@@ -227,8 +227,8 @@ def test_a_depth_outside_the_model_is_refused(n, bert):
 
 
 def test_the_trainer_setting_builds_the_cached_path_and_checks_its_value(bert, cache):
-    cfg = itt.ImageTextConfig(frozen_text_layers=1, image_size=16, dim=8, max_length=8,
-                              image_tower_args={"width": 8, "depth": 2})
+    cfg = itt.ImageTextTraining(frozen_text_layers=1, image_size=16, dim=8, max_length=8,
+                                image_tower_args={"width": 8, "depth": 2})
     model = itt.build_model(cfg, encoder_for(bert))
     assert model.frozen_text is not None and model.frozen_text.prefix == "query: "
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -240,8 +240,8 @@ def test_the_trainer_setting_builds_the_cached_path_and_checks_its_value(bert, c
         cached = model.encode_text(CAPTIONS[:3])
         model.frozen_text = None
         torch.testing.assert_close(cached, model.encode_text(CAPTIONS[:3]), rtol=1e-5, atol=1e-5)
-    assert itt.build_model(itt.ImageTextConfig(image_size=16, dim=8, max_length=8,
-                                               image_tower_args={"width": 8, "depth": 2}),
+    assert itt.build_model(itt.ImageTextTraining(image_size=16, dim=8, max_length=8,
+                                                 image_tower_args={"width": 8, "depth": 2}),
                            encoder_for(bert)).frozen_text is None
     with pytest.raises(ValueError, match="frozen_text_layers must be an int >= 0"):
-        itt.check_settings(itt.ImageTextConfig(frozen_text_layers=-2))
+        itt.ImageTextTraining(frozen_text_layers=-2)

@@ -31,10 +31,10 @@ def tiny(tmp_path_factory):
     return {"model": model, "model_nodrop": model0, "table": table, "table_path": root / "table.json"}
 
 
-def cfg(**kw) -> training.TrainConfig:
+def cfg(**kw) -> training.TextTraining:
     base = dict(steps=6, batch_size=8, save_every=3, val_every=2, val_batches=2, lr=1e-3, seed=0,
                 train_dtype="float32")
-    return training.TrainConfig(**{**base, **kw})
+    return training.TextTraining(**{**base, **kw})
 
 
 def weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -234,8 +234,8 @@ if delay:  # slow each step down so the test can kill the process mid-run
     gradcache.plain_step = lambda *a, **k: (time.sleep(delay), step(*a, **k))[1]
 train_t, val_t = split_validation(ParallelTable.load(table), 0.25, seed=0)
 enc = Encoder.from_pretrained(model, max_length=32)
-cfg = training.TrainConfig(steps=12, batch_size=8, save_every=3, val_every=4, val_batches=2, lr=1e-3,
-                           strategy="hybrid", train_dtype="float32", seed=3)
+cfg = training.TextTraining(steps=12, batch_size=8, save_every=3, val_every=4, val_batches=2, lr=1e-3,
+                            strategy="hybrid", train_dtype="float32", seed=3)
 training.train(enc, train_t, val_t, cfg, out, show_progress=False)
 """
 

@@ -35,7 +35,7 @@ from hybridnb.image_text.metrics import (  # noqa: F401
     IMAGE, RECALL_KS, METRICS, ImageTextResult, image_text_metrics, evaluate_table, confidence_intervals,
 )
 from hybridnb.image_text.trainer import (  # noqa: F401
-    ImageTextConfig, ImageTextTrainResult, check_settings, check, build_model, build_image_optimizer,
+    ImageTextTraining, ImageTextTrainResult, check_config, build_model, build_image_optimizer,
     validation_loss, train_image_text,
 )
 from hybridnb.image_text.runs import (  # noqa: F401
@@ -58,7 +58,7 @@ __all__ = [
     'symmetric_info_nce', 'image_text_loss', 'ImageTextBatch', 'collate_image_text', 'batch_embeddings',
     'batch_loss',
     'IMAGE', 'RECALL_KS', 'METRICS', 'ImageTextResult', 'image_text_metrics', 'evaluate_table',
-    'confidence_intervals', 'ImageTextConfig', 'ImageTextTrainResult', 'check_settings', 'check',
+    'confidence_intervals', 'ImageTextTraining', 'ImageTextTrainResult', 'check_config',
     'build_model', 'build_image_optimizer', 'validation_loss', 'train_image_text', 'DATASETS',
     'RUN_KEYS', 'ZERO_SHOT_KEYS', 'check_run', 'check_runs', 'prepare_data', 'eval_table',
     'run_image_text', 'run_zero_shot', 'collect', 'load_result', 'comparison_table', 'significance',

@@ -11,7 +11,7 @@ folder atomically (a temp folder renamed when complete): ``config.json``, ``resu
 arrays ``per_query_{t2i,i2t,captions}.npz`` (for paired tests between runs), ``topk_t2i.npz`` (each caption's
 10 best images), ``train_log.jsonl``, ``loss_curve.png`` and ``results.md``. Weights go to
 ``cache/runs/<run_name>/<hash>/model.pt``: the trained weights only (:func:`hybridnb.image_text.trainer.trained_state`;
-load them into ``trainer.build_model(train_config(cfg))`` with ``load_state_dict(..., strict=False)``: the frozen
+load them into ``trainer.build_model(cfg.training())`` with ``load_state_dict(..., strict=False)``: the frozen
 weights are the base model's). Until the report is written, the resume checkpoint (``mm_save_every``) lies beside
 them: a killed run resumes from it and ends with the weights of an uninterrupted run.
 
@@ -64,6 +64,7 @@ NOTEBOOK_SHARED = ("profile", *SHARED, "encode_batch_size")
 RUN_KEYS = config.ImageTextRunConfig.hash_keys()             # the result-defining settings of a run
 ZERO_SHOT_KEYS = config.ImageTextZeroShotConfig.hash_keys()  # ... and of the zero-shot baseline
 SPLIT_SEED = 0
+SAVE_EVERY = config.ImageTextTraining().save_every  # mm_save_every when a profile leaves it out
 START_METHOD = "spawn"  # how mm_workers' processes start: a fresh interpreter (no forked OpenMP or torch state)
 SCHEMA = "hybridnb.image_text_results/1"
 PROBLEMS = ("t2i", "i2t", "captions")
@@ -94,7 +95,7 @@ def check_run(params: dict[str, Any], strategy=None, zero_shot: bool = False):
     values["image_root"] = params.get("mm_image_root")
     values["encode_batch_size"] = params.get("encode_batch_size", 64)
     if not zero_shot:
-        values["save_every"] = params.get("mm_save_every", itt.ImageTextConfig.save_every)
+        values["save_every"] = params.get("mm_save_every", SAVE_EVERY)
     if zero_shot:  # the runs' cached frozen layers, if any: the zero-shot tower runs from them
         values["frozen_text_layers"] = params.get("mm_frozen_text_layers", 0)
     if not zero_shot:
@@ -187,13 +188,6 @@ def seen_unseen(train: list[str] | None, languages: list[str]) -> tuple[list[str
     """(languages trained on, languages never trained on) among `languages`; ``train`` None: all trained on."""
     seen = list(languages) if train is None else [g for g in languages if g in train]
     return seen, [g for g in languages if g not in seen]
-
-
-def train_config(cfg: config.ImageTextRunConfig) -> itt.ImageTextConfig:
-    keys = [k for k in RUN_KEYS if k in itt.ImageTextConfig.__dataclass_fields__]
-    return itt.ImageTextConfig(**{**{k: getattr(cfg, k) for k in keys}, "alpha": 0.5 if cfg.alpha is None else cfg.alpha,
-                                  "languages": cfg.train_languages, "save_every": cfg.save_every,
-                                  "image_tower_args": dict(cfg.image_tower_args or {})})
 
 
 # ---- data, training, evaluation ---------------------------------------------------------------------
@@ -298,13 +292,13 @@ class ImageTextRun(runs.RunTaskBase):
     def prepare(self) -> dict[str, caption_table.ImageTextTable]:
         _single_process("an image-text run")
         data = prepare_data(self.cfg)
-        itt.check(train_config(self.cfg), data["train"])  # batch size vs items and pools, before the model loads
+        itt.check_config(self.cfg.training(), data["train"])  # batch size vs items and pools, before the model loads
         return data
 
-    def build_model(self, data, show_progress: bool) -> tuple[itt.ImageTextConfig, Any]:
+    def build_model(self, data, show_progress: bool) -> tuple[config.ImageTextTraining, Any]:
         """(trainer config, model) with a frozen tower's features of every split read or computed
         (``features_s``); the frozen text layers' states follow in train_image_text / evaluate."""
-        tcfg = train_config(self.cfg)
+        tcfg = self.cfg.training()
         model = itt.build_model(tcfg)
         t0 = time.time()
         if model.frozen_text is not None:

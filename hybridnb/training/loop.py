@@ -34,12 +34,12 @@ from typing import Any, ContextManager, Protocol
 import torch
 from tqdm.auto import tqdm
 
-from hybridnb import paths
+from hybridnb import config, paths
 from hybridnb.models import weight_files
 from hybridnb.training import checkpoints, distributed
 from hybridnb.training.batch_kinds import Batch
 
-__all__ = ["CHECKPOINT", "LOG", "Task", "LoopSettings", "LoopResult", "train_loop"]
+__all__ = ["CHECKPOINT", "LOG", "Task", "LoopResult", "train_loop"]
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "train_log.jsonl"
@@ -61,17 +61,6 @@ class Task(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
-class LoopSettings(Protocol):
-    """The settings the loop reads (``TrainConfig`` and ``ImageTextConfig`` both have them)."""
-
-    steps: int
-    batch_size: int         # the global batch, for the log's throughput
-    max_grad_norm: float
-    val_every: int
-    save_every: int
-    seed: int
-
-
 @dataclass
 class LoopResult:
     history: list[dict]     # one log record per step, those before a resume read back from the log
@@ -81,7 +70,7 @@ class LoopResult:
     log_path: Path | None
 
 
-def train_loop(task: Task, sampler, optimizer: torch.optim.Optimizer, scheduler, cfg: LoopSettings,
+def train_loop(task: Task, sampler, optimizer: torch.optim.Optimizer, scheduler, cfg: config.Training,
                out_dir: str | os.PathLike | None, resume: bool = True, show_progress: bool = True,
                desc: str = "train") -> LoopResult:
     """Steps ``[start, cfg.steps)`` of `task`; with `out_dir`, the log and checkpoints go there and a run killed

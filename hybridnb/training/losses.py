@@ -32,10 +32,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from hybridnb import config
+
 __all__ = ["DEFAULT_TEMPERATURE", "InfoNCE", "info_nce"]
 
 #: 1 / 20: sentence-transformers' MultipleNegativesRankingLoss scale=20 (see the module docstring).
-DEFAULT_TEMPERATURE = 0.05
+DEFAULT_TEMPERATURE = config.DEFAULT_TEMPERATURE
 
 
 def info_nce(

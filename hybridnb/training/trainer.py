@@ -19,16 +19,14 @@ shard of the global batch, the loss spans the global batch (same loss and gradie
 rank 0 alone validates and writes; the checkpoint holds every rank's RNG state.
 
     encoder = Encoder.from_pretrained(OFFLINE_E5, max_length=128)
-    result = train(encoder, train_table, val_table, TrainConfig(strategy="hybrid", steps=200), "cache/runs/x")
+    result = train(encoder, train_table, val_table, TextTraining(strategy="hybrid", steps=200), "cache/runs/x")
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,34 +37,11 @@ from hybridnb.training import checkpoints, distributed, embedding_grads, loop, l
 from hybridnb.data.train_data import ParallelTable, collate
 from hybridnb.models import precision
 
-__all__ = ["TrainConfig", "TrainResult", "check_settings", "check_config", "build_optimizer", "build_scheduler",
-           "TextTask", "train", "validation_loss", "validation_scores", "TRAIN_DTYPES", "VALIDATION_SEED"]
+__all__ = ["TextTraining", "TrainResult", "check_config", "build_optimizer", "build_scheduler",
+           "TextTask", "train", "validation_loss", "validation_scores", "VALIDATION_SEED"]
 
-TRAIN_DTYPES = config.TRAIN_DTYPES  # auto: bf16 autocast where bf16 is native (CUDA, AVX512_BF16, AMX)
+TextTraining = config.TextTraining  # the settings train() takes: defaults, units and bounds in hybridnb.config
 CHECKPOINT, LOG = loop.CHECKPOINT, loop.LOG  # checkpoint.pt, train_log.jsonl in the run's folder
-
-
-@dataclass
-class TrainConfig:
-    strategy: str | dict = "hybrid"     # mono | cross | hybrid | mixed | en | {kind: weight}
-    alpha: float = 0.5                  # hybrid's P(mono)
-    language_sampling: str | float = "uniform"
-    steps: int = 100
-    batch_size: int = 32                # pairs per step (global batch)
-    lr: float = 3e-5
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1           # linear warm-up over this fraction of the steps, then linear decay to 0
-    max_grad_norm: float = 1.0
-    temperature: float = losses.DEFAULT_TEMPERATURE
-    n_hard_negatives: int = 1
-    gradcache: bool = False             # GradCache: embed in chunks of `chunk_size`, same loss and gradients
-    chunk_size: int = 32
-    train_dtype: str = "auto"
-    save_every: int = 50                # checkpoint every N steps (and at the end)
-    val_every: int = 50                 # validation loss every N steps (and at the end)
-    val_batches: int = 8                # fixed validation batches, drawn once with the training strategy
-    seed: int = 0
-    extra: dict = field(default_factory=dict)  # free-form provenance (data names, model name, ...)
 
 
 @dataclass
@@ -79,34 +54,15 @@ class TrainResult:
     history: list[dict]
 
 
-def check_settings(cfg: TrainConfig) -> TrainConfig:
-    """Validate the settings that do not depend on the data (raises ValueError naming the problem)."""
-    for name in ("steps", "batch_size", "save_every", "val_every", "val_batches", "chunk_size"):
-        value = getattr(cfg, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    for name, lo, hi in (("lr", 0, math.inf), ("weight_decay", 0, math.inf), ("max_grad_norm", 0, math.inf),
-                         ("warmup_ratio", 0, 1), ("temperature", 0, math.inf)):
-        value = getattr(cfg, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
-            raise ValueError(f"{name} must be a number in [{lo}, {hi}], got {value!r}")
-    if cfg.temperature == 0 or cfg.lr == 0:
-        raise ValueError("lr and temperature must be > 0")
-    distributed.check_global_batch(cfg.batch_size)
-    if cfg.train_dtype not in TRAIN_DTYPES:
-        raise ValueError(f"unknown train_dtype {cfg.train_dtype!r}; choose one of {list(TRAIN_DTYPES)}")
-    sampling.parse_strategy(cfg.strategy, cfg.alpha)
-    return cfg
-
-
-def check_config(cfg: TrainConfig, table: ParallelTable, world_size: int | None = None,
+def check_config(cfg: TextTraining, table: ParallelTable, world_size: int | None = None,
                  rank: int | None = None) -> sampling.HybridBatchSampler:
-    """Validate everything before training starts; returns this rank's sampler (raises ValueError).
+    """Check the settings against the data and the processes before training starts; returns this rank's sampler
+    (raises ValueError). Each setting was checked on its own when `cfg` was made.
 
     `world_size` and `rank` default to the process group's (1 and 0 in a plain process); the batch size
     is global and must be divisible by the world size.
     """
-    check_settings(cfg)
+    distributed.check_global_batch(cfg.batch_size)
     counts = table.hard_negative_counts()[table.available()]
     if cfg.n_hard_negatives and (counts < cfg.n_hard_negatives).any():
         raise ValueError(f"n_hard_negatives={cfg.n_hard_negatives} but some items have only "
@@ -159,7 +115,7 @@ def _features(encoder, table: ParallelTable, pairs: np.ndarray, n_neg: int):
 VALIDATION_SEED = 1
 
 
-def fixed_validation_batches(cfg: TrainConfig, val_table: ParallelTable) -> list[np.ndarray]:
+def fixed_validation_batches(cfg: TextTraining, val_table: ParallelTable) -> list[np.ndarray]:
     """`val_batches` batches drawn once from the validation table with the training strategy.
 
     The batch is the training batch size, or smaller when the split is too small for it (e.g. a mono batch
@@ -177,7 +133,7 @@ def fixed_validation_batches(cfg: TrainConfig, val_table: ParallelTable) -> list
 
 
 @torch.no_grad()
-def validation_scores(encoder, val_table: ParallelTable, batches: list[np.ndarray], cfg: TrainConfig) -> dict:
+def validation_scores(encoder, val_table: ParallelTable, batches: list[np.ndarray], cfg: TextTraining) -> dict:
     """Mean InfoNCE over the fixed validation batches, in eval mode (no dropout), and two ranking scores.
 
     ``loss`` depends on the temperature; ``top1`` (share of queries whose positive outranks every in-batch
@@ -207,7 +163,7 @@ def validation_scores(encoder, val_table: ParallelTable, batches: list[np.ndarra
     return {"loss": total / len(batches), "top1": top1 / n_queries, "mrr": rr / n_queries}
 
 
-def validation_loss(encoder, val_table: ParallelTable, batches: list[np.ndarray], cfg: TrainConfig) -> float:
+def validation_loss(encoder, val_table: ParallelTable, batches: list[np.ndarray], cfg: TextTraining) -> float:
     """Mean InfoNCE over the fixed validation batches (:func:`validation_scores`' ``loss``)."""
     return validation_scores(encoder, val_table, batches, cfg)["loss"]
 
@@ -219,12 +175,12 @@ class TextTask:
     lr_names = {"lr": 0}
 
     def __init__(self, encoder, train_table: ParallelTable, val_table: ParallelTable, val_batches: list[np.ndarray],
-                 cfg: TrainConfig, out_dir: Path):
+                 cfg: TextTraining, out_dir: Path):
         self.encoder = self.module = encoder
         self.params = list(encoder.parameters())
         self.train_table, self.val_table, self.val_batches, self.cfg, self.out_dir = \
             train_table, val_table, val_batches, cfg, out_dir
-        self.config = _comparable(cfg)
+        self.config = cfg.stored()
         self.loss_fn = losses.InfoNCE(temperature=cfg.temperature)
         self.dtype = autocast_dtype(cfg.train_dtype, encoder.device)
         self.chunk_size = cfg.chunk_size if cfg.gradcache else None
@@ -261,7 +217,7 @@ class TextTask:
         self.encoder.model.load_state_dict(state)
 
 
-def train(encoder, train_table: ParallelTable, val_table: ParallelTable, cfg: TrainConfig,
+def train(encoder, train_table: ParallelTable, val_table: ParallelTable, cfg: TextTraining,
           out_dir: str | os.PathLike, resume: bool = True, show_progress: bool = True) -> TrainResult:
     """Train `encoder` in place; checkpoints, log and encoders go to `out_dir`. Resumes if it can.
 
@@ -300,15 +256,10 @@ def train(encoder, train_table: ParallelTable, val_table: ParallelTable, cfg: Tr
                        run.history)
 
 
-def _model_card_training(cfg: TrainConfig, checkpoint: str) -> dict:
+def _model_card_training(cfg: TextTraining, checkpoint: str) -> dict:
     """The training lines of a saved encoder's model card."""
     return {"method": "hybridnb batch-composition training (InfoNCE, in-batch and hard negatives)",
             "strategy": cfg.strategy if isinstance(cfg.strategy, str) else dict(cfg.strategy),
             "alpha (hybrid: share of mono batches)": cfg.alpha, "steps": cfg.steps,
             "batch size (pairs)": cfg.batch_size, "learning rate": cfg.lr, "temperature": cfg.temperature,
             "hard negatives per pair": cfg.n_hard_negatives, "seed": cfg.seed, "this checkpoint": checkpoint}
-
-
-def _comparable(cfg: TrainConfig) -> dict:
-    """The config as stored in a checkpoint (JSON round trip, so saved and current compare equal)."""
-    return json.loads(json.dumps(asdict(cfg), sort_keys=True))
