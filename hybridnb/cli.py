@@ -23,35 +23,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 
 import yaml
 
 from hybridnb import config, paths, reporting
+from hybridnb.config import parse_overrides  # noqa: F401  (the CLI's --set, also read by studies.matrix)
 from hybridnb.training import distributed
 from hybridnb.studies import runs
 
 
 DEFAULT_PROFILE = "cpu"
-_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-
-
-def parse_overrides(pairs: list[str]) -> dict:
-    """``key=value`` pairs, each value read as YAML (numbers, booleans, null, lists and mappings as in the
-    profiles), except that ``3e-5`` is the number YAML 1.2 reads (PyYAML's YAML 1.1 wants ``3.0e-5``)."""
-    out = {}
-    for pair in pairs:
-        key, eq, value = pair.partition("=")
-        if not eq or not key:
-            raise SystemExit(f"--set expects key=value, got {pair!r}")
-        try:
-            parsed = yaml.safe_load(value)
-        except yaml.YAMLError as e:
-            reason = str(e).strip().splitlines()[0]
-            raise SystemExit(f"--set {key}: cannot read {value!r} as a YAML value ({reason})") from None
-        out[key] = float(value) if isinstance(parsed, str) and _FLOAT.fullmatch(value.strip()) else parsed
-    return out
 
 
 def check_override_keys(overrides: dict) -> None:
@@ -227,7 +209,27 @@ def verify_main(argv: list[str] | None = None) -> int:
     return 1 if problems else 0
 
 
-USAGE = "usage: python -m hybridnb {train,recipe,report,pipeline,miracl,verify} ... [--debug]  (--help after a command)"
+def matrix_main(argv: list[str] | None = None) -> int:
+    """``python -m hybridnb matrix``: check every committed result against the reproduction matrix
+    (hybridnb/studies/reproductions.yaml, :mod:`hybridnb.studies.matrix`); ``--update`` rewrites it and
+    docs/reproductions.md from the committed runs (review the diff: a moved number is a changed result)."""
+    from hybridnb.studies import matrix
+
+    parser = argparse.ArgumentParser(prog="python -m hybridnb matrix", description=matrix_main.__doc__)
+    parser.add_argument("--profile", default="cpu", help="params/<profile>.yaml or a YAML path")
+    parser.add_argument("--update", action="store_true", help="rewrite the matrix and its docs page")
+    args = parser.parse_args(argv)
+    if args.update:
+        for path in matrix.update(args.profile):
+            print(f"[hybridnb] wrote {paths.shown(path)}")
+    problems = matrix.check(matrix.load(), config.load_profile(args.profile))
+    for line in problems:
+        print(f"hybridnb matrix: {line}", file=sys.stderr)
+    print(f"[hybridnb] matrix: {'every committed result agrees' if not problems else f'{len(problems)} disagreement(s)'}")
+    return 1 if problems else 0
+
+
+USAGE = "usage: python -m hybridnb {train,recipe,report,pipeline,miracl,verify,matrix} ... [--debug]  (--help after a command)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     from hybridnb.training.checkpoints import RunLocked
 
     commands = {"train": train_main, "recipe": recipe_main, "report": report_main, "pipeline": pipeline.main,
-                "miracl": miracl_main, "verify": verify_main}
+                "miracl": miracl_main, "verify": verify_main, "matrix": matrix_main}
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]

@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import re
 import types
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -631,3 +632,22 @@ class MiraclConfig:
     passage_format: PassageFormat
     in_reproduce: bool
 
+
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # a number YAML 1.1 reads as text
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """``key=value`` pairs, each value read as YAML (numbers, booleans, null, lists and mappings as in the
+    profiles), except that ``3e-5`` is the number YAML 1.2 reads (PyYAML's YAML 1.1 wants ``3.0e-5``)."""
+    out = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise SystemExit(f"--set expects key=value, got {pair!r}")
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            reason = str(e).strip().splitlines()[0]
+            raise SystemExit(f"--set {key}: cannot read {value!r} as a YAML value ({reason})") from None
+        out[key] = float(value) if isinstance(parsed, str) and _FLOAT_TEXT.fullmatch(value.strip()) else parsed
+    return out

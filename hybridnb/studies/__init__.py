@@ -13,15 +13,16 @@ Modules:
     recipe           The recipe, chosen on held-out data, and every run of the report trained with it.
     seed_tables      The seed-aware tables and figures of REPORT.md (report composes them).
     report           REPORT.md, the one report of ``make reproduce``: the recipe's runs, with seeds, in both directions.
+    matrix           The reproduction matrix: each committed condition, the command that remakes it, the values it should give.
     miracl_eval      Notebook 09 and `python -m hybridnb miracl`: MIRACL dev (Tables 12-13) for the profile's models and finished runs.
 """
 
 from hybridnb.studies import (  # noqa: F401
     zero_shot, runs, paper_numbers, compare, sweep, backbone_study, budget, recipe, seed_tables, report,
-    miracl_eval,
+    matrix, miracl_eval,
 )
 
 __all__ = [
     'zero_shot', 'runs', 'paper_numbers', 'compare', 'sweep', 'backbone_study', 'budget', 'recipe',
-    'seed_tables', 'report', 'miracl_eval',
+    'seed_tables', 'report', 'matrix', 'miracl_eval',
 ]
