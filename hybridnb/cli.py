@@ -25,7 +25,6 @@ import argparse
 import os
 import sys
 
-import yaml
 
 from hybridnb import config, paths, reporting
 from hybridnb.config import parse_overrides  # noqa: F401  (the CLI's --set, also read by studies.matrix)

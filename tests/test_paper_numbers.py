@@ -12,7 +12,6 @@ import yaml
 import pandas as pd
 
 from hybridnb.studies import compare, paper_numbers
-from hybridnb import reporting
 
 ROWS = [  # made-up values: they test the plumbing, they are not the paper's
     {"model": "xlm-roberta-base", "train": "mmarco", "dataset": "xquad-r", "strategy": "mono",
@@ -159,13 +158,6 @@ def test_a_malformed_transcription_stops_with_a_clear_error(tmp_path, doc, messa
         paper_numbers.load(write(tmp_path, **doc))
 
 
-def minimal_systems() -> dict:
-    model = {"name": "m", "max_length": 8, "candidate_mode": "sentence"}
-    training = {"steps": 1, "batch_size": 2, "train_data": "mlqa-r", "train_items": 3, "dropped_overlap": 0,
-                "seed": 0, "best_step": 1, "best_val_loss": 1.0}
-    return {"zero-shot": {"results": {"model": model}}, "hybrid": {"results": {"training": training}}}
-
-
 def test_a_value_the_paper_does_not_print_shows_as_a_dash(tmp_path):
     rows = [{**ROWS[0], "mono_r@1": 0.5, "source": "Table 3"}, ROWS[1]]
     frame, source = paper_numbers.load(write(tmp_path, source="T", rows=rows))
@@ -230,16 +222,14 @@ def test_a_language_line_given_twice_stops_instead_of_overwriting(tmp_path):
             load(path)
 
 
-def test_report_prints_the_paper_block_only_from_a_filled_file(tmp_path):
-    prov = reporting.provenance("ci")
-    empty = compare.report_markdown({}, minimal_systems(), {}, {}, [], prov, write(tmp_path, rows=[]))
-    assert "## The paper's numbers" in empty and "hybridnb/studies/paper_numbers.yaml" in empty
-    assert "Transcribed by hand" not in empty
-    filled = compare.report_markdown({}, minimal_systems(), {}, {}, [], prov,
-                                     write(tmp_path, source="Table 1", rows=ROWS))
-    assert "Transcribed by hand from the paper (Table 1)" in filled and "not reproduced here" not in filled
-    assert filled.index("## The paper's numbers") < filled.index("## Figures")
-    assert "MIRACL" not in filled  # the test file has no miracl section
-    shipped = compare.report_markdown({}, minimal_systems(), {}, {}, [], prov)
+def test_the_paper_blocks_print_only_from_a_filled_file(tmp_path):
+    empty, _ = paper_numbers.load(write(tmp_path, rows=[]))
+    assert empty.empty
+    frame, source = paper_numbers.load(write(tmp_path, source="Table 1", rows=ROWS))
+    assert any("Transcribed by hand from the paper (Table 1)" in line for line in paper_numbers.markdown(frame, source))
+    assert paper_numbers.miracl_markdown(paper_numbers.load_miracl(write(tmp_path, source="Table 1", rows=ROWS))) == []
+    shipped = "\n".join(paper_numbers.miracl_markdown(paper_numbers.load_miracl(paper_numbers.PAPER_NUMBERS)))
     assert "| XLM-R | X-Y | 0.3993 | 0.3758 | 0.7487 | 0.7465 | Table 12 |" in shipped
-    assert shipped.index("### MIRACL dev (monolingual)") < shipped.index("## Figures")
+    assert "### MIRACL dev (monolingual)" in shipped
+
+

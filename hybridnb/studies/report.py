@@ -34,7 +34,7 @@ import pandas as pd
 from hybridnb import reporting
 from hybridnb.evaluation import seed_stats
 from hybridnb.evaluation.metrics import EvalResult
-from hybridnb.studies import paper_numbers, recipe, runs, seed_tables, sweep
+from hybridnb.studies import miracl_eval, paper_numbers, recipe, runs, seed_tables, sweep
 
 __all__ = ["headline", "update_readme", "system_table", "verdict_wide", "SPLIT_KEYS", "split_seen_unseen", "systems_of", "direction_section", "seen_unseen_section",
            "summary_lines", "check_summary", "probe_frame", "sweep_section", "build"]
@@ -529,6 +529,7 @@ def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, se
                   f"Validation loss and MRR on the fixed held-out batches of every {params['train_data']} run, one line "
                   "per seed (the evaluated checkpoint is the one with the lowest validation loss).", "",
                   f"![validation curves]({fig('figures/validation_curves.png')})", ""]
+    lines += miracl_eval.report_section(params)  # ours beside the paper's rows when notebook 09 ran, else "not run"
     lines += ["## Run times", "",
               _table(seed_tables.budget_rows([e for e in grid]), index=None), ""] + _cost_lines(grid, n_grid, params)
     lines += ["",
