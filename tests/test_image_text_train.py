@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from tiny_models import WORDS, save_tiny_bert  # noqa: E402
 
 from hybridnb import config
-from hybridnb.image_text import compare as mmc
+from hybridnb.studies import image_text_compare as mmc
 from hybridnb.image_text import runs as mm
 from hybridnb.image_text import trainer as itt
 from hybridnb.studies import compare, runs  # noqa: E402
