@@ -153,7 +153,7 @@ def hashed_alpha(strategy, alpha):
 
 
 def strategy_label(strategy, alpha) -> str:
-    """The strategy as run names write it: ``mono``, ``hybrid`` (alpha 0.5), ``hybrid0.25``, ``mix-cross0.3-mono0.7``."""
+    """The strategy in run names: ``mono``, ``hybrid`` (alpha 0.5), ``hybrid0.25``, ``mix-cross0.3-mono0.7``."""
     if isinstance(strategy, str):
         return f"hybrid{alpha:g}" if strategy == "hybrid" and alpha != 0.5 else strategy
     return "mix-" + "-".join(f"{k}{v:g}" for k, v in sorted(strategy.items()))
