@@ -10,7 +10,7 @@ Where a run's data flows (``python -m hybridnb train --profile cpu``, notebook 0
    :class:`hybridnb.config.TextRunConfig` once, checking every key before any work (type, choices and bounds
    from its fields, then the strategy, datasets and model); it carries the strategy parsed into batch-kind
    weights, the hash of its result-defining fields (``RUN_KEYS``) and the run's name. A finished run with the
-   same hash under ``reports/runs/<name>/`` is reused (:func:`~hybridnb.studies.runs.find_finished`).
+   same hash under ``reports/runs/<name>/`` is reused (:func:`~hybridnb.training.run_folder.find_finished`).
 3. **data** -> :mod:`hybridnb.data`: the raw files are fetched and verified (``sources``), parsed into
    LAReQA retrieval tasks (``lareqa``) and into a parallel training table of (query, positive, hard
    negatives) per item and language (``train_data``); evaluation text is removed from the training
@@ -25,11 +25,11 @@ Where a run's data flows (``python -m hybridnb train --profile cpu``, notebook 0
 6. **evaluator** -> :func:`hybridnb.evaluation.runner.evaluate_encoder` encodes every question and
    candidate of each evaluation task once and :func:`hybridnb.evaluation.evaluate` computes mono, cross
    and multilingual mAP, R@k and rank distance per question, with bootstrap CIs (``evaluation.stats``).
-7. **report** -> :func:`hybridnb.studies.runs.write_run` writes ``reports/runs/<name>/`` (config, results,
+7. **report** -> :func:`hybridnb.training.run_folder.write_run` writes ``reports/runs/<name>/`` (config, results,
    per-query arrays, loss curve) atomically; :mod:`hybridnb.studies.report` (notebooks 04 and 05) reads the
    recipe's runs (:mod:`hybridnb.studies.recipe`) into the one report, ``reports/REPORT.md``.
 
-Steps 2-7 are one skeleton, :func:`hybridnb.studies.runs.execute` (find finished -> prepare -> train ->
+Steps 2-7 are one skeleton, :func:`hybridnb.training.run_folder.execute` (find finished -> prepare -> train ->
 evaluate -> write), run with a small task object: :class:`~hybridnb.studies.runs.TextRun` for these runs,
 :class:`~hybridnb.image_text.runs.ImageTextRun` for image-text runs (an image tower in place of the
 passage side) and their zero-shot baseline.

@@ -12,7 +12,7 @@ before the pool is shut down would lose its workers with that thread (:mod:`conc
 workers in the thread that submits, and notebook 07 submits from the kernel's main thread).
 
 What a killed worker leaves is what any kill leaves: temp files of unfinished atomic writes, removed by the run's
-next start (:func:`hybridnb.studies.runs.remove_stale_temps`), never a half-written result.
+next start (:func:`hybridnb.training.run_folder.remove_stale_temps`), never a half-written result.
 """
 
 from __future__ import annotations

@@ -131,7 +131,7 @@ def miracl_main(argv: list[str] | None = None) -> int:
 def recipe_main(argv: list[str] | None = None) -> int:
     """``python -m hybridnb recipe --profile cpu``: the image-text sweep (short), then the text recipe's probes, grid
     and sweep (:mod:`hybridnb.studies.recipe`), training what is missing, every run checked first."""
-    from hybridnb.image_text import sweep as image_text_sweep
+    from hybridnb.studies import image_text_sweep
     from hybridnb.studies import recipe
 
     stages = ("probes", "grid", "sweep", "mm_sweep")
@@ -155,7 +155,7 @@ def recipe_main(argv: list[str] | None = None) -> int:
 def report_main(argv: list[str] | None = None) -> int:
     """``python -m hybridnb report --profile cpu``: reports/REPORT.md from the finished runs (nothing trains; a
     missing zero-shot row is computed, minutes of encoding). ``make reproduce`` trains what is missing first."""
-    from hybridnb.image_text import sweep as image_text_sweep
+    from hybridnb.studies import image_text_sweep
     from hybridnb.studies import recipe, report
 
     parser = argparse.ArgumentParser(prog="python -m hybridnb report", description=report_main.__doc__)

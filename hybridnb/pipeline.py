@@ -16,10 +16,10 @@ import threading
 import time
 from pathlib import Path
 
-from hybridnb.studies import backbone_study, budget, miracl_eval, recipe, runs, sweep
+from hybridnb.studies import backbone_study, budget, image_text_sweep, miracl_eval, recipe, runs, sweep
 from hybridnb import config, paths
 from hybridnb.data import miracl
-from hybridnb.image_text import runs as image_text_runs, sweep as image_text_sweep
+from hybridnb.image_text import runs as image_text_runs
 from hybridnb.paths import repo_root, reports_root
 
 #: make reproduce: the data, the zero-shot rows, the backbones, the image-text study, then 04, which trains what is

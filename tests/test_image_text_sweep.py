@@ -1,4 +1,4 @@
-"""The image-text ratio sweep (hybridnb.image_text.sweep) on the committed cpu runs: every point at every seed,
+"""The image-text ratio sweep (hybridnb.studies.image_text_sweep) on the committed cpu runs: every point at every seed,
 compared with alpha = 0.5 by the seed-aware rule, and its part of REPORT.md (read only: nothing trains)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hybridnb import config
-from hybridnb.image_text import sweep as image_text_sweep
+from hybridnb.studies import image_text_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 

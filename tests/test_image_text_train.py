@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from tiny_models import WORDS, save_tiny_bert  # noqa: E402
 
 from hybridnb import config
-from hybridnb.image_text import compare as mmc
+from hybridnb.studies import image_text_compare as mmc
 from hybridnb.image_text import runs as mm
 from hybridnb.image_text import trainer as itt
 from hybridnb.studies import compare, runs  # noqa: E402
@@ -387,7 +387,7 @@ def test_the_pool_takes_the_longest_runs_first_and_the_zero_shot_last(bert, dirs
     import concurrent.futures
     monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Pool)
     monkeypatch.setattr(mm, "warm_caches", lambda *a, **k: {})
-    monkeypatch.setattr(mm.runs, "execute", lambda task, show: (task.cfg.run_name, {}))
+    monkeypatch.setattr(mm.run_folder, "execute", lambda task, show: (task.cfg.run_name, {}))
     mm.run_image_text_all(params, show_progress=False)
     assert submitted == ["_worker_ready", "_worker_ready", "test-mm-cross-openmoji-cldr-seed0",
                          "test-mm-hybrid-openmoji-cldr-seed0", "test-mm-en-openmoji-cldr-seed0",

@@ -1,8 +1,9 @@
 """The package's shape and the committed results' identity.
 
 - Folders by role: no private name is imported from another folder, and the folders import each other in
-  one direction only (data -> evaluation -> models -> training -> integrations -> studies -> image_text ->
-  pipeline/cli).
+  one direction only (data -> evaluation -> models -> training -> integrations -> image_text -> studies ->
+  pipeline/cli): the run skeleton (training.run_folder) sits below both, image_text is a modality library
+  that plugs into it, and the studies compose runs of either.
 - Every run committed under reports/runs/ keeps its config hash: its saved config, checked again by
   today's code, and the run the profile plans today (the recipe: probes, grid, sweeps; image-text) hash
   to what is on disk, so `make reproduce` / `make sweep` reuse them instead of retraining.
@@ -20,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "hybridnb"
 #: import order of the role folders: a folder may import only from folders before it (and the top level's
 #: foundation modules, which import no folder except data.sources for the dataset languages)
-FOLDERS = ("data", "evaluation", "models", "training", "integrations", "studies", "image_text")
+FOLDERS = ("data", "evaluation", "models", "training", "integrations", "image_text", "studies")
 FOUNDATION = ("paths", "allocator", "child_processes", "config", "reporting", "file_hashes")
 ORCHESTRATION = ("pipeline", "cli", "__main__")
 
@@ -161,8 +162,8 @@ def test_saved_config_rehashes_to_itself(path):
 def _planned(profile_name: str):
     """Every run config the profile's notebooks plan today: (run name, hash)."""
     from hybridnb import config
-    from hybridnb.image_text import runs as image_text_runs, sweep as image_text_sweep
-    from hybridnb.studies import recipe
+    from hybridnb.image_text import runs as image_text_runs
+    from hybridnb.studies import image_text_sweep, recipe
 
     profile = config.load_profile(profile_name)
     planned = recipe.plan(profile) + image_text_runs.check_runs(profile) + image_text_sweep.plan(profile)

@@ -66,7 +66,7 @@ def test_the_cpu_profile_plans_probes_grid_in_both_directions_and_seeded_sweeps(
     # alpha 0 / 0.5 / 1 are the grid's cross, hybrid, mono runs (same hash: reused, not retrained)
     grid_hashes = {r.cfg.hash for r in grid}
     assert sum(r.cfg.hash in grid_hashes for r in sweep) == 3 * 3
-    from hybridnb.image_text import sweep as image_text_sweep  # the image-text sweep: its own plan
+    from hybridnb.studies import image_text_sweep  # the image-text sweep: its own plan
 
     mm = [c.run_name for c in image_text_sweep.plan(params)]
     assert sorted(n for n in set(mm) if "hybrid0." in n) == [f"cpu-mm-hybrid{a}-openmoji-cldr-seed{k}"

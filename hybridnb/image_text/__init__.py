@@ -1,5 +1,6 @@
 """Image-text retrieval: caption tables and the XTD10 / Multi30K / OpenMoji-CLDR sets, image towers, the
-text-image dual encoder, its trainer, metrics, runs and comparison.
+text-image dual encoder, its trainer, metrics and runs: a modality library that plugs into the run skeleton
+(:mod:`hybridnb.training.run_folder`); the studies of it (comparison, ratio sweep) are in :mod:`hybridnb.studies`.
 
 Modules:
     caption_table    Image-text data: a parallel caption table over images, and the XTD10 / Multi30K task 1 loaders.
@@ -8,12 +9,13 @@ Modules:
     model            Multilingual image-text retrieval: a text-image dual encoder trained with hybrid batches.
     metrics          Metrics for multilingual image-text retrieval, computed by `hybridnb.evaluation.metrics.evaluate`.
     trainer          The image-text parts of the training loop for the image-text dual encoder
-    runs             One image-text run end to end (notebook 07) and the zero-shot baseline; the comparison is in
-    compare          The image-text strategy comparison of notebook 07: collect the runs, the table, paired tests, verdicts,
+    image_features   The frozen EfficientNet-Lite0 extractor (weights checked by sha256) and its on-disk feature cache.
+    text_features    The text tower's frozen lower layers: their outputs cached once per caption, only the top layers run.
+    runs             One image-text run (notebook 07) and the zero-shot baseline, as tasks of the run skeleton.
 """
 
 from hybridnb.image_text import (  # noqa: F401
-    caption_table, openmoji_cldr, towers, model, metrics, trainer, runs, compare,
+    caption_table, openmoji_cldr, towers, model, metrics, trainer, runs,
 )
 from hybridnb.image_text.caption_table import (  # noqa: F401
     ImageTextTable, XTD10_LANGUAGES, MULTI30K_LANGUAGES, MULTI30K_SPLITS, load_xtd10, load_multi30k,
@@ -42,13 +44,9 @@ from hybridnb.image_text.runs import (  # noqa: F401
     DATASETS, RUN_KEYS, ZERO_SHOT_KEYS, check_run, check_runs, prepare_data, eval_table, run_image_text,
     run_zero_shot,
 )
-from hybridnb.image_text.compare import (  # noqa: F401
-    collect, load_result, comparison_table, significance, significance_wide,
-    plot_per_language, plot_examples, report_markdown,
-)
 
 __all__ = [
-    'caption_table', 'openmoji_cldr', 'towers', 'model', 'metrics', 'trainer', 'runs', 'compare',
+    'caption_table', 'openmoji_cldr', 'towers', 'model', 'metrics', 'trainer', 'runs',
     'ImageTextTable', 'XTD10_LANGUAGES', 'MULTI30K_LANGUAGES', 'MULTI30K_SPLITS', 'load_xtd10',
     'load_multi30k', 'OPENMOJI_LANGUAGES', 'SPLITS', 'ATTRIBUTION', 'FONT_FILE', 'font_path',
     'load_font', 'render', 'notdef_image', 'is_single_glyph', 'is_rendered', 'clean_name',
@@ -61,6 +59,5 @@ __all__ = [
     'confidence_intervals', 'ImageTextTraining', 'ImageTextTrainResult', 'check_config',
     'build_model', 'build_image_optimizer', 'validation_loss', 'train_image_text', 'DATASETS',
     'RUN_KEYS', 'ZERO_SHOT_KEYS', 'check_run', 'check_runs', 'prepare_data', 'eval_table',
-    'run_image_text', 'run_zero_shot', 'collect', 'load_result', 'comparison_table', 'significance',
-    'significance_wide', 'plot_per_language', 'plot_examples', 'report_markdown',
+    'run_image_text', 'run_zero_shot',
 ]

@@ -1,8 +1,8 @@
 """One image-text run end to end (notebook 07) and the zero-shot baseline; the comparison is in
-:mod:`hybridnb.image_text.compare`.
+:mod:`hybridnb.studies.image_text_compare`.
 
-:func:`run_image_text` runs the text runs' skeleton (:func:`hybridnb.studies.runs.execute`) with
-:class:`ImageTextRun`: check the parameters (notebook 07's ``mm_*`` names
+:func:`run_image_text` runs the skeleton every run shares (:func:`hybridnb.training.run_folder.execute`)
+with :class:`ImageTextRun`: check the parameters (notebook 07's ``mm_*`` names
 plus the shared ``model``, ``seed``, ``n_resamples``, ``temperature``, ``encode_batch_size``), reuse a finished
 run whose ``reports/runs/<run_name>/config.json`` has the same config hash, else build the data, train
 (:func:`hybridnb.image_text.trainer.train_image_text`), evaluate the best-by-validation-loss model on the test
@@ -41,8 +41,8 @@ from tqdm.auto import tqdm
 
 from hybridnb.image_text import caption_table, text_features
 from hybridnb import allocator, child_processes, config, paths, reporting
-from hybridnb.studies import runs
-from hybridnb.training import distributed, sampling
+from hybridnb.training import distributed, run_folder, sampling
+from hybridnb.training.batch_kinds import hashed_alpha, strategy_label
 from hybridnb.training.trainer import autocast_dtype
 from hybridnb.evaluation import stats
 from hybridnb.image_text import trainer as itt
@@ -51,7 +51,7 @@ from hybridnb.image_text.metrics import (METRICS, ImageTextResult, caption_retri
 from hybridnb.image_text.openmoji_cldr import ATTRIBUTION, OPENMOJI_LANGUAGES
 from hybridnb.models import precision
 from hybridnb.paths import cache_root, reports_root
-from hybridnb.studies.runs import find_finished  # same report folder and hash check as a text run
+from hybridnb.training.run_folder import find_finished  # same report folder and hash check as a text run
 
 __all__ = ["DATASETS", "RUN_KEYS", "ZERO_SHOT_KEYS", "check_run", "check_runs", "workers", "prepare_data",
            "eval_table", "find_finished", "ImageTextRun", "ImageTextZeroShot", "task", "run_image_text", "warm_caches",
@@ -126,11 +126,11 @@ def check_run(params: dict[str, Any], strategy=None, zero_shot: bool = False):
         if "cross" in kinds and len(trained) < 2:
             raise ValueError(f"strategy {values['strategy']!r} pairs captions of two languages but only {trained} "
                              f"are trained on")
-        values["alpha"] = runs.hashed_alpha(values["strategy"], values["alpha"])
+        values["alpha"] = hashed_alpha(values["strategy"], values["alpha"])
         if values["train_items"] is not None and values["batch_size"] > values["train_items"]:
             raise ValueError(f"mm_batch_size {values['batch_size']} exceeds mm_train_items {values['train_items']}")
     digest = config.config_hash(values, kind.hash_keys())
-    label = "zero-shot" if zero_shot else runs.strategy_label(values["strategy"], values["alpha"])
+    label = "zero-shot" if zero_shot else strategy_label(values["strategy"], values["alpha"])
     run_name = (None if zero_shot else params.get("mm_run_name")) or \
         f"{params.get('profile', 'custom')}-mm-{label}-{values['dataset']}-seed{values['seed']}"
     return kind(**values, **derived, run_name=run_name, hash=digest)
@@ -278,8 +278,8 @@ def _single_process(what: str) -> None:
 
 
 @dataclass
-class ImageTextRun(runs.RunTaskBase):
-    """An image-text run for :func:`hybridnb.studies.runs.execute`: caption tables, the two-tower trainer,
+class ImageTextRun(run_folder.RunTaskBase):
+    """An image-text run for :func:`hybridnb.training.run_folder.execute`: caption tables, the two-tower trainer,
     the image-text evaluator. A killed run resumes from its checkpoint; once the report is written only the
     evaluated weights (model.pt) stay."""
 
@@ -322,7 +322,7 @@ class ImageTextRun(runs.RunTaskBase):
             torch.save(itt.trained_state(model), tmp)                 # frozen 470 MB): build_model + strict=False
         return model, trained
 
-    def evaluate(self, data, model_and_log, started: float, show_progress: bool) -> runs.RunOutput:
+    def evaluate(self, data, model_and_log, started: float, show_progress: bool) -> run_folder.RunOutput:
         cfg, (model, trained) = self.cfg, model_and_log
         weights_dir = run_dirs(cfg)[1]
         t_eval = time.time()
@@ -374,11 +374,11 @@ class ImageTextRun(runs.RunTaskBase):
                    f"by validation loss (step {trained.best_step}). 95% CIs: bootstrap over images. Config hash "
                    f"{cfg.hash}.")
         curve = reporting.plot_training_curves(trained.history, cfg.run_name)
-        return runs.RunOutput(results, files, {"loss_curve.png": curve}, summary, _rows(results))
+        return run_folder.RunOutput(results, files, {"loss_curve.png": curve}, summary, _rows(results))
 
 
 @dataclass
-class ImageTextZeroShot(runs.RunTaskBase):
+class ImageTextZeroShot(run_folder.RunTaskBase):
     """The untrained text tower's cross-lingual caption retrieval on the test captions (nothing trains)."""
 
     cfg: config.ImageTextZeroShotConfig
@@ -393,7 +393,7 @@ class ImageTextZeroShot(runs.RunTaskBase):
     def train(self, data, show_progress: bool) -> None:
         return None
 
-    def evaluate(self, test, trained: None, started: float, show_progress: bool) -> runs.RunOutput:
+    def evaluate(self, test, trained: None, started: float, show_progress: bool) -> run_folder.RunOutput:
         from hybridnb.models.encoders import Encoder
 
         cfg = self.cfg
@@ -419,7 +419,7 @@ class ImageTextZeroShot(runs.RunTaskBase):
         summary = (f"Zero-shot starting point: the untrained text tower {cfg.model} (its own embeddings, no "
                    f"projection) on cross-lingual caption retrieval over the {len(test)} test images of "
                    f"{cfg.dataset}. {results['note']}. Config hash {cfg.hash}.")
-        return runs.RunOutput(results, {"per_query_captions.npz": captions.save}, {}, summary, _rows(results))
+        return run_folder.RunOutput(results, {"per_query_captions.npz": captions.save}, {}, summary, _rows(results))
 
 
 def zero_shot_text_embeddings(encoder, texts: list[str], n_frozen: int, batch_size: int,
@@ -449,10 +449,10 @@ def zero_shot_text_embeddings(encoder, texts: list[str], n_frozen: int, batch_si
 
 def run_image_text(params: dict[str, Any], strategy=None, show_progress: bool = True,
                    seed: int | None = None) -> tuple[Path, dict]:
-    """Check, then reuse or train, evaluate, write (:func:`hybridnb.studies.runs.execute`); `seed` overrides
+    """Check, then reuse or train, evaluate, write (:func:`hybridnb.training.run_folder.execute`); `seed` overrides
     the parameters' ``seed`` (one of ``mm_seeds``)."""
     params = params if seed is None else {**params, "seed": seed}
-    return runs.execute(ImageTextRun(check_run(params, strategy), params.get("profile", "custom")), show_progress)
+    return run_folder.execute(ImageTextRun(check_run(params, strategy), params.get("profile", "custom")), show_progress)
 
 
 def warm_caches(params: dict[str, Any], strategy, seed: int, show_progress: bool = True) -> dict[str, float]:
@@ -472,8 +472,8 @@ def warm_caches(params: dict[str, Any], strategy, seed: int, show_progress: bool
     return {"features_s": task.features_s + more_features_s, "text_states_s": text_states_s}
 
 
-def task(cfg: config.ImageTextRunConfig | config.ImageTextZeroShotConfig, profile: str) -> runs.RunTaskBase:
-    """The :func:`hybridnb.studies.runs.execute` task of a checked config: a run, or the zero-shot baseline."""
+def task(cfg: config.ImageTextRunConfig | config.ImageTextZeroShotConfig, profile: str) -> run_folder.RunTaskBase:
+    """The :func:`hybridnb.training.run_folder.execute` task of a checked config: a run, or the zero-shot baseline."""
     kind = ImageTextZeroShot if isinstance(cfg, config.ImageTextZeroShotConfig) else ImageTextRun
     return kind(cfg, profile)
 
@@ -494,7 +494,7 @@ def _worker_ready() -> int:
 
 def _execute_in_worker(cfg, profile: str) -> str:
     try:
-        return str(runs.execute(task(cfg, profile), show_progress=False)[0])
+        return str(run_folder.execute(task(cfg, profile), show_progress=False)[0])
     finally:
         allocator.release_memory()  # the worker process is reused for the next run: start it from a trimmed heap
 
@@ -551,11 +551,11 @@ def run_image_text_all(params: dict[str, Any], show_progress: bool = True
                         bar.update(1)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-    done = [runs.execute(task(cfg, profile), show_progress) for cfg in configs]  # computed now, or reused
+    done = [run_folder.execute(task(cfg, profile), show_progress) for cfg in configs]  # computed now, or reused
     return done[0], [(s, k, *outcome) for (s, k), outcome in zip(jobs, done[1:])]
 
 
 def run_zero_shot(params: dict[str, Any], show_progress: bool = True) -> tuple[Path, dict]:
-    """The zero-shot starting point, reused by config hash like a run (:func:`hybridnb.studies.runs.execute`)."""
-    return runs.execute(ImageTextZeroShot(check_run(params, zero_shot=True), params.get("profile", "custom")),
+    """The zero-shot starting point, reused by config hash like a run (:func:`hybridnb.training.run_folder.execute`)."""
+    return run_folder.execute(ImageTextZeroShot(check_run(params, zero_shot=True), params.get("profile", "custom")),
                         show_progress)

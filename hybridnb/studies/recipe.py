@@ -21,7 +21,7 @@ Order of work (every run reused by config hash when it is already in ``reports/r
 5. the ratio sweep: every point of ``alphas`` and ``mixtures`` at every seed (alpha 0 / 0.5 / 1 are the
    grid's cross, hybrid and mono runs, reused).
 
-The image-text ratio sweep has its own recipe and module (:mod:`hybridnb.image_text.sweep`);
+The image-text ratio sweep has its own recipe and module (:mod:`hybridnb.studies.image_text_sweep`);
 ``python -m hybridnb recipe`` runs it first, since it is short and independent of the text recipe.
 
     python -m hybridnb recipe --profile cpu                  # train what is missing, in that order (hybridnb.cli)

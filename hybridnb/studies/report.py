@@ -299,7 +299,7 @@ def build(params: dict[str, Any], zero_shots: dict[str, dict[str, dict]], image_
     ``zero_shots``: {dataset: {label: {"results", "dir"}}}: the untrained model in the recipe's input ("zero-shot")
     and in other inputs ("zero-shot (sentence@64)"), each a baseline of hybrid (:func:`recipe.zero_shot_rows`);
     ``image_text``: the image-text sweep's part, ``{"section", "lines", "figures"}``
-    (:func:`hybridnb.image_text.sweep.report_part`), or None.
+    (:func:`hybridnb.studies.image_text_sweep.report_part`), or None.
     Returns {"text", "path", "sections", "figures"}.
     """
     import matplotlib.pyplot as plt

@@ -1,5 +1,6 @@
 """Training: the hybrid batch sampler (batch kinds, languages), the contrastive losses, GradCache, sparse
-embedding gradients, several processes (torchrun), checkpoints with every RNG state, and the trainer.
+embedding gradients, several processes (torchrun), checkpoints with every RNG state, the trainer, and the run
+skeleton every run (text or image-text) goes through.
 
 Modules:
     batch_kinds      Batch kinds, strategies (mixtures of kinds) and the :class:`Batch` record of the hybrid batch sampler.
@@ -13,11 +14,12 @@ Modules:
     checkpoints      Checkpoint plumbing of the trainer: every RNG state (per rank), atomic checkpoint and encoder writes, and
     loop             The training loop, one for text and image-text: batches from the sampler, the modality's loss and gradients,
     trainer          The contrastive trainer: a shared-weight dual encoder, InfoNCE, hybrid batches, exact resume.
+    run_folder       The run skeleton: its report folder, config hash, lock, reuse and results (:func:`execute`).
 """
 
 from hybridnb.training import (  # noqa: F401
     batch_kinds, language_sampling, sampler_pools, sampling, losses, gradcache, embedding_grads,
-    distributed, checkpoints, loop, trainer,
+    distributed, checkpoints, loop, trainer, run_folder,
 )
 from hybridnb.training.batch_kinds import KINDS, STRATEGIES, Batch, parse_strategy  # noqa: F401
 from hybridnb.training.sampling import HybridBatchSampler  # noqa: F401
@@ -29,7 +31,8 @@ from hybridnb.training.trainer import (  # noqa: F401
 
 __all__ = [
     'batch_kinds', 'language_sampling', 'sampler_pools', 'sampling', 'losses', 'gradcache',
-    'embedding_grads', 'distributed', 'checkpoints', 'loop', 'trainer', 'KINDS', 'STRATEGIES', 'Batch',
+    'embedding_grads', 'distributed', 'checkpoints', 'loop', 'trainer', 'run_folder', 'KINDS', 'STRATEGIES',
+    'Batch',
     'parse_strategy', 'HybridBatchSampler', 'DEFAULT_TEMPERATURE', 'InfoNCE', 'info_nce', 'train_loop', 'TextTraining',
     'TrainResult', 'check_config', 'train',
 ]

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["KINDS", "STRATEGIES", "Batch", "parse_strategy"]
+__all__ = ["KINDS", "STRATEGIES", "Batch", "parse_strategy", "hashed_alpha", "strategy_label"]
 
 KINDS: tuple[str, ...] = ("mono", "cross", "mixed", "en")
 
@@ -145,3 +145,15 @@ class Batch:
         )
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def hashed_alpha(strategy, alpha):
+    """``alpha`` if the strategy reads it (hybrid), else None: mono with any alpha is the same run (same hash)."""
+    return alpha if isinstance(strategy, str) and strategy.strip().lower() == "hybrid" else None
+
+
+def strategy_label(strategy, alpha) -> str:
+    """The strategy in run names: ``mono``, ``hybrid`` (alpha 0.5), ``hybrid0.25``, ``mix-cross0.3-mono0.7``."""
+    if isinstance(strategy, str):
+        return f"hybrid{alpha:g}" if strategy == "hybrid" and alpha != 0.5 else strategy
+    return "mix-" + "-".join(f"{k}{v:g}" for k, v in sorted(strategy.items()))

@@ -3,7 +3,7 @@
 The image-text study keeps its own recipe (frozen image tower, ``mm_*`` settings, :mod:`hybridnb.image_text.runs`);
 its sweep trains every ``mm_alphas`` point at every seed of ``mm_seeds`` (alpha 0 / 0.5 / 1 are the cross, hybrid
 and mono runs of notebook 07, reused by config hash) and compares each point with alpha = 0.5 by the seed-aware
-rule of REPORT.md (:mod:`hybridnb.evaluation.seed_stats`, through :mod:`hybridnb.image_text.compare`).
+rule of REPORT.md (:mod:`hybridnb.evaluation.seed_stats`, through :mod:`hybridnb.studies.image_text_compare`).
 Relations: :mod:`hybridnb.studies.sweep` (the text sweep's points), :mod:`hybridnb.studies.report` (REPORT.md,
 which takes :func:`report_part`).
 """
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from hybridnb.image_text import compare as mm_compare, runs as mm_runs
-from hybridnb.studies import runs, seed_tables, sweep
+from hybridnb.image_text import runs as mm_runs
+from hybridnb.studies import image_text_compare as mm_compare, runs, seed_tables, sweep
 
 __all__ = ["COLUMNS", "plan", "configs", "train", "section", "plot", "lines", "report_part"]
 
@@ -49,7 +49,7 @@ def configs(params: dict[str, Any]) -> list:
 
 def section(params: dict[str, Any], n: int, seed: int) -> dict[str, Any] | None:
     """The image-text ratio sweep from its finished runs: {alpha label: system} as
-    :mod:`hybridnb.image_text.compare` reads them (alpha 0 / 1 are the cross / mono runs, 0.5 hybrid), the
+    :mod:`hybridnb.studies.image_text_compare` reads them (alpha 0 / 1 are the cross / mono runs, 0.5 hybrid), the
     seed summaries of its columns and every point minus alpha = 0.5. None without the reference and one more."""
     alphas = sorted({0.0, 0.5, 1.0, *map(float, params.get("mm_alphas") or [])})
     systems = {}

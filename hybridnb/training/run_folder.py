@@ -1,0 +1,268 @@
+"""The run skeleton every run follows, text or image-text: its report folder, config hash, lock, reuse, results.
+
+A run is identified by the hash of its config (everything that changes the result); :func:`execute` runs it
+as check -> find finished -> prepare -> train -> evaluate -> write, parameterised by a small task object
+(:class:`RunTask`: :class:`hybridnb.studies.runs.TextRun` for text, :mod:`hybridnb.image_text.runs` for
+image-text), and :func:`write_run` is the one writer of a run's report folder ``reports/runs/<run_name>/``.
+A finished folder whose ``config.json`` has the same hash, whose ``manifest.json`` checks and whose named
+files are all there is reused, not retrained (:func:`find_finished_dir`); a run in progress holds a lock
+(:func:`hybridnb.training.checkpoints.run_lock`), so a second process starting it stops at once; the report
+folder is written in a temporary folder and renamed when complete, so an interrupted run never leaves a
+half-written report. Weights and checkpoints live in ``cache/runs/<run_name>/`` (gitignored).
+
+It knows no modality: what a run's data, model and metrics are is the task's business. It sits in
+``training`` (beside the loop, the checkpoints and the run lock it uses) so that both the modality libraries
+(:mod:`hybridnb.image_text`) and the studies (:mod:`hybridnb.studies`) build on it without importing each
+other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from hybridnb import config, file_hashes, paths, reporting
+from hybridnb.paths import cache_root, reports_root
+from hybridnb.training import checkpoints, distributed
+
+__all__ = ["RunOutput", "RunTask", "RunTaskBase", "execute", "run_dirs", "named_files", "find_finished_dir",
+           "find_finished", "check_run_folder", "check_no_other_run", "check_writable", "remove_stale_temps",
+           "write_run", "KEEP_CHECKPOINTS_ENV", "REPLACE_ENV"]
+
+
+def run_dirs(cfg: config.RunConfigBase) -> tuple[Path, Path]:
+    """(report folder under reports/runs/, weights folder under cache/runs/)."""
+    return reports_root() / "runs" / cfg.run_name, cache_root() / "runs" / cfg.run_name
+
+
+def named_files(results: dict[str, Any]) -> list[str]:
+    """The files of a run folder besides config.json and results.json that its results.json names, the ones
+    later notebooks read: an image-text run's ``per_query`` files, a text run's ``per_query_<dataset>.npz`` per
+    evaluated dataset."""
+    if isinstance(results.get("per_query"), dict):
+        return [str(f) for f in results["per_query"].values()]
+    return [f"per_query_{name}.npz" for name in results.get("datasets") or {}]
+
+
+def _finished_in(report_dir: Path, digest: str) -> dict[str, Any] | None:
+    """The results in ``report_dir`` when its config has hash ``digest``, they may be reused and every file they
+    name is there, else None. A folder of this config that lacks a named file (deleted or lost by hand: the
+    folder itself is written whole) is said to be incomplete, naming the files, and counts as unfinished, so
+    the command that meets it makes it again."""
+    try:
+        saved = json.loads((report_dir / "config.json").read_text(encoding="utf-8"))
+        if saved.get("hash") != digest:
+            return None
+        results = json.loads((report_dir / "results.json").read_text(encoding="utf-8"))
+        if not paths.reusable(report_dir / "results.json"):
+            return None
+    except (OSError, json.JSONDecodeError):
+        return None
+    missing = [f for f in named_files(results) if not (report_dir / f).is_file()]
+    if missing:
+        if distributed.is_main():
+            print(f"[hybridnb] {paths.shown(report_dir)} is incomplete: it lacks {', '.join(missing)}, which its "
+                  "results.json names; the run is made again", flush=True)
+        return None
+    check_run_folder(report_dir)
+    return results
+
+
+def check_run_folder(report_dir: Path) -> None:
+    """Raise one line (:class:`hybridnb.file_hashes.VerifyError`) unless every file of the finished run folder
+    matches its ``manifest.json``: a hand-edited results.json or a changed per-query file is refused, not
+    reused, and so is a folder without a manifest (made before manifests: the backfill command records them)."""
+    file_hashes.check_result_folder(report_dir, "run the command that made it again (it is retrained)")
+
+
+def find_finished_dir(cfg: config.RunConfigBase) -> tuple[Path, dict[str, Any]] | None:
+    """(report folder, results) of a finished run with the same config hash, or None (also when older than
+    ``HYBRIDNB_FRESH_SINCE``, see :func:`hybridnb.paths.reusable`).
+
+    The run's own folder first, then any folder under ``reports/runs/``: the hash covers everything that
+    changes a result, so a run made under another name (a recipe probe that the grid needs again) is the
+    same computation and is reused, not retrained."""
+    own = run_dirs(cfg)[0]
+    for report_dir in [own, *sorted(p for p in own.parent.glob("*") if p.is_dir() and p != own)]:
+        results = _finished_in(report_dir, cfg.hash)
+        if results is not None:
+            paths.note_reuse(report_dir / "results.json")
+            return report_dir, results
+    return None
+
+
+def find_finished(cfg: config.RunConfigBase) -> dict[str, Any] | None:
+    """The results of :func:`find_finished_dir`, or None."""
+    found = find_finished_dir(cfg)
+    return None if found is None else found[1]
+
+
+@dataclass
+class RunOutput:
+    """Everything a finished run writes into ``reports/runs/<run_name>/`` besides ``config.json``."""
+
+    results: dict[str, Any]                                     # results.json (holds "provenance")
+    files: dict[str, Callable[[Path], Any]]                     # file name -> writer(path): per-query arrays, log
+    figures: dict[str, Any] = field(default_factory=dict)       # file name -> matplotlib figure
+    summary: str = ""                                           # the paragraph that opens results.md
+    rows: list[dict[str, Any]] = field(default_factory=list)    # the table of results.md
+
+
+class RunTask(Protocol):
+    """One kind of run for :func:`execute`: :class:`hybridnb.studies.runs.TextRun` (text), the
+    image-text runs in :mod:`hybridnb.image_text.runs`. ``cfg`` is already checked (``run_name``, ``hash``)."""
+
+    cfg: config.RunConfigBase  # TextRunConfig, ImageTextRunConfig, ImageTextZeroShotConfig
+
+    def dirs(self) -> tuple[Path, Path]: ...                          # (report folder, weights folder)
+
+    def prepare(self) -> Any: ...                                     # the data (rank 0 first under torchrun)
+
+    def train(self, data: Any, show_progress: bool) -> Any: ...       # every rank; None when nothing trains
+
+    def evaluate(self, data: Any, trained: Any, started: float, show_progress: bool) -> RunOutput: ...  # rank 0
+
+    def prune(self, trained: Any) -> None: ...                        # after the report: drop resume-only files
+
+
+def execute(task: RunTask, show_progress: bool = True, announce: bool = False) -> tuple[Path, dict[str, Any]]:
+    """find finished -> prepare -> train -> evaluate -> write; returns (report folder, results).
+
+    A finished run with the same config hash is reused (nothing prepared or trained); ``announce`` prints
+    which of the two happens. Under torchrun every rank calls it: every rank prepares the data (rank 0 first,
+    so the cache is built once) and trains its shard; rank 0 alone evaluates and writes the report, and the
+    other ranks return its results. The results are read back from ``results.json``, so a fresh run and a
+    reused one return the same thing.
+    """
+    distributed.init()
+    cfg = task.cfg
+    report_dir = run_dirs(cfg)[0]
+    found = find_finished_dir(cfg)
+    finished = None if found is None else found[1]
+    if found is None:
+        check_no_other_run(cfg, report_dir)
+    else:
+        report_dir = found[0]
+    if announce and distributed.is_main():
+        created = (finished or {}).get("provenance", {}).get("created", "?")
+        print(f"[hybridnb] run {cfg.run_name} (config {cfg.hash}): " +
+              (f"reusing the finished run in {paths.shown(report_dir)} (finished {created}; nothing is trained)" if finished
+               else "training"), flush=True)
+    if finished is not None:
+        return report_dir, finished
+    weights_dir = task.dirs()[1]
+    check_writable(report_dir.parent, weights_dir.parent)  # a read-only reports folder fails now, not after training
+    lock = checkpoints.run_lock(weights_dir.parent / f".{cfg.run_name}.lock") if distributed.is_main() \
+        else contextlib.nullcontext()
+    with lock:  # a second process starting this run stops here with RunLocked
+        if distributed.is_main():  # the lock is ours: no live process writes this run's files
+            remove_stale_temps(cfg, weights_dir)
+        started = time.time()
+        with distributed.main_first():  # deterministic, and cached: rank 0 builds, the others read
+            data = task.prepare()
+        trained = task.train(data, show_progress)
+        outcome = None
+        if distributed.is_main():
+            output = task.evaluate(data, trained, started, show_progress)
+            write_run(cfg, output)
+            import matplotlib.pyplot as plt
+
+            for fig in output.figures.values():
+                plt.close(fig)  # saved: a notebook that runs several runs does not display each curve again
+            outcome = report_dir, json.loads((report_dir / "results.json").read_text(encoding="utf-8"))
+            if os.environ.get(KEEP_CHECKPOINTS_ENV, "").strip() not in ("1", "true", "yes"):
+                task.prune(trained)  # finished and reported: the resume checkpoint is no longer needed
+    return distributed.broadcast_object(outcome)  # the other ranks wait here while rank 0 evaluates
+
+
+def remove_stale_temps(cfg, weights_dir: Path) -> list[Path]:
+    """Delete what a killed earlier attempt of this run left half-written: the temp files of a checkpoint or
+    encoder save in its weights folder (``.checkpoint.pt.<random>.tmp``, ``.best.<random>.partial``) and its
+    report folder's temp copies in ``reports/runs/`` (``.<run_name>.<random>.partial``). Called with the run's
+    lock held, so no live process is writing them; names them in one line."""
+    removed = reporting.remove_stale_temps(weights_dir, recursive=True) + \
+        reporting.remove_stale_temps(run_dirs(cfg)[0].parent, name=cfg.run_name)
+    if removed:
+        print(f"[hybridnb] run {cfg.run_name}: removed {len(removed)} temp file(s) of an interrupted attempt "
+              f"({', '.join(paths.shown(p) for p in removed[:3])}{', ...' if len(removed) > 3 else ''})", flush=True)
+    return removed
+
+
+#: set (to 1) to keep a finished run's resume checkpoint (by default it is deleted once the report is written)
+KEEP_CHECKPOINTS_ENV = "HYBRIDNB_KEEP_CHECKPOINTS"
+
+
+def check_writable(*folders: Path) -> None:
+    """Create (if needed) each folder and a file in it, or raise one clear error naming the folder."""
+    for folder in folders:
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check."):
+                pass
+        except OSError as e:
+            raise PermissionError(f"cannot write to {folder} ({e.strerror or e}): the run's results go there; "
+                                  "set HYBRIDNB_REPORTS / HYBRIDNB_CACHE to a writable folder") from None
+
+
+#: set (to 1) to let a run replace a finished report of another config under the same run name
+REPLACE_ENV = "HYBRIDNB_REPLACE_RUNS"
+
+
+def check_no_other_run(cfg: config.RunConfigBase, report_dir: Path) -> None:
+    """Refuse to overwrite the finished report of a different config that has the same run name (the default
+    name leaves most settings out: ``--set lr=1e-5`` then ``lr=5e-5`` would replace each other), unless
+    ``HYBRIDNB_REPLACE_RUNS=1``. A report older than ``HYBRIDNB_FRESH_SINCE`` may always be replaced."""
+    try:
+        saved = json.loads((report_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return  # nothing finished there (or a torn file): nothing to lose
+    if saved.get("hash") == cfg.hash or os.environ.get(REPLACE_ENV, "").strip() in ("1", "true", "yes") \
+            or not paths.reusable(report_dir / "config.json"):
+        return
+    mine = cfg.hash_values()
+    changed = sorted(k for k in mine if k in saved and json.dumps(saved[k], sort_keys=True, default=str)
+                     != json.dumps(mine[k], sort_keys=True, default=str))
+    raise ValueError(f"{report_dir} holds a finished run of another config (hash {saved.get('hash')}, this one "
+                     f"{cfg.hash}; they differ in: {', '.join(changed) or 'keys this version hashes'}). Give "
+                     f"this run its own run_name, or set {REPLACE_ENV}=1 to replace it")
+
+
+def write_run(cfg: config.RunConfigBase, output: RunOutput) -> Path:
+    """Write reports/runs/<run_name>/ completely in a temp folder, then swap it in: config.json, results.json,
+    the output's files and figures, results.md (its summary and table), and last manifest.json (the sha256 of
+    each of them, :mod:`hybridnb.file_hashes`)."""
+    report_dir = run_dirs(cfg)[0]
+    prov = output.results["provenance"]
+    with reporting.atomic_dir(report_dir) as tmp:
+        reporting.write_json(tmp / "config.json", {**cfg.to_json(), "provenance": prov})
+        reporting.write_json(tmp / "results.json", output.results)
+        for name, write in output.files.items():
+            write(tmp / name)
+        for name, fig in output.figures.items():
+            reporting.save_figure(fig, tmp / name)
+        reporting.write_text(tmp / "results.md", f"# Run {cfg.run_name}\n\n{reporting.stamp(prov)}\n\n"
+                                                 f"{output.summary}\n\n" + reporting.markdown_table(output.rows))
+        file_hashes.write_manifest(tmp)  # last: the sha256 of every file above, checked before any reuse
+    return report_dir
+
+
+@dataclass
+class RunTaskBase:
+    """What every run task shares: its checked config and the profile its report is stamped with. By default
+    its folders are :func:`run_dirs` and nothing is left to prune once the report is written."""
+
+    cfg: config.RunConfigBase
+    profile: str = "custom"
+
+    def dirs(self) -> tuple[Path, Path]:
+        return run_dirs(self.cfg)
+
+    def prune(self, trained) -> None:
+        """Nothing to drop."""
