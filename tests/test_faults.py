@@ -560,3 +560,47 @@ def test_a_truncated_resume_checkpoint_trains_from_step_0(tiny_bert, tmp_path, c
                            tmp_path / "run", show_progress=False)
     assert [r["step"] for r in again.history] == [0, 1]
     assert f"{checkpoint} is damaged" in capsys.readouterr().out
+
+
+def _topics_and_qrels(root: Path, extra_qrels: str = "") -> None:
+    """The es copy's dev rows rewritten as MIRACL's other shape: topics.tsv + TREC qrels.tsv."""
+    import json as _json
+
+    folder = root / "es"
+    rows = [_json.loads(line) for line in (folder / "dev.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    (folder / "dev.jsonl").unlink()
+    (folder / "topics.tsv").write_text("".join(f"{r['query_id']}\t{r['query']}\n" for r in rows), encoding="utf-8")
+    judged = [f"{r['query_id']} Q0 {p['docid']} {g}\n" for r in rows
+              for g, key in ((1, "positive_passages"), (0, "negative_passages")) for p in r[key]]
+    (folder / "qrels.tsv").write_text("".join(judged) + extra_qrels, encoding="utf-8")
+
+
+@pytest.mark.parametrize("case, message", [
+    ("empty query", r"^MIRACL es dev \(.*es/dev\.jsonl\): query '56beb4343aeaaa14008c925b' is empty"),
+    ("unknown query", r"^MIRACL es dev \(.*topics\.tsv, .*qrels\.tsv\): the qrels judge 1 query id\(s\) the topics "
+                      r"do not have \(e\.g\. 'ghost'\)"),
+    ("judged twice", r"qrels\.tsv: line \d+ judges passage '0#0\.0' for query '56beb4343aeaaa14008c925b' a second"),
+    ("duplicate passage", r"^MIRACL es corpus: passage id '0#0\.1' is given more than once"),
+])
+def test_miracl_inputs_that_would_score_silently_wrong_are_refused(reports, tmp_path, case, message):
+    """Accepted before: qrels naming a query the topics lack (scored as misses), an empty query, a passage
+    judged twice or given twice in the corpus (retrieved and counted twice)."""
+    from hybridnb.data import miracl
+
+    root = _miracl_copy(tmp_path)
+    dev, corpus = root / "es" / "dev.jsonl", root / "es" / "corpus.jsonl"
+    if case == "empty query":
+        lines = dev.read_text(encoding="utf-8").splitlines(keepends=True)
+        lines[0] = lines[0].replace("¿Cuántos puntos dejaron escapar en defensa los Panthers?", " ")
+        dev.write_text("".join(lines), encoding="utf-8")
+    elif case == "unknown query":
+        _topics_and_qrels(root, "ghost Q0 0#0.0 1\n")
+    elif case == "judged twice":
+        _topics_and_qrels(root, "56beb4343aeaaa14008c925b Q0 0#0.0 1\n")
+    else:
+        lines = corpus.read_text(encoding="utf-8").splitlines(keepends=True)
+        corpus.write_text("".join(lines + [lines[1]]), encoding="utf-8")
+    with pytest.raises(ValueError, match=message) as caught:
+        miracl.load_language("es", root, show_progress=False)
+    assert "\n" not in str(caught.value)
+    assert not miracl.cache_dir("es", root).exists()  # nothing half-built was left as a cache

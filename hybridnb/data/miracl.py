@@ -54,6 +54,7 @@ corpus is read or encoded.
 
 from __future__ import annotations
 
+import array
 import gzip
 import hashlib
 import json
@@ -223,6 +224,8 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
             if len(parts) != 4:
                 raise ValueError(f"{path}: line {n} is not 'qid Q0 docid rel': {line.strip()[:80]!r}")
             qid, _, docid, rel = parts
+            if docid in qrels.get(qid, {}):
+                raise ValueError(f"{path}: line {n} judges passage {docid!r} for query {qid!r} a second time")
             try:
                 qrels.setdefault(qid, {})[docid] = int(rel)
             except ValueError:
@@ -451,6 +454,18 @@ def _dev_rows(files: _Files | None, lang: str) -> tuple[list[tuple[str, str]], d
                                                                   "files": [_topics_file(lang), _qrels_file(lang)]}
 
 
+def check_dev(queries: list[tuple[str, str]], qrels: dict[str, dict[str, int]], where: str) -> None:
+    """The dev queries and their qrels agree: no empty query, no judgement of a query that is not in the
+    topics (a qrels file of another split or language would otherwise be scored as misses, silently)."""
+    empty = [q for q, text in queries if not text.strip()]
+    if empty:
+        raise ValueError(f"{where}: query {empty[0]!r} is empty ({len(empty)} empty in all)")
+    unknown = sorted(set(qrels) - {q for q, _ in queries})
+    if unknown:
+        raise ValueError(f"{where}: the qrels judge {len(unknown)} query id(s) the topics do not have (e.g. "
+                         f"{', '.join(map(repr, unknown[:3]))}): a qrels file of another split or language?")
+
+
 def _checked_rows(rows: Iterator[dict], files: _Files | None, lang: str) -> Iterator[dict]:
     """The corpus rows; when the reader fails (a bad JSON line, a truncated ``.jsonl.gz``: pyarrow's error names
     neither), one error naming the file and line (a local copy) or the hub's files and how to fetch them again."""
@@ -472,7 +487,10 @@ def _build(lang: str, files: _Files | None, target: Path, show_progress: bool) -
     from tqdm.auto import tqdm
 
     queries, qrels, dev_record = _dev_rows(files, lang)  # the small files first: a gated repo fails here
+    named = [str(p) for p in (files.dev, files.topics, files.qrels) if p is not None] if files is not None else []
+    check_dev(queries, qrels, f"MIRACL {lang} dev" + (f" ({', '.join(named)})" if named else ""))
     rows, corpus_record = _corpus_rows(files, lang)
+    seen = array.array("Q")  # 8 bytes of each docid's blake2b: a duplicate found in 8 B a passage, not a set of str
     judged = {d for judgements in qrels.values() for d in judgements}
     found: set[str] = set()
     digest = hashlib.sha256()
@@ -496,6 +514,7 @@ def _build(lang: str, files: _Files | None, target: Path, show_progress: bool) -
                 if not docid:
                     raise ValueError(f"MIRACL {lang} corpus: passage {n} has no docid")
                 digest.update(f"{docid}\t{title}\t{text}\n".encode())
+                seen.append(int.from_bytes(hashlib.blake2b(docid.encode(), digest_size=8).digest(), "little"))
                 if docid in judged:
                     found.add(docid)
                 for k, v in (("docid", docid), ("title", title), ("text", text)):
@@ -506,6 +525,16 @@ def _build(lang: str, files: _Files | None, target: Path, show_progress: bool) -
             flush()
         if n == 0:
             raise ValueError(f"MIRACL {lang}: the corpus is empty")
+        keys = np.frombuffer(seen, dtype=np.uint64)
+        ordered = np.sort(keys)
+        if (ordered[1:] == ordered[:-1]).any():  # a passage given twice would be retrieved and counted twice
+            twice = set(ordered[1:][ordered[1:] == ordered[:-1]].tolist())
+            rows_twice = np.flatnonzero(np.isin(keys, list(twice)))
+            with pa.memory_map(str(tmp / "corpus.arrow")) as source:
+                ids = pa.ipc.open_stream(source).read_all().column("docid")
+                name = ids[int(rows_twice[0])].as_py()
+            raise ValueError(f"MIRACL {lang} corpus: passage id {name!r} is given more than once "
+                             f"({len(rows_twice)} rows share {len(twice)} id(s)); fix the corpus files")
         kept = [(q, t) for q, t in queries if any(r >= 1 for r in qrels.get(q, {}).values())]
         dropped = len(queries) - len(kept)
         if not kept:
