@@ -121,6 +121,21 @@ def check_manifest(folder: str | os.PathLike, fix: str) -> None:
         raise cls(f"{why}: {fix}")
 
 
+def write_tree_manifests(folder: str | os.PathLike) -> list[Path]:
+    """A manifest in ``folder`` and in every folder below it that holds files (a saved encoder keeps its
+    weights in ``0_Transformer/``); call it last."""
+    folder = Path(folder)
+    dirs = [folder] + sorted(p for p in folder.rglob("*") if p.is_dir() and not p.name.startswith("."))
+    return [write_manifest(d) for d in dirs if _covered(d)]
+
+
+def check_tree(folder: str | os.PathLike, fix: str) -> None:
+    """:func:`check_manifest` for ``folder`` and every folder below it that has a manifest."""
+    folder = Path(folder)
+    for d in [folder] + sorted(p.parent for p in folder.rglob(f"*/{MANIFEST}")):
+        check_manifest(d, fix)
+
+
 def sidecar(path: str | os.PathLike) -> Path:
     path = Path(path)
     return path.with_name(path.name + SIDECAR_SUFFIX)

@@ -275,3 +275,21 @@ def test_a_flipped_byte_in_the_converted_model_is_converted_again(tiny_bert, tmp
     assert "model.safetensors does not match the sha256 its conversion recorded: converting again" in \
         capsys.readouterr().out
     assert offline_e5.changed_file(dest) is None  # (the stand-in's pooler is drawn anew: not bit-identical here)
+
+
+def test_a_flipped_byte_in_a_runs_saved_weights_is_refused_on_load(tiny_bert, tmp_path, one_thread):
+    """A run's best/ and final/ (checkpoints.save_encoder) carry a manifest; loading them checks it, so a
+    flipped weight is one line naming the file instead of a silently different model."""
+    from hybridnb.models.encoders import Encoder
+    from hybridnb.training import checkpoints
+
+    folder = tmp_path / "run" / "best"
+    checkpoints.save_encoder(Encoder.from_pretrained(tiny_bert, max_length=8), folder, {"checkpoint": "best"})
+    assert file_hashes.manifest_problem(folder) is None
+    Encoder.from_pretrained(folder)  # whole: loads
+    weights = next(folder.rglob("*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 0x01  # a weight's low byte: the file still parses
+    weights.write_bytes(bytes(data))
+    with pytest.raises(file_hashes.VerifyError, match=rf"{weights.name} does not match its recorded sha256.*delete"):
+        Encoder.from_pretrained(folder)

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from hybridnb import allocator
+from hybridnb import allocator, file_hashes
 from hybridnb.models import precision, weight_files
 from hybridnb.models.model_card import CardDetails, model_card
 from hybridnb.models.pair_tokens import tokenize_pairs
@@ -198,6 +198,9 @@ class Encoder(torch.nn.Module):
             if (folder / "modules.json").exists():
                 hf_dir, defaults, dense_dirs = read_sentence_transformers(folder)
                 own = folder / HYBRIDNB_CONFIG
+                if own.exists() and (folder / file_hashes.MANIFEST).exists():  # a run's saved encoder: verified
+                    file_hashes.check_tree(folder, "delete the folder and run the command that trained it again "
+                                                       "(a run's best/ and final/ live under cache/runs/)")
                 if own.exists():
                     saved = json.loads(own.read_text(encoding="utf-8"))
                     defaults.update({k: v for k, v in saved.items() if k != "name_or_path"})

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from hybridnb.training import distributed
-from hybridnb import reporting
+from hybridnb import file_hashes, reporting
 
 __all__ = ["rng_state", "set_rng_state", "rank_rng_state", "set_rank_rng_state", "save_checkpoint", "save_encoder",
            "read_log", "link_identical", "state_bytes", "check_free_disk", "run_lock", "RunLocked"]
@@ -134,6 +134,7 @@ def save_encoder(encoder, path: Path, about: dict | None = None) -> None:
     goes into the folder's model card."""
     with reporting.atomic_dir(path) as tmp:
         encoder.save(tmp, about)
+        file_hashes.write_tree_manifests(tmp)  # last: Encoder.from_pretrained checks the weights against them
 
 
 def link_identical(folder: Path, reference: Path) -> int:
