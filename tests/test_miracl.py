@@ -389,6 +389,8 @@ def test_exact_search_over_shards_is_a_brute_force_search(tmp_path):
 @pytest.mark.parametrize("spec", [{"type": "ivf", "params": {"nlist": 16, "nprobe": 2, "train_size": 2000}},
                                   {"type": "hnsw", "params": {"M": 16, "ef_construction": 64, "ef_search": 32}}])
 def test_an_approximate_index_finds_the_exact_top_1_on_an_easy_set(tmp_path, spec):
+    from hybridnb import file_hashes
+
     rng = np.random.default_rng(1)
     centres = rng.standard_normal((16, 24)) * 4
     corpus = (centres[rng.integers(0, 16, 2000)] + rng.standard_normal((2000, 24))).astype(np.float32)
@@ -403,6 +405,12 @@ def test_an_approximate_index_finds_the_exact_top_1_on_an_easy_set(tmp_path, spe
     stamp = saved[0].stat().st_mtime_ns
     dense_search.search(index, queries, 100, spec)
     assert saved[0].stat().st_mtime_ns == stamp  # reused, not rebuilt
+    data = bytearray(saved[0].read_bytes())
+    data[len(data) // 2] ^= 0x01  # a flipped byte still loads in faiss: its sha256 sidecar sees it
+    saved[0].write_bytes(bytes(data))
+    _, again = dense_search.search(index, queries, 100, spec)
+    np.testing.assert_array_equal(again, approx)  # built again, the same index
+    assert file_hashes.sidecar_problem(saved[0]) is None
 
 
 def test_index_settings_are_checked():

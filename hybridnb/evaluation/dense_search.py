@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from hybridnb import reporting
+from hybridnb import file_hashes, paths, reporting
 
 __all__ = ["INDEX_TYPES", "DEFAULT_PARAMS", "check_index", "describe", "search", "search_flat", "build_approximate"]
 
@@ -113,7 +113,10 @@ def build_approximate(index, kind: str, params: dict[str, int], show_progress: b
                                     sort_keys=True).encode()).hexdigest()[:12]
     path = index.folder / f"{kind}-{key}.faiss"
     if path.is_file():
-        return faiss.read_index(str(path))
+        why = file_hashes.sidecar_problem(path)  # a flipped byte in a saved index still loads: the hash sees it
+        if why is None:
+            return faiss.read_index(str(path))
+        print(f"[hybridnb] the {kind} index {paths.shown(path)} is damaged ({why}): building it again", flush=True)
     if kind == "ivf":
         nlist = min(params["nlist"], index.n_passages)
         ann = faiss.IndexIVFFlat(faiss.IndexFlatIP(index.dim), index.dim, nlist, faiss.METRIC_INNER_PRODUCT)
@@ -128,6 +131,7 @@ def build_approximate(index, kind: str, params: dict[str, int], show_progress: b
         ann.add(np.ascontiguousarray(shard, dtype=np.float32))
     with reporting.atomic_path(path) as tmp:
         faiss.write_index(ann, str(tmp))
+    file_hashes.write_sidecar(path)  # after the index: read back only when it matches
     return ann
 
 
