@@ -541,9 +541,11 @@ def test_a_worker_ends_when_its_parent_is_killed():
         parent.kill()
 
 
-def test_a_truncated_resume_checkpoint_trains_from_step_0(tiny_bert, tmp_path, capsys, one_thread):
+@pytest.mark.parametrize("damage", ["truncated", "flipped byte"])
+def test_a_damaged_resume_checkpoint_trains_from_step_0(tiny_bert, tmp_path, capsys, one_thread, damage):
     """torch.load failed on a cut checkpoint.pt ('PytorchStreamReader failed reading zip archive') on every
-    rerun; it is a cache of the run's own, so the run trains from the start (the same weights as unbroken)."""
+    rerun, and a flipped byte loaded silently; it is a cache of the run's own, so the run trains from the start
+    (the same weights as unbroken). The flip is caught by the sha256 its save recorded beside it."""
     from tiny_models import synthetic_table
 
     from hybridnb import training
@@ -555,7 +557,12 @@ def test_a_truncated_resume_checkpoint_trains_from_step_0(tiny_bert, tmp_path, c
     encoder = Encoder.from_pretrained(tiny_bert, max_length=16)
     training.train(encoder, table, table.subset(range(6)), cfg, tmp_path / "run", show_progress=False)
     checkpoint = tmp_path / "run" / "checkpoint.pt"
-    checkpoint.write_bytes(checkpoint.read_bytes()[:checkpoint.stat().st_size // 2])
+    data = bytearray(checkpoint.read_bytes())
+    if damage == "truncated":
+        data = data[:len(data) // 2]
+    else:
+        data[len(data) // 2] ^= 0x01
+    checkpoint.write_bytes(bytes(data))
     again = training.train(Encoder.from_pretrained(tiny_bert, max_length=16), table, table.subset(range(6)), cfg,
                            tmp_path / "run", show_progress=False)
     assert [r["step"] for r in again.history] == [0, 1]

@@ -205,7 +205,7 @@ def test_a_full_disk_is_found_before_training_and_before_a_save_leaves_a_temp_fi
     assert list(tmp_path.glob("*checkpoint*")) == []  # nothing written, no temp file
     monkeypatch.setattr(checkpoints.shutil, "disk_usage", real_disk_usage)
     checkpoints.save_checkpoint(tmp_path / "checkpoint.pt", **big)
-    assert [p.name for p in tmp_path.glob("*checkpoint*")] == ["checkpoint.pt"]
+    assert sorted(p.name for p in tmp_path.glob("*checkpoint*")) == ["checkpoint.pt", "checkpoint.pt.sha256"]
 
 
 def test_fresh_cutoff_ignores_older_checkpoints(tiny, tmp_path, monkeypatch, one_thread):

@@ -40,7 +40,7 @@ import torch
 from tqdm.auto import tqdm
 
 from hybridnb.image_text import caption_table, text_features
-from hybridnb import allocator, child_processes, config, paths, reporting
+from hybridnb import allocator, child_processes, config, file_hashes, paths, reporting
 from hybridnb.training import distributed, run_folder, sampling
 from hybridnb.training.batch_kinds import hashed_alpha, strategy_label
 from hybridnb.training.trainer import autocast_dtype
@@ -313,6 +313,7 @@ class ImageTextRun(run_folder.RunTaskBase):
     def prune(self, trained) -> None:
         """Delete the resume checkpoint (trained and best weights, AdamW's state); model.pt stays."""
         (run_dirs(self.cfg)[1] / itt.CHECKPOINT).unlink(missing_ok=True)
+        file_hashes.sidecar((run_dirs(self.cfg)[1] / itt.CHECKPOINT)).unlink(missing_ok=True)
 
     def train(self, data, show_progress: bool):
         tcfg, model = self.build_model(data, show_progress)

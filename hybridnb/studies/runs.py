@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hybridnb import config, paths, reporting, training
+from hybridnb import config, file_hashes, paths, reporting, training
 from hybridnb.training import distributed, losses, sampling
 from hybridnb.training.batch_kinds import hashed_alpha, strategy_label  # noqa: F401  (runs.strategy_label, as before)
 from hybridnb.training.run_folder import (  # noqa: F401  (the skeleton, re-exported: runs.execute, as before)
@@ -242,6 +242,7 @@ class TextRun(RunTaskBase):
     def prune(self, trained) -> None:
         """Delete the resume checkpoint (model + optimizer state, about 3x the weights); best/ and final/ stay."""
         (trained.final_dir.parent / CHECKPOINT).unlink(missing_ok=True)
+        file_hashes.sidecar((trained.final_dir.parent / CHECKPOINT)).unlink(missing_ok=True)
 
     def train(self, data: RunData, show_progress: bool):
         return train_model(self.cfg, data, show_progress=show_progress)

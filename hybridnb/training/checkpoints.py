@@ -88,6 +88,7 @@ def save_checkpoint(path: Path, **state) -> None:
     check_free_disk(path.parent, int(state_bytes(state) * 1.05) + 2**20, f"the checkpoint {path.name}")
     with reporting.atomic_path(path) as tmp:
         torch.save(state, tmp)
+    file_hashes.write_sidecar(path)  # after it: a resume reads only a checkpoint that matches (train_loop)
 
 
 class RunLocked(RuntimeError):
