@@ -171,3 +171,21 @@ def test_splits_are_cached_and_read_memory_mapped(small, tmp_path, monkeypatch):
 
 
 _load = om.ImageTextTable.load.__func__
+
+
+def test_a_changed_cached_split_is_rendered_and_split_again(small, tmp_path, monkeypatch, capsys):
+    """A flipped pixel in a cached split (memory-mapped, never parsed) was used as it was; its manifest now
+    sees it, and the cache, being ours, is made again."""
+    monkeypatch.setenv("HYBRIDNB_CACHE", str(tmp_path))
+    monkeypatch.setattr(om, "build_openmoji_cldr", lambda size, languages: small)
+    first = om.load_openmoji_cldr(size=32, seed=0)
+    images = next(tmp_path.rglob("split-*/test/images.npy"))
+    data = bytearray(images.read_bytes())
+    data[-1] ^= 0x01
+    images.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"images\.npy does not match its recorded sha256"):
+        om.ImageTextTable.load(images.parent)  # any reader of the table checks it
+    again = om.load_openmoji_cldr(size=32, seed=0)
+    assert "images.npy does not match its recorded sha256" in capsys.readouterr().out
+    assert np.array_equal(again["test"].images, om.split_table(small, seed=0)["test"].images)  # made again
+    assert first["test"].ids == again["test"].ids

@@ -32,6 +32,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageOps
 
+from hybridnb import file_hashes
 from hybridnb.data import sources
 from hybridnb.data.languages import (check_every_language_used, check_item_columns, check_languages,
                                      language_counts)
@@ -166,6 +167,7 @@ class ImageTextTable:
             (tmp / "table.json").write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
             if self.images is not None:
                 np.save(tmp / "images.npy", np.ascontiguousarray(self.images))
+            file_hashes.write_manifest(tmp)  # last: load checks the pixels and captions against it
             if folder.exists():
                 shutil.rmtree(folder)
             os.replace(tmp, folder)
@@ -177,6 +179,9 @@ class ImageTextTable:
     def load(cls, folder: str | Path, mmap: bool = False) -> ImageTextTable:
         """Read a table written by :meth:`save` (``mmap=True`` maps the image array instead of reading it)."""
         folder = Path(folder)
+        if (folder / file_hashes.MANIFEST).is_file():  # written by save: a changed pixel or caption is refused
+            file_hashes.check_manifest(folder, "delete the folder and save the table again (a cache of ours is "
+                                               "rebuilt by its loader)")
         record = json.loads((folder / "table.json").read_text(encoding="utf-8"))
         if not isinstance(record, dict) or record.get("format") != FORMAT:
             raise ValueError(f"{folder}: not an ImageTextTable folder (format {FORMAT})")

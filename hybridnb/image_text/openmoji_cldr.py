@@ -38,6 +38,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, features
 
+from hybridnb import file_hashes
 from hybridnb.data.languages import check_languages
 from hybridnb.image_text.caption_table import ImageTextTable
 from hybridnb.paths import cache_root
@@ -225,9 +226,11 @@ def load_openmoji_cldr(size: int = 64, seed: int = 0, fractions: Sequence[float]
                                            "split_version": 1}).encode()).hexdigest()[:12]
     split_dir = folder / f"split-{split_key}"
     names = ("train", "validation", "test")
-    if all((split_dir / name / "table.json").is_file() for name in names):
+    # every cached table is verified against the manifest its save wrote; one that fails (or predates the
+    # manifests) is a cache of ours: rendered and split again, with a one-line notice
+    if all(_verified(split_dir / name) for name in names):
         return {name: ImageTextTable.load(split_dir / name, mmap=True) for name in names}
-    if (folder / "table.json").is_file():
+    if _verified(folder):
         table = ImageTextTable.load(folder)
     else:
         table = build_openmoji_cldr(size, languages)
@@ -236,6 +239,16 @@ def load_openmoji_cldr(size: int = 64, seed: int = 0, fractions: Sequence[float]
         part.save(split_dir / name)
     del table
     return {name: ImageTextTable.load(split_dir / name, mmap=True) for name in names}
+
+
+def _verified(folder: Path) -> bool:
+    """Whether ``folder`` holds a saved table whose files match its manifest (a damaged one is said so)."""
+    if not (folder / "table.json").is_file():
+        return False
+    why = file_hashes.manifest_problem(folder)
+    if why is not None:
+        print(f"[hybridnb] OpenMoji-CLDR cache: {why}; building it again", flush=True)
+    return why is None
 
 
 def cache_dir(size: int = 64, languages: Sequence[str] = OPENMOJI_LANGUAGES) -> Path:
