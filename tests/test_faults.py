@@ -346,9 +346,12 @@ class Rows:
         return np.array([[len(t), t.count("a"), t.count("e"), 1.0] for t in texts], dtype=np.float32)
 
 
-def test_a_truncated_corpus_index_shard_is_encoded_again(tmp_path, capsys):
+@pytest.mark.parametrize("damage, why", [("truncated", r".*truncated"),
+                                          ("flipped byte", r"it does not match its recorded sha256")])
+def test_a_damaged_corpus_index_shard_is_named_and_encoded_again(tmp_path, capsys, damage, why):
     """A cut ``shard-*.npy`` (a cache of ours) counted as finished and failed the search with numpy's 'mmap
-    length is greater than file size'; now it is found by its header and size and encoded again."""
+    length is greater than file size', and a flipped byte was searched as it was; the first is found by its
+    header and size, the second by the sha256 recorded beside the shard, and both are encoded again."""
     from hybridnb.evaluation.corpus_index import CorpusIndex
 
     texts = [f"passage {i} " + "ae" * i for i in range(25)]
@@ -360,9 +363,14 @@ def test_a_truncated_corpus_index_shard_is_encoded_again(tmp_path, capsys):
     first.encode(Rows(), texts, show_progress=False)
     whole = first.load()
     shard = first.shard_path(1)
-    shard.write_bytes(shard.read_bytes()[:-40])
-    assert first.missing() == [1] and "truncated" in first.damaged(1)
-    with pytest.raises(ValueError, match=r"shard-00001\.npy is damaged \(.*truncated\): rerun the encoding"):
+    data = bytearray(shard.read_bytes())
+    if damage == "truncated":
+        data = data[:-40]
+    else:
+        data[-5] ^= 0x01  # a float's byte: header and size unchanged
+    shard.write_bytes(bytes(data))
+    assert first.missing() == [1]
+    with pytest.raises(ValueError, match=rf"shard-00001\.npy is damaged \({why}\): rerun the encoding"):
         first.shard(1)
     done = index().encode(Rows(), texts, show_progress=False)
     assert done["encoded"] == [1] and f"{shard} is damaged" in capsys.readouterr().out

@@ -162,37 +162,6 @@ def test_a_flipped_byte_in_a_miracl_cache_is_built_again(reports, tmp_path, caps
     assert again.corpus[0]["text"] == text and again.fingerprint == fingerprint
 
 
-class Rows:
-    """A stand-in encoder: each passage's embedding is a fixed function of its text."""
-    dim = 4
-
-    def encode(self, texts, kind="passage", batch_size=8, show_progress=False):
-        return np.array([[len(t), t.count("a"), t.count("e"), 1.0] for t in texts], dtype=np.float32)
-
-
-def test_a_flipped_byte_in_a_corpus_index_shard_is_named_and_encoded_again(tmp_path, capsys):
-    from hybridnb.evaluation.corpus_index import CorpusIndex
-
-    texts = [f"passage {i} " + "ae" * i for i in range(25)]
-
-    def index():
-        return CorpusIndex.open(tmp_path / "index", model="rows", corpus="fp", n_passages=25, dim=4, shard_size=10)
-
-    first = index()
-    first.encode(Rows(), texts, show_progress=False)
-    whole = first.load()
-    shard = first.shard_path(1)
-    assert shard.with_name(shard.name + ".sha256").is_file()
-    flip_byte(shard, at=-5)  # a float's byte: header and size unchanged
-    assert first.missing() == [1]
-    with pytest.raises(ValueError, match=r"shard-00001\.npy is damaged \(it does not match its recorded sha256\): "
-                                         r"rerun the encoding \(python -m hybridnb miracl"):
-        first.shard(1)
-    done = index().encode(Rows(), texts, show_progress=False)
-    assert done["encoded"] == [1] and "does not match its recorded sha256" in capsys.readouterr().out
-    assert (index().load() == whole).all()
-
-
 def test_a_flipped_byte_in_the_image_feature_cache_is_computed_again(reports, capsys):
     from hybridnb.image_text import image_features as imf
     from hybridnb.image_text.caption_table import ImageTextTable
