@@ -321,6 +321,7 @@ class ImageTextRun(run_folder.RunTaskBase):
         trained = itt.train_image_text(model, data["train"], data["validation"], tcfg, weights_dir, show_progress)
         with reporting.atomic_path(weights_dir / "model.pt") as tmp:  # what training changed (~16 MB, not the
             torch.save(itt.trained_state(model), tmp)                 # frozen 470 MB): build_model + strict=False
+        file_hashes.write_sidecar(weights_dir / "model.pt")  # model.pt.sha256: file_hashes.check_sidecar before use
         return model, trained
 
     def evaluate(self, data, model_and_log, started: float, show_progress: bool) -> run_folder.RunOutput:
