@@ -168,3 +168,16 @@ def test_the_cost_lines_sum_the_runs_own_records_against_the_budget():
     assert "these 4 of the 18 runs" in part[0] and "40 minutes" in part[0] and "within the profile's" in part[0]
     assert "over the budget of 10 GB" in part[1]
     assert report._cost_lines([{"results": {}}], 18, params) == []  # nothing recorded: no claim
+
+
+def test_a_one_seed_sweep_point_is_never_called_beyond_noise(tmp_path):
+    entries = []
+    for label, level, seeds in (("alpha=0.5", 0.70, (0, 1, 2)), ("alpha=0.75", 0.60, (0,))):
+        for e in _entries(tmp_path, label, level, seeds=seeds):
+            e["results"]["training"] = {"weights": {"mono": 0.5, "cross": 0.5}}
+            entries.append(e)
+    sec = report.sweep_section(entries, "xquad-r", 200, 0)
+    assert sec["verdicts"].verdict.str.endswith("?").all()  # a 0.1 drop, but one seed
+    sentence = report._sweep_lines(sec, "xquad-r", "text")[-2]
+    assert "beyond noise:" not in sentence and "No point with several seeds differs" in sentence
+    assert "Not yet a verdict (one seed so far" in sentence and "alpha=0.75" in sentence
