@@ -23,7 +23,7 @@ from hybridnb.training import distributed
 from hybridnb import file_hashes, reporting
 
 __all__ = ["rng_state", "set_rng_state", "rank_rng_state", "set_rank_rng_state", "save_checkpoint", "save_encoder",
-           "read_log", "link_identical", "state_bytes", "check_free_disk", "run_lock", "RunLocked"]
+           "checkpoint_problem", "read_log", "link_identical", "state_bytes", "check_free_disk", "run_lock", "RunLocked"]
 
 
 def rng_state() -> dict[str, Any]:
@@ -88,7 +88,31 @@ def save_checkpoint(path: Path, **state) -> None:
     check_free_disk(path.parent, int(state_bytes(state) * 1.05) + 2**20, f"the checkpoint {path.name}")
     with reporting.atomic_path(path) as tmp:
         torch.save(state, tmp)
-    file_hashes.write_sidecar(path)  # after it: a resume reads only a checkpoint that matches (train_loop)
+        # its sha256 is recorded before the rename, beside the previous one: a kill anywhere in between leaves a
+        # checkpoint (old or new) that one of the two matches, so only a changed file fails (checkpoint_problem)
+        side = file_hashes.sidecar(path)
+        try:
+            before = json.loads(side.read_text(encoding="utf-8"))["accepted"][:1]
+        except (OSError, ValueError, KeyError, TypeError):
+            before = []
+        reporting.write_json(side, {"accepted": [{"sha256": file_hashes.sha256_file(tmp),
+                                                   "bytes": tmp.stat().st_size}] + before})
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why the resume checkpoint at ``path`` does not match a sha256 its saves recorded (see
+    :func:`save_checkpoint`), or None. A flipped byte still loads in torch: the hash is what sees it."""
+    try:
+        accepted = json.loads(file_hashes.sidecar(path).read_text(encoding="utf-8"))["accepted"]
+    except FileNotFoundError:
+        return f"no {file_hashes.sidecar(path).name} beside it (written before checkpoints were hashed)"
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"its {file_hashes.sidecar(path).name} is unreadable ({type(e).__name__})"
+    size = path.stat().st_size
+    if not any(a.get("bytes") == size for a in accepted) or \
+            file_hashes.sha256_file(path) not in {a.get("sha256") for a in accepted}:
+        return "it does not match the sha256 its save recorded"
+    return None
 
 
 class RunLocked(RuntimeError):

@@ -34,7 +34,7 @@ from typing import Any, ContextManager, Protocol
 import torch
 from tqdm.auto import tqdm
 
-from hybridnb import config, file_hashes, paths
+from hybridnb import config, paths
 from hybridnb.models import weight_files
 from hybridnb.training import checkpoints, distributed
 from hybridnb.training.batch_kinds import Batch
@@ -87,7 +87,7 @@ def train_loop(task: Task, sampler, optimizer: torch.optim.Optimizer, scheduler,
     # a checkpoint cut by something outside the atomic save (a torn copy, a full disk on sync) is a cache: start over
     # (a flipped byte still loads: a checkpoint must also match the sha256 its save recorded beside it)
     damaged = resume and ckpt_path is not None and ckpt_path.exists() and (
-        weight_files.damaged(ckpt_path) or file_hashes.sidecar_problem(ckpt_path))
+        weight_files.damaged(ckpt_path) or checkpoints.checkpoint_problem(ckpt_path))
     if damaged and main:
         print(f"[hybridnb] {ckpt_path} is damaged ({damaged}): training from step 0", flush=True)
     if resume and ckpt_path is not None and ckpt_path.exists() and paths.reusable(ckpt_path) and not damaged:
