@@ -71,3 +71,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def reports(tmp_path, monkeypatch):
+    """Reports and caches of this test only (tmp_path), and no FRESH cut-off from the environment."""
+    monkeypatch.setenv("HYBRIDNB_REPORTS", str(tmp_path / "reports"))
+    monkeypatch.setenv("HYBRIDNB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("HYBRIDNB_FRESH_SINCE", raising=False)
+    return tmp_path / "reports"

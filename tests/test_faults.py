@@ -56,14 +56,6 @@ class FakeTask:
         self.calls.append("prune")
 
 
-@pytest.fixture
-def reports(tmp_path, monkeypatch):
-    monkeypatch.setenv("HYBRIDNB_REPORTS", str(tmp_path / "reports"))
-    monkeypatch.setenv("HYBRIDNB_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("HYBRIDNB_FRESH_SINCE", raising=False)
-    return tmp_path / "reports"
-
-
 # ---- faults that leave a bad state ------------------------------------------------------------------------
 
 

@@ -28,14 +28,6 @@ def flip_byte(path: Path, at: int = -1) -> None:
     path.write_bytes(bytes(data))
 
 
-@pytest.fixture
-def reports(tmp_path, monkeypatch):
-    monkeypatch.setenv("HYBRIDNB_REPORTS", str(tmp_path / "reports"))
-    monkeypatch.setenv("HYBRIDNB_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("HYBRIDNB_FRESH_SINCE", raising=False)
-    return tmp_path / "reports"
-
-
 class FakeRun(runs.RunTaskBase):
     """A run that trains nothing: results.json with a score, one per-query file of real numbers."""
 
