@@ -49,10 +49,10 @@ def _values(block: dict[str, Any]) -> dict[str, float]:
             "rank_distance": round(block["rank_distance"]["value"], 1)}
 
 
-def text_command(profile: str, params: dict[str, Any], run: Any) -> str:
-    """The ``python -m hybridnb train`` line that makes ``run`` (a :class:`recipe.RecipeRun`) from the profile."""
-    base = config.load_profile(profile)
-    args = ["python", "-m", "hybridnb", "train", "--profile", profile]
+def text_command(base: dict[str, Any], run: Any) -> str:
+    """The ``python -m hybridnb train`` line that makes ``run`` (a :class:`recipe.RecipeRun`) from the profile
+    ``base`` (its settings are the command's defaults; only what the run changes is passed)."""
+    args = ["python", "-m", "hybridnb", "train", "--profile", base["profile"]]
     if run.params["strategy"] != base["strategy"]:
         args += ["--strategy", str(run.params["strategy"])]
     sets = [f"{k}={run.params[k]}" for k in ("seed", "train_data", "eval_data") if run.params[k] != base[k]]
@@ -90,17 +90,18 @@ def build(params: dict[str, Any]) -> dict[str, Any]:
     """The matrix from the committed runs of ``params``' comparison (the recipe's grid) and its zero-shot rows.
     A run that is not committed yet is left out (and named by :func:`check`, which compares against the plan)."""
     conditions = []
-    grid = recipe.grid_runs(params)
-    for key in dict.fromkeys((r.group, r.params["train_data"], r.params["eval_data"], r.label) for r in grid):
-        group, train, evaluated, label = key
+    groups: dict[tuple, list] = {}  # (group, train, evaluated, system) -> its runs, seed by seed, in grid order
+    for r in recipe.grid_runs(params):
+        groups.setdefault((r.group, r.params["train_data"], r.params["eval_data"], r.label), []).append(r)
+    for (group, train, evaluated, label), members in groups.items():
         seeds = []
-        for r in (r for r in grid if (r.group, r.params["train_data"], r.params["eval_data"], r.label) == key):
+        for r in members:
             found = runs.find_finished_dir(r.cfg)
             if found is None:
                 continue
             folder, results = found
             seeds.append({"seed": r.seed, "run": _relative(folder), "config_hash": r.cfg.hash,
-                          "command": text_command(params["profile"], params, r),
+                          "command": text_command(params, r),
                           "expected": {d: _values(b) for d, b in results["datasets"].items()}})
         if not seeds:
             continue
