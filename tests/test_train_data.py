@@ -244,6 +244,21 @@ def test_collate_with_sampler(toy):
             assert q == toy.queries[toy.languages[ql]][item] and p == toy.positives[toy.languages[pl]][item]
 
 
+
+def test_false_negatives_counts_shared_answer_text(toy):
+    # items b and c answer with the same English sentence (en s2 of en/0/0): in one English batch each query
+    # meets its own answer's text as the other's positive, 2 false negatives; German answers differ
+    b, c = toy.ids.index("b"), toy.ids.index("c")
+    assert toy.positives["en"][b] == toy.positives["en"][c]
+    _, positives, negatives = collate(toy, np.array([[b, 0, 0], [c, 0, 0]]), n_hard_negatives=0)
+    assert train_data.false_negatives(positives, negatives) == 2
+    _, positives, negatives = collate(toy, np.array([[b, 1, 1], [c, 1, 1]]), n_hard_negatives=0)
+    assert train_data.false_negatives(positives, negatives) == 0
+    # a hard negative equal to another pair's positive is a false negative for that pair's query only
+    assert train_data.false_negatives(["p1", "p2"], ["p2", "x"]) == 1
+    assert train_data.false_negatives(["p1", "p2"], ["x", "y"]) == 0
+    assert train_data.false_negatives([("s", "ctx"), ("s", "ctx2")], []) == 0  # (sentence, context) pairs compare whole
+
 def test_split_validation(toy_task):
     table = from_lareqa(_fake_task([(f"id{i}", "en", f"question {i}", i) for i in range(40)],
                                    [("en", f"sentence {i}", "ctx", f"en/{i}/0") for i in range(40)]))

@@ -30,7 +30,8 @@ from hybridnb.data.mmarco import MMARCO_LANGUAGES, load_mmarco
 from hybridnb.data.overlap import DataLeakError, check_no_overlap, normalize_text, remove_overlap
 from hybridnb.data.parallel_table import Passage, ParallelTable, _check_count, _columns, check_candidate_mode  # noqa: F401 (Passage)
 
-__all__ = ["MMARCO_LANGUAGES", "DataLeakError", "ParallelTable", "collate", "from_lareqa", "split_validation",
+__all__ = ["MMARCO_LANGUAGES", "DataLeakError", "ParallelTable", "collate", "false_negatives", "from_lareqa",
+           "split_validation",
            "normalize_text", "check_no_overlap", "remove_overlap", "load_mmarco"]
 
 
@@ -64,6 +65,24 @@ def collate(table: ParallelTable, pairs: np.ndarray, n_hard_negatives: int = 1) 
         positives.append(p)
         negatives.extend(negs[:n_neg])
     return queries, positives, negatives
+
+
+def false_negatives(positives: list, hard_negatives: list) -> int:
+    """How many in-batch negatives of a collated batch are the text of the query's own positive.
+
+    InfoNCE treats every other passage of the batch (the B - 1 other positives and all B * h hard
+    negatives, see :func:`hybridnb.training.losses.info_nce`) as a negative for query i. When two items share
+    their answer text (two questions answered by one sentence, as in XQuAD-R), or another item's hard
+    negative is item i's answer, the loss pushes query i away from its own answer's text: a false negative
+    that no item-id check can see. Counted by exact text (a (sentence, context) pair compares as a pair).
+    Returns the number of (query, negative) pairs with that text; 0 for a clean batch.
+    """
+    candidates = defaultdict(int)
+    for text in positives:
+        candidates[text] += 1
+    for text in hard_negatives:
+        candidates[text] += 1
+    return sum(candidates[text] - 1 for text in positives)
 
 
 def _rng(seed: int, key: str) -> np.random.Generator:

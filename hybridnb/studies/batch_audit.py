@@ -1,0 +1,64 @@
+"""In-batch false negatives of the study's runs, replayed from their own samplers (no model, no training).
+
+The sampler keeps item ids unique within a batch, which rules out the false negatives parallel data makes
+(the same question in two languages). It cannot see two *different* items whose answer is the same text:
+XQuAD-R asks several questions about one sentence (over half of its questions share their answer sentence
+with another), so training on XQuAD-R (the reverse direction) puts the same sentence in a batch as one
+query's positive and another query's negative. MLQA-R almost never does. This module counts, for every run
+of the grid, how often that happened in the batches the run really trained on: the sampler is rebuilt from
+the run's config (same seed, same data, same steps) and each batch collated to texts.
+
+    frame = audit(config.load_profile("cpu"))   # one row per run: direction, system, seed, counts
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from hybridnb.data import train_data
+from hybridnb.studies import recipe, runs
+from hybridnb.training import trainer
+
+__all__ = ["audit", "summary"]
+
+
+def replay(cfg, data: runs.RunData) -> dict[str, Any]:
+    """The false negatives of each of the run's `cfg.steps` training batches (see train_data.false_negatives)."""
+    sampler = trainer.check_config(cfg.training(), data.train, world_size=1, rank=0)
+    per_batch = []
+    for _ in range(cfg.steps):
+        _, positives, negatives = train_data.collate(data.train, sampler.next_batch().pairs, cfg.n_hard_negatives)
+        per_batch.append(train_data.false_negatives(positives, negatives))
+    return {"batches": len(per_batch), "batches_with_false_negatives": sum(n > 0 for n in per_batch),
+            "false_negatives": sum(per_batch),
+            "pairs": len(per_batch) * cfg.batch_size}
+
+
+def audit(params: dict[str, Any], show_progress: bool = False) -> pd.DataFrame:
+    """One row per grid run (both directions, every strategy and seed) with its batches' false negatives."""
+    from tqdm.auto import tqdm
+
+    rows, prepared = [], {}
+    for run in tqdm(recipe.grid_runs(params), desc="replay batches", disable=not show_progress):
+        cfg = run.cfg
+        key = (cfg.train_data, tuple(cfg.eval_data), cfg.candidate_mode, cfg.n_hard_negatives, cfg.val_fraction)
+        if key not in prepared:  # the data depends on the direction and input only, never on strategy or seed
+            prepared[key] = runs.prepare_data(cfg)
+        rows.append({"direction": f"{cfg.train_data} -> {'+'.join(cfg.eval_data)}", "system": run.label,
+                     "seed": cfg.seed, **replay(cfg, prepared[key])})
+    return pd.DataFrame(rows)
+
+
+def summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per direction and system, over seeds: false negatives per batch and the share of batches with any."""
+    g = frame.groupby(["direction", "system"], sort=False)
+    out = pd.DataFrame({
+        "seeds": g["seed"].nunique(),
+        "batches": g["batches"].sum(),
+        "false negatives per batch": g["false_negatives"].sum() / g["batches"].sum(),
+        "batches with one or more": g["batches_with_false_negatives"].sum() / g["batches"].sum(),
+        "false negatives per training pair": g["false_negatives"].sum() / g["pairs"].sum(),
+    })
+    return out.reset_index()
