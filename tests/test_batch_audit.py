@@ -51,3 +51,23 @@ def test_summary_pools_seeds():
     assert row["seeds"] == 2 and row["batches"] == 20
     assert np.isclose(row["false negatives per batch"], 0.8) and np.isclose(row["batches with one or more"], 0.3)
     assert np.isclose(row["false negatives per training pair"], 16 / 640)
+
+
+def test_saved_audit_replays_only_runs_it_has_not_counted(monkeypatch, tmp_path):
+    table = _table(shared=True)
+    cfgs = [SimpleNamespace(**vars(_cfg("mono", steps=3)), hash=f"h{seed}", seed=seed, train_data="xquad-r",
+                            eval_data=["mlqa-r"], candidate_mode="sentence", val_fraction=0.1) for seed in (0, 1)]
+    planned = [SimpleNamespace(cfg=c, label="X-X-mono") for c in cfgs]
+    prepared = []
+    monkeypatch.setattr(batch_audit.recipe, "grid_runs", lambda params: planned)
+    monkeypatch.setattr(batch_audit.runs, "prepare_data", lambda cfg: prepared.append(cfg) or SimpleNamespace(train=table))
+    monkeypatch.setattr(batch_audit, "reports_root", lambda: tmp_path)
+    params = {"profile": "ci"}
+    first = batch_audit.saved_audit(params)
+    assert list(first["hash"]) == ["h0", "h1"] and len(prepared) == 1  # the data once per direction and input
+    assert (tmp_path / "ci" / "batch_audit.json").is_file()
+    again = batch_audit.saved_audit(params)
+    assert len(prepared) == 1  # nothing replayed: both runs were counted
+    pd.testing.assert_frame_equal(first, again)
+    planned.append(SimpleNamespace(cfg=SimpleNamespace(**{**vars(cfgs[0]), "hash": "h2", "seed": 2}), label="X-X-mono"))
+    assert list(batch_audit.saved_audit(params)["hash"]) == ["h0", "h1", "h2"] and len(prepared) == 2

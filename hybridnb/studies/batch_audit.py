@@ -17,11 +17,15 @@ from typing import Any
 
 import pandas as pd
 
+import json
+
+from hybridnb import reporting
 from hybridnb.data import train_data
+from hybridnb.paths import reports_root
 from hybridnb.studies import recipe, runs
 from hybridnb.training import trainer
 
-__all__ = ["audit", "summary"]
+__all__ = ["audit", "saved_audit", "summary"]
 
 
 def replay(cfg, data: runs.RunData) -> dict[str, Any]:
@@ -36,19 +40,40 @@ def replay(cfg, data: runs.RunData) -> dict[str, Any]:
             "pairs": len(per_batch) * cfg.batch_size}
 
 
-def audit(params: dict[str, Any], show_progress: bool = False) -> pd.DataFrame:
-    """One row per grid run (both directions, every strategy and seed) with its batches' false negatives."""
+def audit(params: dict[str, Any], show_progress: bool = False, known: dict[str, dict] | None = None) -> pd.DataFrame:
+    """One row per grid run (both directions, every strategy and seed) with its batches' false negatives.
+
+    ``known``: rows already counted, by run config hash (:func:`saved_audit`'s file): reused, not replayed."""
     from tqdm.auto import tqdm
 
-    rows, prepared = [], {}
+    rows, prepared, known = [], {}, known or {}
     for run in tqdm(recipe.grid_runs(params), desc="replay batches", disable=not show_progress):
         cfg = run.cfg
+        if cfg.hash in known:
+            rows.append(known[cfg.hash])
+            continue
         key = (cfg.train_data, tuple(cfg.eval_data), cfg.candidate_mode, cfg.n_hard_negatives, cfg.val_fraction)
         if key not in prepared:  # the data depends on the direction and input only, never on strategy or seed
             prepared[key] = runs.prepare_data(cfg)
         rows.append({"direction": f"{cfg.train_data} -> {'+'.join(cfg.eval_data)}", "system": run.label,
-                     "seed": cfg.seed, **replay(cfg, prepared[key])})
+                     "seed": cfg.seed, "hash": cfg.hash, **replay(cfg, prepared[key])})
     return pd.DataFrame(rows)
+
+
+def saved_audit(params: dict[str, Any], show_progress: bool = False) -> pd.DataFrame:
+    """:func:`audit`, kept in ``reports/<profile>/batch_audit.json`` by run hash: loading the training data of
+    both directions takes a minute or two on 2 cores, so `make reproduce` replays only runs it has not counted."""
+    path = reports_root() / params["profile"] / "batch_audit.json"
+    known = {}
+    if path.is_file():
+        known = {row["hash"]: row for row in json.loads(path.read_text(encoding="utf-8"))["runs"]}
+    frame = audit(params, show_progress, known)
+    rows = frame.to_dict("records")
+    if {r["hash"] for r in rows} != set(known) or len(rows) != len(known):
+        reporting.write_json(path, {"provenance": reporting.provenance(params["profile"]),
+                                    "what": "in-batch false negatives of every grid run's training batches "
+                                            "(hybridnb.studies.batch_audit)", "runs": rows})
+    return frame
 
 
 def summary(frame: pd.DataFrame) -> pd.DataFrame:
