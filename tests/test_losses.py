@@ -59,6 +59,37 @@ def test_hard_negatives_match_hand_computation():
     assert got.item() == pytest.approx(expected, rel=1e-6)
 
 
+
+def test_exclude_leaves_candidates_out_of_the_softmax():
+    tau = 0.5
+    # q0's candidate n0 and q1's candidate p0 excluded: they vanish from their rows' softmax, nothing else moves
+    exclude = torch.tensor([[False, False, True, False], [True, False, False, False]])
+    row0 = [0.8 / tau, 0.0 / tau, 0.0 / tau]          # p0, p1, n1
+    row1 = [0.8 / tau, 0.6 / tau, -0.8 / tau]         # p1, n0, n1
+    expected = (ce(row0, 0) + ce(row1, 0)) / 2
+    got = info_nce(t(Q), t(P), t(N), temperature=tau, exclude=exclude)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    nothing = torch.zeros(2, 4, dtype=torch.bool)
+    assert info_nce(t(Q), t(P), t(N), temperature=tau, exclude=nothing).item() == \
+        info_nce(t(Q), t(P), t(N), temperature=tau).item()
+    assert InfoNCE(temperature=tau, exclude=exclude)(t(Q), t(P), t(N)).item() == got.item()
+    # the gradient of an excluded candidate's embedding through that row is zero: n0 only enters q1's row
+    n = t(N).requires_grad_()
+    info_nce(t(Q), t(P), n, temperature=tau, exclude=torch.tensor([[False, False, True, False],
+                                                                     [False, False, True, False]])).backward()
+    assert n.grad[0].abs().max().item() == 0.0 and n.grad[1].abs().max().item() > 0
+
+
+def test_exclude_is_checked():
+    with pytest.raises(ValueError, match="diagonal"):
+        info_nce(t(Q), t(P), exclude=torch.eye(2, dtype=torch.bool))
+    with pytest.raises(ValueError, match="shape"):
+        info_nce(t(Q), t(P), t(N), exclude=torch.zeros(2, 2, dtype=torch.bool))
+    with pytest.raises(TypeError, match="bool"):
+        info_nce(t(Q), t(P), exclude=torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="symmetric"):
+        info_nce(t(Q), t(P), symmetric=True, exclude=torch.zeros(2, 2, dtype=torch.bool))
+
 def test_symmetric_matches_hand_computation():
     tau = 0.5
     q2p = (ce([0.8 / tau, 0.0], 0) + ce([0.96 / tau, 0.8 / tau], 1)) / 2

@@ -259,6 +259,17 @@ def test_false_negatives_counts_shared_answer_text(toy):
     assert train_data.false_negatives(["p1", "p2"], ["x", "y"]) == 0
     assert train_data.false_negatives([("s", "ctx"), ("s", "ctx2")], []) == 0  # (sentence, context) pairs compare whole
 
+
+def test_false_negative_mask_layout_and_ids():
+    ids = train_data.text_ids(["a", "b", ("s", "ctx"), ("s", "ctx")])
+    assert ids.dtype == np.int64 and ids[0] != ids[1] and ids[2] == ids[3]
+    assert (train_data.text_ids(["a"]) == ids[:1]).all()  # the same text, the same id (no per-call salt)
+    mask = train_data.false_negative_mask(train_data.text_ids(["p1", "p2", "p1"]), train_data.text_ids(["x", "p2", "y"]))
+    # candidates: p1 p2 p1 | x p2 y ; own positives (the diagonal) never masked
+    assert mask.tolist() == [[False, False, True, False, False, False],
+                             [False, False, False, False, True, False],
+                             [True, False, False, False, False, False]]
+
 def test_split_validation(toy_task):
     table = from_lareqa(_fake_task([(f"id{i}", "en", f"question {i}", i) for i in range(40)],
                                    [("en", f"sentence {i}", "ctx", f"en/{i}/0") for i in range(40)]))

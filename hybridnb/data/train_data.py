@@ -22,6 +22,7 @@ evaluation text. This module re-exports the names of those modules, so everythin
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import defaultdict
 
 import numpy as np
@@ -30,9 +31,9 @@ from hybridnb.data.mmarco import MMARCO_LANGUAGES, load_mmarco
 from hybridnb.data.overlap import DataLeakError, check_no_overlap, normalize_text, remove_overlap
 from hybridnb.data.parallel_table import Passage, ParallelTable, _check_count, _columns, check_candidate_mode  # noqa: F401 (Passage)
 
-__all__ = ["MMARCO_LANGUAGES", "DataLeakError", "ParallelTable", "collate", "false_negatives", "from_lareqa",
-           "split_validation",
-           "normalize_text", "check_no_overlap", "remove_overlap", "load_mmarco"]
+__all__ = ["MMARCO_LANGUAGES", "DataLeakError", "ParallelTable", "collate", "false_negatives", "false_negative_mask",
+           "from_lareqa", "text_ids", "split_validation", "normalize_text", "check_no_overlap", "remove_overlap",
+           "load_mmarco"]
 
 
 def collate(table: ParallelTable, pairs: np.ndarray, n_hard_negatives: int = 1) -> tuple[list, list, list]:
@@ -67,23 +68,33 @@ def collate(table: ParallelTable, pairs: np.ndarray, n_hard_negatives: int = 1) 
     return queries, positives, negatives
 
 
-def false_negatives(positives: list, hard_negatives: list) -> int:
-    """How many in-batch negatives of a collated batch are the text of the query's own positive.
+def text_ids(texts: list) -> np.ndarray:
+    """A 64-bit id per text (blake2b of its JSON: a (sentence, context) pair is one text), equal across processes
+    (Python's own ``hash`` of a str is salted per process), so ranks can compare texts by exchanging ids."""
+    return np.array([int.from_bytes(hashlib.blake2b(json.dumps(t, ensure_ascii=False).encode(), digest_size=8).digest(),
+                                    "little", signed=True) for t in texts], dtype=np.int64)
 
-    InfoNCE treats every other passage of the batch (the B - 1 other positives and all B * h hard
-    negatives, see :func:`hybridnb.training.losses.info_nce`) as a negative for query i. When two items share
-    their answer text (two questions answered by one sentence, as in XQuAD-R), or another item's hard
-    negative is item i's answer, the loss pushes query i away from its own answer's text: a false negative
-    that no item-id check can see. Counted by exact text (a (sentence, context) pair compares as a pair).
-    Returns the number of (query, negative) pairs with that text; 0 for a clean batch.
+
+def false_negative_mask(positive_ids: np.ndarray, negative_ids: np.ndarray) -> np.ndarray:
+    """Bool (B, B + B*h): candidate j of query i has the text of i's own positive but is not that positive.
+
+    The candidates are the batch's positives then its hard negatives, the order of
+    :func:`hybridnb.training.losses.info_nce`'s logits (its ``exclude``). InfoNCE treats every other passage of the
+    batch as a negative for query i; when two items share their answer text (two questions answered by one
+    sentence, as in XQuAD-R), or another item's hard negative is item i's answer, the loss pushes query i away
+    from its own answer's text: a false negative that no item-id check can see. Ids from :func:`text_ids`.
     """
-    candidates = defaultdict(int)
-    for text in positives:
-        candidates[text] += 1
-    for text in hard_negatives:
-        candidates[text] += 1
-    return sum(candidates[text] - 1 for text in positives)
+    positive_ids, negative_ids = np.asarray(positive_ids), np.asarray(negative_ids)
+    candidates = np.concatenate([positive_ids, negative_ids])
+    mask = positive_ids[:, None] == candidates[None, :]
+    mask[np.arange(len(positive_ids)), np.arange(len(positive_ids))] = False
+    return mask
 
+
+def false_negatives(positives: list, hard_negatives: list) -> int:
+    """How many (query, in-batch negative) pairs of a collated batch have the text of the query's own answer
+    (:func:`false_negative_mask`'s count); 0 for a clean batch."""
+    return int(false_negative_mask(text_ids(positives), text_ids(hard_negatives)).sum())
 
 def _rng(seed: int, key: str) -> np.random.Generator:
     """A generator that depends only on (seed, key): results do not change when other items are added."""

@@ -46,6 +46,7 @@ def info_nce(
     hard_negatives: Tensor | None = None,
     temperature: float | Tensor = DEFAULT_TEMPERATURE,
     symmetric: bool = False,
+    exclude: Tensor | None = None,
 ) -> Tensor:
     """InfoNCE with in-batch negatives (and optional hard negatives); returns a scalar tensor.
 
@@ -68,6 +69,8 @@ def info_nce(
     """
     _check_embeddings(q, p, hard_negatives)
     _check_temperature(temperature)
+    if exclude is not None and symmetric:
+        raise ValueError("exclude applies to the query -> passage direction only, not with symmetric=True")
 
     dtype = torch.promote_types(torch.promote_types(q.dtype, p.dtype), torch.float32)
     if hard_negatives is not None:
@@ -80,7 +83,10 @@ def info_nce(
         p = p.to(dtype)
         candidates = p if hard_negatives is None else torch.cat([p, hard_negatives.to(dtype)], dim=0)
         target = torch.arange(q.shape[0], device=q.device)
-        loss = F.cross_entropy(q @ candidates.T / temperature, target)
+        logits = q @ candidates.T / temperature
+        if exclude is not None:
+            logits = logits.masked_fill(_check_exclude(exclude, logits), float("-inf"))
+        loss = F.cross_entropy(logits, target)
         if symmetric:
             loss_p2q = F.cross_entropy(p @ q.T / temperature, target)
             loss = (loss + loss_p2q) / 2
@@ -93,12 +99,13 @@ class InfoNCE:
 
     temperature: float = DEFAULT_TEMPERATURE
     symmetric: bool = False
+    exclude: Tensor | None = None  # one batch's (B, B + B*h) mask: set per step with dataclasses.replace
 
     def __post_init__(self) -> None:
         _check_temperature(self.temperature)
 
     def __call__(self, q: Tensor, p: Tensor, n: Tensor | None = None) -> Tensor:
-        return info_nce(q, p, n, temperature=self.temperature, symmetric=self.symmetric)
+        return info_nce(q, p, n, temperature=self.temperature, symmetric=self.symmetric, exclude=self.exclude)
 
 
 def _check_embeddings(q: Tensor, p: Tensor, hard_negatives: Tensor | None) -> None:
@@ -130,6 +137,17 @@ def _check_embeddings(q: Tensor, p: Tensor, hard_negatives: Tensor | None) -> No
             raise ValueError("q, p and hard_negatives must be on the same device")
     elif p.device != q.device:
         raise ValueError("q and p must be on the same device")
+
+
+def _check_exclude(exclude: Tensor, logits: Tensor) -> Tensor:
+    if not isinstance(exclude, Tensor) or exclude.dtype != torch.bool:
+        raise TypeError(f"exclude must be a bool torch.Tensor, got {getattr(exclude, 'dtype', type(exclude).__name__)}")
+    if exclude.shape != logits.shape:
+        raise ValueError(f"exclude must have the logits' shape (B, B + B*h) = {tuple(logits.shape)}, "
+                         f"got {tuple(exclude.shape)}")
+    if exclude.diagonal().any():
+        raise ValueError("exclude removes a query's own positive (its diagonal must be False)")
+    return exclude.to(logits.device)
 
 
 def _check_temperature(temperature: float | Tensor) -> None:
