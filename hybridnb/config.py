@@ -67,6 +67,8 @@ PARAMETERS: dict[str, str] = {
     "n_hard_negatives": "hard negatives per pair (other sentences of the same paragraph)",
     "gradcache": "GradCache: encode in chunks, same gradients, less memory",
     "chunk_size": "GradCache chunk size (texts per forward)",
+    "mask_false_negatives": "leave in-batch passages with the text of a query's own answer out of its softmax (XQuAD-R "
+                            "asks several questions about one sentence); hashed only when true",
     "train_dtype": "training precision: float32 or bfloat16 autocast",
     "save_every": "steps between checkpoints (exact resume after a kill)",
     "val_every": "steps between validations (the best checkpoint by validation loss is evaluated)",
@@ -365,8 +367,14 @@ def parameter_lines(config_type, defaults: dict[str, Any], name=lambda key: key)
     return lines
 
 
+#: keys that came after runs were committed: hashed only when not at this value, so those runs keep their hashes
+HASHED_WHEN_SET: dict[str, Any] = {"mask_false_negatives": False}
+
+
 def config_hash(values: dict[str, Any], keys) -> str:
-    """sha256 (12 hex digits) of the canonical JSON of the result-defining ``keys`` of ``values``."""
+    """sha256 (12 hex digits) of the canonical JSON of the result-defining ``keys`` of ``values`` (a key of
+    :data:`HASHED_WHEN_SET` at its old behaviour's value left out)."""
+    keys = [k for k in keys if not (k in HASHED_WHEN_SET and values[k] == HASHED_WHEN_SET[k])]
     canonical = json.dumps({k: values[k] for k in keys}, sort_keys=True, ensure_ascii=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
@@ -424,11 +432,15 @@ class TextTraining(Training):
     n_hard_negatives: int = setting(0, default=1, unit="passages per pair")
     gradcache: bool = False
     chunk_size: int = setting(1, default=32, unit="texts per forward")
+    mask_false_negatives: bool = False  # off: the committed runs' loss (every other in-batch passage a negative)
 
     def stored(self) -> dict[str, Any]:
         # "extra": the free-form field of the trainer's config of old, always {}: checkpoints written before
-        # this config compare equal and resume
-        return {**super().stored(), "extra": {}}
+        # this config compare equal and resume (so does mask_false_negatives, stored only when set)
+        stored = {**super().stored(), "extra": {}}
+        if not stored["mask_false_negatives"]:
+            del stored["mask_false_negatives"]
+        return stored
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -529,6 +541,7 @@ class TextRunConfig(RunConfigBase):
     val_fraction: float = setting(0, 1, open_lo=True, open_hi=True, unit="share of the items")
     n_resamples: int = setting(1, unit="resamples")
     seed: int = setting(0)
+    mask_false_negatives: bool = False  # hashed only when true (HASHED_WHEN_SET): the committed runs keep theirs
     encode_batch_size: int = setting(1, hashed=False, unit="texts per forward")  # speed only
     weights: dict[str, float] = derived()          # the strategy as {kind: weight}, parsed once
     run_name: str = derived()

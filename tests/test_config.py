@@ -39,7 +39,9 @@ ZERO_SHOT_KEYS_BEFORE = ("model", "dataset", "languages", "eval_items", "image_s
 
 
 def test_the_hash_keys_are_the_ones_the_committed_runs_were_hashed_with():
-    assert runs.RUN_KEYS == TEXT_KEYS_BEFORE
+    # mask_false_negatives came after the runs: hashed only when true (config.HASHED_WHEN_SET), so theirs hold
+    assert runs.RUN_KEYS == (*TEXT_KEYS_BEFORE, "mask_false_negatives")
+    assert config.HASHED_WHEN_SET == {"mask_false_negatives": False}
     assert mm.RUN_KEYS == IMAGE_TEXT_KEYS_BEFORE and mm.ZERO_SHOT_KEYS == ZERO_SHOT_KEYS_BEFORE
 
 

@@ -53,10 +53,20 @@ batch = sampler.next_batch()
 enc = Encoder.from_pretrained(model, max_length=32)
 enc.train()
 ddp = distributed.wrap(enc)
-qf, pf, nf = training.trainer._features(enc, table, batch.pairs, step_cfg["n_hard_negatives"])
+qf, pf, nf, _ = training.trainer._features(enc, table, batch.pairs, step_cfg["n_hard_negatives"])
 result = {"world": distributed.world_size(), "pairs": torch.as_tensor(batch.pairs)}
 for name, chunk in (("plain", None), ("gradcache", 3)):
     result[name + "_loss"] = distributed.contrastive_step(ddp, qf, pf, losses.InfoNCE(), nf, chunk_size=chunk)
+    result[name + "_grads"] = {k: p.grad.clone() for k, p in enc.named_parameters()}
+    enc.zero_grad(set_to_none=True)
+# the same with false negatives masked, on a table whose items share answers (3 answer texts per language)
+shared = ParallelTable.load(os.path.join(os.path.dirname(table_path), "shared.json"))
+batch = training.check_config(training.TextTraining(**step_cfg), shared).next_batch()
+qf, pf, nf, exclude = training.trainer._features(enc, shared, batch.pairs, step_cfg["n_hard_negatives"], True)
+result["masked_exclude"] = exclude
+for name, chunk in (("masked_plain", None), ("masked_gradcache", 3)):
+    loss_fn = losses.InfoNCE(exclude=exclude)
+    result[name + "_loss"] = distributed.contrastive_step(ddp, qf, pf, loss_fn, nf, chunk_size=chunk)
     result[name + "_grads"] = {k: p.grad.clone() for k, p in enc.named_parameters()}
     enc.zero_grad(set_to_none=True)
 torch.save(result, os.path.join(out, f"step{rank}.pt"))
@@ -148,9 +158,18 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
     table = synthetic_table()
     table.save(root / "table.json")
+    shared_answers(table).save(root / "shared.json")
     return {"model": save_tiny_bert(root / "bert", dropout=0.1),
             "model_nodrop": save_tiny_bert(root / "bert_nodrop", dropout=0.0),
             "table": ParallelTable.load(root / "table.json"), "table_path": root / "table.json"}
+
+
+def shared_answers(table: ParallelTable, n_answers: int = 3) -> ParallelTable:
+    """`table` with item i's positive in each language replaced by answer i % n_answers: every batch then holds
+    in-batch passages with a query's own answer text (false negatives)."""
+    positives = {lang: [None if p is None else f"answer {i % n_answers} {lang}" for i, p in enumerate(ps)]
+                 for lang, ps in table.positives.items()}
+    return ParallelTable(table.ids, table.languages, table.queries, positives, table.hard_negatives)
 
 
 @pytest.fixture(scope="module")
@@ -211,7 +230,7 @@ def test_single_process_step_is_the_gradcache_module_step(tiny, one_thread):
     enc = Encoder.from_pretrained(tiny["model_nodrop"], max_length=32)
     enc.train()
     batch = training.check_config(training.TextTraining(**STEP_CFG), tiny["table"]).next_batch()
-    qf, pf, nf = training.trainer._features(enc, tiny["table"], batch.pairs, 1)
+    qf, pf, nf, _ = training.trainer._features(enc, tiny["table"], batch.pairs, 1)
     loss = distributed.contrastive_step(enc, qf, pf, losses.InfoNCE(), nf)
     grads = [p.grad.clone() for p in enc.parameters()]
     enc.zero_grad(set_to_none=True)
@@ -228,7 +247,7 @@ def test_two_ranks_give_the_loss_and_gradients_of_one_process(tiny, two_ranks, o
     batch = training.check_config(training.TextTraining(**STEP_CFG), table, world_size=1, rank=0).next_batch()
     enc = Encoder.from_pretrained(tiny["model_nodrop"], max_length=32)
     enc.train()
-    qf, pf, nf = training.trainer._features(enc, table, batch.pairs, 1)
+    qf, pf, nf, _ = training.trainer._features(enc, table, batch.pairs, 1)
     ref_loss = gradcache.plain_step(enc, qf, pf, losses.InfoNCE(), nf)
     ref_grads = {k: p.grad for k, p in enc.named_parameters()}
 
@@ -246,6 +265,28 @@ def test_two_ranks_give_the_loss_and_gradients_of_one_process(tiny, two_ranks, o
     for name in ("plain", "gradcache"):  # the ranks end the step with identical (synchronised) gradients
         for k in ref_grads:
             assert torch.equal(ranks[0][name + "_grads"][k], ranks[1][name + "_grads"][k]), (name, k)
+
+
+def test_two_ranks_mask_false_negatives_like_one_process(tiny, two_ranks, one_thread):
+    """mask_false_negatives under torchrun: the ranks compare the global batch's texts (by id) and get the mask,
+    loss and gradients of one process with the global batch."""
+    shared = ParallelTable.load(tiny["table_path"].parent / "shared.json")
+    batch = training.check_config(training.TextTraining(**STEP_CFG), shared, world_size=1, rank=0).next_batch()
+    enc = Encoder.from_pretrained(tiny["model_nodrop"], max_length=32)
+    enc.train()
+    qf, pf, nf, exclude = training.trainer._features(enc, shared, batch.pairs, 1, mask_false_negatives=True)
+    assert exclude.shape == (8, 16) and exclude.any() and not exclude.diagonal().any()
+    ref_loss = gradcache.plain_step(enc, qf, pf, losses.InfoNCE(exclude=exclude), nf)
+    ref_grads = {k: p.grad for k, p in enc.named_parameters()}
+    enc.zero_grad(set_to_none=True)
+    assert gradcache.plain_step(enc, qf, pf, losses.InfoNCE(), nf) > ref_loss  # the mask changes the loss
+    for r in range(WORLD):
+        result = torch.load(two_ranks / f"step{r}.pt", weights_only=False)
+        assert torch.equal(result["masked_exclude"], exclude)
+        for name in ("masked_plain", "masked_gradcache"):
+            assert result[name + "_loss"] == pytest.approx(ref_loss, rel=1e-5), name
+            for k, g in ref_grads.items():
+                torch.testing.assert_close(result[name + "_grads"][k], g, rtol=1e-4, atol=1e-5, msg=f"{name} {k}")
 
 
 def test_ranks_draw_the_same_kinds_and_languages_and_disjoint_ids(tiny, two_ranks):

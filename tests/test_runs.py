@@ -68,6 +68,11 @@ def test_config_hash_follows_the_result_defining_keys_only():
     assert runs.check_run(ci_params(alpha=0.25)).run_name == "ci-hybrid0.25-mlqa-r-to-xquad-r-seed0"
     mix = runs.check_run(ci_params(strategy={"mono": 0.5, "mixed": 0.5}))
     assert mix.run_name.startswith("ci-mix-mixed0.5-mono0.5-")
+    # a key that came after the committed runs changes the hash (and the name) only when set
+    assert runs.check_run(ci_params(mask_false_negatives=False)).hash == a.hash
+    masked = runs.check_run(ci_params(mask_false_negatives=True))
+    assert masked.hash != a.hash and masked.run_name == "ci-hybrid-fnmask-mlqa-r-to-xquad-r-seed0"
+    assert masked.training().mask_false_negatives and "mask_false_negatives" not in a.training().stored()
 
 
 def test_cli_overrides_are_parsed_as_yaml():

@@ -66,11 +66,12 @@ def check_run(params: dict[str, Any]) -> RunConfig:
     every value before any data or model is touched: first each key's type, choices and bounds (the config's
     fields), then what depends on other keys (the strategy's mixture, the datasets, the model's positions).
     This is the one place a text run's settings are checked; everything downstream takes the config."""
-    missing = [k for k in RunConfig.parameter_keys() if k not in params and k != "encode_batch_size"]
+    optional = {"encode_batch_size": 64, "mask_false_negatives": False}  # keys profiles may leave out
+    missing = [k for k in RunConfig.parameter_keys() if k not in params and k not in optional]
     if missing:
         raise ValueError(f"run parameters missing: {missing}")
-    values = {k: params[k] for k in RUN_KEYS}
-    values["encode_batch_size"] = params.get("encode_batch_size", 64)  # speed: not hashed
+    values = {k: params.get(k, optional.get(k)) for k in RUN_KEYS}
+    values["encode_batch_size"] = params.get("encode_batch_size", optional["encode_batch_size"])  # speed: not hashed
     if isinstance(values["eval_data"], str):
         values["eval_data"] = [values["eval_data"]]
     config.check_fields(RunConfig, values)
@@ -111,11 +112,13 @@ def model_tag(model: str) -> str:
 
 
 def default_run_name(profile: str, cfg: dict[str, Any]) -> str:
-    """``<profile>[-<model>]-<strategy>[-tau<t>]-<train>-to-<eval>-seed<k>``; the temperature only when it is not
-    the default, and the model only when it is not the profiles' offline E5 (whose committed runs keep their
-    names), so two temperatures or two models of one strategy never share a report folder."""
+    """``<profile>[-<model>]-<strategy>[-tau<t>][-fnmask]-<train>-to-<eval>-seed<k>``; the temperature only when it
+    is not the default, ``fnmask`` when false negatives are masked, and the model only when it is not the profiles'
+    offline E5 (whose committed runs keep their names), so two temperatures, losses or models of one strategy never
+    share a report folder."""
     train_name = Path(str(cfg["train_data"])).stem
     tau = "" if cfg["temperature"] == losses.DEFAULT_TEMPERATURE else f"-tau{cfg['temperature']:g}"
+    tau += "-fnmask" if cfg.get("mask_false_negatives") else ""
     model = "" if cfg.get("model", OFFLINE_MODEL) == OFFLINE_MODEL else f"-{model_tag(cfg['model'])}"
     return (f"{profile}{model}-{strategy_label(cfg['strategy'], cfg['alpha'])}{tau}-{train_name}-to-"
             f"{'+'.join(cfg['eval_data'])}-seed{cfg['seed']}")

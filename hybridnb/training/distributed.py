@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -202,6 +203,16 @@ def gather_with_grad(t: Tensor) -> Tensor:
     dist.all_gather(parts, t.detach().contiguous())
     parts[rank()] = t
     return torch.cat(parts)
+
+
+def gather_ids(ids: np.ndarray) -> np.ndarray:
+    """All ranks' int64 `ids` (same length on every rank) concatenated in rank order; `ids` itself in one process."""
+    if not is_distributed():
+        return ids
+    t = torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64))
+    parts = [torch.empty_like(t) for _ in range(world_size())]
+    dist.all_gather(parts, t)
+    return torch.cat(parts).numpy()
 
 
 @dataclass(frozen=True)

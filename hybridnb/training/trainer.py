@@ -25,6 +25,7 @@ rank 0 alone validates and writes; the checkpoint holds every rank's RNG state.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ import torch
 
 from hybridnb import allocator, config
 from hybridnb.training import checkpoints, distributed, embedding_grads, loop, losses, sampling
-from hybridnb.data.train_data import ParallelTable, collate
+from hybridnb.data.train_data import ParallelTable, collate, false_negative_mask, text_ids
 from hybridnb.models import precision
 
 __all__ = ["TextTraining", "TrainResult", "check_config", "build_optimizer", "build_scheduler",
@@ -103,11 +104,18 @@ def build_scheduler(optimizer, warmup_steps: int, total_steps: int):
     return get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
 
 
-def _features(encoder, table: ParallelTable, pairs: np.ndarray, n_neg: int):
+def _features(encoder, table: ParallelTable, pairs: np.ndarray, n_neg: int, mask_false_negatives: bool = False):
+    """Tokenised queries, positives and hard negatives of a batch (this rank's shard), and the loss's ``exclude``
+    mask over the global batch when `mask_false_negatives` (else None): in-batch passages with the text of a
+    query's own answer (:func:`hybridnb.data.train_data.false_negative_mask`), compared across ranks by id."""
     queries, positives, negatives = collate(table, pairs, n_neg)
     qf, pf = encoder.tokenize(queries, "query"), encoder.tokenize(positives, "passage")
     nf = encoder.tokenize(negatives, "passage") if negatives else None
-    return qf, pf, nf
+    exclude = None
+    if mask_false_negatives:
+        pos, neg = (distributed.gather_ids(text_ids(texts)) for texts in (positives, negatives))
+        exclude = torch.from_numpy(false_negative_mask(pos, neg))
+    return qf, pf, nf, exclude
 
 
 #: the validation batches are drawn with this seed whatever the run's seed, so every seed of a strategy is
@@ -146,13 +154,15 @@ def validation_scores(encoder, val_table: ParallelTable, batches: list[np.ndarra
     total, top1, rr, n_queries = 0.0, 0.0, 0.0, 0
     try:
         for pairs in batches:
-            qf, pf, nf = _features(encoder, val_table, pairs, cfg.n_hard_negatives)
+            qf, pf, nf, exclude = _features(encoder, val_table, pairs, cfg.n_hard_negatives, cfg.mask_false_negatives)
             with torch.autocast(encoder.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
                 q, p = encoder(qf), encoder(pf)
                 n = encoder(nf) if nf is not None else None
             q, p, n = q.float(), p.float(), None if n is None else n.float()
-            total += float(losses.info_nce(q, p, n, temperature=cfg.temperature))
+            total += float(losses.info_nce(q, p, n, temperature=cfg.temperature, exclude=exclude))
             scores = q @ (p if n is None else torch.cat([p, n])).T          # (B, B + B*h)
+            if exclude is not None:  # a passage with the query's own answer text does not outrank it
+                scores = scores.masked_fill(exclude, float("-inf"))
             positive = scores.diagonal()                                     # query i's own passage
             rank = 1 + (scores > positive[:, None]).sum(dim=1)               # ties count in the positive's favour
             top1 += float((rank == 1).sum())
@@ -197,8 +207,10 @@ class TextTask:
             self.model = None  # the DDP wrapper and its gradient buckets, if distributed
 
     def step(self, batch) -> tuple[float, dict]:
-        qf, pf, nf = _features(self.encoder, self.train_table, batch.pairs, self.cfg.n_hard_negatives)
-        return distributed.contrastive_step(self.model, qf, pf, self.loss_fn, nf, chunk_size=self.chunk_size,
+        qf, pf, nf, exclude = _features(self.encoder, self.train_table, batch.pairs, self.cfg.n_hard_negatives,
+                                        self.cfg.mask_false_negatives)
+        loss_fn = self.loss_fn if exclude is None else dataclasses.replace(self.loss_fn, exclude=exclude)
+        return distributed.contrastive_step(self.model, qf, pf, loss_fn, nf, chunk_size=self.chunk_size,
                                             autocast=self.dtype), {}
 
     def validate(self) -> dict[str, float]:
