@@ -122,7 +122,6 @@ def test_the_shipped_summary_lines_are_the_mean_and_median_of_their_languages():
 
 def test_the_yaml_keys_are_the_report_columns():
     assert sorted(paper_numbers.value_name(s, m) for s, m in compare.COLUMNS) == sorted(paper_numbers.VALUES)
-    assert compare.PAPER_DIRECTION is paper_numbers.PAPER_DIRECTION
 
 
 def test_a_transcription_is_printed_labelled_with_the_claims_in_its_numbers(tmp_path):

@@ -80,15 +80,6 @@ class ImageTextResult:
             out["caption_map_matrix"] = self.captions.matrix("ap").tolist()
         return out
 
-    def recall_frame(self):
-        """pandas DataFrame: one row per language and a ``mean`` row; Recall@k both ways and mean recall."""
-        import pandas as pd
-
-        s = self.summary()
-        rows = {g: s["per_language"][g] for g in self.languages}
-        rows["mean"] = {c: s[c] for c in rows[self.languages[0]]}
-        return pd.DataFrame.from_dict(rows, orient="index")
-
 
 def _codes(values, universe: list, what: str) -> np.ndarray:
     index = {v: i for i, v in enumerate(universe)}

@@ -49,8 +49,9 @@ SECTIONS = ("source", "scale", "rows", "per_language", "rank_distance", "miracl"
 
 #: The paper's claims (abstract and conclusions): hybrid is comparable or better than X-X-mono on monolingual
 #: retrieval and than X-Y on cross-lingual and multilingual retrieval, and it reduces language bias. As
-#: directions of hybrid minus baseline: +1 higher is expected, -1 lower. Our runs are tested against them in
-#: :func:`hybridnb.studies.compare.verdicts`, the paper's own numbers in :func:`directions`.
+#: directions of hybrid minus baseline: +1 higher is expected, -1 lower. The paper's own numbers are read against
+#: them in :func:`directions`; our runs against the paper's differences in
+#: :func:`hybridnb.studies.seed_tables.paper_agreement`.
 PAPER_DIRECTION = {("mono", "map"): ("cross", +1), ("cross", "map"): ("mono", +1), ("multi", "map"): ("mono", +1),
                    ("rank_distance", None): ("mono", -1)}
 
