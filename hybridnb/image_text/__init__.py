@@ -34,7 +34,7 @@ from hybridnb.image_text.model import (  # noqa: F401
     batch_loss,
 )
 from hybridnb.image_text.metrics import (  # noqa: F401
-    IMAGE, RECALL_KS, METRICS, ImageTextResult, image_text_metrics, evaluate_table, confidence_intervals,
+    IMAGE, RECALL_KS, METRICS, ImageTextResult, image_text_metrics, confidence_intervals,
 )
 from hybridnb.image_text.trainer import (  # noqa: F401
     ImageTextTraining, ImageTextTrainResult, check_config, build_model, build_image_optimizer,
@@ -42,7 +42,6 @@ from hybridnb.image_text.trainer import (  # noqa: F401
 )
 from hybridnb.image_text.runs import (  # noqa: F401
     DATASETS, RUN_KEYS, ZERO_SHOT_KEYS, check_run, check_runs, prepare_data, eval_table, run_image_text,
-    run_zero_shot,
 )
 
 __all__ = [
@@ -55,9 +54,9 @@ __all__ = [
     'PrecomputedFeatures', 'CLIPVision', 'OpenCLIPVision', 'build_image_tower', 'ImageTextModel',
     'symmetric_info_nce', 'image_text_loss', 'ImageTextBatch', 'collate_image_text', 'batch_embeddings',
     'batch_loss',
-    'IMAGE', 'RECALL_KS', 'METRICS', 'ImageTextResult', 'image_text_metrics', 'evaluate_table',
+    'IMAGE', 'RECALL_KS', 'METRICS', 'ImageTextResult', 'image_text_metrics',
     'confidence_intervals', 'ImageTextTraining', 'ImageTextTrainResult', 'check_config',
     'build_model', 'build_image_optimizer', 'validation_loss', 'train_image_text', 'DATASETS',
     'RUN_KEYS', 'ZERO_SHOT_KEYS', 'check_run', 'check_runs', 'prepare_data', 'eval_table',
-    'run_image_text', 'run_zero_shot',
+    'run_image_text',
 ]

@@ -20,7 +20,7 @@ from hybridnb.image_text.runs import DISPLAYABLE, PROBLEMS, run_image_text_all
 from hybridnb.studies import compare
 
 __all__ = ["COLUMNS", "collect", "load_result", "seed_results", "seed_summaries", "comparison_table",
-           "per_language_summaries", "significance", "significance_wide", "recall_interval",
+           "per_language_summaries", "significance", "significance_wide",
            "plot_per_language", "plot_examples", "probe_lines", "report_markdown"]
 
 #: the reported columns: label -> (problem, per-query key, which caption languages: all | trained | unseen)
@@ -170,16 +170,6 @@ def significance_wide(sig: pd.DataFrame) -> pd.DataFrame:
             for d, lo, hi, v, c in zip(sig["diff"], sig.low, sig.high, sig.verdict, sig.column)]
     wide = sig.assign(cell=cell).pivot(index="baseline", columns="column", values="cell")
     return wide[[c for c in COLUMNS if c in wide.columns]].reindex(list(dict.fromkeys(sig.baseline))).fillna("n/a")
-
-
-def recall_interval(recall: float, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Wilson interval of a Recall@k over ``n`` queries: each query has one relevant item here (an image per
-    caption, a caption per language per image), so its hit is 0 or 1 and the recall is a proportion."""
-    from scipy.stats import binomtest
-
-    hits = int(round(recall * n))
-    ci = binomtest(hits, n).proportion_ci(confidence_level=level, method="wilson")
-    return float(ci.low), float(ci.high)
 
 
 def plot_per_language(systems: dict[str, dict], per_language: dict[str, dict[str, dict]], k: int = 10):
