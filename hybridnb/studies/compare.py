@@ -40,6 +40,11 @@ def column_name(setting: str, metric: str | None) -> str:
     return "rank distance ↓" if setting == "rank_distance" else f"{setting} {metric}"
 
 
+def digits(column: str) -> int:
+    """Decimals a column's values are printed with, by its name: one for a rank distance, else three."""
+    return 1 if "distance" in column else 3
+
+
 def load_per_query(system: dict, dataset: str) -> EvalResult:
     return EvalResult.load(system["dir"] / f"per_query_{dataset}.npz")
 
@@ -68,7 +73,7 @@ def baseline_verdicts(sig: pd.DataFrame, target: str = "hybrid") -> list[str]:
                      for r in rows.itertuples()]
         parts = []
         for word, label in (("win", "wins on"), ("loss", "loses on"), ("no difference", "no difference on")):
-            cols = [f"{c} ({d:+.{1 if 'distance' in c else 3}f})" for c, d, w in zip(rows.column, rows["diff"], words)
+            cols = [f"{c} ({d:+.{digits(c)}f})" for c, d, w in zip(rows.column, rows["diff"], words)
                     if w == word]
             if cols:
                 parts.append(f"{label} {', '.join(cols)}")

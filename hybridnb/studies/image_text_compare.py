@@ -114,8 +114,7 @@ def seed_summaries(systems: dict[str, dict], n_resamples: int = 1000, seed: int 
 def _cell(entry: dict | None, column: str) -> str:
     if entry is None:
         return "n/a"
-    digits = 1 if "distance" in column else 3
-    return f"{entry['mean']:.{digits}f} [{entry['low']:.{digits}f}, {entry['high']:.{digits}f}]"
+    return reporting.interval(entry["mean"], entry["low"], entry["high"], compare.digits(column))
 
 
 def comparison_table(summaries: dict[str, dict]) -> pd.DataFrame:
@@ -165,8 +164,7 @@ def significance_wide(sig: pd.DataFrame) -> pd.DataFrame:
     """Rows: baselines; columns: the compared columns; cells 'diff [low, high] verdict'."""
     if sig.empty:
         return pd.DataFrame()
-    cell = [f"{d:+.{1 if 'distance' in c else 3}f} [{lo:+.{1 if 'distance' in c else 3}f}, "
-            f"{hi:+.{1 if 'distance' in c else 3}f}] {v}"
+    cell = [f"{reporting.interval(d, lo, hi, compare.digits(c), sign=True)} {v}"
             for d, lo, hi, v, c in zip(sig["diff"], sig.low, sig.high, sig.verdict, sig.column)]
     wide = sig.assign(cell=cell).pivot(index="baseline", columns="column", values="cell")
     return wide[[c for c in COLUMNS if c in wide.columns]].reindex(list(dict.fromkeys(sig.baseline))).fillna("n/a")
