@@ -311,10 +311,8 @@ def report_markdown(params: dict, systems: dict, table: pd.DataFrame, sig: pd.Da
     data, model, training = r0["data"], r0["model"], r0["training"]
     runs_all = [run for s in systems.values() for run in s["runs"]]
     wall = sum(run["results"]["timings"]["wall_s"] for run in runs_all)
-    features = sum(run["results"]["timings"].get("features_s", 0.0) for run in runs_all)
-    states = sum(run["results"]["timings"].get("text_states_s", 0.0) for run in runs_all)
-    train = sum(run["results"]["timings"].get("train_s", 0.0) for run in runs_all)
-    evaluation = sum(run["results"]["timings"].get("eval_s", 0.0) for run in runs_all)
+    minutes = {k: sum(run["results"]["timings"].get(k, 0.0) for run in runs_all) / 60
+               for k in ("features_s", "text_states_s", "train_s", "eval_s")}
     n_seeds = {n: len(s["runs"]) for n, s in trained.items()}
     trained_runs = [run for s in trained.values() for run in s["runs"]]
     dtypes = sorted({_config(run["dir"]).get("train_dtype", "float32") for run in trained_runs})
@@ -337,9 +335,10 @@ def report_markdown(params: dict, systems: dict, table: pd.DataFrame, sig: pd.Da
             "all of it trains"
     lines = ["# Multilingual image-text retrieval with hybrid batches", "", reporting.stamp(prov), "",
              f"Wall time of the {len(runs_all)} runs behind this report: {wall / 60:.1f} min, of which "
-             f"{features / 60:.1f} min reading or computing the cached image features, {states / 60:.1f} min the "
+             f"{minutes['features_s']:.1f} min reading or computing the cached image features, "
+             f"{minutes['text_states_s']:.1f} min the "
              f"frozen text layers' cached states of the training and validation captions (both once per machine), "
-             f"{train / 60:.1f} min training steps and {evaluation / 60:.1f} min evaluation (with the test "
+             f"{minutes['train_s']:.1f} min training steps and {minutes['eval_s']:.1f} min evaluation (with the test "
              "captions' states). "
              f"Training precision: {' / '.join(dtypes)}"
              + (f"; {'/'.join(map(str, threads))} torch thread(s) per run" if threads else "")
