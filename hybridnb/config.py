@@ -478,6 +478,12 @@ class ImageTextTraining(Training):
         return dict(sorted(stored.items()))
 
 
+def trained(owner, name: str, **changes):
+    """A run config's field for a key of the trainer's settings ``owner``: the bounds and unit declared there,
+    once, without its default (a run's values come from the profile); ``changes`` override its metadata."""
+    return field(metadata={**next(f.metadata for f in fields(owner) if f.name == name), **changes})
+
+
 class RunConfigBase:
     """What the run configs share: their hash keys, the JSON written as ``config.json``, the hash."""
 
@@ -514,8 +520,8 @@ class TextRunConfig(RunConfigBase):
 
     model: str
     strategy: Strategy
-    alpha: Optional[float] = setting(0, 1, unit="probability")          # None unless the strategy is hybrid (mono with any alpha is mono)
-    language_sampling: LanguageSampling = setting(0, open_lo=True)
+    alpha: Optional[float] = trained(TextTraining, "alpha")          # None unless the strategy is hybrid (mono with any alpha is mono)
+    language_sampling: LanguageSampling = trained(TextTraining, "language_sampling")
     train_data: str                      # mlqa-r | xquad-r | mmarco | a ParallelTable .json file
     train_languages: Optional[list[str]]
     train_max_ids: Optional[int] = setting(1, unit="items")
@@ -524,23 +530,23 @@ class TextRunConfig(RunConfigBase):
     candidate_mode: CandidateMode
     max_length: int = setting(2, unit="tokens")
     encode_dtype: EncodeDtype           # resolved: never auto here
-    steps: int = setting(1, unit="optimizer steps")
+    steps: int = trained(TextTraining, "steps")
     batch_size: int = setting(1, unit="pairs per step, all processes")
-    lr: float = setting(0, open_lo=True, unit="AdamW step size")
-    weight_decay: float = setting(0, unit="AdamW decoupled decay")
-    warmup_ratio: float = setting(0, 1, unit="share of the steps")
-    max_grad_norm: float = setting(0, open_lo=True, unit="L2 norm")
-    temperature: float = setting(0, open_lo=True, unit="cosine / temperature = logit")
-    n_hard_negatives: int = setting(0, unit="passages per pair")
+    lr: float = trained(TextTraining, "lr")
+    weight_decay: float = trained(TextTraining, "weight_decay")
+    warmup_ratio: float = trained(TextTraining, "warmup_ratio")
+    max_grad_norm: float = trained(TextTraining, "max_grad_norm")
+    temperature: float = trained(TextTraining, "temperature")
+    n_hard_negatives: int = trained(TextTraining, "n_hard_negatives")
     gradcache: bool
-    chunk_size: int = setting(1, unit="texts per forward")
+    chunk_size: int = trained(TextTraining, "chunk_size")
     train_dtype: TrainDtype             # resolved: never auto here
-    save_every: int = setting(1, unit="steps")
-    val_every: int = setting(1, unit="steps")
-    val_batches: int = setting(1, unit="batches")
+    save_every: int = trained(TextTraining, "save_every")
+    val_every: int = trained(TextTraining, "val_every")
+    val_batches: int = trained(TextTraining, "val_batches")
     val_fraction: float = setting(0, 1, open_lo=True, open_hi=True, unit="share of the items")
     n_resamples: int = setting(1, unit="resamples")
-    seed: int = setting(0)
+    seed: int = trained(TextTraining, "seed")
     mask_false_negatives: bool = False  # hashed only when true (HASHED_WHEN_SET): the committed runs keep theirs
     encode_batch_size: int = setting(1, hashed=False, unit="texts per forward")  # speed only
     weights: dict[str, float] = derived()          # the strategy as {kind: weight}, parsed once
@@ -565,30 +571,31 @@ class ImageTextRunConfig(RunConfigBase):
     val_items: Optional[int] = setting(2, unit="images")
     eval_items: Optional[int] = setting(2, unit="images")
     strategy: Strategy
-    alpha: Optional[float] = setting(0, 1, unit="probability")
-    steps: int = setting(1, unit="optimizer steps")
-    batch_size: int = setting(1, unit="images per step, all processes")
-    lr: float = setting(0, open_lo=True, unit="AdamW step size")
-    image_lr: float = setting(0, open_lo=True, unit="AdamW step size")
-    weight_decay: float = setting(0, unit="AdamW decoupled decay")
-    warmup_ratio: float = setting(0, 1, unit="share of the steps")
-    max_grad_norm: float = setting(0, open_lo=True, unit="L2 norm")
-    temperature: float = setting(0, open_lo=True, unit="cosine / temperature = logit")
-    text_weight: float = setting(0, unit="loss weight")
+    alpha: Optional[float] = trained(ImageTextTraining, "alpha")
+    steps: int = trained(ImageTextTraining, "steps")
+    batch_size: int = trained(ImageTextTraining, "batch_size")
+    lr: float = trained(ImageTextTraining, "lr")
+    image_lr: float = trained(ImageTextTraining, "image_lr")
+    weight_decay: float = trained(ImageTextTraining, "weight_decay")
+    warmup_ratio: float = trained(ImageTextTraining, "warmup_ratio")
+    max_grad_norm: float = trained(ImageTextTraining, "max_grad_norm")
+    temperature: float = trained(ImageTextTraining, "temperature")
+    text_weight: float = trained(ImageTextTraining, "text_weight")
     image_tower: ImageTower
     image_tower_args: dict
-    image_size: Optional[int] = setting(8, unit="pixels")
-    dim: int = setting(1, unit="dimensions")
-    max_length: int = setting(1, unit="tokens")
+    image_size: Optional[int] = trained(ImageTextTraining, "image_size")
+    dim: int = trained(ImageTextTraining, "dim")
+    max_length: int = trained(ImageTextTraining, "max_length")
     freeze_embeddings: bool
-    frozen_text_layers: int = setting(0, unit="layers")
-    length_groups: int = setting(1, unit="groups")     # the same function; dropout masks fall per group
+    frozen_text_layers: int = trained(ImageTextTraining, "frozen_text_layers")
+    length_groups: int = trained(ImageTextTraining, "length_groups")  # the same function; dropout masks per group
     train_dtype: TrainDtype             # resolved: never auto here
-    val_every: int = setting(1, unit="steps")
-    val_batches: int = setting(1, unit="batches")
+    val_every: int = trained(ImageTextTraining, "val_every")
+    val_batches: int = trained(ImageTextTraining, "val_batches")
     n_resamples: int = setting(1, unit="resamples")
-    seed: int = setting(0)
-    save_every: int = setting(1, hashed=False, unit="steps")  # checkpoints change no result (and came after the first runs)
+    seed: int = trained(ImageTextTraining, "seed")
+    # checkpoints change no result (and came after the first runs)
+    save_every: int = trained(ImageTextTraining, "save_every", hashed=False)
     image_root: Optional[str] = field(metadata={"hashed": False})  # the user's photos: not hashed
     encode_batch_size: int = setting(1, hashed=False, unit="texts per forward")
     weights: dict[str, float] = derived()

@@ -206,13 +206,20 @@ def summary_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def interval(value: float, low: float, high: float, digits: int = 3, sign: bool = False) -> str:
+    """'value [low, high]' to ``digits`` decimals (``sign``: each with its + or -): every table cell of an
+    estimate and its interval, so that all reports print them alike."""
+    f = f"{{:{'+' if sign else ''}.{digits}f}}".format
+    return f"{f(value)} [{f(low)}, {f(high)}]"
+
+
 def format_ci(entry: dict[str, Any], digits: int = 3) -> str:
     value, ci = entry["value"], entry.get("ci")
     if value is None:
         return "n/a"
     if not ci or ci[0] is None:
         return f"{value:.{digits}f}"
-    return f"{value:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+    return interval(value, ci[0], ci[1], digits)
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:

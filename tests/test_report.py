@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from hybridnb.evaluation.metrics import EvalResult
-from hybridnb.studies import report
+from hybridnb.studies import report, seed_tables
 
 LANGS = ["de", "el", "en", "th"]
 
@@ -122,8 +122,8 @@ def test_the_sweep_section_compares_every_point_with_alpha_one_half(tmp_path):
 
 
 def test_the_split_columns_are_named_for_the_report():
-    assert report._column("cross_ap_unseen") == "cross (any unseen) map"
-    assert report._column("mono_ap_seen") == "mono (seen) map"
+    assert seed_tables.column("cross_ap_unseen") == "cross (any unseen) map"
+    assert seed_tables.column("mono_ap_seen") == "mono (seen) map"
     with pytest.raises(ValueError, match="holds ', '"):  # the summary could not be checked against the table
         report.summary_lines("a → b", pd.DataFrame([{"baseline": "X-Y", "column": "mono, seen", "verdict": "win"}]))
 

@@ -32,7 +32,7 @@ import numpy as np
 from hybridnb.evaluation import stats
 from hybridnb.evaluation.metrics import EvalResult, evaluate
 
-__all__ = ["IMAGE", "RECALL_KS", "METRICS", "ImageTextResult", "image_text_metrics", "evaluate_table",
+__all__ = ["IMAGE", "RECALL_KS", "METRICS", "ImageTextResult", "image_text_metrics",
            "confidence_intervals", "compare", "select_queries"]
 
 IMAGE = "image"
@@ -79,15 +79,6 @@ class ImageTextResult:
         if self.captions is not None:
             out["caption_map_matrix"] = self.captions.matrix("ap").tolist()
         return out
-
-    def recall_frame(self):
-        """pandas DataFrame: one row per language and a ``mean`` row; Recall@k both ways and mean recall."""
-        import pandas as pd
-
-        s = self.summary()
-        rows = {g: s["per_language"][g] for g in self.languages}
-        rows["mean"] = {c: s[c] for c in rows[self.languages[0]]}
-        return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def _codes(values, universe: list, what: str) -> np.ndarray:
@@ -162,14 +153,6 @@ def caption_retrieval(text_emb, lang: np.ndarray, item: np.ndarray, languages: l
         raise ValueError("caption retrieval needs captions in at least two languages")
     return EvalResult(list(languages), per_query, np.asarray(lang), np.asarray(item), tuple(ks),
                       meta={"scores": "inner product (float64)", "pools": "captions of the other languages"})
-
-
-def evaluate_table(model, table, languages: Sequence[str] | None = None, batch_size: int = 128,
-                   captions: bool = True) -> ImageTextResult:
-    """Embed a table's captions and images with an :class:`~hybridnb.image_text.model.ImageTextModel` and score them."""
-    texts, langs, item = table.caption_rows(languages)
-    return image_text_metrics(model.embed_texts(texts, batch_size), model.embed_images(table, None, batch_size),
-                              langs, item, np.arange(len(table)), languages or table.languages, captions=captions)
 
 
 def _by_name(result: ImageTextResult, fn, names) -> dict:

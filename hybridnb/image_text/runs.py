@@ -15,7 +15,7 @@ load them into ``trainer.build_model(cfg.training())`` with ``load_state_dict(..
 weights are the base model's). Until the report is written, the resume checkpoint (``mm_save_every``) lies beside
 them: a killed run resumes from it and ends with the weights of an uninterrupted run.
 
-Zero-shot baseline (:func:`run_zero_shot`): an untrained image tower makes text->image retrieval meaningless,
+Zero-shot baseline (:class:`ImageTextZeroShot`, run beside the runs by :func:`run_image_text_all`): an untrained image tower makes text->image retrieval meaningless,
 so the starting point reported is the untrained text tower's (E5's own embeddings) cross-lingual
 caption-caption retrieval on the same test captions.
 
@@ -55,7 +55,7 @@ from hybridnb.training.run_folder import find_finished  # same report folder and
 
 __all__ = ["DATASETS", "RUN_KEYS", "ZERO_SHOT_KEYS", "check_run", "check_runs", "workers", "prepare_data",
            "eval_table", "find_finished", "ImageTextRun", "ImageTextZeroShot", "task", "run_image_text", "warm_caches",
-           "run_image_text_all", "run_zero_shot"]
+           "run_image_text_all"]
 
 DATASETS = {"openmoji-cldr": OPENMOJI_LANGUAGES, "xtd10": caption_table.XTD10_LANGUAGES,
             "multi30k": caption_table.MULTI30K_LANGUAGES}
@@ -71,9 +71,6 @@ PROBLEMS = ("t2i", "i2t", "captions")
 TABLE = {"t2i_r@1": "t2i R@1", "t2i_r@5": "t2i R@5", "t2i_r@10": "t2i R@10", "i2t_r@1": "i2t R@1",
          "i2t_r@5": "i2t R@5", "i2t_r@10": "i2t R@10", "mean_recall": "mean recall",
          "caption_cross_map": "caption X→Y mAP", "i2t_rank_distance": "i2t rank distance ↓"}
-#: hybrid minus baseline, expected sign (the text paper's claims carried over; see notebook 07)
-EXPECTED = {("t2i_r@10", "cross"): +1, ("caption_cross_map", "mono"): +1, ("i2t_pooled_map", "mono"): +1,
-            ("i2t_rank_distance", "mono"): -1}
 DISPLAYABLE = ("en", "de", "es", "fr", "it", "pt", "id", "tr", "ru", "cs", "pl")  # scripts DejaVu Sans draws
 
 
@@ -242,9 +239,9 @@ def _mean_recall_ci(result: ImageTextResult, n_resamples: int, seed: int) -> dic
 
 
 def evaluate(model, table, cfg: config.ImageTextRunConfig) -> tuple[ImageTextResult, np.ndarray]:
-    """The test metrics (as :func:`image_text_eval.evaluate_table`, captions embedded length-sorted to cut
-    padding, under the run's training autocast: bf16 where it trained in bf16) and each caption's 10 best
-    images."""
+    """The test metrics (:func:`hybridnb.image_text.metrics.image_text_metrics` of the test captions and images,
+    the captions embedded length-sorted to cut padding, under the run's training autocast: bf16 where it trained
+    in bf16) and each caption's 10 best images."""
     texts, langs, item = table.caption_rows()
     model.prepare_texts(texts)  # frozen lower text layers: their states read from (or written to) the cache
     order = np.argsort([len(t) for t in texts], kind="stable")
@@ -555,9 +552,3 @@ def run_image_text_all(params: dict[str, Any], show_progress: bool = True
             pool.shutdown(wait=True, cancel_futures=True)
     done = [run_folder.execute(task(cfg, profile), show_progress) for cfg in configs]  # computed now, or reused
     return done[0], [(s, k, *outcome) for (s, k), outcome in zip(jobs, done[1:])]
-
-
-def run_zero_shot(params: dict[str, Any], show_progress: bool = True) -> tuple[Path, dict]:
-    """The zero-shot starting point, reused by config hash like a run (:func:`hybridnb.training.run_folder.execute`)."""
-    return run_folder.execute(ImageTextZeroShot(check_run(params, zero_shot=True), params.get("profile", "custom")),
-                        show_progress)

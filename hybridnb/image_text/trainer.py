@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from hybridnb import allocator, config, training
-from hybridnb.training import checkpoints, distributed, embedding_grads, loop, losses, sampling
+from hybridnb.training import checkpoints, distributed, embedding_grads, loop, sampling
 from hybridnb.image_text.model import (ImageTextModel, batch_embeddings, batch_loss, collate_image_text,
                                       image_text_loss)
 from hybridnb.image_text.caption_table import ImageTextTable

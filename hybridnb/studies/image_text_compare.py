@@ -20,7 +20,7 @@ from hybridnb.image_text.runs import DISPLAYABLE, PROBLEMS, run_image_text_all
 from hybridnb.studies import compare
 
 __all__ = ["COLUMNS", "collect", "load_result", "seed_results", "seed_summaries", "comparison_table",
-           "per_language_summaries", "significance", "significance_wide", "recall_interval",
+           "per_language_summaries", "significance", "significance_wide",
            "plot_per_language", "plot_examples", "probe_lines", "report_markdown"]
 
 #: the reported columns: label -> (problem, per-query key, which caption languages: all | trained | unseen)
@@ -114,8 +114,7 @@ def seed_summaries(systems: dict[str, dict], n_resamples: int = 1000, seed: int 
 def _cell(entry: dict | None, column: str) -> str:
     if entry is None:
         return "n/a"
-    digits = 1 if "distance" in column else 3
-    return f"{entry['mean']:.{digits}f} [{entry['low']:.{digits}f}, {entry['high']:.{digits}f}]"
+    return reporting.interval(entry["mean"], entry["low"], entry["high"], compare.digits(column))
 
 
 def comparison_table(summaries: dict[str, dict]) -> pd.DataFrame:
@@ -165,21 +164,10 @@ def significance_wide(sig: pd.DataFrame) -> pd.DataFrame:
     """Rows: baselines; columns: the compared columns; cells 'diff [low, high] verdict'."""
     if sig.empty:
         return pd.DataFrame()
-    cell = [f"{d:+.{1 if 'distance' in c else 3}f} [{lo:+.{1 if 'distance' in c else 3}f}, "
-            f"{hi:+.{1 if 'distance' in c else 3}f}] {v}"
+    cell = [f"{reporting.interval(d, lo, hi, compare.digits(c), sign=True)} {v}"
             for d, lo, hi, v, c in zip(sig["diff"], sig.low, sig.high, sig.verdict, sig.column)]
     wide = sig.assign(cell=cell).pivot(index="baseline", columns="column", values="cell")
     return wide[[c for c in COLUMNS if c in wide.columns]].reindex(list(dict.fromkeys(sig.baseline))).fillna("n/a")
-
-
-def recall_interval(recall: float, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Wilson interval of a Recall@k over ``n`` queries: each query has one relevant item here (an image per
-    caption, a caption per language per image), so its hit is 0 or 1 and the recall is a proportion."""
-    from scipy.stats import binomtest
-
-    hits = int(round(recall * n))
-    ci = binomtest(hits, n).proportion_ci(confidence_level=level, method="wilson")
-    return float(ci.low), float(ci.high)
 
 
 def plot_per_language(systems: dict[str, dict], per_language: dict[str, dict[str, dict]], k: int = 10):
@@ -323,10 +311,8 @@ def report_markdown(params: dict, systems: dict, table: pd.DataFrame, sig: pd.Da
     data, model, training = r0["data"], r0["model"], r0["training"]
     runs_all = [run for s in systems.values() for run in s["runs"]]
     wall = sum(run["results"]["timings"]["wall_s"] for run in runs_all)
-    features = sum(run["results"]["timings"].get("features_s", 0.0) for run in runs_all)
-    states = sum(run["results"]["timings"].get("text_states_s", 0.0) for run in runs_all)
-    train = sum(run["results"]["timings"].get("train_s", 0.0) for run in runs_all)
-    evaluation = sum(run["results"]["timings"].get("eval_s", 0.0) for run in runs_all)
+    minutes = {k: sum(run["results"]["timings"].get(k, 0.0) for run in runs_all) / 60
+               for k in ("features_s", "text_states_s", "train_s", "eval_s")}
     n_seeds = {n: len(s["runs"]) for n, s in trained.items()}
     trained_runs = [run for s in trained.values() for run in s["runs"]]
     dtypes = sorted({_config(run["dir"]).get("train_dtype", "float32") for run in trained_runs})
@@ -349,9 +335,10 @@ def report_markdown(params: dict, systems: dict, table: pd.DataFrame, sig: pd.Da
             "all of it trains"
     lines = ["# Multilingual image-text retrieval with hybrid batches", "", reporting.stamp(prov), "",
              f"Wall time of the {len(runs_all)} runs behind this report: {wall / 60:.1f} min, of which "
-             f"{features / 60:.1f} min reading or computing the cached image features, {states / 60:.1f} min the "
+             f"{minutes['features_s']:.1f} min reading or computing the cached image features, "
+             f"{minutes['text_states_s']:.1f} min the "
              f"frozen text layers' cached states of the training and validation captions (both once per machine), "
-             f"{train / 60:.1f} min training steps and {evaluation / 60:.1f} min evaluation (with the test "
+             f"{minutes['train_s']:.1f} min training steps and {minutes['eval_s']:.1f} min evaluation (with the test "
              "captions' states). "
              f"Training precision: {' / '.join(dtypes)}"
              + (f"; {'/'.join(map(str, threads))} torch thread(s) per run" if threads else "")

@@ -455,7 +455,7 @@ def report_markdown(params: dict, collected: dict, sig: pd.DataFrame, prov: dict
     lines += [source_line(collected), ""] + _table_lines(collected, paper_path)
     if sig is not None and not sig.empty:
         rows = [{"system": r.system, "baseline": r.baseline, "metric": r.metric,
-                 "difference [95% CI]": f"{r.diff:+.4f} [{r.low:+.4f}, {r.high:+.4f}]",
+                 "difference [95% CI]": reporting.interval(r.diff, r.low, r.high, 4, sign=True),
                  "p": compare.p_text(r.p_value, r.n_resamples)} for r in sig.itertuples()]
         lines += ["Hybrid minus each baseline (paired over queries):", "", reporting.markdown_table(rows)]
     notes = collected.get("_notes") or []

@@ -21,8 +21,7 @@ import yaml
 from hybridnb import reporting
 
 __all__ = ["PAPER_NUMBERS", "PAPER_DIRECTION", "STRATEGIES", "VALUES", "MODELS", "LANGUAGES", "MIRACL_LANGUAGES",
-           "load", "load_per_language", "load_rank_distance", "load_miracl", "directions", "markdown",
-           "miracl_markdown"]
+           "load", "load_per_language", "load_rank_distance", "load_miracl", "directions", "markdown"]
 
 PAPER_NUMBERS = Path(__file__).with_name("paper_numbers.yaml")
 STRATEGIES = ("mono", "cross", "hybrid")  # X-X-mono, X-Y, hybrid
@@ -49,8 +48,9 @@ SECTIONS = ("source", "scale", "rows", "per_language", "rank_distance", "miracl"
 
 #: The paper's claims (abstract and conclusions): hybrid is comparable or better than X-X-mono on monolingual
 #: retrieval and than X-Y on cross-lingual and multilingual retrieval, and it reduces language bias. As
-#: directions of hybrid minus baseline: +1 higher is expected, -1 lower. Our runs are tested against them in
-#: :func:`hybridnb.studies.compare.verdicts`, the paper's own numbers in :func:`directions`.
+#: directions of hybrid minus baseline: +1 higher is expected, -1 lower. The paper's own numbers are read against
+#: them in :func:`directions`; our runs against the paper's differences in
+#: :func:`hybridnb.studies.seed_tables.paper_agreement`.
 PAPER_DIRECTION = {("mono", "map"): ("cross", +1), ("cross", "map"): ("mono", +1), ("multi", "map"): ("mono", +1),
                    ("rank_distance", None): ("mono", -1)}
 
@@ -282,17 +282,3 @@ def markdown(frame: pd.DataFrame, source: str | None) -> list[str]:
     if claims:
         lines += ["In the paper's numbers:", ""] + [f"- {c}" for c in claims] + [""]
     return lines
-
-
-def miracl_markdown(frame: pd.DataFrame) -> list[str]:
-    """REPORT.md lines for Tables 12-13: the mean and median over MIRACL's languages, per model and strategy."""
-    if frame.empty:
-        return []
-    rows = []
-    for (table, model), group in frame.groupby(["table", "model"], sort=True):
-        for strategy in STRATEGIES:
-            cells = group[group.strategy == strategy].set_index(["metric", "language"]).value
-            rows.append({"model": model, "system": LABELS[strategy],
-                         **{f"{m} {s}": _fmt(cells.get((m, s))) for m in MIRACL_METRICS for s in ("mean", "median")},
-                         "source": f"Table {table}"})
-    return ["### MIRACL dev (monolingual): the paper's numbers", "", reporting.markdown_table(rows), ""]

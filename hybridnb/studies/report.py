@@ -35,33 +35,27 @@ from hybridnb import reporting
 from hybridnb.evaluation import seed_stats
 from hybridnb.evaluation.metrics import EvalResult
 from hybridnb.studies import miracl_eval, paper_numbers, recipe, runs, seed_tables, sweep
+from hybridnb.studies.seed_tables import frame_markdown
 
-__all__ = ["headline", "update_readme", "system_table", "verdict_wide", "SPLIT_KEYS", "split_seen_unseen", "systems_of", "direction_section", "seen_unseen_section",
+__all__ = ["headline", "update_readme", "system_table", "verdict_wide", "SPLIT_KEYS", "split_seen_unseen", "by_label", "direction_section", "seen_unseen_section",
            "summary_lines", "check_summary", "probe_frame", "sweep_section", "build"]
 
 SYSTEMS, BASELINES, TARGET = seed_tables.SYSTEMS, seed_tables.BASELINES, seed_tables.TARGET
-HEADLINE = ("mono_ap", "cross_ap", "multi_ap", "rank_distance")
+HEADLINE = seed_tables.HEADLINE
 #: the seen / unseen columns (seed_stats.KEYS names them)
 SPLIT_KEYS = ("mono_ap_seen", "mono_ap_unseen", "cross_ap_seen", "cross_ap_unseen")
-
-
-def _column(key: str) -> str:
-    return seed_tables.column(key)
-
-
-def _digits(key: str) -> int:
-    return 1 if key == "rank_distance" else 3
 
 
 # ---- the systems of a direction -----------------------------------------------------------------------
 
 
-def systems_of(entries: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """{system label: [finished run entries, seed order]} from recipe entries."""
+def by_label(entries: list[dict[str, Any]], order=None) -> dict[str, list[dict[str, Any]]]:
+    """{label: [finished run entries, seed order]} from recipe entries (a label: a system, or a sweep point);
+    with ``order``, only its labels, in its order."""
     out: dict[str, list[dict]] = {}
     for e in sorted(entries, key=lambda e: e["run"].seed):
         out.setdefault(e["run"].label, []).append(e)
-    return {s: out[s] for s in SYSTEMS if s in out}
+    return out if order is None else {s: out[s] for s in order if s in out}
 
 
 def split_seen_unseen(result: EvalResult, seen: list[str]) -> EvalResult:
@@ -91,7 +85,7 @@ def direction_section(systems: dict[str, list[dict]], dataset: str, n: int, seed
     """Seed summaries of every system on ``dataset`` (the zero-shot rows first: ``{label: {"dir"}}``, "zero-shot"
     for the recipe's input, "zero-shot (<input>)" for another), hybrid minus every baseline (every zero-shot row
     included) in every column, and the paper beside them. None while hybrid has no finished run."""
-    results = {label: [EvalResult.load(Path(z["dir"]) / f"per_query_{dataset}.npz")] for label, z in zero_shots.items()}
+    results = {label: _per_query([z], dataset) for label, z in zero_shots.items()}
     results.update({name: _per_query(entries, dataset) for name, entries in systems.items()})
     if TARGET not in results:
         return None
@@ -228,9 +222,7 @@ def probe_frame(probes: dict[str, list[dict]], chosen: dict[str, Any], eval_data
 def sweep_section(entries: list[dict], dataset: str, n: int, seed: int) -> dict[str, Any] | None:
     """Per sweep point (every seed): the seed summary of the headline columns and the point minus alpha = 0.5
     with its verdict. None until the reference point and one other have finished runs."""
-    points: dict[str, list[dict]] = {}
-    for e in sorted(entries, key=lambda e: e["run"].seed):
-        points.setdefault(e["run"].label, []).append(e)
+    points = by_label(entries)
     if sweep.REFERENCE not in points or len(points) < 2:  # nothing to compare the reference with yet
         return None
     results = {label: _per_query(es, dataset) for label, es in points.items()}
@@ -242,7 +234,7 @@ def sweep_section(entries: list[dict], dataset: str, n: int, seed: int) -> dict[
             continue
         cmp = seed_stats.seed_compare(r, results[sweep.REFERENCE], n, seed=seed, keys=keys)
         for key, e in cmp.items():
-            rows.append({"point": label, "column": _column(key), "key": key, "diff": e["diff"], "low": e["low"],
+            rows.append({"point": label, "column": seed_tables.column(key), "key": key, "diff": e["diff"], "low": e["low"],
                          "high": e["high"], "p_value": e["p_value"], "verdict": seed_stats.verdict(e, key)})
     weights = {label: es[0]["results"]["training"]["weights"] for label, es in points.items()}
     return {"summaries": summaries, "verdicts": pd.DataFrame(rows), "weights": weights,
@@ -251,18 +243,14 @@ def sweep_section(entries: list[dict], dataset: str, n: int, seed: int) -> dict[
 
 def plot_sweep(sec: dict, dataset: str, title: str):
     """The text sweep against alpha (:func:`seed_tables.plot_alpha_sweep`), one panel per headline column."""
-    columns = {key: _column(key) + (" (lower is better)" if key == "rank_distance" else "") for key in HEADLINE}
+    columns = {key: seed_tables.column(key) + (" (lower is better)" if key == "rank_distance" else "") for key in HEADLINE}
     return seed_tables.plot_alpha_sweep(sec["summaries"], columns, title)
-
-
-def _table(frame: pd.DataFrame, index: str | None = "system") -> str:
-    return seed_tables.frame_markdown(frame, index)
 
 
 def verdict_wide(verdicts: pd.DataFrame, row: str = "baseline") -> pd.DataFrame:
     """Rows: baselines (or sweep points); columns: the compared columns; cells 'diff [low, high] verdict'."""
-    cell = [f"{r['diff']:+.{_digits(r.key) + 1}f} [{r.low:+.{_digits(r.key) + 1}f}, {r.high:+.{_digits(r.key) + 1}f}]"
-            f" {r.verdict}" for _, r in verdicts.iterrows()]
+    cell = [f"{reporting.interval(r['diff'], r.low, r.high, seed_tables.digits(r.key) + 1, sign=True)} {r.verdict}"
+            for _, r in verdicts.iterrows()]
     wide = verdicts.assign(cell=cell).pivot(index=row, columns="column", values="cell")
     columns = list(dict.fromkeys(verdicts.column))
     return wide[columns].reindex(list(dict.fromkeys(verdicts[row])))
@@ -276,7 +264,7 @@ def system_table(summaries: dict[str, dict], keys, labels: dict[str, str] | None
         row = {"seeds": "—" if _is_zero_shot(name) else len(first["per_seed"])}
         for key in keys:
             e = summary[key]
-            row[_column(key)] = f"{e['mean']:.{_digits(key)}f} [{e['low']:.{_digits(key)}f}, {e['high']:.{_digits(key)}f}]"
+            row[seed_tables.column(key)] = reporting.interval(e["mean"], e["low"], e["high"], seed_tables.digits(key))
         rows[(labels or {}).get(name, name)] = row
     return pd.DataFrame.from_dict(rows, orient="index")
 
@@ -321,7 +309,7 @@ def build(params: dict[str, Any], zero_shots: dict[str, dict[str, dict]], image_
     figures: dict[str, Any] = {}
     directions = [(f"{train} → {evaluated}", forward, evaluated), (f"{evaluated} → {train}", reverse, train)]
     for where, entries, dataset in directions:
-        sec = direction_section(systems_of(entries), dataset, n, seed, zero_shots.get(dataset, {}))
+        sec = direction_section(by_label(entries, SYSTEMS), dataset, n, seed, zero_shots.get(dataset, {}))
         if sec is not None:
             sections[where] = sec
             figures[f"figures/points_{dataset}.png"] = seed_tables.plot_points(sec["summaries"], dataset)
@@ -475,7 +463,7 @@ def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, se
                   "(best wins); then longer budgets, each taken only if it adds at least "
                   f"{params.get('recipe_min_gain', 0):g} to the score of the budget taken before it (about one seed's "
                   "standard deviation), the first that does not stopping the search.", "",
-                  _table(frame, index=None), ""]
+                  frame_markdown(frame, index=None), ""]
         lines += _choice_lines(probes, chosen, params.get("recipe_min_gain", 0)) + [""]
         pending = [s for s in recipe.STAGES if s not in (["input"] if "candidate_mode" in chosen else []) +
                    (["temperature"] if "temperature" in chosen else []) + (["budget"] if chosen.get("steps") else [])]
@@ -488,9 +476,9 @@ def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, se
                   f"Trained on {where.split(' → ')[0]}, evaluated zero-shot on {dataset}: every system, mean over "
                   "seeds [95% interval over seeds and questions]; rank distance: lower is better. The paper's rows "
                   "(XLM-R and LaBSE, its Table 1 and Tables 7-8, transcribed) sit below ours.", "",
-                  _table(system_table(sec["summaries"], HEADLINE, labels)), "",
+                  frame_markdown(system_table(sec["summaries"], HEADLINE, labels)), "",
                   "Per-seed values (and their standard deviation over seeds):", "",
-                  _table(seed_tables.per_seed_table(sec["summaries"])), ""]
+                  frame_markdown(seed_tables.per_seed_table(sec["summaries"])), ""]
         missing = [m for m in ("sentence+context", "sentence") if m != own["candidate_mode"]
                    and f"zero-shot ({recipe.input_label(m, own['max_length'])})" not in sec["summaries"]]
         if missing:
@@ -499,22 +487,22 @@ def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, se
         paper = _paper_table1(sec["paper_rows"])
         if paper is not None:
             lines += ["The paper's rows for the same evaluation set (not measured here):", "",
-                      _table(paper, index=None), ""]
+                      frame_markdown(paper, index=None), ""]
         lines += ["### Hybrid against every baseline, every column", "",
-                  _table(verdict_wide(sec["verdicts"]), index="baseline"), "",
+                  frame_markdown(verdict_wide(sec["verdicts"]), index="baseline"), "",
                   f"![points]({fig(f'figures/points_{dataset}.png')})", "",
                   f"![differences]({fig(f'figures/differences_{dataset}.png')})", ""]
         if not sec["paper"].empty:
             lines += ["Beside the paper (\"agrees\": our difference is beyond noise with the paper's sign):", "",
-                      _table(sec["paper"], index=None), ""]
+                      frame_markdown(sec["paper"], index=None), ""]
     if split is not None:
         lines += ["## Seen vs unseen languages", "",
                   f"After training on {params['train_data']}, {', '.join(split['unseen'])} were never trained on. "
                   "Mono mAP of queries in a seen vs an unseen language; cross mAP of language pairs with both "
                   "languages seen vs at least one unseen. The paper claims its gains carry to languages it never "
                   "trained on; this is where that can be tested.", "",
-                  _table(system_table(split["summaries"], list(SPLIT_KEYS))), "",
-                  _table(verdict_wide(split["verdicts"]), index="baseline"), ""]
+                  frame_markdown(system_table(split["summaries"], list(SPLIT_KEYS))), "",
+                  frame_markdown(verdict_wide(split["verdicts"]), index="baseline"), ""]
         lines += _gain_lines(split["verdicts"]) + [""]
     lines += ["## The mix ratio", ""]
     if sweep_sec is None:
@@ -531,7 +519,7 @@ def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, se
                   f"![validation curves]({fig('figures/validation_curves.png')})", ""]
     lines += miracl_eval.report_section(params)  # ours beside the paper's rows when notebook 09 ran, else "not run"
     lines += ["## Run times", "",
-              _table(seed_tables.budget_rows([e for e in grid]), index=None), ""] + _cost_lines(grid, n_grid, params)
+              frame_markdown(seed_tables.budget_rows(grid), index=None), ""] + _cost_lines(grid, n_grid, params)
     lines += ["",
               "## Other files", "",
               "- `reports/runs/<run>/`: every run's config, results, per-query arrays, training log and loss curve "
@@ -615,7 +603,7 @@ def _gain_lines(verdicts: pd.DataFrame) -> list[str]:
 
 
 def _sweep_lines(sec: dict, dataset: str, side: str) -> list[str]:
-    table = system_table({label: s for label, s in sec["summaries"].items()}, list(HEADLINE))
+    table = system_table(sec["summaries"], list(HEADLINE))
     table.insert(0, "weights (mono / cross / mixed)", [
         " / ".join(f"{sec['weights'][label].get(k, 0):g}" for k in ("mono", "cross", "mixed")) for label in table.index])
     v = sec["verdicts"]
@@ -632,6 +620,6 @@ def _sweep_lines(sec: dict, dataset: str, side: str) -> list[str]:
                      f"{', '.join(pending)}.")
     return [f"{side.capitalize()}, evaluated on {dataset}: alpha is the share of X-X-mono batches (alpha = 0 is X-Y, "
             "1 is X-X-mono); the mixtures add `mixed` batches (every pair in its own random languages). Mean over "
-            "seeds [95% interval over seeds and questions]:", "", _table(table, index="point"), "",
-            "Each point minus alpha = 0.5 (verdicts by the rule above):", "", _table(diffs, index="point"), "",
+            "seeds [95% interval over seeds and questions]:", "", frame_markdown(table, index="point"), "",
+            "Each point minus alpha = 0.5 (verdicts by the rule above):", "", frame_markdown(diffs, index="point"), "",
             sentence, ""]

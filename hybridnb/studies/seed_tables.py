@@ -27,7 +27,7 @@ from hybridnb import reporting
 from hybridnb.evaluation import seed_stats
 
 __all__ = ["SYSTEMS", "BASELINES", "per_seed_table", "verdict_table", "paper_agreement",
-           "budget_rows", "frame_markdown", "column", "paper_rows", "plot_points", "plot_differences", "alpha_of",
+           "budget_rows", "frame_markdown", "column", "digits", "paper_rows", "plot_points", "plot_differences", "alpha_of",
            "plot_alpha_sweep", "plot_validation_curves"]
 
 SYSTEMS = ("zero-shot", "X-X-mono", "X-Y", "hybrid")
@@ -41,7 +41,8 @@ def column(key: str) -> str:
     return compare.column_name(*seed_stats.KEYS[key])
 
 
-def _digits(key: str) -> int:
+def digits(key: str) -> int:
+    """Decimals of a column's values: one for rank distance, three for the mAPs and recalls."""
     return 1 if key == "rank_distance" else 3
 
 
@@ -52,7 +53,7 @@ def per_seed_table(summaries: dict[str, dict], keys=("mono_ap", "cross_ap", "mul
         row = {}
         for key in keys:
             vals = summary[key]["per_seed"]
-            d = _digits(key)
+            d = digits(key)
             sd = f", sd {np.std(vals, ddof=1):.{d}f}" if len(vals) > 1 else ""
             row[column(key)] = " / ".join(f"{v:.{d}f}" for v in vals) + sd
         rows[name] = row
@@ -97,7 +98,7 @@ def paper_agreement(verdicts: pd.DataFrame, paper: pd.DataFrame, dataset: str) -
             continue
         ours = _direction(r["diff"])
         row = {"column": r.column, "hybrid minus": r.baseline,
-               "ours": f"{r['diff']:+.{_digits(r.key) + 1}f} ({r.verdict})"}
+               "ours": f"{r['diff']:+.{digits(r.key) + 1}f} ({r.verdict})"}
         for model, d in diffs.items():
             if d is None:
                 row[f"paper {model}"], row[f"vs {model}"] = paper_numbers.MISSING, paper_numbers.MISSING
