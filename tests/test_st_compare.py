@@ -116,6 +116,7 @@ def test_training_keeps_the_best_validation_loss(st_folder, tmp_path):
     result = train_st(model, train, val, cfg, tmp_path / "out")
     assert [r["step"] for r in result.history] == [0, 1, 2]
     assert all(r["step_s"] > 0 and r["loss"] is not None and math.isfinite(r["loss"]) for r in result.history)
+    assert [r["lr"] for r in result.history] == pytest.approx([0.0, 1e-3, 5e-4])  # each step's own: warm-up, decay
     validated = {r["step"] + 1: r["val_loss"] for r in result.history if "val_loss" in r}
     assert set(validated) == {2, 3}
     assert result.best_step == min(validated, key=lambda s: (validated[s], s))
@@ -146,6 +147,10 @@ def test_st_run_config_is_its_own_run():
     assert st.to_json()["trainer"] == "sentence-transformers" and st.to_json()["hybridnb_hash"] == ours.hash
     assert st.text.candidate_mode == "sentence"  # the ci profile's sentence+context is replaced for both sides
     assert st_compare.st_run_config({**params, "seed": 0}).hash != st.hash
+    # a saved config.json, checked again (tests/test_layout.py does this for committed runs), gives its hash
+    again = st_compare.st_run_config({**json.loads(json.dumps(st.to_json())), "profile": "ci"})
+    assert (again.hash, again.run_name, again.text.hash) == (st.hash, st.run_name, ours.hash)
+    assert [c.run_name for c in st_compare.plan(params)] == [st_compare.st_run_config({**params, "seed": 0}).run_name]
 
 
 # ---- the comparison table -------------------------------------------------------------------------------------

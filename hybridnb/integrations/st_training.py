@@ -135,7 +135,8 @@ class STTrainResult:
     model: Any                  # the SentenceTransformer with the best weights loaded (eval mode)
     best_step: int              # -1: never validated (validate=False) or no finite validation loss
     best_val_loss: float
-    history: list[dict]         # per step: step, loss, lr, step_s (+ val_loss, val_top1, val_mrr when validated)
+    history: list[dict]         # per step: step, loss, lr (the step's own), step_s, pairs_per_s (+ val_loss,
+                                # val_top1, val_mrr when validated): the fields of hybridnb's train log
     trainer: Any = field(repr=False, default=None)
 
     @property
@@ -156,15 +157,19 @@ def _step_clock_callback(view: STEncoderView, val_table: ParallelTable | None, c
             self.records: list[dict] = []
             self.best = {"step": -1, "val_loss": math.inf}
             self.best_state: dict[str, torch.Tensor] | None = None
-            self._last = None
+            self._last = self._lr = None
 
         def on_train_begin(self, args, state, control, **kwargs):
             self._last = time.perf_counter()
 
+        def on_step_begin(self, args, state, control, lr_scheduler=None, **kwargs):
+            # the learning rate this step uses (the trainer's log has the next one: it logs after the schedule's step)
+            self._lr = lr_scheduler.get_last_lr()[0] if lr_scheduler is not None else None
+
         def on_step_end(self, args, state, control, **kwargs):
             seconds = time.perf_counter() - self._last
             done = state.global_step
-            record = {"step": done - 1, "step_s": seconds, "pairs_per_s": cfg.batch_size / seconds}
+            record = {"step": done - 1, "lr": self._lr, "step_s": seconds, "pairs_per_s": cfg.batch_size / seconds}
             if validate and (done % cfg.val_every == 0 or done == cfg.steps):
                 val = hybridnb_trainer.validation_scores(view, val_table, batches, cfg)
                 record.update(val_loss=val["loss"], val_top1=val["top1"], val_mrr=val["mrr"])
@@ -218,9 +223,7 @@ def train_st(model, train_table: ParallelTable, val_table: ParallelTable | None,
     trainer = build_st_trainer(model, train_table, cfg, output_dir, [clock], show_progress)
     trainer.train()
     losses = {int(r["step"]) - 1: r["loss"] for r in trainer.state.log_history if "loss" in r and "step" in r}
-    lrs = {int(r["step"]) - 1: r["learning_rate"] for r in trainer.state.log_history if "learning_rate" in r}
-    history = [{"step": r["step"], "loss": losses.get(r["step"]), "lr": lrs.get(r["step"]), **r}
-               for r in clock.records]
+    history = [{"step": r["step"], "loss": losses.get(r["step"]), **r} for r in clock.records]
     if clock.best_state is not None:
         model.load_state_dict(clock.best_state)
     model.eval()

@@ -45,7 +45,8 @@ from hybridnb.training import distributed, loop
 from hybridnb.training import trainer as hybridnb_trainer
 from hybridnb.training.run_folder import RunOutput, RunTaskBase, execute, run_dirs
 
-__all__ = ["TRAINER", "CANDIDATE_MODE", "comparison_params", "STRunConfig", "st_run_config", "STRun", "load_st_model",
+__all__ = ["TRAINER", "CANDIDATE_MODE", "comparison_params", "STRunConfig", "st_run_config", "plan", "STRun",
+           "load_st_model",
            "hybridnb_runs", "st_runs", "per_query", "comparison_frame", "comparison_display", "step_seconds",
            "same_machine_timing", "timing_frame", "Comparison", "compare"]
 
@@ -88,6 +89,11 @@ def st_run_config(params: dict[str, Any]) -> STRunConfig:
     profile = params.get("profile", "custom")
     name = runs.default_run_name(profile, text.hash_values())
     return STRunConfig(text, f"{profile}-st-{name[len(profile) + 1:]}", config.config_hash(values, tuple(values)))
+
+
+def plan(params: dict[str, Any]) -> list[STRunConfig]:
+    """The sentence-transformers runs notebook 08 makes for the profile: one per seed of ``seeds``."""
+    return [st_run_config({**params, "seed": seed}) for seed in params["seeds"]]
 
 
 def load_st_model(model: str, max_length: int):
@@ -181,7 +187,7 @@ class STRun(RunTaskBase):
                    f"by validation loss (step {trained.best_step}). Config hash {self.cfg.hash} (hybridnb's run: "
                    f"{text.hash}).")
         figures = {"loss_curve.png": reporting.plot_training_curves(
-            [{**r, "loss": r["loss"] if r["loss"] is not None else math.nan} for r in history], self.cfg.run_name)}
+            [{**r, **{k: math.nan for k in ("loss", "lr") if r.get(k) is None}} for r in history], self.cfg.run_name)}
         return RunOutput(doc, files, figures, summary, reporting.summary_rows(doc))
 
 
@@ -193,9 +199,8 @@ def hybridnb_runs(params: dict[str, Any], show_progress: bool = False) -> list[t
 
 def st_runs(params: dict[str, Any], show_progress: bool = False) -> list[tuple[Path, dict]]:
     """The sentence-transformers runs of every seed (reused by config hash, trained when missing)."""
-    return [execute(STRun(st_run_config({**params, "seed": seed}), params.get("profile", "custom")),
-                    show_progress=show_progress, announce=True)
-            for seed in params["seeds"]]
+    return [execute(STRun(cfg, params.get("profile", "custom")), show_progress=show_progress, announce=True)
+            for cfg in plan(params)]
 
 
 def per_query(folder: Path, dataset: str) -> EvalResult:
