@@ -24,6 +24,7 @@ from hybridnb.studies import st_compare
 from hybridnb.training import trainer as hybridnb_trainer
 
 import tiny_models
+from conftest import needs_mirror
 
 LANGS = ("en", "de", "fr")
 
@@ -206,3 +207,30 @@ def test_timing_table_medians_ratios_and_machines(tmp_path):
     assert frame.loc[3, "ST / hybridnb"] == pytest.approx(1.1) and frame.loc[3, "machine"] == "AMD EPYC (2 cores)"
     st_same_cpu = [run_folder(tmp_path, "s2", [3.0, 3.0], "AMD EPYC")]
     assert "same CPU model" in st_compare.timing_frame(hyb, st_same_cpu)["note"].iloc[1]
+
+
+@needs_mirror
+def test_compare_end_to_end_with_a_tiny_model(st_folder, tmp_path, monkeypatch):
+    """Notebook 08's path on the ci data with a tiny model, 2 seeds of 2 steps: hybridnb's runs and the
+    sentence-transformers runs written and then reused, the table over both seeds, the timing table."""
+    monkeypatch.setenv("HYBRIDNB_REPORTS", str(tmp_path / "reports"))
+    params = {**config.load_profile("ci"), "model": str(st_folder), "max_length": 32, "steps": 2, "val_every": 1,
+              "seeds": [0, 1], "n_resamples": 50, "train_max_ids": 80,
+              "eval_datasets": {"xquad-r": {"languages": ["en", "de", "zh"], "max_ids": 30}}}
+    out = st_compare.compare(params, timing_rounds=1, timing_steps=2)
+    frame = out.frames["xquad-r"]
+    assert len(frame) == 10 and set(frame["seeds"]) == {"2 / 2"}
+    assert set(frame["verdict"]) <= {"no difference", "win", "loss"}  # two seeds: no "?"
+    (st0, res0), (st1, _) = out.st
+    assert st0.name == "ci-st-" + out.hybridnb[0][0].name.removeprefix("ci-") and st1.name.endswith("seed1")
+    saved = json.loads((st0 / "config.json").read_text(encoding="utf-8"))
+    assert saved["trainer"] == "sentence-transformers" and saved["hybridnb_hash"] != saved["hash"]
+    assert res0["trainer"]["hybridnb_config_hash"] == saved["hybridnb_hash"] and res0["training"]["best_step"] in (1, 2)
+    assert res0["datasets"]["xquad-r"]["candidate_mode"] == "sentence" and (st0 / "per_query_xquad-r.npz").is_file()
+    assert len(st_compare.step_seconds(st0)) == 2
+    timing = out.timing
+    assert len(timing) == 4 and all(timing["median s/step"] > 0)
+    assert timing.loc[3, "ST / hybridnb"] > 0 and timing.loc[3, "steps timed"] == 1
+    assert len(out.verdict_lines()) == 1 and out.verdict_lines()[0].startswith("xquad-r (2 / 2 seeds)")
+    again = st_compare.st_runs(params)  # reused by config hash, not retrained
+    assert [r["provenance"]["created"] for _, r in again] == [r["provenance"]["created"] for _, r in out.st]

@@ -104,7 +104,8 @@ def load_st_model(model: str, max_length: int):
     from hybridnb.models import precision
     from hybridnb.models.encoders import Encoder
 
-    folder = paths.cache_root() / "st_models" / runs.model_tag(model)
+    key = config.config_hash({"model": str(model)}, ("model",))[:8]  # two local folders may share a name
+    folder = paths.cache_root() / "st_models" / f"{runs.model_tag(model)}-{key}"
     if not (folder / "modules.json").is_file():
         with reporting.atomic_dir(folder) as tmp:
             Encoder.from_pretrained(model).save(tmp)
