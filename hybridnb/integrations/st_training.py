@@ -208,9 +208,14 @@ def build_st_trainer(model, train_table: ParallelTable, cfg: config.TextTraining
         report_to=[], disable_tqdm=not show_progress, dataloader_num_workers=0)
     optimizer = hybridnb_trainer.build_optimizer(model, cfg.lr, cfg.weight_decay)
     scheduler = hybridnb_trainer.build_scheduler(optimizer, round(cfg.warmup_ratio * cfg.steps), cfg.steps)
-    return SentenceTransformerTrainer(model=model, args=args, train_dataset=training_columns(pairs),
-                                      loss=st_loss(model, cfg), optimizers=(optimizer, scheduler),
-                                      callbacks=list(callbacks))
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=training_columns(pairs),
+                                         loss=st_loss(model, cfg), optimizers=(optimizer, scheduler),
+                                         callbacks=list(callbacks))
+    if not show_progress:  # without a progress bar transformers prints every step's log dict instead
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+    return trainer
 
 
 def train_st(model, train_table: ParallelTable, val_table: ParallelTable | None, cfg: config.TextTraining,
