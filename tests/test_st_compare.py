@@ -234,3 +234,17 @@ def test_compare_end_to_end_with_a_tiny_model(st_folder, tmp_path, monkeypatch):
     assert len(out.verdict_lines()) == 1 and out.verdict_lines()[0].startswith("xquad-r (2 / 2 seeds)")
     again = st_compare.st_runs(params)  # reused by config hash, not retrained
     assert [r["provenance"]["created"] for _, r in again] == [r["provenance"]["created"] for _, r in out.st]
+
+
+def test_pipeline_checks_the_comparison_before_running_anything(tmp_path, monkeypatch):
+    """`make st-compare` with a run config that cannot be made fails in the pipeline's up-front checks."""
+    import yaml
+
+    from hybridnb import pipeline
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**config.load_profile("ci"), "profile": "bad", "train_data": "xquad-r"}))
+    monkeypatch.setenv("HYBRIDNB_REPORTS", str(tmp_path / "reports"))
+    with pytest.raises(ValueError, match="zero-shot"):
+        pipeline.run(str(bad), (pipeline.ST_NOTEBOOK,))
+    assert not (tmp_path / "reports").exists()
