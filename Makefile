@@ -4,6 +4,7 @@
 # Both create and fill the virtual environment themselves. Others (docs/reproduce.md):
 #   make sweep       the mix-ratio sweeps, text and image-text, every point x seed (notebook 05), then REPORT.md
 #   make probes      the recipe's probes on the held-out validation pool (python -m hybridnb recipe --stages probes)
+#   make st-compare  sentence-transformers' trainer against hybridnb's on the recipe, every seed (notebook 08)
 #   make lab         JupyterLab on notebooks/ in the same environment
 
 PYTHON  ?= python3
@@ -22,7 +23,7 @@ ifdef REPLACE
 export HYBRIDNB_REPLACE_RUNS := 1
 endif
 
-.PHONY: reproduce sweep probes test lab venv clean-cache
+.PHONY: reproduce sweep probes st-compare test lab venv clean-cache
 
 venv: $(VENV)/.installed
 
@@ -40,6 +41,12 @@ reproduce: venv
 # the mix-ratio sweeps (notebook 05), text and image-text, 3 seeds a point: their own target, outside make reproduce
 sweep: venv
 	$(BIN)/python -m hybridnb pipeline --profile $(PROFILE) --notebooks 05_ratio_sweep.ipynb
+
+# SentenceTransformerTrainer with hybridnb's sampler, loss, optimizer and checkpoint rule against hybridnb's own trainer,
+# every seed (notebook 08; hybridnb's runs reused, the sentence-transformers runs trained: ~12 min each on 2 cores),
+# executed copy in reports/$(PROFILE)/notebooks/: its own target, outside make reproduce
+st-compare: venv
+	$(BIN)/python -m hybridnb pipeline --profile $(PROFILE) --notebooks 08_sentence_transformers.ipynb
 
 # the recipe's probes (input and length, temperature, budget on the held-out validation pool): hours on 2 cores
 probes: venv

@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from hybridnb.studies import backbone_study, budget, image_text_sweep, miracl_eval, recipe, runs, sweep
+from hybridnb.studies import backbone_study, budget, image_text_sweep, miracl_eval, recipe, runs, st_compare, sweep
 from hybridnb import config, paths
 from hybridnb.data import miracl
 from hybridnb.image_text import runs as image_text_runs
@@ -30,6 +30,7 @@ SWEEP_NOTEBOOK = "05_ratio_sweep.ipynb"  # `make sweep`: its own target, not in 
 MIRACL_NOTEBOOK = "09_miracl.ipynb"  # in make reproduce when the profile says miracl_in_reproduce (paper)
 COMPARE_NOTEBOOK = "04_compare.ipynb"  # writes REPORT.md: MIRACL runs before it, for its MIRACL rows
 BACKBONES_NOTEBOOK = "06_backbones.ipynb"  # trains the other backbones' runs that MIRACL evaluates
+ST_NOTEBOOK = "08_sentence_transformers.ipynb"  # `make st-compare`: its own target, not in NOTEBOOKS
 
 
 def ordered(profile: dict, notebooks: tuple[str, ...]) -> list[str]:
@@ -91,6 +92,8 @@ def run(profile_name: str, notebooks: tuple[str, ...] = NOTEBOOKS, fresh: bool =
     if COMPARE_NOTEBOOK in notebooks or SWEEP_NOTEBOOK in notebooks:
         recipe.plan(profile)  # the grid, the sweeps and every probe: each run's config checked
         image_text_sweep.plan(profile)  # the image-text sweep's points
+    if ST_NOTEBOOK in notebooks:
+        st_compare.plan(profile)  # every seed's hybridnb run and its sentence-transformers twin
     if any(nb == MIRACL_NOTEBOOK for nb, _, _ in plan):  # its settings, and every language's data reachable
         settings = miracl_eval.check_settings(profile)
         miracl.check_available(settings.languages, settings.local)

@@ -154,6 +154,11 @@ def test_saved_config_rehashes_to_itself(path):
         params = {(k if k in shared else f"mm_{k}"): v for k, v in saved.items()
                   if k not in ("hash", "run_name", "provenance", "encode_batch_size")}
         cfg = image_text_runs.check_run(params, saved.get("strategy"), zero_shot=zero_shot)
+    elif saved.get("trainer") == "sentence-transformers":  # notebook 08's runs: hybridnb's config + the trainer
+        from hybridnb.studies import st_compare
+
+        cfg = st_compare.st_run_config({**saved, "profile": saved["provenance"]["profile"]})
+        assert cfg.text.hash == saved["hybridnb_hash"] and cfg.run_name == saved["run_name"]
     else:
         cfg = runs.check_run({**saved, "run_name": saved["run_name"]})
     assert cfg.hash == saved["hash"]
@@ -163,16 +168,17 @@ def _planned(profile_name: str):
     """Every run config the profile's notebooks plan today: (run name, hash)."""
     from hybridnb import config
     from hybridnb.image_text import runs as image_text_runs
-    from hybridnb.studies import image_text_sweep, recipe
+    from hybridnb.studies import image_text_sweep, recipe, st_compare
 
     profile = config.load_profile(profile_name)
-    planned = recipe.plan(profile) + image_text_runs.check_runs(profile) + image_text_sweep.plan(profile)
+    planned = recipe.plan(profile) + image_text_runs.check_runs(profile) + image_text_sweep.plan(profile) + \
+        st_compare.plan(profile)  # make st-compare's sentence-transformers runs
     return {cfg.run_name: cfg.hash for cfg in planned}
 
 
 @pytest.mark.parametrize("profile_name", ["cpu"])
 def test_profiles_plan_the_committed_runs(profile_name, monkeypatch):
-    """`make reproduce` / `make sweep` / `make probes` find every committed run of the profile
+    """`make reproduce` / `make sweep` / `make probes` / `make st-compare` find every committed run of the profile
     by its hash, on a CPU like the one that trained them: a profile's `auto` precision resolves to bf16 where the
     CPU has it natively (the committed image-text runs: an AVX512_BF16 Zen 4) and to float32 elsewhere, where
     make reproduce retrains those runs (test_auto_train_dtype_is_resolved_before_the_hash)."""

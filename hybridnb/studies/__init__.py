@@ -1,7 +1,7 @@
 """Studies: they compose runs and write reports. One text training run end to end, zero-shot results on disk,
 the strategy comparison (REPORT.md), the paper's numbers, the mix-ratio sweep, the backbone study, the recipe
 and its one report (REPORT.md), the budget, MIRACL dev (notebook 09), and the image-text comparison and ratio
-sweep (notebooks 07, 05).
+sweep (notebooks 07, 05), and sentence-transformers' trainer against hybridnb's (notebook 08).
 
 Modules:
     zero_shot        Zero-shot results on disk: where they live, whether saved ones still match, and writing them atomically.
@@ -18,14 +18,16 @@ Modules:
     miracl_eval      Notebook 09 and `python -m hybridnb miracl`: MIRACL dev (Tables 12-13) for the profile's models and finished runs.
     image_text_compare The image-text strategy comparison of notebook 07: the runs, the table, paired tests, verdicts, MULTIMODAL.md.
     image_text_sweep The image-text ratio sweep: hybrid's alpha at every seed, against alpha = 0.5 (notebook 05, REPORT.md).
+    st_compare       Notebook 08 (`make st-compare`): SentenceTransformerTrainer against hybridnb's trainer, same recipe and seeds.
 """
 
 from hybridnb.studies import (  # noqa: F401
     zero_shot, runs, paper_numbers, compare, sweep, backbone_study, budget, recipe, seed_tables, report,
-    matrix, miracl_eval, image_text_compare, image_text_sweep,
+    matrix, miracl_eval, image_text_compare, image_text_sweep, st_compare,
 )
 
 __all__ = [
     'zero_shot', 'runs', 'paper_numbers', 'compare', 'sweep', 'backbone_study', 'budget', 'recipe',
     'seed_tables', 'report', 'matrix', 'miracl_eval', 'image_text_compare', 'image_text_sweep',
+    'st_compare',
 ]
