@@ -42,9 +42,9 @@ def test_replay_counts_what_the_batches_hold():
 
 def test_summary_pools_seeds():
     frame = pd.DataFrame([
-        {"direction": "a -> b", "system": "hybrid", "seed": 0, "batches": 10, "batches_with_false_negatives": 2,
+        {"direction": "a → b", "system": "hybrid", "seed": 0, "batches": 10, "batches_with_false_negatives": 2,
          "false_negatives": 6, "pairs": 320},
-        {"direction": "a -> b", "system": "hybrid", "seed": 1, "batches": 10, "batches_with_false_negatives": 4,
+        {"direction": "a → b", "system": "hybrid", "seed": 1, "batches": 10, "batches_with_false_negatives": 4,
          "false_negatives": 10, "pairs": 320},
     ])
     row = batch_audit.summary(frame).iloc[0]
@@ -71,3 +71,22 @@ def test_saved_audit_replays_only_runs_it_has_not_counted(monkeypatch, tmp_path)
     pd.testing.assert_frame_equal(first, again)
     planned.append(SimpleNamespace(cfg=SimpleNamespace(**{**vars(cfgs[0]), "hash": "h2", "seed": 2}), label="X-X-mono"))
     assert list(batch_audit.saved_audit(params)["hash"]) == ["h0", "h1", "h2"] and len(prepared) == 2
+
+
+def _frame(mono_fn: int, hybrid_fn: int, cross_fn: int, direction: str = "xquad-r → mlqa-r") -> pd.DataFrame:
+    return pd.DataFrame([{"direction": direction, "system": system, "seed": 0, "batches": 10,
+                          "batches_with_false_negatives": min(n, 10), "false_negatives": n, "pairs": 320}
+                         for system, n in (("X-X-mono", mono_fn), ("X-Y", cross_fn), ("hybrid", hybrid_fn))])
+
+
+def test_report_lines_say_what_the_counts_say():
+    heavy = pd.concat([_frame(21, 12, 2), _frame(2, 1, 0, "mlqa-r → xquad-r")])
+    assert batch_audit.confounded(heavy) == ["xquad-r → mlqa-r"]  # 2.1 per batch >= 0.5; 0.2 is not
+    text = "\n".join(batch_audit.report_lines(heavy, 32, []))
+    assert "- xquad-r → mlqa-r: hybrid's batches held 1.20 false negatives per batch, X-Y's 0.20, X-X-mono's 2.10." in text
+    assert "- mlqa-r → xquad-r: hybrid's batches held 0.10" in text
+    assert "(xquad-r → mlqa-r)" in text and "no masked run has been made yet" in text
+    assert "masked runs: cpu-hybrid-fnmask-x" in "\n".join(batch_audit.report_lines(heavy, 32, ["cpu-hybrid-fnmask-x"]))
+    clean = _frame(2, 1, 0)
+    assert batch_audit.confounded(clean) == []
+    assert "Where batches hold" not in "\n".join(batch_audit.report_lines(clean, 32, []))

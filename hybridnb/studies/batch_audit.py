@@ -25,7 +25,7 @@ from hybridnb.paths import reports_root
 from hybridnb.studies import recipe, runs
 from hybridnb.training import trainer
 
-__all__ = ["audit", "saved_audit", "summary"]
+__all__ = ["audit", "confounded", "report_lines", "saved_audit", "summary"]
 
 
 def replay(cfg, data: runs.RunData) -> dict[str, Any]:
@@ -55,7 +55,7 @@ def audit(params: dict[str, Any], show_progress: bool = False, known: dict[str, 
         key = (cfg.train_data, tuple(cfg.eval_data), cfg.candidate_mode, cfg.n_hard_negatives, cfg.val_fraction)
         if key not in prepared:  # the data depends on the direction and input only, never on strategy or seed
             prepared[key] = runs.prepare_data(cfg)
-        rows.append({"direction": f"{cfg.train_data} -> {'+'.join(cfg.eval_data)}", "system": run.label,
+        rows.append({"direction": f"{cfg.train_data} → {'+'.join(cfg.eval_data)}", "system": run.label,
                      "seed": cfg.seed, "hash": cfg.hash, **replay(cfg, prepared[key])})
     return pd.DataFrame(rows)
 
@@ -87,3 +87,48 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
         "false negatives per training pair": g["false_negatives"].sum() / g["pairs"].sum(),
     })
     return out.reset_index()
+
+
+#: false negatives per batch from which a system's verdicts are called confounded: one in every other batch
+CONFOUNDING_RATE = 0.5
+
+
+def confounded(frame: pd.DataFrame) -> list[str]:
+    """The directions where some system's batches held at least :data:`CONFOUNDING_RATE` false negatives each."""
+    table = summary(frame)
+    return [d for d, rows in table.groupby("direction", sort=False)
+            if rows["false negatives per batch"].max() >= CONFOUNDING_RATE]
+
+
+def report_lines(frame: pd.DataFrame, batch_size: int, masked_runs: list[str]) -> list[str]:
+    """REPORT.md's section on in-batch false negatives, every number from :func:`summary` of `frame`; `masked_runs`
+    names the finished runs trained with ``mask_false_negatives`` (the test of how much the confound moves)."""
+    from hybridnb.studies.seed_tables import frame_markdown
+
+    table = summary(frame)
+    shown = table.assign(**{c: table[c].map(f) for c, f in (
+        ("false negatives per batch", "{:.2f}".format), ("batches with one or more", "{:.0%}".format),
+        ("false negatives per training pair", "{:.1%}".format))})
+    lines = ["## In-batch false negatives", "",
+             "The sampler never puts an item twice in a batch, but two *different* items can share their answer "
+             "text (two questions about one sentence), and another item's hard negative can be an item's answer. "
+             "InfoNCE then treats the query's own answer text as a negative. Counted in the batches every grid "
+             f"run really trained on (its sampler replayed from its config, batch {batch_size}; "
+             "`hybridnb.studies.batch_audit`):", "", frame_markdown(shown, index=None), ""]
+    for direction, rows in table.groupby("direction", sort=False):
+        rate = dict(zip(rows["system"], rows["false negatives per batch"]))
+        cross = rate.get("X-Y")
+        if cross is None or "hybrid" not in rate:
+            continue
+        lines.append(f"- {direction}: hybrid's batches held {rate['hybrid']:.2f} false negatives per batch, X-Y's "
+                     f"{cross:.2f}" + (f", X-X-mono's {rate['X-X-mono']:.2f}" if "X-X-mono" in rate else "") + ".")
+    heavy = confounded(frame)
+    if heavy:
+        lines += ["", f"Where batches hold one false negative in every other batch or more ({', '.join(heavy)}), "
+                  "hybrid's and X-X-mono's verdicts against X-Y mix the batch composition's effect with that of the "
+                  "false negatives, which fall mostly on same-language batches. `mask_false_negatives: true` leaves "
+                  "those passages out of the query's softmax (docs/training.md)"
+                  + (f"; masked runs: {', '.join(masked_runs)}." if masked_runs else
+                     "; no masked run has been made yet, so this report cannot say how much of those verdicts the "
+                     "false negatives explain.")]
+    return lines + [""]

@@ -345,8 +345,16 @@ def build(params: dict[str, Any], zero_shots: dict[str, dict[str, dict]], image_
         lines += summary_lines(where, split["verdicts"])
     check_summary(lines, tables)
     prov = reporting.provenance(params["profile"])
+    false_negatives, confounded = None, []
+    if grid:  # the batches of the grid's runs, replayed (kept by run hash in reports/<profile>/batch_audit.json)
+        from hybridnb.studies import batch_audit
+
+        audit = batch_audit.saved_audit(params)
+        masked = sorted(p.parent.name for p in (reports_root() / "runs").glob("*-fnmask-*/results.json"))
+        false_negatives = batch_audit.report_lines(audit, params["batch_size"], masked)
+        confounded = batch_audit.confounded(audit)
     text = report_markdown(params, prov, collected, chosen, own, grid_planned, grid, sections, split, sweep_sec,
-                           sweep_entries, image_text, lines, list(figures))
+                           sweep_entries, image_text, lines, list(figures), false_negatives, confounded)
     out = reports_root() / "REPORT.md"
     if write:
         for rel, fig in figures.items():
@@ -385,6 +393,8 @@ def headline(report_text: str) -> str:
             break
     directions = [line[3:] for line in lines if line.startswith("## ") and " → " in line]
     said = [line for line in lines if any(line.startswith(f"- {d}: against") for d in directions)]
+    said += [line.replace("(#in-batch-false-negatives)", "(reports/REPORT.md#in-batch-false-negatives)")
+             for line in lines if line.startswith("**Caveat**")]
     out = [f"From `reports/REPORT.md` ({where}; mean over seeds [95% interval over seeds and questions]; the "
            "other direction's table is in the report):", "", *table, "", *said]
     if interim:
@@ -405,7 +415,8 @@ def update_readme(readme: Path, report_text: str) -> bool:
 
 
 def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, sections, split, sweep_sec,
-                    sweep_entries, image_text, summary, figures) -> str:
+                    sweep_entries, image_text, summary, figures, false_negatives: list[str] | None = None,
+                    confounded: list[str] = ()) -> str:
     from hybridnb.paths import reports_root
 
     profile = params["profile"]
@@ -423,6 +434,11 @@ def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, se
               ""] + [f"- {s}" for s in summary] + [""]
     if not summary:
         lines += ["- No comparison yet: hybrid has no finished run.", ""]
+    if confounded:
+        lines += [f"**Caveat** ({', '.join(confounded)}): the training batches held in-batch false negatives (an "
+                  "item's answer text as another query's negative), far more in same-language batches than in "
+                  "X-Y's, so hybrid's verdicts against X-Y there are confounded: see "
+                  "[In-batch false negatives](#in-batch-false-negatives).", ""]
     decided = all(chosen.get(k) is not None for k in own)
     mismatch = decided and chosen != own
     resolved = sorted({e["run"].cfg.train_dtype for e in grid})  # what "auto" was on the machines that trained
@@ -495,6 +511,7 @@ def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, se
         if not sec["paper"].empty:
             lines += ["Beside the paper (\"agrees\": our difference is beyond noise with the paper's sign):", "",
                       frame_markdown(sec["paper"], index=None), ""]
+    lines += false_negatives or []
     if split is not None:
         lines += ["## Seen vs unseen languages", "",
                   f"After training on {params['train_data']}, {', '.join(split['unseen'])} were never trained on. "
