@@ -29,7 +29,8 @@ drift of the machine's speed during the run does not favour one side. Each round
 throughput ratio. **Rule**: AFTER is called "no slower" when the spread of the per-round ratios (min to max)
 reaches 1 (it overlaps 1 or lies above it); otherwise "slower". Peak RSS is each worker's max RSS (model
 loading included). Both sides' caches (the offline E5 conversion, the processed data) are built by an untimed
-prepare worker per side under ``cache/bench_spine/<commit>/`` and kept for the next run.
+prepare worker per side under ``cache/bench_spine/<hybridnb/'s tree hash>/`` and kept for the next run. AFTER
+is the committed revision: uncommitted changes are not measured.
 
 Results: reports/benchmarks/spine.json and .md (``--out`` picks another folder). Timings are only worth
 committing from an otherwise idle machine. The raw data come from ``$HYBRIDNB_MIRROR`` (or ``../shared/data``
@@ -327,7 +328,9 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_spine_") as tmp:
         trees = {side: export_tree(revisions[side], Path(tmp) / side) for side in SIDES}
-        caches = {side: cache_root() / "bench_spine" / revisions[side][:12] for side in SIDES}
+        # keyed by the package's tree hash: a commit that leaves hybridnb/ as it was reuses the converted E5 and data
+        caches = {side: cache_root() / "bench_spine" / git("rev-parse", f"{revisions[side]}:hybridnb")[:12]
+                  for side in SIDES}
         prepared = {}
         for side in SIDES:
             print(f"prepare {side} ({revisions[side][:10]})", flush=True)
