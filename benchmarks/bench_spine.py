@@ -197,7 +197,8 @@ def run_worker(kind: str, spec: dict, tree: Path, cache: Path) -> dict:
     mirror = mirror_folder()
     if mirror is not None:  # absolute: the worker runs in the side's tree
         env["HYBRIDNB_MIRROR"] = str(mirror)
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", kind, json.dumps(dict(spec, tree=str(tree)))],
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", kind,
+                           json.dumps(dict(spec, tree=str(tree)))],
                           cwd=tree, env=env, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not lines:
@@ -259,7 +260,8 @@ def report(doc: dict, out: Path, args) -> None:
     rows = []
     for side in SIDES:
         t, e = tr[side], en[side]
-        rows.append({"side": f"{side} `{doc['revisions'][side][:10]}`", "s/step (median)": f"{t['s_per_step_median']:.3f}",
+        rows.append({"side": f"{side} `{doc['revisions'][side][:10]}`",
+                     "s/step (median)": f"{t['s_per_step_median']:.3f}",
                      "s/step per round": fmt(t["s_per_step_rounds"], 3), "pairs/s": f"{t['pairs_per_s']:.2f}",
                      "train peak RSS MB": f"{t['max_rss_mb']:.0f}", "passages/s": f"{e['passages_per_s']:.1f}",
                      "passages/s per round": fmt(e["passages_per_s_rounds"], 1),
@@ -305,7 +307,8 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=None, help="pairs a step (default: the profile's)")
     p.add_argument("--passages", type=int, default=4096, help="XQuAD-R candidates encoded a round")
-    p.add_argument("--out", type=Path, default=None, help="folder for spine.md / spine.json (default reports/benchmarks)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for spine.md / spine.json (default reports/benchmarks)")
     p.add_argument("--worker", nargs=2, metavar=("KIND", "SPEC"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -323,7 +326,7 @@ def main(argv=None) -> int:
 
     prof = config.load_profile(args.profile)
     spec = specs(args, prof)
-    revisions = {"before": git("rev-parse", f"{args.before}^{{commit}}"), "after": git("rev-parse", f"{args.after}^{{commit}}")}
+    revisions = {side: git("rev-parse", f"{rev}^{{commit}}") for side, rev in zip(SIDES, (args.before, args.after))}
     out = args.out or reports_root() / "benchmarks"
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_spine_") as tmp:
