@@ -137,6 +137,12 @@ def test_passages_must_be_sentences(st_folder, tmp_path):
         build_st_trainer(st_model(st_folder), table, recipe(), tmp_path)
 
 
+
+def test_masked_false_negatives_are_refused_not_dropped(st_folder, tmp_path):
+    table = tiny_models.synthetic_table(24, LANGS, n_neg=1)
+    with pytest.raises(ValueError, match="mask_false_negatives is not supported"):
+        train_st(st_model(st_folder), table, None, recipe(mask_false_negatives=True), tmp_path)
+
 def test_st_run_config_is_its_own_run():
     params = st_compare.comparison_params(config.load_profile("ci"))
     st = st_compare.st_run_config({**params, "seed": 2})

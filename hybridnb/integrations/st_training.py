@@ -223,6 +223,9 @@ def train_st(model, train_table: ParallelTable, val_table: ParallelTable | None,
     """Train ``model`` (a SentenceTransformer) in place with :func:`build_st_trainer`; with ``validate`` keep and
     load back the weights of the lowest validation loss on ``val_table`` (hybridnb's rule), else the last ones
     (``validate=False``: a timing run). Returns them with the per-step log."""
+    if cfg.mask_false_negatives:  # MNRL has no per-batch mask: refused, not silently trained without it
+        raise ValueError("mask_false_negatives is not supported by the sentence-transformers route "
+                         "(MultipleNegativesRankingLoss has no per-batch mask); train with hybridnb's trainer")
     view = STEncoderView(model)
     clock = _step_clock_callback(view, val_table, cfg, validate)
     trainer = build_st_trainer(model, train_table, cfg, output_dir, [clock], show_progress)

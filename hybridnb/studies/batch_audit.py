@@ -114,7 +114,7 @@ def report_lines(frame: pd.DataFrame, batch_size: int, masked_runs: list[str]) -
              "text (two questions about one sentence), and another item's hard negative can be an item's answer. "
              "InfoNCE then treats the query's own answer text as a negative. Counted in the batches every grid "
              f"run really trained on (its sampler replayed from its config, batch {batch_size}; "
-             "`hybridnb.studies.batch_audit`):", "", frame_markdown(shown, index=None), ""]
+             "`hybridnb.studies.batch_audit`):", "", frame_markdown(shown, index=None).rstrip("\n"), ""]
     for direction, rows in table.groupby("direction", sort=False):
         rate = dict(zip(rows["system"], rows["false negatives per batch"]))
         cross = rate.get("X-Y")

@@ -393,8 +393,9 @@ def headline(report_text: str) -> str:
             break
     directions = [line[3:] for line in lines if line.startswith("## ") and " → " in line]
     said = [line for line in lines if any(line.startswith(f"- {d}: against") for d in directions)]
-    said += [line.replace("(#in-batch-false-negatives)", "(reports/REPORT.md#in-batch-false-negatives)")
-             for line in lines if line.startswith("**Caveat**")]
+    for line in lines:  # a paragraph of its own after the list
+        if line.startswith("**Caveat**"):
+            said += ["", line.replace("(#in-batch-false-negatives)", "(reports/REPORT.md#in-batch-false-negatives)")]
     out = [f"From `reports/REPORT.md` ({where}; mean over seeds [95% interval over seeds and questions]; the "
            "other direction's table is in the report):", "", *table, "", *said]
     if interim:
