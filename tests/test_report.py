@@ -181,3 +181,23 @@ def test_a_one_seed_sweep_point_is_never_called_beyond_noise(tmp_path):
     sentence = report._sweep_lines(sec, "xquad-r", "text")[-2]
     assert "beyond noise:" not in sentence and "No point with several seeds differs" in sentence
     assert "Not yet a verdict (one seed so far" in sentence and "alpha=0.75" in sentence
+
+
+def test_the_sweep_figure_names_each_point_with_fewer_seeds():
+    import matplotlib.pyplot as plt
+
+    def point(values):
+        return {"map": {"mean": float(np.mean(values)), "low": 0.0, "high": 1.0, "per_seed": list(values)}}
+
+    summaries = {"alpha=0.0": point([0.5, 0.6, 0.7]), "alpha=0.25": point([0.5, 0.6]), "alpha=0.5": point([0.5, 0.6, 0.7]),
+                 "alpha=0.75": point([0.5])}
+    fig = seed_tables.plot_alpha_sweep(summaries, {"map": "mAP"}, "text")
+    title = fig._suptitle.get_text()
+    plt.close(fig)
+    assert "alpha 0.25: 2 seeds, alpha 0.75: 1 seed so far (the others 3)" in title
+    assert "with one seed the band is over questions only" in title
+    summaries["alpha=0.75"] = point([0.5, 0.6])
+    fig = seed_tables.plot_alpha_sweep(summaries, {"map": "mAP"}, "text")
+    title = fig._suptitle.get_text()
+    plt.close(fig)
+    assert "alpha 0.25: 2 seeds, alpha 0.75: 2 seeds so far" in title and "one seed" not in title

@@ -219,14 +219,17 @@ def plot_alpha_sweep(summaries: dict[str, dict], columns: dict[str, str], title:
         ax.set_title(panel, fontsize=9)
         ax.grid(alpha=0.3)
     counts = {a: len(summaries[label][next(iter(columns))]["per_seed"]) for a, label in alphas}
-    n_seeds, few = max(counts.values()), [f"{a:g}" for a, n in counts.items() if n < max(counts.values())]
+    n_seeds = max(counts.values())
+    few = [a for a, n in counts.items() if n < n_seeds]
     fig.suptitle(f"{title}: mean over {n_seeds} seeds (line), seeds (dots), 95% interval over seeds and {unit} "
                  "(band)" if n_seeds > 1 else f"{title}: one seed (dots), 95% interval over {unit} only (band)",
                  fontsize=10)
-    if few and n_seeds > 1:  # a point with fewer seeds: its band leaves training noise out, so say which
+    if few and n_seeds > 1:  # a point with fewer seeds than the rest: say which, and what its band leaves out
+        so_far = ", ".join(f"alpha {a:g}: {n} seed{'s' if n > 1 else ''}" for a, n in counts.items() if n < n_seeds)
+        note = (f"; with one seed the band is over {unit} only (no verdict)"
+                if min(counts.values()) == 1 else "")
         fig.suptitle(f"{title}: mean over seeds (line), seeds (dots), 95% interval over seeds and {unit} (band);\n"
-                     f"alpha {', '.join(few)}: " + ", ".join(sorted({f'{counts[float(a)]}' for a in few}))
-                     + " seed(s) so far, band over " + unit + " only: not yet a verdict", fontsize=10)
+                     f"{so_far} so far (the others {n_seeds}){note}", fontsize=10)
     return fig
 
 
