@@ -21,9 +21,20 @@ encode  each candidate encodes XQuAD-R's questions and candidates as evaluation 
         today's same precision, the largest embedding difference to today's, and mono / cross / multi mAP (no
         bootstrap) with the largest difference to today's float32 (the profile's rule: within 0.003).
 
-Results: reports/benchmarks/fast_paths.json and .md (``--out`` elsewhere). Run with nothing else on the cores:
+Measured before and not redone here (:data:`EARLIER`): the row-wise input-embedding gradient (today's path, 1.32x,
+reports/benchmarks/embedding_grads.md), glibc's mmap threshold (hybridnb.allocator, within noise:
+reports/benchmarks/training_zen4.md), bf16 autocast against float32 (training_zen4.md, precision.md), length groups
+of the image-text captions (length_groups.md). Encoding already pads each batch to its own longest text after a
+length sort (``Encoder.encode``), which is length bucketing; training pads each of its three forwards to their own
+longest, which ``length-groups-N`` and ``joint-forward`` rearrange.
 
-    python benchmarks/bench_fast_paths.py --parts train encode      # the defaults below; about 2.5-3.5 h on 2 cores
+Results: reports/benchmarks/fast_paths.json and .md (``--out`` elsewhere). Run with nothing else on the cores.
+Estimated wall time on a 2-core VM (a study step is ~2.5 s in bf16 on a Zen 4, ~6 s on a Sapphire Rapids Xeon; a
+compiled run adds 2-5 min of compilation): the default training part, 6 candidates x 3 seeds x 60 steps, 1.3-2.7 h;
+the encoding part, full XQuAD-R, 3 float32 + 5 bf16 workers, 30-45 min:
+
+    python benchmarks/bench_fast_paths.py --parts train encode      # the defaults; about 2-3.5 h
+    python benchmarks/bench_fast_paths.py --parts train --seeds 0   # a first look at training: 25-55 min
     python benchmarks/bench_fast_paths.py --parts train --seeds 0 --steps 20 \
         --candidates today foreach-adamw omp-active omp-passive eager-attention --out /tmp/settings.json
     python benchmarks/bench_fast_paths.py --parts encode --max-ids 300 --out /tmp/enc.json   # encoding, quick
@@ -46,6 +57,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import study_steps  # noqa: E402  (puts this checkout's hybridnb first on sys.path)
 
+EARLIER = ("Measured before, not redone: the row-wise input-embedding gradient, today's path (1.32x the dense one, "
+           "bit-identical: reports/benchmarks/embedding_grads.md); glibc's mmap threshold (within noise: "
+           "training_zen4.md); bf16 autocast against float32 (2.24x on a Zen 4: training_zen4.md; encoding 2.00x on "
+           "an AMX Xeon: precision.md); length groups of the image-text captions (1.09-1.20x: length_groups.md). "
+           "Encoding already sorts by length and pads each batch to its own longest text (length bucketing).")
 TRAIN_CANDIDATES = ["today", "compile", "length-groups-2", "compile+length-groups-2", "lazy-embedding-adamw",
                     "compile+length-groups-2+lazy-embedding-adamw"]
 ENCODE_CANDIDATES = ["today", "compile", "freeze", "bf16-weights", "freeze+bf16-weights"]
@@ -226,10 +242,10 @@ def render(doc: dict, args) -> str:
 
     lines = ["# Faster training and encoding paths, side by side with today's", "",
              reporting.stamp(doc["provenance"]), "",
-             "How to run it (nothing else on the cores; the defaults take about 2.5-3.5 h on 2 cores):", "",
+             "How to run it (nothing else on the cores; the defaults take about 2-3.5 h on 2 cores):", "",
              "    python benchmarks/bench_fast_paths.py --parts train encode", "",
-             f"CPU flags: {', '.join(doc['cpu']['flags'])}; torch threads {doc['settings']['torch_threads']}. "
-             "Features (a candidate joins them with '+'):", ""]
+             f"CPU flags: {', '.join(doc['cpu']['flags'])}; torch threads {doc['settings']['torch_threads']}.", "",
+             EARLIER, "", "Features (a candidate joins them with '+'):", ""]
     used = {f for part in ("train", "encode") if part in doc for r in doc[part]["rows"]
             for f in r["candidate"].split("+")}
     known = {**study_steps.ENCODE_FEATURES, **study_steps.TRAIN_FEATURES}

@@ -20,8 +20,9 @@ The nominal peak is cores x clock x FLOPs/cycle/core for the precision, from /pr
 "cpu MHz" (``--ghz`` overrides the clock); the report states every assumption. Workers of the dtypes alternate for
 ``--rounds`` rounds. Results: reports/benchmarks/utilisation.json and .md (``--out`` elsewhere).
 
-Run it with nothing else on the cores (about 6-9 min on a 2-core Zen 4 / Sapphire Rapids VM with the defaults:
-two precisions x (10 training steps + full XQuAD-R encoding); ``--max-ids 300`` for a quicker, rougher encode):
+Run it with nothing else on the cores. Estimated wall time on a 2-core Zen 4 / Sapphire Rapids VM with the defaults,
+two precisions x (10 training steps + all of XQuAD-R encoded, 26k texts): 10-20 min; ``--max-ids 300`` encodes a
+quarter of it:
 
     python benchmarks/bench_utilisation.py [--profile cpu] [--steps 10] [--dtypes float32 bfloat16] [--rounds 1]
     python benchmarks/bench_utilisation.py --steps 4 --warmup 1 --max-ids 20 --out /tmp/util.json   # a smoke test
@@ -284,8 +285,9 @@ def main(argv=None) -> int:
             for kind in ("query", "passage"):
                 seconds = sum(r[kind]["seconds"] for r in runs)
                 executed, useful = sum(r[kind]["executed"] for r in runs), sum(r[kind]["useful"] for r in runs)
-                rows.append({"path": f"encoding {kind}s, {d}", "seconds": seconds,
-                             "units": sum(r[kind]["texts"] for r in runs), "unit": f"{kind}s",
+                plural = {"query": "queries", "passage": "passages"}[kind]
+                rows.append({"path": f"encoding {plural}, {d}", "seconds": seconds,
+                             "units": sum(r[kind]["texts"] for r in runs), "unit": plural,
                              "executed_flops": executed, "useful_flops": useful,
                              "attention_share": sum(r[kind]["attention"] for r in runs) / executed,
                              "real_token_share": sum(r[kind]["tokens_real"] for r in runs)
@@ -323,7 +325,7 @@ def render(doc: dict, args) -> str:
     from hybridnb import reporting
 
     cpu, peaks = doc["cpu"], doc["peaks"]
-    table = [{"path": r["path"], f"{r['unit']}/s": f"{r['units'] / r['seconds']:.1f}",
+    table = [{"path": r["path"], "rate": f"{r['units'] / r['seconds']:.2f} {r['unit']}/s",
               "executed GFLOP": _g(r["executed_flops"]), "achieved GFLOP/s": _g(r["achieved_flops_per_s"]),
               "nominal peak GFLOP/s": _g(r["peak_flops_per_s"]),
               "% of peak": f"{100 * r['share_of_peak']:.1f}" if r["share_of_peak"] else "n/a",
@@ -336,7 +338,7 @@ def render(doc: dict, args) -> str:
     lines = [
         "# Utilisation: achieved FLOP/s of training and encoding against the CPU's nominal peak", "",
         reporting.stamp(doc["provenance"]), "",
-        "How to run it (nothing else on the cores; about 6-9 min on 2 cores with the defaults):", "",
+        "How to run it (nothing else on the cores; about 10-20 min on 2 cores with the defaults):", "",
         "    python benchmarks/bench_utilisation.py --profile cpu --steps 10", "",
         f"CPU: {cpu['model_name']} ({cpu['vendor']}, family {cpu['family']}), {cpu['logical_cpus']} logical CPUs, "
         f"{cpu['threads_per_core']} thread(s) per core, so {cpu['physical_cores']} physical core(s) as the guest "
