@@ -10,7 +10,8 @@ train   each candidate trains the profile's study run (``--profile``, default cp
         validation every ``--val-every`` steps on the study's fixed validation batches, once per seed in
         ``--seeds`` (default 0 1 2); the candidates alternate within every seed (the order reversed from one seed
         to the next) so that a slow spell of the machine touches all. Reported: pairs/s end to end (every
-        step, compile time included: the sum of the loop's step times, validation excluded), pairs/s after
+        step, compile time included: the sum of the loop's step times, validation excluded; each worker gets an
+        empty inductor cache unless ``--warm-compile-cache``, so every compiled run pays its compilation), pairs/s after
         ``--warmup`` steps, the first step's seconds, the speed-up over today, the largest training-loss
         difference to today's on the same seed, and the validation-loss curve against today's seed spread (a
         path that is not exact AdamW, or whose dropout masks differ, must stay inside it).
@@ -134,7 +135,10 @@ def run_worker(args, part: str, candidate: str, **extra) -> dict:
     feats = study_steps.features(candidate, study_steps.TRAIN_FEATURES if part == "train" else
                                  study_steps.ENCODE_FEATURES)
     env = {**os.environ, **study_steps.environment(feats)}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    with tempfile.TemporaryDirectory(prefix="inductor-") as cache:
+        if not args.warm_compile_cache:  # every compiled run compiles from scratch, as a fresh machine would
+            env["TORCHINDUCTOR_CACHE_DIR"] = cache
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode or not lines:
         raise RuntimeError(f"{part} worker {candidate!r} failed:\n{proc.stderr[-4000:]}")
@@ -315,6 +319,8 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=1, help="encoding: repeat every worker, interleaved")
     p.add_argument("--batch-size", type=int, default=None, help="smoke tests only (default: the profile's)")
     p.add_argument("--max-length", type=int, default=None, help="smoke tests only (default: the profile's)")
+    p.add_argument("--warm-compile-cache", action="store_true",
+                   help="let compiled runs share inductor's on-disk cache (default: each compiles from scratch)")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--worker", choices=["train", "encode"])
     p.add_argument("--candidate", default="today")
@@ -347,7 +353,8 @@ def main(argv=None) -> int:
     doc = {"benchmark": "faster paths side by side", "provenance": reporting.provenance(args.profile),
            "cpu": flops.cpu_info().as_dict(),
            "settings": {"profile": args.profile, "steps": args.steps, "val_every": args.val_every,
-                        "warmup": args.warmup, "seeds": args.seeds, "max_ids": args.max_ids, "rounds": args.rounds,
+                        "warmup": args.warmup, "seeds": args.seeds, "warm_compile_cache": args.warm_compile_cache,
+                        "max_ids": args.max_ids, "rounds": args.rounds,
                         "batch_size": args.batch_size, "max_length": args.max_length,
                         "torch_threads": torch.get_num_threads()}}
     if "train" in args.parts:
