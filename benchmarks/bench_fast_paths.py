@@ -47,7 +47,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -329,11 +328,7 @@ def main(argv=None) -> int:
     p.add_argument("--save", type=Path, default=None)
     args = p.parse_args(argv)
     if args.worker:
-        with study_steps.quiet_compile_logs():
-            res = train_worker(args) if args.worker == "train" else encode_worker(args)
-        res["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print("RESULT " + json.dumps(res))
-        return 0
+        return study_steps.run_worker(train_worker if args.worker == "train" else encode_worker, args)
     for cand in args.candidates:
         study_steps.features(cand, study_steps.TRAIN_FEATURES)
     for cand in args.encode_candidates:

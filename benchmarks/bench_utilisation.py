@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -237,11 +235,7 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", default="float32")
     args = p.parse_args(argv)
     if args.worker:
-        with study_steps.quiet_compile_logs():
-            res = train_worker(args) if args.worker == "train" else encode_worker(args)
-        res["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print("RESULT " + json.dumps(res))
-        return 0
+        return study_steps.run_worker(train_worker if args.worker == "train" else encode_worker, args)
     if args.steps < args.warmup + 3:
         p.error("--steps must be at least --warmup + 3 (timed steps, the profiled one, the last)")
 

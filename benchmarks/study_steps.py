@@ -358,3 +358,16 @@ def quiet_compile_logs():
         yield
     finally:
         logging.getLogger("torch._dynamo").setLevel(level)
+
+
+def run_worker(worker, args) -> int:
+    """A benchmark's worker process: run `worker(args)`, add the process's peak RSS, print one ``RESULT`` JSON line
+    (what the parent parses)."""
+    import json
+    import resource
+
+    with quiet_compile_logs():
+        res = worker(args)
+    res["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps(res))
+    return 0

@@ -241,15 +241,7 @@ def word_task(n_ids: int = 12, languages=LANGS, distractors: int = 6, seed: int 
 @pytest.fixture(scope="module")
 def st_folder(tmp_path_factory):
     """A tiny BERT saved by Encoder.save (the sentence-transformers layout, prompts, README)."""
-    import torch
-
-    from hybridnb.models import Encoder
-
-    torch.set_num_threads(1)
-    base = tiny_models.save_tiny_bert(tmp_path_factory.mktemp("bert") / "bert", dropout=0.0)
-    enc = Encoder.from_pretrained(str(base), pooling="mean", max_length=32, query_prefix="query: ",
-                                  passage_prefix="passage: ")
-    return enc.save(tmp_path_factory.mktemp("st") / "st")
+    return tiny_models.save_tiny_st(tmp_path_factory.mktemp("tiny_st"), dropout=0.0)
 
 
 @pytest.fixture(scope="module")

@@ -40,13 +40,7 @@ def sentence_table(n_items: int = 40, seed: int = 0) -> ParallelTable:
 
 @pytest.fixture(scope="module")
 def st_folder(tmp_path_factory):
-    from hybridnb.models import Encoder
-
-    torch.set_num_threads(1)
-    base = tiny_models.save_tiny_bert(tmp_path_factory.mktemp("bert") / "bert", dropout=0.1)
-    enc = Encoder.from_pretrained(str(base), pooling="mean", max_length=32, query_prefix="query: ",
-                                  passage_prefix="passage: ")
-    return enc.save(tmp_path_factory.mktemp("st") / "st")
+    return tiny_models.save_tiny_st(tmp_path_factory.mktemp("tiny_st"), dropout=0.1)
 
 
 def st_model(folder):

@@ -95,3 +95,19 @@ def constant_result(value: float, languages=("en", "de"), n_groups: int = 20, ji
         per_query[f"cross_{m}"] = cross
     per_query["rank_distance"] = 100 * base
     return EvalResult(list(languages), per_query, q_lang, q_group)
+
+
+def save_tiny_st(folder, dropout: float = 0.0):
+    """A tiny BERT saved by ``Encoder.save`` in the sentence-transformers layout (mean pooling, E5's prompts)."""
+    from pathlib import Path
+
+    import torch
+
+    from hybridnb.models import Encoder
+
+    torch.set_num_threads(1)
+    folder = Path(folder)
+    base = save_tiny_bert(folder / "bert", dropout=dropout)
+    enc = Encoder.from_pretrained(str(base), pooling="mean", max_length=32, query_prefix="query: ",
+                                  passage_prefix="passage: ")
+    return enc.save(folder / "st")
