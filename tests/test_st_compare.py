@@ -142,7 +142,7 @@ def test_st_run_config_is_its_own_run():
     st = st_compare.st_run_config({**params, "seed": 2})
     from hybridnb.studies import runs
 
-    ours = runs.check_run({**params, "seed": 2})
+    ours = runs.check_run(st_compare.comparison_params({**params, "seed": 2}))
     assert st.text == ours and st.hash != ours.hash and st.run_name != ours.run_name
     assert st.run_name == "ci-st-" + ours.run_name.removeprefix("ci-") and st.run_name.endswith("seed2")
     assert st.to_json()["trainer"] == "sentence-transformers" and st.to_json()["hybridnb_hash"] == ours.hash
@@ -152,6 +152,11 @@ def test_st_run_config_is_its_own_run():
     again = st_compare.st_run_config({**json.loads(json.dumps(st.to_json())), "profile": "ci"})
     assert (again.hash, again.run_name, again.text.hash) == (st.hash, st.run_name, ours.hash)
     assert [c.run_name for c in st_compare.plan(params)] == [st_compare.st_run_config({**params, "seed": 0}).run_name]
+    # the hybridnb side never takes the folder of the ci profile's own (sentence+context) run of that seed
+    assert st.text.run_name == "ci-hybrid-mlqa-r-to-xquad-r-sent64-seed2"
+    assert runs.check_run({**config.load_profile("ci"), "seed": 2}).run_name == "ci-hybrid-mlqa-r-to-xquad-r-seed2"
+    cpu = st_compare.comparison_params(config.load_profile("cpu"))  # its own input: the committed runs' names
+    assert cpu["run_name"] is None
 
 
 # ---- the comparison table -------------------------------------------------------------------------------------

@@ -54,8 +54,21 @@ CANDIDATE_MODE = "sentence"  # a sentence-transformers column holds one text
 
 
 def comparison_params(params: dict[str, Any]) -> dict[str, Any]:
-    """The profile's parameters as both sides train them: sentence inputs, each run under its default name."""
-    return {**params, "candidate_mode": CANDIDATE_MODE, "run_name": None}
+    """The profile's parameters as both sides train them: sentence inputs, each run under its default name, or,
+    when the profile's own input is another (the ci profile's sentence+context), under that name with
+    ``-sent<max_length>`` before the seed: the default name leaves the input out, and the profile's own run of the
+    same strategy and seed (notebook 03) already holds it. Idempotent (the profile on disk decides, not ``params``)."""
+    out = {**params, "candidate_mode": CANDIDATE_MODE, "run_name": None}
+    try:
+        own_input = config.load_profile(out.get("profile", "custom"))["candidate_mode"]
+    except (OSError, ValueError, KeyError):
+        own_input = CANDIDATE_MODE  # not a profile on disk: nothing of its own to collide with
+    if own_input != CANDIDATE_MODE:
+        evaluated = out["eval_data"]
+        name = runs.default_run_name(out.get("profile", "custom"),
+                                     {**out, "eval_data": [evaluated] if isinstance(evaluated, str) else evaluated})
+        out["run_name"] = name.replace(f"-seed{out['seed']}", f"-sent{out['max_length']}-seed{out['seed']}")
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -86,8 +99,8 @@ def st_run_config(params: dict[str, Any]) -> STRunConfig:
     text = runs.check_run(comparison_params(params))
     values = {**text.hash_values(), "trainer": TRAINER}
     profile = params.get("profile", "custom")
-    name = runs.default_run_name(profile, text.hash_values())
-    return STRunConfig(text, f"{profile}-st-{name[len(profile) + 1:]}", config.config_hash(values, tuple(values)))
+    name = text.run_name  # the hybridnb side's name (comparison_params)
+    return STRunConfig(text, f"{profile}-st-{name.removeprefix(profile + '-')}", config.config_hash(values, tuple(values)))
 
 
 def plan(params: dict[str, Any]) -> list[STRunConfig]:
@@ -193,7 +206,7 @@ class STRun(RunTaskBase):
 
 def hybridnb_runs(params: dict[str, Any], show_progress: bool = False) -> list[tuple[Path, dict]]:
     """hybridnb's runs of every seed of ``seeds`` (reused by config hash, trained when missing)."""
-    return [runs.run({**comparison_params(params), "seed": seed}, show_progress=show_progress, announce=True)
+    return [runs.run(comparison_params({**params, "seed": seed}), show_progress=show_progress, announce=True)
             for seed in params["seeds"]]
 
 
@@ -304,7 +317,7 @@ def same_machine_timing(params: dict[str, Any], rounds: int = 2, steps: int = 6)
     the trainer's set-up are outside the clock. Returns the per-step seconds of each side and the machine."""
     if steps < 2 or rounds < 1:
         raise ValueError(f"steps must be >= 2 (the first is left out) and rounds >= 1, got {steps}, {rounds}")
-    text = runs.check_run({**comparison_params(params), "seed": params["seeds"][0]})
+    text = runs.check_run(comparison_params({**params, "seed": params["seeds"][0]}))
     data = runs.prepare_data(text)
     cfg = text.training().replace(steps=steps)
     timed = {"hybridnb": [], TRAINER: []}
