@@ -13,11 +13,10 @@ the run's config (same seed, same data, same steps) and each batch collated to t
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pandas as pd
-
-import json
 
 from hybridnb import reporting
 from hybridnb.data import train_data
