@@ -28,7 +28,7 @@ def token_lengths(encoder, inputs, chunk: int = 1024):
     """Tokens per input as the encoder feeds them (prefix and cap included): the attention mask's row sums."""
     import numpy as np
 
-    out = [encoder.tokenize(inputs[i:i + chunk], kind="passage")["attention_mask"].sum(1).numpy()
+    out = [encoder.tokenize(inputs[i:i + chunk], role="passage")["attention_mask"].sum(1).numpy()
            for i in range(0, len(inputs), chunk)]
     return np.concatenate(out)
 
@@ -59,14 +59,14 @@ def main(argv=None) -> int:
     autocast = precision.encode_arg(dtype)
 
     t0 = time.perf_counter()
-    q_emb = encoder.encode(list(task.questions["text"]), kind="query", batch_size=batch, autocast_dtype=autocast)
+    q_emb = encoder.encode(list(task.questions["text"]), role="query", batch_size=batch, autocast_dtype=autocast)
     queries_s = time.perf_counter() - t0
     rows = []
     for mode in config.CANDIDATE_MODES:
         inputs = task.candidate_inputs(mode)
         lengths = token_lengths(encoder, inputs)
         t0 = time.perf_counter()
-        c_emb = encoder.encode(inputs, kind="passage", batch_size=batch, autocast_dtype=autocast)
+        c_emb = encoder.encode(inputs, role="passage", batch_size=batch, autocast_dtype=autocast)
         seconds = time.perf_counter() - t0
         s = runner.score_task(task, q_emb, c_emb).summary()
         rows.append({"mode": mode, "encode_candidates_s": seconds, "passages_per_s": len(inputs) / seconds,

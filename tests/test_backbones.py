@@ -118,7 +118,7 @@ def test_registry_lookup_and_recipes():
         assert (b.pooling, b.query_prefix, b.passage_prefix) == ("mean", "query: ", "passage: ")
     assert get_backbone("mt5-base").pooling == "mean" and get_backbone("mt5-base").architecture == "mT5 encoder"
     assert not get_backbone("use-multilingual").trainable and not get_backbone("bm25").trainable
-    assert get_backbone("bm25").settings == ("mono",) and get_backbone("bm25").kind == "lexical"
+    assert get_backbone("bm25").settings == ("mono",) and get_backbone("bm25").family == "lexical"
     assert all(get_backbone(n).needs_network for n in HUB_NAMES)
     assert all(get_backbone(n).licence and get_backbone(n).credit for n in list_backbones())
 
@@ -328,7 +328,7 @@ def test_use_encoder_contract_checks_before_loading():
     enc = load_backbone("use-multilingual")
     assert isinstance(enc, baselines.USEEncoder) and enc.dim == 512 and not enc.trainable
     assert enc.model._backend is None  # weights load lazily, on the first encode
-    with pytest.raises(ValueError, match="kind"):
+    with pytest.raises(ValueError, match="unknown role .document."):
         enc.encode(["hello"], "document")
     with pytest.raises(TypeError):
         enc.encode("hello", "query")

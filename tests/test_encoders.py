@@ -120,9 +120,9 @@ def test_unknown_pooling_is_rejected_before_loading(monkeypatch):
         Encoder.from_pretrained(OFFLINE_E5, pooling="max")
 
 
-def test_unknown_kind_and_bad_inputs(model_dir):
+def test_unknown_role_and_bad_inputs(model_dir):
     enc = load(model_dir)
-    with pytest.raises(ValueError, match="kind"):
+    with pytest.raises(ValueError, match="unknown role .document."):
         enc.tokenize(["hello"], "document")
     with pytest.raises(TypeError):
         enc.tokenize("hello world", "query")

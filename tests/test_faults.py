@@ -332,7 +332,7 @@ class Rows:
     """A stand-in encoder: each passage's embedding is a fixed function of its text."""
     dim = 4
 
-    def encode(self, texts, kind="passage", batch_size=8, show_progress=False):
+    def encode(self, texts, role="passage", batch_size=8, show_progress=False):
         import numpy as np
 
         return np.array([[len(t), t.count("a"), t.count("e"), 1.0] for t in texts], dtype=np.float32)

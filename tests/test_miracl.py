@@ -38,7 +38,7 @@ class Trigrams:
     def __init__(self, fail_after: int | None = None):
         self.calls, self.texts, self.fail_after = 0, 0, fail_after
 
-    def encode(self, texts, kind="passage", batch_size=64, show_progress=False, **_):
+    def encode(self, texts, role="passage", batch_size=64, show_progress=False, **_):
         if self.fail_after is not None and self.calls >= self.fail_after:
             raise RuntimeError("killed")  # a process dying mid-way, after `fail_after` shards
         self.calls += 1
@@ -46,7 +46,7 @@ class Trigrams:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for r, text in enumerate(texts):
             text = text if isinstance(text, str) else " ".join(text)
-            text = ("q " if kind == "query" else "p ") + text
+            text = ("q " if role == "query" else "p ") + text
             for i in range(max(1, len(text) - 2)):
                 out[r, zlib.crc32(text[i:i + 3].encode()) % self.dim] += 1
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)

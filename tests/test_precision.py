@@ -54,9 +54,9 @@ def test_cpu_flags_reads_this_machine():
 def test_int8_and_bf16_encode_close_to_float32_and_leave_the_encoder_alone(tiny_encoder):
     texts = [" ".join(WORDS[i:i + n]) for i, n in ((0, 3), (5, 8), (11, 12))]
     before = {k: v.clone() for k, v in tiny_encoder.state_dict().items()}
-    exact = tiny_encoder.encode(texts, kind="query", show_progress=False)
-    int8 = tiny_encoder.encode(texts, kind="query", show_progress=False, autocast_dtype="int8")
-    bf16 = tiny_encoder.encode(texts, kind="query", show_progress=False, autocast_dtype=torch.bfloat16)
+    exact = tiny_encoder.encode(texts, role="query", show_progress=False)
+    int8 = tiny_encoder.encode(texts, role="query", show_progress=False, autocast_dtype="int8")
+    bf16 = tiny_encoder.encode(texts, role="query", show_progress=False, autocast_dtype=torch.bfloat16)
     for approx in (int8, bf16):
         cos = (exact * approx).sum(1) / np.linalg.norm(exact, axis=1) / np.linalg.norm(approx, axis=1)
         assert cos.min() > 0.98 and not np.array_equal(approx, exact)
@@ -64,7 +64,7 @@ def test_int8_and_bf16_encode_close_to_float32_and_leave_the_encoder_alone(tiny_
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     assert not any("quantized" in type(m).__module__ for m in tiny_encoder.modules())
     with pytest.raises(ValueError, match="'int8'"):
-        tiny_encoder.encode(texts, kind="query", show_progress=False, autocast_dtype="int4")
+        tiny_encoder.encode(texts, role="query", show_progress=False, autocast_dtype="int4")
 
 
 def test_auto_enters_the_run_hash_resolved(flags):

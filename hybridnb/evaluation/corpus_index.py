@@ -24,7 +24,7 @@ with its ``shard-00000.npy.sha256`` (written after the shard, :mod:`hybridnb.fil
 differ from it, or that has none, counts as damaged and is encoded again), and the approximate indexes built
 from them (``*.faiss``, :mod:`hybridnb.evaluation.dense_search`).
 
-The encoder is any object with ``encode(texts, kind="passage", batch_size=..., show_progress=...)`` returning
+The encoder is any object with ``encode(texts, role="passage", batch_size=..., show_progress=...)`` returning
 an ``(N, D)`` array (:class:`hybridnb.models.Encoder`, the frozen baselines, a test's fake); extra keyword
 arguments (``autocast_dtype``) pass through ``encode_kwargs``.
 """
@@ -94,7 +94,7 @@ def encoder_dim(encoder) -> int:
     dim = getattr(encoder, "dim", None)
     if isinstance(dim, int) and dim > 0:
         return dim
-    return int(np.asarray(encoder.encode(["dim probe"], kind="passage", batch_size=1, show_progress=False)).shape[1])
+    return int(np.asarray(encoder.encode(["dim probe"], role="passage", batch_size=1, show_progress=False)).shape[1])
 
 
 @dataclass(frozen=True)
@@ -276,7 +276,7 @@ class CorpusIndex:
                 if stop_after is not None and len(done) >= stop_after:
                     break
                 start, stop = rows[i]
-                emb = np.asarray(encoder.encode(passages[start:stop], kind="passage", batch_size=batch_size,
+                emb = np.asarray(encoder.encode(passages[start:stop], role="passage", batch_size=batch_size,
                                                 show_progress=False, **(encode_kwargs or {})))
                 self._write(i, emb, stop - start)
                 done.append(i)

@@ -42,21 +42,21 @@ def check_index(spec: dict | None) -> tuple[str, dict[str, int]]:
     unknown = set(spec) - {"type", "params"}
     if unknown:
         raise ValueError(f"miracl_index: unknown key(s) {sorted(unknown)}; expected type and params")
-    kind = spec.get("type", "flat")
-    if kind not in INDEX_TYPES:
-        raise ValueError(f"miracl_index type must be one of {', '.join(map(repr, INDEX_TYPES))}, got {kind!r}")
+    index_type = spec.get("type", "flat")
+    if index_type not in INDEX_TYPES:
+        raise ValueError(f"miracl_index type must be one of {', '.join(map(repr, INDEX_TYPES))}, got {index_type!r}")
     params = spec.get("params") or {}
     if not isinstance(params, dict):
         raise ValueError(f"miracl_index params must be a mapping, got {params!r}")
-    bad = set(params) - set(DEFAULT_PARAMS[kind])
+    bad = set(params) - set(DEFAULT_PARAMS[index_type])
     if bad:
-        raise ValueError(f"miracl_index params {sorted(bad)} do not apply to {kind!r}; it takes "
-                         f"{sorted(DEFAULT_PARAMS[kind]) or 'none'}")
-    out = {**DEFAULT_PARAMS[kind], **params}
+        raise ValueError(f"miracl_index params {sorted(bad)} do not apply to {index_type!r}; it takes "
+                         f"{sorted(DEFAULT_PARAMS[index_type]) or 'none'}")
+    out = {**DEFAULT_PARAMS[index_type], **params}
     for key, value in out.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "seed" else 1):
             raise ValueError(f"miracl_index params: {key} must be a positive int, got {value!r}")
-    return kind, out
+    return index_type, out
 
 
 def _merge(best_s: np.ndarray, best_i: np.ndarray, s: np.ndarray, i: np.ndarray, k: int):
@@ -104,30 +104,30 @@ def _sample_rows(index, n: int, seed: int) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate(parts))
 
 
-def build_approximate(index, kind: str, params: dict[str, int], show_progress: bool = False):
+def build_approximate(index, index_type: str, params: dict[str, int], show_progress: bool = False):
     """The IVF-Flat or HNSW faiss index over every shard, built once and saved beside the shards."""
     import faiss
     from tqdm.auto import tqdm
 
-    key = hashlib.sha256(json.dumps({"kind": kind, "params": params, "manifest": index.manifest},
+    key = hashlib.sha256(json.dumps({"kind": index_type, "params": params, "manifest": index.manifest},
                                     sort_keys=True).encode()).hexdigest()[:12]
-    path = index.folder / f"{kind}-{key}.faiss"
+    path = index.folder / f"{index_type}-{key}.faiss"
     if path.is_file():
         why = file_hashes.sidecar_problem(path)  # a flipped byte in a saved index still loads: the hash sees it
         if why is None:
             return faiss.read_index(str(path))
-        print(f"[hybridnb] the {kind} index {paths.shown(path)} is damaged ({why}): building it again", flush=True)
-    if kind == "ivf":
+        print(f"[hybridnb] the {index_type} index {paths.shown(path)} is damaged ({why}): building it again", flush=True)
+    if index_type == "ivf":
         nlist = min(params["nlist"], index.n_passages)
         ann = faiss.IndexIVFFlat(faiss.IndexFlatIP(index.dim), index.dim, nlist, faiss.METRIC_INNER_PRODUCT)
         ann.cp.seed = params["seed"]
         ann.train(_sample_rows(index, max(params["train_size"], nlist), params["seed"]))
-    elif kind == "hnsw":
+    elif index_type == "hnsw":
         ann = faiss.IndexHNSWFlat(index.dim, params["M"], faiss.METRIC_INNER_PRODUCT)
         ann.hnsw.efConstruction = params["ef_construction"]
     else:
-        raise ValueError(f"no approximate index of type {kind!r}")
-    for _, shard in tqdm(index.shards(), total=index.n_shards, desc=f"build {kind}", disable=not show_progress):
+        raise ValueError(f"no approximate index of type {index_type!r}")
+    for _, shard in tqdm(index.shards(), total=index.n_shards, desc=f"build {index_type}", disable=not show_progress):
         ann.add(np.ascontiguousarray(shard, dtype=np.float32))
     with reporting.atomic_path(path) as tmp:
         faiss.write_index(ann, str(tmp))
@@ -141,11 +141,11 @@ def search(index, queries: np.ndarray, k: int, spec: dict | None = None, show_pr
     ``spec`` is the profile's ``miracl_index`` (:func:`check_index`): exact ``flat`` by default."""
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a positive int, got {k!r}")
-    kind, params = check_index(spec)
-    if kind == "flat":
+    index_type, params = check_index(spec)
+    if index_type == "flat":
         return search_flat(index, queries, k, show_progress)
-    ann = build_approximate(index, kind, params, show_progress)
-    if kind == "ivf":
+    ann = build_approximate(index, index_type, params, show_progress)
+    if index_type == "ivf":
         ann.nprobe = min(params["nprobe"], ann.nlist)
     else:
         ann.hnsw.efSearch = max(params["ef_search"], k)
@@ -160,5 +160,5 @@ def search(index, queries: np.ndarray, k: int, spec: dict | None = None, show_pr
 
 def describe(spec: dict | None) -> dict[str, Any]:
     """The index settings as recorded in a results file."""
-    kind, params = check_index(spec)
-    return {"type": kind, "params": params}
+    index_type, params = check_index(spec)
+    return {"type": index_type, "params": params}

@@ -29,10 +29,10 @@ def encode_task(encoder, task: RetrievalTask, candidate_mode: str, batch_size: i
                 show_progress: bool = True, autocast_dtype=None) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
     """Query and candidate embeddings, each text encoded exactly once (length-sorted batches)."""
     t0 = time.perf_counter()
-    q_emb = encoder.encode(list(task.questions["text"]), kind="query", batch_size=batch_size,
+    q_emb = encoder.encode(list(task.questions["text"]), role="query", batch_size=batch_size,
                            show_progress=show_progress, autocast_dtype=autocast_dtype)
     t1 = time.perf_counter()
-    c_emb = encoder.encode(task.candidate_inputs(candidate_mode), kind="passage", batch_size=batch_size,
+    c_emb = encoder.encode(task.candidate_inputs(candidate_mode), role="passage", batch_size=batch_size,
                            show_progress=show_progress, autocast_dtype=autocast_dtype)
     t2 = time.perf_counter()
     return q_emb, c_emb, {"encode_queries_s": t1 - t0, "encode_candidates_s": t2 - t1}

@@ -63,14 +63,14 @@ __all__ = ["IMAGE_TOWERS", "PixelTower", "SmallCNN", "TinyViT", "PrecomputedFeat
 class ImageTextModel(nn.Module):
     """Text encoder + image tower, each with a linear projection to `dim`, outputs L2-normalised.
 
-    Captions are embedded as `caption_kind` ("query": E5's prefix for symmetric tasks; a caption is both a
+    Captions are embedded as `caption_role` ("query": E5's prefix for symmetric tasks; a caption is both a
     query and a candidate). The towers and projections are moved to the text encoder's device.
     """
 
     def __init__(self, text_encoder: nn.Module, image_tower: nn.Module, dim: int = 256,
-                 caption_kind: str = "query"):
+                 caption_role: str = "query"):
         super().__init__()
-        self.text_encoder, self.image_tower, self.caption_kind = text_encoder, image_tower, caption_kind
+        self.text_encoder, self.image_tower, self.caption_role = text_encoder, image_tower, caption_role
         self.text_proj = nn.Linear(int(text_encoder.dim), dim, bias=False)
         self.image_proj = nn.Linear(int(image_tower.out_dim), dim, bias=False)
         self.dim = dim
@@ -85,7 +85,7 @@ class ImageTextModel(nn.Module):
     def encode_text(self, texts: Sequence[str]) -> Tensor:
         if self.frozen_text is not None:  # the top text layers from the cached states of the frozen ones
             return F.normalize(self.text_proj(self.frozen_text(list(texts)).float()), dim=-1)
-        features = self.text_encoder.tokenize(list(texts), self.caption_kind)
+        features = self.text_encoder.tokenize(list(texts), self.caption_role)
         return F.normalize(self.text_proj(self.text_encoder(features).float()), dim=-1)
 
     def prepare_texts(self, texts: Sequence[str]) -> None:

@@ -82,9 +82,9 @@ def check_run(params: dict[str, Any], strategy=None, zero_shot: bool = False):
     parameters, checking every value before any data or model is touched: each key's type, choices and bounds
     first (the config's fields, messages naming the ``mm_`` key), then what depends on other keys (the
     languages, the strategy's mixture against them, the batch against the items)."""
-    kind = config.ImageTextZeroShotConfig if zero_shot else config.ImageTextRunConfig
+    config_class = config.ImageTextZeroShotConfig if zero_shot else config.ImageTextRunConfig
     speed_only = ("encode_batch_size",) + (("frozen_text_layers",) if zero_shot else ("save_every",))  # not hashed
-    keys = [k for k in kind.parameter_keys() if k not in ("strategy", "image_root", *speed_only)]
+    keys = [k for k in config_class.parameter_keys() if k not in ("strategy", "image_root", *speed_only)]
     missing = [_name(k) for k in keys if _name(k) not in params]
     if missing:
         raise ValueError(f"image-text run parameters missing: {missing}")
@@ -99,7 +99,7 @@ def check_run(params: dict[str, Any], strategy=None, zero_shot: bool = False):
         values["strategy"] = params.get("mm_strategy") if strategy is None else strategy
         if values["strategy"] is None:
             raise ValueError("no strategy: pass strategy= or mm_strategy")
-    config.check_fields(kind, values, name=_name)  # messages name the notebook parameter (mm_steps, seed)
+    config.check_fields(config_class, values, name=_name)  # messages name the notebook parameter (mm_steps, seed)
     valid, langs = DATASETS[values["dataset"]], values["languages"]
     if langs is not None:
         if not langs or len(set(langs)) != len(langs):
@@ -115,22 +115,22 @@ def check_run(params: dict[str, Any], strategy=None, zero_shot: bool = False):
         # auto -> what trains here (bf16 where it is native), before the hash as for a text run: a CPU without retrains
         values["train_dtype"] = precision.resolve(values["train_dtype"])
         values["train_languages"] = _train_languages(values["train_languages"], langs or list(valid))
-        kinds = derived["weights"] = sampling.parse_strategy(values["strategy"], values["alpha"])
+        weights = derived["weights"] = sampling.parse_strategy(values["strategy"], values["alpha"])
         trained = values["train_languages"] or langs or list(valid)
-        if "en" in kinds and "en" not in trained:
+        if "en" in weights and "en" not in trained:
             raise ValueError(f"strategy {values['strategy']!r} trains on English captions but 'en' is not among "
                              f"the training languages {trained}")
-        if "cross" in kinds and len(trained) < 2:
+        if "cross" in weights and len(trained) < 2:
             raise ValueError(f"strategy {values['strategy']!r} pairs captions of two languages but only {trained} "
                              f"are trained on")
         values["alpha"] = hashed_alpha(values["strategy"], values["alpha"])
         if values["train_items"] is not None and values["batch_size"] > values["train_items"]:
             raise ValueError(f"mm_batch_size {values['batch_size']} exceeds mm_train_items {values['train_items']}")
-    digest = config.config_hash(values, kind.hash_keys())
+    digest = config.config_hash(values, config_class.hash_keys())
     label = "zero-shot" if zero_shot else strategy_label(values["strategy"], values["alpha"])
     run_name = (None if zero_shot else params.get("mm_run_name")) or \
         f"{params.get('profile', 'custom')}-mm-{label}-{values['dataset']}-seed{values['seed']}"
-    return kind(**values, **derived, run_name=run_name, hash=digest)
+    return config_class(**values, **derived, run_name=run_name, hash=digest)
 
 
 def _name(key: str) -> str:
@@ -430,7 +430,7 @@ def zero_shot_text_embeddings(encoder, texts: list[str], n_frozen: int, batch_si
     of the time (5,698 test captions: 6 s instead of 20 s; 42 s in notebook 07's worker pool). 0: ``encode``."""
     if not n_frozen:
         return encoder.encode(texts, "query", batch_size, show_progress)
-    frozen = text_features.FrozenTextLayers(encoder, n_frozen, kind="query", show_progress=show_progress)
+    frozen = text_features.FrozenTextLayers(encoder, n_frozen, role="query", show_progress=show_progress)
     frozen.prepare(texts)
     order = np.argsort([len(t) for t in texts], kind="stable")  # length-sorted batches: less padding
     out = np.empty((len(texts), encoder.dim), np.float32)
@@ -473,8 +473,8 @@ def warm_caches(params: dict[str, Any], strategy, seed: int, show_progress: bool
 
 def task(cfg: config.ImageTextRunConfig | config.ImageTextZeroShotConfig, profile: str) -> run_folder.RunTaskBase:
     """The :func:`hybridnb.training.run_folder.execute` task of a checked config: a run, or the zero-shot baseline."""
-    kind = ImageTextZeroShot if isinstance(cfg, config.ImageTextZeroShotConfig) else ImageTextRun
-    return kind(cfg, profile)
+    run_class = ImageTextZeroShot if isinstance(cfg, config.ImageTextZeroShotConfig) else ImageTextRun
+    return run_class(cfg, profile)
 
 
 def _start_worker(threads: int) -> None:

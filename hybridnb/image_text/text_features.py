@@ -80,10 +80,10 @@ class FrozenTextLayers:
     encoder's (and in the model's ``state_dict``); this object holds the cached states.
     """
 
-    def __init__(self, encoder, n_frozen: int, kind: str = "query", show_progress: bool = True,
+    def __init__(self, encoder, n_frozen: int, role: str = "query", show_progress: bool = True,
                  length_groups: int = 1):
-        self.encoder, self.model, self.kind = encoder, encoder.model, kind
-        self.prefix = encoder.config.prefix(kind)  # E5: "query: " (captions are both queries and candidates)
+        self.encoder, self.model, self.role = encoder, encoder.model, role
+        self.prefix = encoder.config.prefix(role)  # E5: "query: " (captions are both queries and candidates)
         layers = transformer_layers(self.model)
         if isinstance(n_frozen, bool) or not isinstance(n_frozen, int) or not 0 < n_frozen <= len(layers):
             raise ValueError(f"frozen_text_layers must be an int in [1, {len(layers)}] for this "
@@ -173,7 +173,7 @@ class FrozenTextLayers:
 
         Each caption is tokenised once (the lengths order the batches) and padded per batch, as the encoder's
         ``tokenize`` would: the same tensors, one tokeniser pass fewer."""
-        rows = self.encoder.token_rows(texts, self.kind)  # Encoder.tokenize in two steps: tokenised once, padded per batch
+        rows = self.encoder.token_rows(texts, self.role)  # Encoder.tokenize in two steps: tokenised once, padded per batch
         lengths = [len(ids) for ids in rows["input_ids"]]
         order = np.argsort(lengths, kind="stable")[::-1]
         out: list[Tensor | None] = [None] * len(texts)

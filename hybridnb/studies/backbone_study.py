@@ -79,7 +79,7 @@ def zero_shot_results(backbone: str, tasks: dict, params: dict[str, Any], show_p
         return saved
     spec = backbones.get_backbone(backbone)
     start = time.time()
-    encoder = None if spec.kind == "lexical" else backbones.load_backbone(backbone, max_length=params["max_length"])
+    encoder = None if spec.family == "lexical" else backbones.load_backbone(backbone, max_length=params["max_length"])
     evaluations = {name: backbones.evaluate_backbone(
         backbone, task, params["candidate_mode"], params["encode_batch_size"], params["n_resamples"], params["seed"],
         show_progress=show_progress, autocast_dtype=precision.encode_arg(params["encode_dtype"]),

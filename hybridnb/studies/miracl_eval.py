@@ -80,7 +80,7 @@ def check_settings(params: dict[str, Any]) -> Settings:
         if not values["backbones"]:
             raise ValueError("miracl_backbones must be a non-empty list of backbones or null, got []")
         for name in values["backbones"]:
-            if backbones.get_backbone(name).kind != "dense":  # unknown names fail here too
+            if backbones.get_backbone(name).family != "dense":  # unknown names fail here too
                 raise ValueError(f"miracl_backbones: {name} is lexical, not a dense encoder (no corpus embeddings)")
     kind, index_params = dense_search.check_index(values["index"])
     values["index"] = {"type": kind, "params": index_params}
@@ -219,7 +219,7 @@ def _evaluate(params: dict, settings: Settings, system: System, data: dict[str, 
         if rank != 0:
             continue
         t0 = time.perf_counter()
-        q_emb = np.asarray(encoder.encode(d.queries, kind="query", batch_size=batch, show_progress=False,
+        q_emb = np.asarray(encoder.encode(d.queries, role="query", batch_size=batch, show_progress=False,
                                           **encode_kwargs), dtype=np.float32)
         t1 = time.perf_counter()
         scores, rows = dense_search.search(index, q_emb, settings.top_k, settings.index, show_progress)

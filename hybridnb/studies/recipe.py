@@ -84,12 +84,12 @@ def _inputs(params: dict[str, Any]) -> list[tuple[str, int]]:
     return out
 
 
-def _numbers(params: dict[str, Any], key: str, fallback: str, kind: type) -> list:
+def _numbers(params: dict[str, Any], key: str, fallback: str, number_type: type) -> list:
     values = list(params.get(key) or [params[fallback]])
     if any(isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 for v in values) \
             or len(set(values)) != len(values):
         raise ValueError(f"{key} must be distinct positive numbers, got {values!r}")
-    return [kind(v) for v in values]
+    return [number_type(v) for v in values]
 
 
 def input_label(mode: str, max_length: int) -> str:
