@@ -353,12 +353,70 @@ def test_mteb_task_agrees_with_hybridnb(st_folder, st_model, monkeypatch):
     q = enc.encode(list(task.questions["text"]), "query", show_progress=False)
     c = enc.encode(task.candidate_inputs("sentence"), "passage", show_progress=False)
     per_language = runner.score_task(task, q, c).summary()["per_language"]
-    for g in LANGS:  # mteb rounds these to 5 decimals
-        ours = per_language[g]["multi"]
+    ranked = ranked_metrics(task, q @ c.T)
+    for g in LANGS:  # end to end: mteb rounds its averages to 5 decimals
+        ours = {**per_language[g]["multi"], **ranked[g]}
         assert scores[g]["recall_at_10"] == pytest.approx(round(ours["r@10"], 5), abs=1e-6)
         assert scores[g]["recall_at_1"] == pytest.approx(round(ours["r@1"], 5), abs=1e-6)
         assert scores[g]["map_at_1000"] == pytest.approx(round(ours["map"], 5), abs=1e-6)
+        assert scores[g]["ndcg_at_10"] == pytest.approx(round(ours["ndcg@10"], 5), abs=1e-5)
+        assert scores[g]["mrr_at_10"] == pytest.approx(ours["mrr@10"], abs=1e-5)
     assert 0 < np.mean([scores[g]["recall_at_10"] for g in LANGS]) < 1
+
+
+def ranked_metrics(task, scores: np.ndarray, k: int = 10) -> dict[str, dict[str, float]]:
+    """nDCG@k and MRR@k per query language, by hand from the (questions, candidates) score matrix: binary
+    gains, discount 1 / log2(rank + 1), ideal = the query's relevant candidates first; every query averaged."""
+    out = {}
+    langs = np.asarray(task.questions["lang"])
+    for g in dict.fromkeys(langs):
+        ndcg, mrr = [], []
+        for i in np.flatnonzero(langs == g):
+            relevant = set(int(x) for x in task.relevant(int(i)))
+            top = np.argsort(-scores[i], kind="stable")[:k]
+            hits = [int(cid) in relevant for cid in top]
+            dcg = sum(1 / np.log2(r + 2) for r, hit in enumerate(hits) if hit)
+            ideal = sum(1 / np.log2(r + 2) for r in range(min(len(relevant), k)))
+            ndcg.append(dcg / ideal)
+            mrr.append(next((1 / (r + 1) for r, hit in enumerate(hits) if hit), 0.0))
+        out[str(g)] = {f"ndcg@{k}": float(np.mean(ndcg)), f"mrr@{k}": float(np.mean(mrr))}
+    return out
+
+
+def test_mteb_metrics_on_our_ranking_agree_to_1e6():
+    """mteb rounds its averages to 5 decimals, so the unrounded check feeds one score matrix (ours) to mteb's
+    own metric code (pytrec_eval per query, its MRR) and compares each average to hybridnb's evaluator (R@1,
+    R@10, full-pool mAP as MAP@1000) and to the by-hand nDCG@10 / MRR@10 above, to 1e-6."""
+    pytest.importorskip("mteb")
+    from mteb._evaluators.retrieval_metrics import calculate_retrieval_scores
+
+    from hybridnb.integrations.mteb_task import corpus_id
+
+    task = word_task(n_ids=10, distractors=4, seed=3)
+    rng = np.random.default_rng(0)
+    n, d = task.num_candidates, 16
+    q = rng.standard_normal((task.num_questions, d)).astype(np.float32)
+    c = rng.standard_normal((n, d)).astype(np.float32)
+    for i in range(task.num_questions):  # nudge each question toward its answers: mid-range metrics
+        c[task.relevant(i)] += 0.4 * q[i]
+    scores = q @ c.T
+    per_language = runner.score_task(task, q, c).summary()["per_language"]
+    ranked = ranked_metrics(task, scores)
+    qids, langs = list(task.questions["qid"]), list(task.questions["lang"])
+    for g in LANGS:
+        rows = [i for i, lang in enumerate(langs) if lang == g]
+        run = {qids[i]: {corpus_id(j, n): float(scores[i, j]) for j in range(n)} for i in rows}
+        qrels = {qids[i]: {corpus_id(int(j), n): 1 for j in task.relevant(i)} for i in rows}
+        got = calculate_retrieval_scores(run, qrels, k_values=[1, 10, 1000])
+        mean = {key: float(np.mean([got.all_scores[qid][key] for qid in run]))
+                for key in ("recall_1", "recall_10", "map_cut_1000", "ndcg_cut_10")}
+        ours = {**per_language[g]["multi"], **ranked[g]}
+        assert mean["recall_1"] == pytest.approx(ours["r@1"], abs=1e-6)
+        assert mean["recall_10"] == pytest.approx(ours["r@10"], abs=1e-6)
+        assert mean["map_cut_1000"] == pytest.approx(ours["map"], abs=1e-6)
+        assert mean["ndcg_cut_10"] == pytest.approx(ours["ndcg@10"], abs=1e-6)
+        assert got.mrr["MRR@10"] == pytest.approx(ours["mrr@10"], abs=1e-6)
+        assert 0.05 < ours["ndcg@10"] < 0.95 and 0.05 < ours["r@10"] < 0.95  # not a degenerate ranking
 
 
 def test_mteb_task_needs_language_tags():
