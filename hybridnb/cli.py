@@ -3,6 +3,8 @@
     python -m hybridnb train --profile cpu --strategy cross     # one training run (notebook 03)
     python -m hybridnb train --profile ci --set alpha=0.25 steps=10 train_data=xquad-r eval_data=mlqa-r
     torchrun --standalone --nproc_per_node 4 -m hybridnb train --profile paper  # DDP on 4 GPUs
+    python -m hybridnb train-image-text --profile cpu --strategy hybrid --seed 0   # one image-text run (notebook 07)
+    torchrun --standalone --nproc_per_node 2 -m hybridnb train-image-text --profile ci --strategy hybrid
     python -m hybridnb recipe --profile cpu                     # the recipe's probes, grid and sweep runs
     python -m hybridnb report --profile cpu                     # REPORT.md from the finished runs
     python -m hybridnb pipeline --profile cpu                   # make reproduce: every notebook via papermill
@@ -88,6 +90,38 @@ def train_main(argv: list[str] | None = None) -> int:
         if results["model"].get("best_dir"):  # runs written before the path was recorded have none
             print(f"[hybridnb] best encoder (a sentence-transformers folder): {results['model']['best_dir']}")
         print(reporting.markdown_table(reporting.summary_rows(results)))
+    return 0
+
+
+def image_text_main(argv: list[str] | None = None) -> int:
+    """``python -m hybridnb train-image-text``: one image-text run as notebook 07 trains it
+    (:func:`hybridnb.image_text.runs.run_image_text`: the profile's ``mm_`` keys), also under torchrun, where every
+    rank embeds its share of the global batch and rank 0 evaluates and writes reports/runs/<run_name>/. A finished
+    run of the same config is reused, a killed one resumes from its checkpoint."""
+    from hybridnb.image_text import runs as image_text_runs
+
+    parser = argparse.ArgumentParser(prog="python -m hybridnb train-image-text", description=image_text_main.__doc__)
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, help="params/<profile>.yaml or a YAML path")
+    parser.add_argument("--strategy", help="en | mono | cross | hybrid | mixed (default: the profile's first of "
+                                           "mm_strategies)")
+    parser.add_argument("--seed", type=int, help="training seed (default: the profile's first of mm_seeds)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="other parameter overrides (YAML values), e.g. mm_steps=8 mm_alpha=0.25")
+    args = parser.parse_args(argv)
+    params = config.load_profile(args.profile)
+    overrides = parse_overrides(args.set)
+    check_override_keys(overrides)
+    params.update(overrides)
+    strategy = args.strategy or (params.get("mm_strategies") or [None])[0]
+    seed = image_text_runs.seeds(params)[0] if args.seed is None else args.seed
+    try:  # every value checked before the data or a model loads
+        report_dir, results = image_text_runs.run_image_text(params, strategy, seed=seed)
+        main = distributed.is_main()
+    finally:
+        distributed.cleanup()  # under torchrun: leave the process group (a no-op otherwise)
+    if main:
+        print(f"[hybridnb] report: {report_dir}")
+        print(reporting.markdown_table(image_text_runs.metric_rows(results)))
     return 0
 
 
@@ -228,7 +262,8 @@ def matrix_main(argv: list[str] | None = None) -> int:
     return 1 if problems else 0
 
 
-USAGE = "usage: python -m hybridnb {train,recipe,report,pipeline,miracl,verify,matrix} ... [--debug]  (--help after a command)"
+USAGE = ("usage: python -m hybridnb {train,train-image-text,recipe,report,pipeline,miracl,verify,matrix} ... [--debug]  "
+         "(--help after a command)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     from hybridnb import pipeline
     from hybridnb.training.checkpoints import RunLocked
 
-    commands = {"train": train_main, "recipe": recipe_main, "report": report_main, "pipeline": pipeline.main,
+    commands = {"train": train_main, "train-image-text": image_text_main, "recipe": recipe_main, "report": report_main, "pipeline": pipeline.main,
                 "miracl": miracl_main, "verify": verify_main, "matrix": matrix_main}
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv

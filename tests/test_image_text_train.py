@@ -538,3 +538,61 @@ def test_a_checkpoint_of_another_config_is_refused(bert, tmp_path):
     other = cfg_for(steps=2, val_every=2, save_every=2, lr=1e-3)
     with pytest.raises(ValueError, match="different configuration"):
         itt.train_image_text(model_for(other, bert), train, val, other, tmp_path / "run", show_progress=False)
+
+
+def _cli_image_text(profile: Path, reports: Path, world: int) -> tuple[int, str]:
+    """`python -m hybridnb train-image-text` on one process, or on `world` ranks under torchrun (gloo)."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "HYBRIDNB_REPORTS": str(reports), "HYBRIDNB_CACHE": str(reports.parent / "cache"),
+           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    launcher = [sys.executable] if world == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                                    "--nproc_per_node", str(world)]
+    proc = subprocess.run([*launcher, "-m", "hybridnb", "train-image-text", "--profile", str(profile),
+                           "--strategy", "hybrid", "--seed", "0"], env=env, capture_output=True, text=True,
+                          timeout=600)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_an_image_text_run_under_torchrun_matches_one_process(tmp_path):
+    """The run skeleton under torchrun (2 CPU ranks, gloo) for an image-text run, through the command line: each
+    rank embeds half of the global batch, rank 0 alone evaluates and writes the run folder; the losses, the
+    metrics and the trained weights are those of one process; a second launch reuses the finished run. (No
+    dropout: each rank draws its own masks, so with dropout 2 ranks are another random draw than 1 process.)"""
+    import yaml
+
+    bert = str(save_tiny_bert(tmp_path / "bert_nodrop", dropout=0.0))
+    profile = tmp_path / "image_text.yaml"
+    profile.write_text(yaml.safe_dump(params_for(bert, mm_languages=["en", "de", "fr"], mm_train_items=24,
+                                                 mm_steps=4, mm_val_every=2)), encoding="utf-8")
+    rc, out = _cli_image_text(profile, tmp_path / "one" / "reports", 1)
+    assert rc == 0, out[-3000:]
+    rc, out = _cli_image_text(profile, tmp_path / "two" / "reports", 2)
+    assert rc == 0, out[-3000:]
+    name = mm.check_run(params_for(bert, mm_languages=["en", "de", "fr"], mm_train_items=24, mm_steps=4,
+                                   mm_val_every=2), "hybrid").run_name
+    one, two = (tmp_path / d / "reports" / "runs" / name for d in ("one", "two"))
+    a, b = (json.loads((d / "results.json").read_text()) for d in (one, two))
+    assert a["training"]["config_hash"] == b["training"]["config_hash"] and a["training"]["best_step"] == \
+        b["training"]["best_step"]
+    strip = lambda p: [json.loads(line) for line in (p / "train_log.jsonl").read_text().splitlines()]  # noqa: E731
+    for mine, theirs in zip(strip(two), strip(one), strict=True):
+        assert (mine["kind"], mine["language"]) == (theirs["kind"], theirs["language"])
+        assert mine["loss"] == pytest.approx(theirs["loss"], rel=1e-4)
+    for key, value in a["metrics"].items():
+        assert b["metrics"][key]["value"] == pytest.approx(value["value"], abs=1e-4), key
+    digest = a["training"]["config_hash"]
+    weights = [torch.load(tmp_path / d / "cache" / "runs" / name / digest / "model.pt", weights_only=False)
+               for d in ("one", "two")]
+    assert weights[0].keys() == weights[1].keys()
+    # the CNN's conv biases sit right before a GroupNorm of one channel per group, which removes them: their
+    # gradient is rounding noise that AdamW scales to full steps, so they differ without changing any output
+    removed = {f"image_tower.body.{3 * i}.bias" for i in range(3)}  # depth 2: three conv layers
+    assert removed <= weights[0].keys()
+    for k, v in weights[0].items():
+        if k not in removed:
+            torch.testing.assert_close(weights[1][k], v, rtol=1e-4, atol=1e-5, msg=lambda m, k=k: f"{k}: {m}")
+    rc, out = _cli_image_text(profile, tmp_path / "two" / "reports", 2)  # finished: reused, nothing trained
+    assert rc == 0, out[-3000:]
+    assert json.loads((two / "results.json").read_text())["provenance"] == b["provenance"]  # not rewritten

@@ -54,7 +54,7 @@ from hybridnb.paths import cache_root, reports_root
 from hybridnb.training.run_folder import find_finished  # same report folder and hash check as a text run
 
 __all__ = ["DATASETS", "RUN_KEYS", "ZERO_SHOT_KEYS", "check_run", "check_runs", "workers", "prepare_data",
-           "eval_table", "find_finished", "ImageTextRun", "ImageTextZeroShot", "task", "run_image_text", "warm_caches",
+           "eval_table", "find_finished", "ImageTextRun", "ImageTextZeroShot", "task", "metric_rows", "run_image_text", "warm_caches",
            "run_image_text_all"]
 
 DATASETS = {"openmoji-cldr": OPENMOJI_LANGUAGES, "xtd10": caption_table.XTD10_LANGUAGES,
@@ -263,15 +263,11 @@ def _metrics(result: ImageTextResult, n_resamples: int, seed: int) -> dict:
     return out
 
 
-def _rows(results: dict) -> list[dict]:
+def metric_rows(results: dict) -> list[dict]:
+    """One table row of a run's metrics with their 95% CIs (README.md of the run folder, the CLI)."""
     m = results["metrics"]
     return [{col: reporting.format_ci(m[k], 2 if "distance" in k else 3) if m.get(k) else "n/a"
              for k, col in TABLE.items()}]
-
-
-def _single_process(what: str) -> None:
-    if distributed.world_size() > 1:
-        raise RuntimeError(f"{what} runs in one process: run it without torchrun")
 
 
 @dataclass
@@ -287,7 +283,6 @@ class ImageTextRun(run_folder.RunTaskBase):
         return run_dirs(self.cfg)
 
     def prepare(self) -> dict[str, caption_table.ImageTextTable]:
-        _single_process("an image-text run")
         data = prepare_data(self.cfg)
         itt.check_config(self.cfg.training(), data["train"])  # batch size vs items and pools, before the model loads
         return data
@@ -302,8 +297,9 @@ class ImageTextRun(run_folder.RunTaskBase):
             model.frozen_text.show_progress = show_progress
         if hasattr(model.image_tower, "prepare"):  # a frozen tower: every split's features, cached once per image
             model.image_tower.show_progress = show_progress
-            for table in data.values():
-                model.image_tower.prepare(table)
+            with distributed.main_first():  # under torchrun rank 0 computes and caches them, the others read
+                for table in data.values():
+                    model.image_tower.prepare(table)
         self.features_s = time.time() - t0
         return tcfg, model
 
@@ -316,9 +312,10 @@ class ImageTextRun(run_folder.RunTaskBase):
         tcfg, model = self.build_model(data, show_progress)
         _, weights_dir = run_dirs(self.cfg)
         trained = itt.train_image_text(model, data["train"], data["validation"], tcfg, weights_dir, show_progress)
-        with reporting.atomic_path(weights_dir / "model.pt") as tmp:  # what training changed (~16 MB, not the
-            torch.save(itt.trained_state(model), tmp)                 # frozen 470 MB): build_model + strict=False
-        file_hashes.write_sidecar(weights_dir / "model.pt")  # model.pt.sha256: file_hashes.check_sidecar before use
+        if distributed.is_main():  # under torchrun the ranks hold the same weights: rank 0 writes them
+            with reporting.atomic_path(weights_dir / "model.pt") as tmp:  # what training changed (~16 MB, not the
+                torch.save(itt.trained_state(model), tmp)                 # frozen 470 MB): build_model + strict=False
+            file_hashes.write_sidecar(weights_dir / "model.pt")  # model.pt.sha256: check_sidecar before use
         return model, trained
 
     def evaluate(self, data, model_and_log, started: float, show_progress: bool) -> run_folder.RunOutput:
@@ -373,7 +370,7 @@ class ImageTextRun(run_folder.RunTaskBase):
                    f"by validation loss (step {trained.best_step}). 95% CIs: bootstrap over images. Config hash "
                    f"{cfg.hash}.")
         curve = reporting.plot_training_curves(trained.history, cfg.run_name)
-        return run_folder.RunOutput(results, files, {"loss_curve.png": curve}, summary, _rows(results))
+        return run_folder.RunOutput(results, files, {"loss_curve.png": curve}, summary, metric_rows(results))
 
 
 @dataclass
@@ -386,8 +383,7 @@ class ImageTextZeroShot(run_folder.RunTaskBase):
         return run_dirs(self.cfg)
 
     def prepare(self) -> caption_table.ImageTextTable:
-        _single_process("the image-text zero-shot evaluation")
-        return prepare_data(self.cfg)["test"]
+        return prepare_data(self.cfg)["test"]  # under torchrun rank 0 alone evaluates (run_folder.execute)
 
     def train(self, data, show_progress: bool) -> None:
         return None
@@ -418,7 +414,7 @@ class ImageTextZeroShot(run_folder.RunTaskBase):
         summary = (f"Zero-shot starting point: the untrained text tower {cfg.model} (its own embeddings, no "
                    f"projection) on cross-lingual caption retrieval over the {len(test)} test images of "
                    f"{cfg.dataset}. {results['note']}. Config hash {cfg.hash}.")
-        return run_folder.RunOutput(results, {"per_query_captions.npz": captions.save}, {}, summary, _rows(results))
+        return run_folder.RunOutput(results, {"per_query_captions.npz": captions.save}, {}, summary, metric_rows(results))
 
 
 def zero_shot_text_embeddings(encoder, texts: list[str], n_frozen: int, batch_size: int,
