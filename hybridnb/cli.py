@@ -46,6 +46,15 @@ def check_override_keys(overrides: dict) -> None:
         raise SystemExit(str(e)) from None
 
 
+def profile_with_overrides(profile: str, settings: list[str]) -> dict:
+    """The profile's parameters with ``--set KEY=VALUE`` applied, each key checked first."""
+    params = config.load_profile(profile)
+    overrides = parse_overrides(settings)
+    check_override_keys(overrides)
+    params.update(overrides)
+    return params
+
+
 def run_keys_help(profile: str = DEFAULT_PROFILE) -> str:
     """Every key of a text run (:class:`hybridnb.config.TextRunConfig`, set with ``--set KEY=VALUE``): its default
     (the profile's value), its allowed values and unit, and its meaning."""
@@ -71,10 +80,7 @@ def train_main(argv: list[str] | None = None) -> int:
                         help="other parameter overrides (YAML values): the run keys below")
     args = parser.parse_args(argv)
 
-    params = config.load_profile(args.profile)
-    overrides = parse_overrides(args.set)
-    check_override_keys(overrides)
-    params.update(overrides)
+    params = profile_with_overrides(args.profile, args.set)
     for key in ("strategy", "alpha", "run_name"):
         if getattr(args, key) is not None:
             params[key] = getattr(args, key)
@@ -108,10 +114,7 @@ def image_text_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="other parameter overrides (YAML values), e.g. mm_steps=8 mm_alpha=0.25")
     args = parser.parse_args(argv)
-    params = config.load_profile(args.profile)
-    overrides = parse_overrides(args.set)
-    check_override_keys(overrides)
-    params.update(overrides)
+    params = profile_with_overrides(args.profile, args.set)
     strategy = args.strategy or (params.get("mm_strategies") or [None])[0]
     seed = image_text_runs.seeds(params)[0] if args.seed is None else args.seed
     try:  # every value checked before the data or a model loads
@@ -138,10 +141,7 @@ def miracl_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="other parameter overrides (YAML values), e.g. miracl_index={type: ivf}")
     args = parser.parse_args(argv)
-    params = config.load_profile(args.profile)
-    overrides = parse_overrides(args.set)
-    check_override_keys(overrides)
-    params.update(overrides)
+    params = profile_with_overrides(args.profile, args.set)
     if args.languages:
         params["miracl_languages"] = args.languages
     if args.local:
