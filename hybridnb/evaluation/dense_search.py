@@ -116,7 +116,8 @@ def build_approximate(index, index_type: str, params: dict[str, int], show_progr
         why = file_hashes.sidecar_problem(path)  # a flipped byte in a saved index still loads: the hash sees it
         if why is None:
             return faiss.read_index(str(path))
-        print(f"[hybridnb] the {index_type} index {paths.shown(path)} is damaged ({why}): building it again", flush=True)
+        print(f"[hybridnb] the {index_type} index {paths.shown(path)} is damaged ({why}): building it again",
+              flush=True)
     if index_type == "ivf":
         nlist = min(params["nlist"], index.n_passages)
         ann = faiss.IndexIVFFlat(faiss.IndexFlatIP(index.dim), index.dim, nlist, faiss.METRIC_INNER_PRODUCT)

@@ -54,8 +54,8 @@ from hybridnb.paths import cache_root, reports_root
 from hybridnb.training.run_folder import find_finished  # same report folder and hash check as a text run
 
 __all__ = ["DATASETS", "RUN_KEYS", "ZERO_SHOT_KEYS", "check_run", "check_runs", "workers", "prepare_data",
-           "eval_table", "find_finished", "ImageTextRun", "ImageTextZeroShot", "task", "metric_rows", "run_image_text", "warm_caches",
-           "run_image_text_all"]
+           "eval_table", "find_finished", "ImageTextRun", "ImageTextZeroShot", "task", "metric_rows", "run_image_text",
+           "warm_caches", "run_image_text_all"]
 
 DATASETS = {"openmoji-cldr": OPENMOJI_LANGUAGES, "xtd10": caption_table.XTD10_LANGUAGES,
             "multi30k": caption_table.MULTI30K_LANGUAGES}
