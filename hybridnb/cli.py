@@ -171,7 +171,8 @@ def recipe_main(argv: list[str] | None = None) -> int:
     stages = ("probes", "grid", "sweep", "mm_sweep")
     parser = argparse.ArgumentParser(prog="python -m hybridnb recipe", description=recipe_main.__doc__)
     parser.add_argument("--profile", default="cpu", help="params/<profile>.yaml or a YAML path")
-    parser.add_argument("--stages", nargs="+", default=list(stages), choices=stages)
+    parser.add_argument("--stages", nargs="+", default=list(stages), choices=stages + ("masked",),
+                        help="masked (not a default): the reverse grid again with mask_false_negatives on")
     parser.add_argument("--no-progress", action="store_true", help="one line per run, no progress bars")
     args = parser.parse_args(argv)
     params = config.load_profile(args.profile)

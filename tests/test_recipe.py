@@ -55,7 +55,7 @@ def test_the_cpu_profile_plans_probes_grid_in_both_directions_and_seeded_sweeps(
     params = config.load_profile("cpu")
     planned = recipe.plan(params)
     names = [c.run_name for c in planned]
-    assert len(set(names)) == 5 * 2 * 3 + 18 + 5 * 3  # probes, grid, new sweep points
+    assert len(set(names)) == 5 * 2 * 3 + 18 + 5 * 3 + 9  # probes, grid, new sweep points, the masked reverse grid
     assert "cpu-probe-hybrid-sent128-tau0.05-120steps-mlqa-r-to-xquad-r-seed0" in names
     grid = recipe.grid_runs(params)
     assert {(r.group, r.label, r.seed) for r in grid} == {(g, s, k) for g in ("grid", "reverse")
@@ -173,3 +173,17 @@ def test_the_zero_shot_row_is_notebook_02s_result_and_never_replaces_it(monkeypa
     assert seen["out"] == zs.result_dir("zs-test", params["model"])
     recipe.zero_shot({**params, "profile": "zs-test"}, "sentence")
     assert seen["out"].name.endswith("--sentence")
+
+
+def test_the_masked_stage_plans_the_reverse_grid_with_the_mask_on():
+    params = config.load_profile("cpu")
+    reverse = [r for r in recipe.grid_runs(params) if r.group == "reverse"]
+    masked = recipe.masked_runs(params)
+    assert [(r.label, r.seed) for r in masked] == [(r.label, r.seed) for r in reverse] and len(masked) == 9
+    for m, r in zip(masked, reverse):
+        assert m.group == "masked" and m.cfg.mask_false_negatives and not r.cfg.mask_false_negatives
+        assert m.cfg.run_name == r.cfg.run_name.replace("-xquad-r-to-mlqa-r", "-fnmask-xquad-r-to-mlqa-r")
+        assert m.cfg.hash != r.cfg.hash
+    planned = {c.run_name for c in recipe.plan(params)}
+    assert {m.cfg.run_name for m in masked} <= planned
+    assert recipe.masked_runs({**params, "recipe_reverse": False}) == []

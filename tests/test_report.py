@@ -201,3 +201,27 @@ def test_the_sweep_figure_names_each_point_with_fewer_seeds():
     title = fig._suptitle.get_text()
     plt.close(fig)
     assert "alpha 0.25: 2 seeds, alpha 0.75: 2 seeds so far" in title and "one seed" not in title
+
+
+def test_the_masked_reverse_grid_gets_its_own_section_figures_and_caveat_pointer(tmp_path):
+    """recipe stage "masked": the reverse grid again with false negatives masked is a third section, titled as
+    such, with its own figure files (not the unmasked reverse section's), and the caveat points to it."""
+    from hybridnb import config
+
+    systems = {"X-X-mono": _entries(tmp_path, "X-X-mono", 0.55), "X-Y": _entries(tmp_path, "X-Y", 0.70),
+               "hybrid": _entries(tmp_path, "hybrid", 0.70)}
+    sec = report.direction_section(systems, "xquad-r", 100, 0, {})
+    params = config.load_profile("ci")
+    reverse, masked = "xquad-r → mlqa-r", f"xquad-r → mlqa-r, {report.MASKED}"
+    sections = {reverse: {**sec, "slug": "xquad-r"}, masked: {**sec, "slug": "xquad-r_fnmask"}}
+    own = {k: params[k] for k in ("candidate_mode", "max_length", "temperature", "steps")}
+    text = report.report_markdown(params, {"commit": "x", "profile": "ci", "hardware": {"cuda": None, "cpu": "x", "cores": 2}, "created": "now"},
+                                  {"probes": {}}, {}, own, [], [], sections, None, None, [], None, [], [],
+                                  confounded=[reverse])
+    assert f"## {masked}" in text and "`mask_false_negatives: true`" in text
+    assert "figures/points_xquad-r.png" in text and "figures/points_xquad-r_fnmask.png" in text
+    assert f'The section "{masked}" trains that grid again with them masked.' in text
+    text = report.report_markdown(params, {"commit": "x", "profile": "ci", "hardware": {"cuda": None, "cpu": "x", "cores": 2}, "created": "now"},
+                                  {"probes": {}}, {}, own, [], [], {reverse: sections[reverse]}, None, None, [], None,
+                                  [], [], confounded=[reverse])
+    assert report.MASKED not in text  # no masked runs: no section, no pointer

@@ -19,7 +19,10 @@ Order of work (every run reused by config hash when it is already in ``reports/r
 4. the grid: every strategy x every seed, training on ``train_data`` and evaluating on ``eval_data``, then the
    reverse direction (train on the evaluation set, evaluate on the training set), seed-major in each;
 5. the ratio sweep: every point of ``alphas`` and ``mixtures`` at every seed (alpha 0 / 0.5 / 1 are the
-   grid's cross, hybrid and mono runs, reused).
+   grid's cross, hybrid and mono runs, reused);
+6. only when asked (stage ``masked``): the reverse direction's grid again with ``mask_false_negatives`` on, which
+   tests whether that direction's verdicts come from its in-batch false negatives
+   (:mod:`hybridnb.studies.batch_audit`).
 
 The image-text ratio sweep has its own recipe and module (:mod:`hybridnb.studies.image_text_sweep`);
 ``python -m hybridnb recipe`` runs it first, since it is short and independent of the text recipe.
@@ -37,7 +40,7 @@ from hybridnb import config
 from hybridnb.studies import runs, sweep
 
 __all__ = ["RecipeRun", "held_out_score", "input_probes", "temperature_probes", "budget_probes", "grid_runs",
-           "sweep_runs", "plan", "choose", "collect", "probe_name", "recipe_params", "input_label", "train", "zero_shot",
+           "masked_runs", "sweep_runs", "plan", "choose", "collect", "probe_name", "recipe_params", "input_label", "train", "zero_shot",
            "zero_shot_rows"]
 
 #: the settings each stage chooses, in order
@@ -46,7 +49,7 @@ STAGES = ("input", "temperature", "budget")
 
 @dataclass(frozen=True)
 class RecipeRun:
-    group: str                  # "input" | "temperature" | "budget" | "grid" | "reverse" | "sweep"
+    group: str                  # "input" | "temperature" | "budget" | "grid" | "reverse" | "masked" | "sweep"
     label: str                  # the system or point: hybrid, X-Y, alpha=0.25, sentence@128, ...
     seed: int
     params: dict[str, Any] = field(compare=False)
@@ -153,6 +156,15 @@ def grid_runs(params: dict[str, Any]) -> list[RecipeRun]:
     return forward + reverse
 
 
+def masked_runs(params: dict[str, Any]) -> list[RecipeRun]:
+    """The reverse direction's grid runs again with ``mask_false_negatives`` on (their names carry ``-fnmask``):
+    every in-batch passage with the text of a query's own answer leaves that query's softmax. XQuAD-R asks
+    several questions about one answer sentence, so its same-language batches hold such false negatives far
+    more often than X-Y's; these runs say whether the reverse direction's verdicts survive without them."""
+    return [RecipeRun("masked", r.label, r.seed, {**r.params, "mask_false_negatives": True})
+            for r in grid_runs(params) if r.group == "reverse"]
+
+
 def sweep_runs(params: dict[str, Any]) -> list[RecipeRun]:
     """Every sweep point (alphas, mixtures) at every seed, seed-major."""
     points = sweep.sweep_points(params) if (params.get("alphas") or params.get("mixtures")) else []
@@ -168,6 +180,8 @@ def plan(params: dict[str, Any]) -> list:
     planned = [_probe("input", input_label(m, n), params, candidate_mode=m, max_length=n, temperature=t,
                       steps=s).cfg for m, n in _inputs(params) for t in temps for s in steps]
     planned += [r.cfg for r in grid_runs(params) + sweep_runs(params)]
+    if params.get("recipe_reverse", True):
+        planned += [r.cfg for r in masked_runs(params)]
     names: dict[str, str] = {}
     for cfg in planned:
         if names.setdefault(cfg.run_name, cfg.hash) != cfg.hash:
@@ -198,7 +212,8 @@ def collect(params: dict[str, Any], train_missing: bool = True, show_progress: b
     """Every recipe run in order, trained now where missing (``train_missing``) or only the finished ones.
 
     Returns {"probes": {stage: [...]}, "chosen": {candidate_mode, max_length, temperature, steps} or a partial
-    dict, "grid": [...], "reverse": [...], "sweep": [...]}, each entry {"run", "results", "dir", "score"}.
+    dict, "grid": [...], "reverse": [...], "sweep": [...], "masked": [...]}, each entry {"run", "results", "dir",
+    "score"}; ``stages`` may add ``"masked"`` (:func:`masked_runs`, after the sweep).
     A stage whose probes are not all finished leaves the later ones empty (nothing is chosen on part of them).
     """
     min_gain = float(params.get("recipe_min_gain", 0.0))
@@ -207,7 +222,7 @@ def collect(params: dict[str, Any], train_missing: bool = True, show_progress: b
     def execute(planned: list[RecipeRun]) -> list[dict[str, Any]]:
         return train(planned, show_progress, compute=train_missing)
 
-    done: dict[str, Any] = {"probes": {}, "chosen": {}, "grid": [], "reverse": [], "sweep": []}
+    done: dict[str, Any] = {"probes": {}, "chosen": {}, "grid": [], "reverse": [], "sweep": [], "masked": []}
     if "probes" not in stages:
         return done
     planned_inputs = input_probes(params)
@@ -235,14 +250,17 @@ def collect(params: dict[str, Any], train_missing: bool = True, show_progress: b
             break  # this longer budget did not pay: the search stops
     done["probes"]["budget"] = probes
     done["chosen"]["steps"] = choose("budget", probes, min_gain)["run"].params["steps"] if decided else None
-    if done["chosen"]["steps"] is None or "grid" not in stages:
+    if done["chosen"]["steps"] is None:
         return done
     chosen = recipe_params(params, done["chosen"])
-    grid = execute(grid_runs(chosen))
-    done["grid"] = [g for g in grid if g["run"].group == "grid"]
-    done["reverse"] = [g for g in grid if g["run"].group == "reverse"]
+    if "grid" in stages:
+        grid = execute(grid_runs(chosen))
+        done["grid"] = [g for g in grid if g["run"].group == "grid"]
+        done["reverse"] = [g for g in grid if g["run"].group == "reverse"]
     if "sweep" in stages:
         done["sweep"] = execute(sweep_runs(chosen))
+    if "masked" in stages and chosen.get("recipe_reverse", True):
+        done["masked"] = execute(masked_runs(chosen))
     return done
 
 

@@ -42,6 +42,8 @@ __all__ = ["headline", "update_readme", "system_table", "verdict_wide", "SPLIT_K
 
 SYSTEMS, BASELINES, TARGET = seed_tables.SYSTEMS, seed_tables.BASELINES, seed_tables.TARGET
 HEADLINE = seed_tables.HEADLINE
+#: the title suffix of the reverse direction trained with in-batch false negatives masked (recipe.masked_runs)
+MASKED = "false negatives masked"
 #: the seen / unseen columns (seed_stats.KEYS names them)
 SPLIT_KEYS = ("mono_ap_seen", "mono_ap_unseen", "cross_ap_seen", "cross_ap_unseen")
 
@@ -304,16 +306,20 @@ def build(params: dict[str, Any], zero_shots: dict[str, dict[str, dict]], image_
     sweep_entries = finished(recipe.sweep_runs(params)) if (params.get("alphas") or params.get("mixtures")) else []
     forward = [e for e in grid if e["run"].group == "grid"]
     reverse = [e for e in grid if e["run"].group == "reverse"]
+    # the reverse grid again with in-batch false negatives masked (recipe stage "masked"): shown when run
+    masked = finished(recipe.masked_runs(params)) if params.get("recipe_reverse", True) else []
     train, evaluated = params["train_data"], params["eval_data"]
     sections: dict[str, Any] = {}
     figures: dict[str, Any] = {}
-    directions = [(f"{train} → {evaluated}", forward, evaluated), (f"{evaluated} → {train}", reverse, train)]
-    for where, entries, dataset in directions:
+    directions = [(f"{train} → {evaluated}", forward, evaluated, evaluated),
+                  (f"{evaluated} → {train}", reverse, train, train),
+                  (f"{evaluated} → {train}, {MASKED}", masked, train, f"{train}_fnmask")]
+    for where, entries, dataset, slug in directions:
         sec = direction_section(by_label(entries, SYSTEMS), dataset, n, seed, zero_shots.get(dataset, {}))
         if sec is not None:
-            sections[where] = sec
-            figures[f"figures/points_{dataset}.png"] = seed_tables.plot_points(sec["summaries"], dataset)
-            figures[f"figures/differences_{dataset}.png"] = seed_tables.plot_differences(sec["verdicts"], dataset)
+            sections[where] = {**sec, "slug": slug}
+            figures[f"figures/points_{slug}.png"] = seed_tables.plot_points(sec["summaries"], dataset)
+            figures[f"figures/differences_{slug}.png"] = seed_tables.plot_differences(sec["verdicts"], dataset)
     if forward:  # the validation curves of every forward run: where the budget flattens
         from hybridnb.training import checkpoints
 
@@ -435,11 +441,14 @@ def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, se
               ""] + [f"- {s}" for s in summary] + [""]
     if not summary:
         lines += ["- No comparison yet: hybrid has no finished run.", ""]
+    masked_where = [where for where in sections if where.endswith(MASKED)]
     if confounded:
         lines += [f"**Caveat** ({', '.join(confounded)}): the training batches held in-batch false negatives (an "
                   "item's answer text as another query's negative), far more in same-language batches than in "
                   "X-Y's, so hybrid's verdicts against X-Y there are confounded: see "
-                  "[In-batch false negatives](#in-batch-false-negatives).", ""]
+                  "[In-batch false negatives](#in-batch-false-negatives)."
+                  + (f" The section \"{masked_where[0]}\" trains that grid again with them masked."
+                     if masked_where else ""), ""]
     decided = all(chosen.get(k) is not None for k in own)
     mismatch = decided and chosen != own
     resolved = sorted({e["run"].cfg.train_dtype for e in grid})  # what "auto" was on the machines that trained
@@ -487,10 +496,15 @@ def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, se
         if pending:
             lines += [f"Stages not finished yet: {', '.join(pending)}.", ""]
     for where, sec in sections.items():
-        dataset = sec["dataset"]
+        dataset, slug = sec["dataset"], sec.get("slug", sec["dataset"])
         labels = {"zero-shot": f"zero-shot ({own['candidate_mode']}@{own['max_length']})"}
-        lines += [f"## {where}", "",
-                  f"Trained on {where.split(' → ')[0]}, evaluated zero-shot on {dataset}: every system, mean over "
+        lines += [f"## {where}", ""]
+        if where.endswith(MASKED):
+            lines += [f"The {where.split(',')[0]} grid trained again with `mask_false_negatives: true`: every in-batch "
+                      "passage with the text of a query's own answer is left out of that query's softmax (the "
+                      "zero-shot rows are the same as without the mask). Read its verdicts against the unmasked "
+                      "section above: a verdict that holds in both does not come from the false negatives.", ""]
+        lines += [f"Trained on {where.split(' → ')[0]}, evaluated zero-shot on {dataset}: every system, mean over "
                   "seeds [95% interval over seeds and questions]; rank distance: lower is better. The paper's rows "
                   "(XLM-R and LaBSE, its Table 1 and Tables 7-8, transcribed) sit below ours.", "",
                   frame_markdown(system_table(sec["summaries"], HEADLINE, labels)), "",
@@ -507,8 +521,8 @@ def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, se
                       frame_markdown(paper, index=None), ""]
         lines += ["### Hybrid against every baseline, every column", "",
                   frame_markdown(verdict_wide(sec["verdicts"]), index="baseline"), "",
-                  f"![points]({fig(f'figures/points_{dataset}.png')})", "",
-                  f"![differences]({fig(f'figures/differences_{dataset}.png')})", ""]
+                  f"![points]({fig(f'figures/points_{slug}.png')})", "",
+                  f"![differences]({fig(f'figures/differences_{slug}.png')})", ""]
         if not sec["paper"].empty:
             lines += ["Beside the paper (\"agrees\": our difference is beyond noise with the paper's sign):", "",
                       frame_markdown(sec["paper"], index=None), ""]
