@@ -574,7 +574,7 @@ def torchrun_part(args, size: dict, data: Path, logs: Path, deadline: float) -> 
             checks["trained_on_" + device] = (any(loc.startswith(device) for loc in locations)
                                               and (device == "cuda" or not any("cuda" in loc for loc in locations)))
 
-            log.write(f"\n# run 2 (resume)\n")
+            log.write("\n# run 2 (resume)\n")
             log.flush()
             t0 = time.perf_counter()
             job = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,

@@ -411,7 +411,7 @@ def test_a_failed_worker_run_raises_naming_it_and_writes_no_report(bert, dirs, m
 @pytest.mark.parametrize("value", [0, -1, 1.5, True, "2"])
 def test_bad_mm_workers_is_refused_before_any_work(value, bert, dirs):
     tmp_path, calls = dirs
-    with pytest.raises(ValueError, match=f"mm_workers must be an int >= 1"):
+    with pytest.raises(ValueError, match="mm_workers must be an int >= 1"):
         mm.check_runs(params_for(bert, mm_workers=value))
     assert calls == [] and not (tmp_path / "cache").exists()
 

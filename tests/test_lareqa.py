@@ -18,7 +18,6 @@ With languages (en, de): cids en 0-4, de 5-8; relevant sets by shared id:
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 

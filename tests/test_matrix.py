@@ -53,3 +53,23 @@ def test_another_machine_gets_three_seed_sds_or_the_floor():
     assert spread["mono_map"] == {"mean": 0.81, "tolerance": 0.03}  # 3 x sd 0.01
     assert spread["cross_map"]["tolerance"] == matrix.FLOORS["cross_map"]  # no spread: the floor
     assert spread["rank_distance"] == {"mean": 310.0, "tolerance": 30.0}
+
+
+def test_the_sentence_transformers_runs_are_listed_with_the_command_that_makes_them(committed):
+    """Notebook 08's runs (hybrid by SentenceTransformerTrainer, every seed): listed once committed, their command
+    plans them, and a command that does not (another notebook) or a dropped seed is named."""
+    table, params = committed
+    st = [c for c in table["conditions"] if c["id"].startswith("st/")]
+    if not st:  # before notebook 08's cpu runs are committed the matrix has no such condition, and needs none
+        assert not any(found for _, found in matrix._st_runs(params))
+        pytest.skip("no committed sentence-transformers run")
+    (condition,) = st
+    assert [e["seed"] for e in condition["seeds"]] == params["seeds"]
+    changed = copy.deepcopy(table)
+    (mine,) = [c for c in changed["conditions"] if c["id"].startswith("st/")]
+    mine["seeds"][0]["command"] = mine["seeds"][0]["command"].replace("08_sentence_transformers", "03_train")
+    dropped = mine["seeds"].pop()
+    problems = matrix.check(changed, params)
+    assert len(problems) == 2, problems
+    assert "does not make the committed run" in problems[0]
+    assert dropped["st_config_hash"] in problems[1] and "is not in the matrix" in problems[1]

@@ -129,5 +129,6 @@ def report_lines(frame: pd.DataFrame, batch_size: int, masked_runs: list[str]) -
                   "those passages out of the query's softmax (docs/training.md)"
                   + (f"; masked runs: {', '.join(masked_runs)}." if masked_runs else
                      "; no masked run has been made yet, so this report cannot say how much of those verdicts the "
-                     "false negatives explain.")]
+                     "false negatives explain (`python -m hybridnb recipe --stages probes masked` makes them: the "
+                     "reverse grid with the mask, about 2 hours on 2 cores).")]
     return lines + [""]

@@ -2,7 +2,7 @@
 
 In the style of pyserini's two-click reproductions. ``hybridnb/studies/reproductions.yaml`` lists every
 condition of the profile's comparison (the text grid: strategy x direction, every seed; the untrained model in
-both candidate modes), with
+both candidate modes; hybrid trained by ``SentenceTransformerTrainer``, notebook 08, every seed), with
 
 - the command that makes each run (``python -m hybridnb train ...``; the test checks that it plans exactly
   the committed run's config hash, so the command is the run and not a description of it);
@@ -30,12 +30,15 @@ import yaml
 
 from hybridnb import config, reporting
 from hybridnb.paths import repo_root
-from hybridnb.studies import recipe, runs
+from hybridnb.studies import recipe, runs, st_compare
+from hybridnb.training.run_folder import find_finished_dir
 
 __all__ = ["MATRIX", "DOCS", "METRICS", "FLOORS", "SAME_MACHINE", "text_command", "build", "load", "check",
            "docs_markdown", "update"]
 
 MATRIX = Path(__file__).with_name("reproductions.yaml")
+#: the command that makes the sentence-transformers runs (notebook 08, every seed; `make st-compare`)
+ST_COMMAND = "python -m hybridnb pipeline --profile {profile} --notebooks 08_sentence_transformers.ipynb"
 DOCS = Path("docs") / "reproductions.md"  # relative to the repository root
 METRICS = ("mono_map", "cross_map", "multi_map", "rank_distance")
 FLOORS = {"mono_map": 0.005, "cross_map": 0.005, "multi_map": 0.005, "rank_distance": 20.0}  # ~1 seed's sd
@@ -110,6 +113,9 @@ def build(params: dict[str, Any]) -> dict[str, Any]:
                            "evaluated_on": evaluated, "profile": params["profile"], "model": params["model"],
                            "seeds": seeds, "another_machine": {d: _spread([s["expected"] for s in seeds], d)
                                                                for d in datasets}})
+    st = _st_condition(params)
+    if st is not None:
+        conditions.append(st)
     for label, row in _zero_shot_rows(params).items():
         results = row["results"]
         conditions.append({
@@ -124,6 +130,26 @@ def build(params: dict[str, Any]) -> dict[str, Any]:
                      "tests/test_matrix.py. same_machine: a rerun on the same CPU class, threads and torch; "
                      "another_machine: the mean over seeds within the tolerance (max(3 sd, floor)).",
             "same_machine": SAME_MACHINE, "floors": dict(FLOORS), "conditions": conditions}
+
+
+def _st_runs(params: dict[str, Any]) -> list[tuple[Any, tuple[Path, dict] | None]]:
+    """(config, finished (folder, results) or None) of every sentence-transformers run notebook 08 plans."""
+    return [(cfg, find_finished_dir(cfg)) for cfg in st_compare.plan(params)]
+
+
+def _st_condition(params: dict[str, Any]) -> dict[str, Any] | None:
+    """hybrid trained by SentenceTransformerTrainer (notebook 08), every committed seed; None when none is."""
+    seeds = [{"seed": cfg.text.seed, "run": _relative(found[0]), "st_config_hash": cfg.hash,
+              "command": ST_COMMAND.format(profile=params["profile"]),
+              "expected": {d: _values(b) for d, b in found[1]["datasets"].items()}}
+             for cfg, found in _st_runs(params) if found is not None]
+    if not seeds:
+        return None
+    train, evaluated = params["train_data"], params["eval_data"]
+    datasets = list(seeds[0]["expected"])
+    return {"id": f"st/{train}-to-{evaluated}/hybrid", "system": "hybrid (SentenceTransformerTrainer)",
+            "trained_on": train, "evaluated_on": evaluated, "profile": params["profile"], "model": params["model"],
+            "seeds": seeds, "another_machine": {d: _spread([s["expected"] for s in seeds], d) for d in datasets}}
 
 
 def _zero_shot_rows(params: dict[str, Any]) -> dict[str, dict]:
@@ -165,9 +191,20 @@ def check(matrix: dict[str, Any], params: dict[str, Any]) -> list[str]:
                 if planned != e["config_hash"]:
                     problems.append(f"{c['id']} seed {e['seed']}: `{e['command']}` plans config {planned}, "
                                     f"not the committed run's {e['config_hash']}")
+            if "st_config_hash" in e:  # notebook 08's command makes every seed: the run is one of its plan
+                listed_hashes.add(e["st_config_hash"])
+                words = shlex.split(e["command"])
+                profile = config.load_profile(words[words.index("--profile") + 1])
+                planned = {cfg.hash for cfg in st_compare.plan(profile)}
+                if "08_sentence_transformers.ipynb" not in words or e["st_config_hash"] not in planned:
+                    problems.append(f"{c['id']} seed {e['seed']}: `{e['command']}` does not make the committed run "
+                                    f"{e['st_config_hash']}")
     for r in recipe.grid_runs(params):
         if r.cfg.hash not in listed_hashes and runs.find_finished_dir(r.cfg) is not None:
             problems.append(f"committed run {r.cfg.run_name} ({r.cfg.hash}) is not in the matrix")
+    for cfg, found in _st_runs(params):
+        if cfg.hash not in listed_hashes and found is not None:
+            problems.append(f"committed run {cfg.run_name} ({cfg.hash}) is not in the matrix")
     listed_zs = {c["result"] for c in matrix["conditions"] if "result" in c}
     for row in _zero_shot_rows(params).values():
         if _relative(Path(row["dir"])) not in listed_zs:
