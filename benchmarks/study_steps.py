@@ -178,7 +178,8 @@ def make_task(encoder, data, cfg, feats: list[str], shapes: list | None = None):
 
         def step(self, batch):
             with record_function("data: tokenise"):
-                qf, pf, nf = trainer._features(self.encoder, self.train_table, batch.pairs, self.cfg.n_hard_negatives)
+                qf, pf, nf, _ = trainer._features(self.encoder, self.train_table, batch.pairs,
+                                                  self.cfg.n_hard_negatives)  # the runs: no false-negative mask
             if shapes is not None:
                 shapes.append([(f["attention_mask"].sum(dim=1).tolist(), int(f["attention_mask"].shape[1]))
                                for f in (qf, pf, nf) if f is not None])
