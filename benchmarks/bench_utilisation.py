@@ -334,6 +334,8 @@ def render(doc: dict, args) -> str:
         reporting.stamp(doc["provenance"]), "",
         "How to run it (nothing else on the cores; about 10-20 min on 2 cores with the defaults):", "",
         "    python benchmarks/bench_utilisation.py --profile cpu --steps 10", "",
+        "This run: " + ", ".join(f"{k} {v}" for k, v in doc["settings"].items())
+        + (" (max_ids: XQuAD-R question ids encoded, null = all)" if "max_ids" in doc["settings"] else "") + ".", "",
         f"CPU: {cpu['model_name']} ({cpu['vendor']}, family {cpu['family']}), {cpu['logical_cpus']} logical CPUs, "
         f"{cpu['threads_per_core']} thread(s) per core, so {cpu['physical_cores']} physical core(s) as the guest "
         f"sees them; torch threads {doc['settings']['torch_threads']}; flags: {', '.join(cpu['flags'])}.", "",
