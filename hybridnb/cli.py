@@ -277,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     from hybridnb import pipeline
     from hybridnb.training.checkpoints import RunLocked
 
-    commands = {"train": train_main, "train-image-text": image_text_main, "recipe": recipe_main, "report": report_main, "pipeline": pipeline.main,
+    commands = {"train": train_main, "train-image-text": image_text_main, "recipe": recipe_main,
+                "report": report_main, "pipeline": pipeline.main,
                 "miracl": miracl_main, "verify": verify_main, "matrix": matrix_main}
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv

@@ -563,15 +563,14 @@ def test_an_image_text_run_under_torchrun_matches_one_process(tmp_path):
     import yaml
 
     bert = str(save_tiny_bert(tmp_path / "bert_nodrop", dropout=0.0))
+    params = params_for(bert, mm_languages=["en", "de", "fr"], mm_train_items=24, mm_steps=4, mm_val_every=2)
     profile = tmp_path / "image_text.yaml"
-    profile.write_text(yaml.safe_dump(params_for(bert, mm_languages=["en", "de", "fr"], mm_train_items=24,
-                                                 mm_steps=4, mm_val_every=2)), encoding="utf-8")
+    profile.write_text(yaml.safe_dump(params), encoding="utf-8")
     rc, out = _cli_image_text(profile, tmp_path / "one" / "reports", 1)
     assert rc == 0, out[-3000:]
     rc, out = _cli_image_text(profile, tmp_path / "two" / "reports", 2)
     assert rc == 0, out[-3000:]
-    name = mm.check_run(params_for(bert, mm_languages=["en", "de", "fr"], mm_train_items=24, mm_steps=4,
-                                   mm_val_every=2), "hybrid").run_name
+    name = mm.check_run(params, "hybrid").run_name
     one, two = (tmp_path / d / "reports" / "runs" / name for d in ("one", "two"))
     a, b = (json.loads((d / "results.json").read_text()) for d in (one, two))
     assert a["training"]["config_hash"] == b["training"]["config_hash"] and a["training"]["best_step"] == \

@@ -215,13 +215,12 @@ def test_the_masked_reverse_grid_gets_its_own_section_figures_and_caveat_pointer
     reverse, masked = "xquad-r → mlqa-r", f"xquad-r → mlqa-r, {report.MASKED}"
     sections = {reverse: {**sec, "slug": "xquad-r"}, masked: {**sec, "slug": "xquad-r_fnmask"}}
     own = {k: params[k] for k in ("candidate_mode", "max_length", "temperature", "steps")}
-    text = report.report_markdown(params, {"commit": "x", "profile": "ci", "hardware": {"cuda": None, "cpu": "x", "cores": 2}, "created": "now"},
-                                  {"probes": {}}, {}, own, [], [], sections, None, None, [], None, [], [],
-                                  confounded=[reverse])
+    prov = {"commit": "x", "profile": "ci", "hardware": {"cuda": None, "cpu": "x", "cores": 2}, "created": "now"}
+    text = report.report_markdown(params, prov, {"probes": {}}, {}, own, [], [], sections, None, None, [], None, [],
+                                  [], confounded=[reverse])
     assert f"## {masked}" in text and "`mask_false_negatives: true`" in text
     assert "figures/points_xquad-r.png" in text and "figures/points_xquad-r_fnmask.png" in text
     assert f'The section "{masked}" trains that grid again with them masked.' in text
-    text = report.report_markdown(params, {"commit": "x", "profile": "ci", "hardware": {"cuda": None, "cpu": "x", "cores": 2}, "created": "now"},
-                                  {"probes": {}}, {}, own, [], [], {reverse: sections[reverse]}, None, None, [], None,
-                                  [], [], confounded=[reverse])
+    text = report.report_markdown(params, prov, {"probes": {}}, {}, own, [], [], {reverse: sections[reverse]}, None,
+                                  None, [], None, [], [], confounded=[reverse])
     assert report.MASKED not in text  # no masked runs: no section, no pointer

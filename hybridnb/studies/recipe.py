@@ -40,8 +40,8 @@ from hybridnb import config
 from hybridnb.studies import runs, sweep
 
 __all__ = ["RecipeRun", "held_out_score", "input_probes", "temperature_probes", "budget_probes", "grid_runs",
-           "masked_runs", "sweep_runs", "plan", "choose", "collect", "probe_name", "recipe_params", "input_label", "train", "zero_shot",
-           "zero_shot_rows"]
+           "masked_runs", "sweep_runs", "plan", "choose", "collect", "probe_name", "recipe_params", "input_label",
+           "train", "zero_shot", "zero_shot_rows"]
 
 #: the settings each stage chooses, in order
 STAGES = ("input", "temperature", "budget")
@@ -160,7 +160,8 @@ def masked_runs(params: dict[str, Any]) -> list[RecipeRun]:
     """The reverse direction's grid runs again with ``mask_false_negatives`` on (their names carry ``-fnmask``):
     every in-batch passage with the text of a query's own answer leaves that query's softmax. XQuAD-R asks
     several questions about one answer sentence, so its same-language batches hold such false negatives far
-    more often than X-Y's; these runs say whether the reverse direction's verdicts survive without them."""
+    more often than X-Y's; these runs say whether the reverse direction's verdicts survive without them. None
+    without ``recipe_reverse`` (no reverse grid)."""
     return [RecipeRun("masked", r.label, r.seed, {**r.params, "mask_false_negatives": True})
             for r in grid_runs(params) if r.group == "reverse"]
 
@@ -179,9 +180,7 @@ def plan(params: dict[str, Any]) -> list:
                     _numbers(params, "recipe_steps", "steps", int))
     planned = [_probe("input", input_label(m, n), params, candidate_mode=m, max_length=n, temperature=t,
                       steps=s).cfg for m, n in _inputs(params) for t in temps for s in steps]
-    planned += [r.cfg for r in grid_runs(params) + sweep_runs(params)]
-    if params.get("recipe_reverse", True):
-        planned += [r.cfg for r in masked_runs(params)]
+    planned += [r.cfg for r in grid_runs(params) + sweep_runs(params) + masked_runs(params)]
     names: dict[str, str] = {}
     for cfg in planned:
         if names.setdefault(cfg.run_name, cfg.hash) != cfg.hash:
@@ -259,7 +258,7 @@ def collect(params: dict[str, Any], train_missing: bool = True, show_progress: b
         done["reverse"] = [g for g in grid if g["run"].group == "reverse"]
     if "sweep" in stages:
         done["sweep"] = execute(sweep_runs(chosen))
-    if "masked" in stages and chosen.get("recipe_reverse", True):
+    if "masked" in stages:
         done["masked"] = execute(masked_runs(chosen))
     return done
 

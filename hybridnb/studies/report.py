@@ -307,7 +307,7 @@ def build(params: dict[str, Any], zero_shots: dict[str, dict[str, dict]], image_
     forward = [e for e in grid if e["run"].group == "grid"]
     reverse = [e for e in grid if e["run"].group == "reverse"]
     # the reverse grid again with in-batch false negatives masked (recipe stage "masked"): shown when run
-    masked = finished(recipe.masked_runs(params)) if params.get("recipe_reverse", True) else []
+    masked = finished(recipe.masked_runs(params))  # none without recipe_reverse
     train, evaluated = params["train_data"], params["eval_data"]
     sections: dict[str, Any] = {}
     figures: dict[str, Any] = {}
