@@ -125,6 +125,33 @@ def test_training_keeps_the_best_validation_loss(st_folder, tmp_path):
     assert timing.best_step == -1 and len(timing.step_seconds) == 2 and "val_loss" not in timing.history[-1]
 
 
+def test_no_widget_examples_are_sampled_and_training_never_needed_them(st_folder, tmp_path, monkeypatch, capsys):
+    """sentence-transformers would sample model-card widget examples when the trainer is made (a progress bar in
+    executed notebooks, draws from Python's global random after the trainer seeded it). build_st_trainer skips
+    that and leaves the card's widget as it was; a run whose trainer draws from Python's random after it is made
+    (what the sampling did) trains to the same losses and weights, bit for bit."""
+    import random
+
+    from sentence_transformers import SentenceTransformerTrainer
+
+    train, _ = split_validation(sentence_table(), 0.2, seed=0)
+    cfg = recipe(steps=2)
+    model = st_model(st_folder)
+    first = train_st(model, train, None, cfg, tmp_path / "a", validate=False)
+    assert "Computing widget examples" not in capsys.readouterr().err
+    assert model.model_card_data.widget == []
+    made = SentenceTransformerTrainer.__init__
+
+    def made_then_drawn(self, *args, **kwargs):
+        made(self, *args, **kwargs)
+        random.choices(range(10), k=5), random.sample(range(1000), k=100)  # what set_widget_examples draws
+
+    monkeypatch.setattr(SentenceTransformerTrainer, "__init__", made_then_drawn)
+    second = train_st(st_model(st_folder), train, None, cfg, tmp_path / "b", validate=False)
+    assert [r["loss"] for r in first.history] == [r["loss"] for r in second.history]
+    assert all(torch.equal(a, b) for a, b in zip(first.model.parameters(), second.model.parameters()))
+
+
 def test_passages_must_be_sentences(st_folder, tmp_path):
     table = tiny_models.synthetic_table(24, LANGS, n_neg=1)  # (sentence, context) passages
     with pytest.raises(ValueError, match="candidate_mode='sentence'"):

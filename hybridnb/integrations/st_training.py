@@ -208,9 +208,17 @@ def build_st_trainer(model, train_table: ParallelTable, cfg: config.TextTraining
         report_to=[], disable_tqdm=not show_progress, dataloader_num_workers=0)
     optimizer = hybridnb_trainer.build_optimizer(model, cfg.lr, cfg.weight_decay)
     scheduler = hybridnb_trainer.build_scheduler(optimizer, round(cfg.warmup_ratio * cfg.steps), cfg.steps)
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=training_columns(pairs),
-                                         loss=st_loss(model, cfg), optimizers=(optimizer, scheduler),
-                                         callbacks=list(callbacks))
+    # sentence-transformers samples model-card "widget examples" from the data when the trainer is made, unless the
+    # card has a widget already: it draws from Python's global random and shows a progress bar (five of them in an
+    # executed notebook). A placeholder while the trainer is made skips that; the card's own widget comes back.
+    card = model.model_card_data
+    widget, card.widget = card.widget, card.widget or [{"text": "not sampled by hybridnb's trainer"}]
+    try:
+        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=training_columns(pairs),
+                                             loss=st_loss(model, cfg), optimizers=(optimizer, scheduler),
+                                             callbacks=list(callbacks))
+    finally:
+        card.widget = widget
     if not show_progress:  # without a progress bar transformers prints every step's log dict instead
         from transformers.trainer_callback import PrinterCallback
 
