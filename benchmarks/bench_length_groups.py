@@ -61,7 +61,7 @@ def real_token_share(profile: str, groups_list: list[int], n_batches: int = 300)
     from hybridnb.image_text import runs
     from hybridnb.image_text import trainer as itt
     from hybridnb.image_text.model import collate_image_text
-    from hybridnb.image_text.text_features import split_by_length
+    from hybridnb.training.length_groups import split_by_length
 
     task = runs.ImageTextRun(runs.check_run(_params(profile, 1, 10), "cross"), profile)
     data = task.prepare()

@@ -40,7 +40,8 @@ TRAIN_FEATURES = {
                             "moments and weight decay touch only the rows the batch used (SparseAdam-style; "
                             "not exact AdamW: rows not used keep their moments and are not decayed)",
     "length-groups-N": "each of the step's three forwards (queries, positives, negatives) in N length-sorted "
-                       "groups, each padded to its own longest row (same loss up to dropout masks and rounding)",
+                       "groups, each padded to its own longest row (same loss up to dropout masks and rounding): "
+                       "the library's length_groups: N",
     "one-autocast-region": "the step's three forwards in one autocast region instead of one each, so that autocast "
                            "casts each weight to bf16 once a step, not three times (the same arithmetic)",
     "joint-forward": "queries, positives and negatives through one forward, padded to a common width (one "
@@ -52,6 +53,8 @@ TRAIN_FEATURES = {
     "omp-passive": "OMP_WAIT_POLICY=PASSIVE (OpenMP threads sleep between parallel regions)",
     "jemalloc": "jemalloc preloaded (LD_PRELOAD) instead of glibc malloc",
     "tcmalloc": "tcmalloc preloaded (LD_PRELOAD) instead of glibc malloc",
+    "glibc-malloc": "glibc's own mmap and trim thresholds (HYBRIDNB_MALLOC=default) instead of hybridnb.allocator's "
+                    "raised ones: large blocks mapped and unmapped every step, a smaller resident set",
     "float32": "train_dtype float32 (no autocast), whatever the CPU has",
 }
 ENCODE_FEATURES = {
@@ -66,6 +69,7 @@ ENCODE_FEATURES = {
     "omp-passive": TRAIN_FEATURES["omp-passive"],
     "jemalloc": TRAIN_FEATURES["jemalloc"],
     "tcmalloc": TRAIN_FEATURES["tcmalloc"],
+    "glibc-malloc": TRAIN_FEATURES["glibc-malloc"],
 }
 _N = re.compile(r"^(length-groups|threads)-(\d+)$")
 
@@ -98,6 +102,8 @@ def environment(feats: list[str]) -> dict[str, str]:
         env["OMP_WAIT_POLICY"] = "ACTIVE"
     if "omp-passive" in feats:
         env["OMP_WAIT_POLICY"] = "PASSIVE"
+    if "glibc-malloc" in feats:
+        env["HYBRIDNB_MALLOC"] = "default"
     for lib in ("jemalloc", "tcmalloc"):
         if lib in feats:
             path = ctypes.util.find_library(lib)
@@ -139,29 +145,6 @@ def study_run(profile: str, seed: int, steps: int, val_every: int, train_dtype: 
     return cfg, runs.prepare_data(cfg)
 
 
-class LengthGroups:
-    """The encoder's forward on a padded batch, run as `groups` length-sorted groups each cut to its longest row
-    (right padding), the embeddings put back in the batch's order. Differentiable."""
-
-    def __init__(self, encoder, groups: int):
-        self.encoder, self.groups = encoder, groups
-
-    def parameters(self):
-        return self.encoder.parameters()
-
-    def __call__(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        lengths = features["attention_mask"].sum(dim=1)
-        order = torch.argsort(lengths, descending=True, stable=True)
-        parts = [p for p in torch.tensor_split(order, min(self.groups, len(order))) if len(p)]
-        embs = []
-        for part in parts:
-            width = int(lengths[part].max())
-            embs.append(self.encoder({k: v[part, :width] for k, v in features.items()}))
-        inverse = torch.empty_like(order)
-        inverse[torch.cat(parts)] = torch.arange(len(order))
-        return torch.cat(embs)[inverse]
-
-
 def make_task(encoder, data, cfg, feats: list[str], shapes: list | None = None):
     """A :class:`~hybridnb.training.trainer.TextTask` that writes nothing (no ``best/``), records each step's
     rows' real lengths and padded widths into `shapes` (queries, positives, negatives) and runs the step's
@@ -169,6 +152,7 @@ def make_task(encoder, data, cfg, feats: list[str], shapes: list | None = None):
     from torch.profiler import record_function
 
     from hybridnb.training import distributed, trainer
+    from hybridnb.training.length_groups import LengthGroups
 
     groups = number(feats, "length-groups", 1)
 
@@ -183,12 +167,13 @@ def make_task(encoder, data, cfg, feats: list[str], shapes: list | None = None):
             if shapes is not None:
                 shapes.append([(f["attention_mask"].sum(dim=1).tolist(), int(f["attention_mask"].shape[1]))
                                for f in (qf, pf, nf) if f is not None])
-            model = self.model if groups == 1 else LengthGroups(self.model, groups)
             if "one-autocast-region" in feats or "joint-forward" in feats:
+                model = self.model if groups == 1 else LengthGroups(self.model, groups)
                 return own_plain_step(model, [f for f in (qf, pf, nf) if f is not None], self.loss_fn, self.dtype,
                                       "joint-forward" in feats, self.encoder.tokenizer.pad_token_id), {}
-            return distributed.contrastive_step(model, qf, pf, self.loss_fn, nf, chunk_size=self.chunk_size,
-                                                autocast=self.dtype), {}
+            # length-groups-N: the library's path (TextTraining.length_groups, hybridnb/training/length_groups.py)
+            return distributed.contrastive_step(self.model, qf, pf, self.loss_fn, nf, chunk_size=self.chunk_size,
+                                                autocast=self.dtype, length_groups=groups), {}
 
     task = BenchTextTask(encoder, data.train, data.val, None, cfg, Path(os.devnull))
     real_loss = task.loss_fn

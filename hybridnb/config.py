@@ -69,6 +69,9 @@ PARAMETERS: dict[str, str] = {
     "chunk_size": "GradCache chunk size (texts per forward)",
     "mask_false_negatives": "leave in-batch passages with the text of a query's own answer out of its softmax (XQuAD-R "
                             "asks several questions about one sentence); hashed only when true",
+    "length_groups": "training forwards in this many length-sorted groups, each padded to its own longest text: fewer "
+                     "pad tokens, the same function (dropout masks drawn per group); 1 = one padded batch, the committed "
+                     "runs' path; hashed only when not 1",
     "train_dtype": "training precision: float32 or bfloat16 autocast",
     "save_every": "steps between checkpoints (exact resume after a kill)",
     "val_every": "steps between validations (the best checkpoint by validation loss is evaluated)",
@@ -368,13 +371,15 @@ def parameter_lines(config_type, defaults: dict[str, Any], name=lambda key: key)
 
 
 #: keys that came after runs were committed: hashed only when not at this value, so those runs keep their hashes
-HASHED_WHEN_SET: dict[str, Any] = {"mask_false_negatives": False}
+#: (a text run's keys: image-text runs hash their length_groups always, so a caller names the set it uses)
+HASHED_WHEN_SET: dict[str, Any] = {"mask_false_negatives": False, "length_groups": 1}
 
 
-def config_hash(values: dict[str, Any], keys) -> str:
-    """sha256 (12 hex digits) of the canonical JSON of the result-defining ``keys`` of ``values`` (a key of
-    :data:`HASHED_WHEN_SET` at its old behaviour's value left out)."""
-    keys = [k for k in keys if not (k in HASHED_WHEN_SET and values[k] == HASHED_WHEN_SET[k])]
+def config_hash(values: dict[str, Any], keys, when_set: dict[str, Any] | None = None) -> str:
+    """sha256 (12 hex digits) of the canonical JSON of the result-defining ``keys`` of ``values``; a key of
+    `when_set` (a text run: :data:`HASHED_WHEN_SET`) at its old behaviour's value is left out."""
+    when_set = when_set or {}
+    keys = [k for k in keys if not (k in when_set and values[k] == when_set[k])]
     canonical = json.dumps({k: values[k] for k in keys}, sort_keys=True, ensure_ascii=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
@@ -433,13 +438,21 @@ class TextTraining(Training):
     gradcache: bool = False
     chunk_size: int = setting(1, default=32, unit="texts per forward")
     mask_false_negatives: bool = False  # off: the committed runs' loss (every other in-batch passage a negative)
+    length_groups: int = setting(1, default=1, unit="groups")  # 1: the committed runs' path (training.length_groups)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.gradcache and self.length_groups > 1:
+            raise ValueError(f"length_groups={self.length_groups} with gradcache: GradCache already encodes the batch "
+                             "in chunks of chunk_size; use one or the other")
 
     def stored(self) -> dict[str, Any]:
         # "extra": the free-form field of the trainer's config of old, always {}: checkpoints written before
-        # this config compare equal and resume (so does mask_false_negatives, stored only when set)
+        # this config compare equal and resume (so do mask_false_negatives and length_groups, stored only when set)
         stored = {**super().stored(), "extra": {}}
-        if not stored["mask_false_negatives"]:
-            del stored["mask_false_negatives"]
+        for key, old in HASHED_WHEN_SET.items():
+            if stored[key] == old:
+                del stored[key]
         return stored
 
 
@@ -548,6 +561,7 @@ class TextRunConfig(RunConfigBase):
     n_resamples: int = setting(1, unit="resamples")
     seed: int = trained(TextTraining, "seed")
     mask_false_negatives: bool = False  # hashed only when true (HASHED_WHEN_SET): the committed runs keep theirs
+    length_groups: int = trained(TextTraining, "length_groups")  # hashed only when not 1 (HASHED_WHEN_SET), as above
     encode_batch_size: int = setting(1, hashed=False, unit="texts per forward")  # speed only
     weights: dict[str, float] = derived()          # the strategy as {kind: weight}, parsed once
     run_name: str = derived()

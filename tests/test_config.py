@@ -39,9 +39,10 @@ ZERO_SHOT_KEYS_BEFORE = ("model", "dataset", "languages", "eval_items", "image_s
 
 
 def test_the_hash_keys_are_the_ones_the_committed_runs_were_hashed_with():
-    # mask_false_negatives came after the runs: hashed only when true (config.HASHED_WHEN_SET), so theirs hold
-    assert runs.RUN_KEYS == (*TEXT_KEYS_BEFORE, "mask_false_negatives")
-    assert config.HASHED_WHEN_SET == {"mask_false_negatives": False}
+    # mask_false_negatives and length_groups came after the runs: hashed only when not at the runs' value
+    # (config.HASHED_WHEN_SET), so theirs hold
+    assert runs.RUN_KEYS == (*TEXT_KEYS_BEFORE, "mask_false_negatives", "length_groups")
+    assert config.HASHED_WHEN_SET == {"mask_false_negatives": False, "length_groups": 1}
     assert mm.RUN_KEYS == IMAGE_TEXT_KEYS_BEFORE and mm.ZERO_SHOT_KEYS == ZERO_SHOT_KEYS_BEFORE
 
 
@@ -121,7 +122,8 @@ def test_a_config_is_frozen_and_carries_the_strategy_parsed_once():
 
 def test_the_hash_is_the_canonical_json_of_the_hash_keys_only():
     cfg = runs.check_run(config.load_profile("ci"))
-    assert cfg.hash == config.config_hash(cfg.hash_values(), runs.RUN_KEYS)
+    assert cfg.hash == config.config_hash(cfg.hash_values(), runs.RUN_KEYS, config.HASHED_WHEN_SET)
+    assert cfg.hash == config.config_hash(cfg.hash_values(), TEXT_KEYS_BEFORE)  # a new key at its old value: no trace
     faster = runs.check_run({**config.load_profile("ci"), "encode_batch_size": 7})
     assert faster.hash == cfg.hash and faster != cfg   # speed settings are kept, not hashed
 

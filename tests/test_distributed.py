@@ -59,6 +59,10 @@ for name, chunk in (("plain", None), ("gradcache", 3)):
     result[name + "_loss"] = distributed.contrastive_step(ddp, qf, pf, losses.InfoNCE(), nf, chunk_size=chunk)
     result[name + "_grads"] = {k: p.grad.clone() for k, p in enc.named_parameters()}
     enc.zero_grad(set_to_none=True)
+# the plain step with each forward in 2 length groups (no dropout here: the same function)
+result["length_groups_loss"] = distributed.contrastive_step(ddp, qf, pf, losses.InfoNCE(), nf, length_groups=2)
+result["length_groups_grads"] = {k: p.grad.clone() for k, p in enc.named_parameters()}
+enc.zero_grad(set_to_none=True)
 # the same with false negatives masked, on a table whose items share answers (3 answer texts per language)
 shared = ParallelTable.load(os.path.join(os.path.dirname(table_path), "shared.json"))
 batch = training.check_config(training.TextTraining(**step_cfg), shared).next_batch()
@@ -242,7 +246,8 @@ def test_single_process_step_is_the_gradcache_module_step(tiny, one_thread):
 
 
 def test_two_ranks_give_the_loss_and_gradients_of_one_process(tiny, two_ranks, one_thread):
-    """2 ranks x B/2 (plain and GradCache) == 1 process x B: InfoNCE over the gathered global batch."""
+    """2 ranks x B/2 (plain, GradCache, plain in 2 length groups) == 1 process x B: InfoNCE over the gathered
+    global batch."""
     table = tiny["table"]
     batch = training.check_config(training.TextTraining(**STEP_CFG), table, world_size=1, rank=0).next_batch()
     enc = Encoder.from_pretrained(tiny["model_nodrop"], max_length=32)
@@ -256,13 +261,13 @@ def test_two_ranks_give_the_loss_and_gradients_of_one_process(tiny, two_ranks, o
     # the shards are the halves of the global batch, in rank order
     assert torch.equal(torch.cat([r["pairs"] for r in ranks]), torch.as_tensor(batch.pairs))
     for result in ranks:
-        for name in ("plain", "gradcache"):
+        for name in ("plain", "gradcache", "length_groups"):
             assert result[name + "_loss"] == pytest.approx(ref_loss, rel=1e-5), name
             grads = result[name + "_grads"]
             assert grads.keys() == ref_grads.keys()
             for k, g in ref_grads.items():
                 torch.testing.assert_close(grads[k], g, rtol=1e-4, atol=1e-5, msg=f"{name} {k}")
-    for name in ("plain", "gradcache"):  # the ranks end the step with identical (synchronised) gradients
+    for name in ("plain", "gradcache", "length_groups"):  # the ranks end the step with identical (synchronised) grads
         for k in ref_grads:
             assert torch.equal(ranks[0][name + "_grads"][k], ranks[1][name + "_grads"][k]), (name, k)
 

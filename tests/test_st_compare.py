@@ -163,6 +163,8 @@ def test_masked_false_negatives_are_refused_not_dropped(st_folder, tmp_path):
     table = tiny_models.synthetic_table(24, LANGS, n_neg=1)
     with pytest.raises(ValueError, match="mask_false_negatives is not supported"):
         train_st(st_model(st_folder), table, None, recipe(mask_false_negatives=True), tmp_path)
+    with pytest.raises(ValueError, match="length_groups > 1 is not supported by the sentence-transformers route"):
+        train_st(st_model(st_folder), table, None, recipe(length_groups=2), tmp_path)
 
 def test_st_run_config_is_its_own_run():
     params = st_compare.comparison_params(config.load_profile("ci"))

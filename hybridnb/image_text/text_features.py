@@ -41,8 +41,9 @@ from tqdm.auto import tqdm
 
 from hybridnb import file_hashes, reporting
 from hybridnb.paths import cache_root
+from hybridnb.training.length_groups import split_by_length
 
-__all__ = ["FrozenTextLayers", "split_by_length", "transformer_layers"]
+__all__ = ["FrozenTextLayers", "transformer_layers"]
 
 
 def transformer_layers(model: nn.Module) -> nn.ModuleList:
@@ -52,12 +53,6 @@ def transformer_layers(model: nn.Module) -> nn.ModuleList:
         raise ValueError(f"frozen text layers need a BERT-style encoder (model.encoder.layer); "
                          f"{type(model).__name__} has none")
     return layers
-
-
-def split_by_length(lengths: Tensor, n_groups: int) -> list[Tensor]:
-    """The indices of `lengths` (B,) sorted by length (ties in order) and cut into `n_groups` groups of about equal
-    size, the empty ones left out: the groups :class:`FrozenTextLayers` pads one by one."""
-    return [g for g in torch.tensor_split(torch.argsort(lengths, stable=True), n_groups) if len(g)]
 
 
 def _texts_json(texts: list[str]) -> bytes:

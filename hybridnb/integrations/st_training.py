@@ -234,6 +234,9 @@ def train_st(model, train_table: ParallelTable, val_table: ParallelTable | None,
     if cfg.mask_false_negatives:  # MNRL has no per-batch mask: refused, not silently trained without it
         raise ValueError("mask_false_negatives is not supported by the sentence-transformers route "
                          "(MultipleNegativesRankingLoss has no per-batch mask); train with hybridnb's trainer")
+    if cfg.length_groups > 1:  # the same: not silently trained as one padded batch
+        raise ValueError("length_groups > 1 is not supported by the sentence-transformers route (its loss encodes each "
+                         "column as one padded batch); train with hybridnb's trainer")
     view = STEncoderView(model)
     clock = _step_clock_callback(view, val_table, cfg, validate)
     trainer = build_st_trainer(model, train_table, cfg, output_dir, [clock], show_progress)

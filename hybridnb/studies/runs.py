@@ -66,7 +66,7 @@ def check_run(params: dict[str, Any]) -> RunConfig:
     every value before any data or model is touched: first each key's type, choices and bounds (the config's
     fields), then what depends on other keys (the strategy's mixture, the datasets, the model's positions).
     This is the one place a text run's settings are checked; everything downstream takes the config."""
-    optional = {"encode_batch_size": 64, "mask_false_negatives": False}  # keys profiles may leave out
+    optional = {"encode_batch_size": 64, "mask_false_negatives": False, "length_groups": 1}  # profiles may leave out
     missing = [k for k in RunConfig.parameter_keys() if k not in params and k not in optional]
     if missing:
         raise ValueError(f"run parameters missing: {missing}")
@@ -96,7 +96,9 @@ def check_run(params: dict[str, Any]) -> RunConfig:
     values["train_dtype"] = precision.resolve(values["train_dtype"])  # the same for training
     check_max_length(values["model"], values["max_length"])
     distributed.check_global_batch(values["batch_size"])
-    digest = config.config_hash(values, RUN_KEYS)
+    if values["gradcache"] and values["length_groups"] > 1:  # the trainer's own check, before any work
+        config.TextTraining(gradcache=True, length_groups=values["length_groups"])
+    digest = config.config_hash(values, RUN_KEYS, config.HASHED_WHEN_SET)
     run_name = params.get("run_name") or default_run_name(params.get("profile", "custom"), values)
     return RunConfig(**values, weights=weights, run_name=run_name, hash=digest)
 
@@ -112,13 +114,14 @@ def model_tag(model: str) -> str:
 
 
 def default_run_name(profile: str, cfg: dict[str, Any]) -> str:
-    """``<profile>[-<model>]-<strategy>[-tau<t>][-fnmask]-<train>-to-<eval>-seed<k>``; the temperature only when it
-    is not the default, ``fnmask`` when false negatives are masked, and the model only when it is not the profiles'
-    offline E5 (whose committed runs keep their names), so two temperatures, losses or models of one strategy never
-    share a report folder."""
+    """``<profile>[-<model>]-<strategy>[-tau<t>][-fnmask][-lg<n>]-<train>-to-<eval>-seed<k>``; the temperature only
+    when it is not the default, ``fnmask`` when false negatives are masked, ``lg<n>`` when the training forwards run
+    in n length groups, and the model only when it is not the profiles' offline E5 (whose committed runs keep their
+    names), so two temperatures, losses, paths or models of one strategy never share a report folder."""
     train_name = Path(str(cfg["train_data"])).stem
     tau = "" if cfg["temperature"] == losses.DEFAULT_TEMPERATURE else f"-tau{cfg['temperature']:g}"
     tau += "-fnmask" if cfg.get("mask_false_negatives") else ""
+    tau += f"-lg{cfg['length_groups']}" if cfg.get("length_groups", 1) > 1 else ""
     model = "" if cfg.get("model", OFFLINE_MODEL) == OFFLINE_MODEL else f"-{model_tag(cfg['model'])}"
     return (f"{profile}{model}-{strategy_label(cfg['strategy'], cfg['alpha'])}{tau}-{train_name}-to-"
             f"{'+'.join(cfg['eval_data'])}-seed{cfg['seed']}")

@@ -100,7 +100,8 @@ def st_run_config(params: dict[str, Any]) -> STRunConfig:
     values = {**text.hash_values(), "trainer": TRAINER}
     profile = params.get("profile", "custom")
     name = text.run_name  # the hybridnb side's name (comparison_params)
-    return STRunConfig(text, f"{profile}-st-{name.removeprefix(profile + '-')}", config.config_hash(values, tuple(values)))
+    digest = config.config_hash(values, tuple(values), config.HASHED_WHEN_SET)
+    return STRunConfig(text, f"{profile}-st-{name.removeprefix(profile + '-')}", digest)
 
 
 def plan(params: dict[str, Any]) -> list[STRunConfig]:

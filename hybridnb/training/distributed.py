@@ -248,19 +248,23 @@ def all_reduce_grads(params: Iterable[torch.nn.Parameter], bucket_bytes: int = 6
 
 def contrastive_step(model, query_features: Mapping[str, Tensor], passage_features: Mapping[str, Tensor],
                      loss_fn, negative_features: Mapping[str, Tensor] | None = None, *,
-                     chunk_size: int | None = None, autocast: gradcache.AutocastArg = None) -> float:
+                     chunk_size: int | None = None, autocast: gradcache.AutocastArg = None,
+                     length_groups: int = 1) -> float:
     """One forward+backward of the global-batch loss on this rank's shard; returns the global loss.
 
     `chunk_size` None: the plain step, else GradCache with chunks of that many rows. In one process this
     is exactly :func:`gradcache.plain_step` / :func:`gradcache.gradcache_step`. Distributed, the `.grad`
     left behind is already averaged over ranks and equals the single-process gradient of the global batch
     (`model` a DDP wrapper from :func:`wrap`, or the bare module: its gradients are then all-reduced here).
-    Parameters of `loss_fn` itself (a learnable temperature) are not synchronised.
+    Parameters of `loss_fn` itself (a learnable temperature) are not synchronised. `length_groups`: the plain
+    step's forwards in length groups (:mod:`hybridnb.training.length_groups`); not with GradCache.
     """
+    if chunk_size is not None and length_groups != 1:
+        raise ValueError("length_groups is for the plain step; GradCache already encodes in chunks of chunk_size")
     if not is_distributed():
         if chunk_size is None:
             return gradcache.plain_step(model, query_features, passage_features, loss_fn, negative_features,
-                                        autocast=autocast)
+                                        autocast=autocast, length_groups=length_groups)
         return gradcache.gradcache_step(model, query_features, passage_features, loss_fn, chunk_size,
                                         negative_features, autocast=autocast)
     world = world_size()
@@ -268,12 +272,12 @@ def contrastive_step(model, query_features: Mapping[str, Tensor], passage_featur
     ddp = hasattr(model, "no_sync")
     if ddp and chunk_size is None:  # one backward: DDP averages the gradients, overlapped with it
         loss = gradcache.plain_step(model, query_features, passage_features, scaled, negative_features,
-                                    autocast=autocast)
+                                    autocast=autocast, length_groups=length_groups)
         return loss / world
     with model.no_sync() if ddp else contextlib.nullcontext():  # one backward per chunk: sync once, below
         if chunk_size is None:
             loss = gradcache.plain_step(model, query_features, passage_features, scaled, negative_features,
-                                        autocast=autocast)
+                                        autocast=autocast, length_groups=length_groups)
         else:
             loss = gradcache.gradcache_step(model, query_features, passage_features, scaled, chunk_size,
                                             negative_features, autocast=autocast)

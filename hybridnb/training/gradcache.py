@@ -43,6 +43,8 @@ from typing import ContextManager, Union
 import torch
 from torch import Tensor, nn
 
+from hybridnb.training.length_groups import LengthGroups
+
 __all__ = [
     "AutocastArg",
     "LossFn",
@@ -169,6 +171,7 @@ def plain_step(
     *,
     autocast: AutocastArg = None,
     chunk_size: int | None = None,
+    length_groups: int = 1,
 ) -> float:
     """The ordinary full-batch forward+backward (the no-cache path); accumulates `.grad`, returns the loss.
 
@@ -177,15 +180,17 @@ def plain_step(
     gradients and all graphs kept, so it saves no memory: it only makes the forwards draw exactly the
     dropout masks that `gradcache_step` with the same `chunk_size` draws, which makes this an exact
     reference for it with dropout on (dropout masks depend on how a batch is split). Leave it None
-    in training.
+    in training. `length_groups` > 1 runs each forward in that many length-sorted groups, each padded to its own
+    longest text (:class:`~hybridnb.training.length_groups.LengthGroups`: the same function on fewer tokens).
     """
     groups = _groups(query_features, passage_features, negative_features)
     ctx = _resolve_autocast(autocast, groups, model)
+    encoder = model if length_groups == 1 else LengthGroups(model, length_groups)
     reps = []
     for features in groups:
         chunks = [dict(features)] if chunk_size is None else split_features(features, chunk_size)
         with ctx():
-            embs = [_encode(model, chunk) for chunk in chunks]
+            embs = [_encode(encoder, chunk) for chunk in chunks]
         reps.append(torch.cat(embs) if len(embs) > 1 else embs[0])
     loss = _compute_loss(loss_fn, [_to_loss_dtype(r) for r in reps])
     loss.backward()

@@ -210,8 +210,9 @@ class TextTask:
         qf, pf, nf, exclude = _features(self.encoder, self.train_table, batch.pairs, self.cfg.n_hard_negatives,
                                         self.cfg.mask_false_negatives)
         loss_fn = self.loss_fn if exclude is None else dataclasses.replace(self.loss_fn, exclude=exclude)
+        # length_groups > 1: each forward on fewer pad tokens, the loss on the whole batch (training/length_groups.py)
         return distributed.contrastive_step(self.model, qf, pf, loss_fn, nf, chunk_size=self.chunk_size,
-                                            autocast=self.dtype), {}
+                                            autocast=self.dtype, length_groups=self.cfg.length_groups), {}
 
     def validate(self) -> dict[str, float]:
         val = validation_scores(self.encoder, self.val_table, self.val_batches, self.cfg)
