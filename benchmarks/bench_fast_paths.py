@@ -245,8 +245,9 @@ def render(doc: dict, args) -> str:
 
     lines = ["# Faster training and encoding paths, side by side with today's", "",
              reporting.stamp(doc["provenance"]), "",
-             "How to run it (nothing else on the cores; the defaults take about 2-3.5 h on 2 cores):", "",
-             "    python benchmarks/bench_fast_paths.py --parts train encode", "",
+             "This run (nothing else on the cores):", "", f"    {doc.get('command', '(not recorded)')}", "",
+             "The defaults (about 2-3.5 h on 2 cores): `python benchmarks/bench_fast_paths.py --parts train encode`.",
+             "",
              f"CPU flags: {', '.join(doc['cpu']['flags'])}; torch threads {doc['settings']['torch_threads']}.", "",
              EARLIER, "", "Features (a candidate joins them with '+'):", ""]
     used = {f for part in ("train", "encode") if part in doc for r in doc[part]["rows"]
@@ -347,6 +348,7 @@ def main(argv=None) -> int:
     dtypes = args.dtypes or (["float32", "bfloat16"] if precision.native_bf16() else ["float32"])
     doc = {"benchmark": "faster paths side by side", "provenance": reporting.provenance(args.profile),
            "cpu": flops.cpu_info().as_dict(),
+           "command": " ".join(["python", "benchmarks/bench_fast_paths.py", *(sys.argv[1:] if argv is None else argv)]),
            "settings": {"profile": args.profile, "steps": args.steps, "val_every": args.val_every,
                         "warmup": args.warmup, "seeds": args.seeds, "warm_compile_cache": args.warm_compile_cache,
                         "max_ids": args.max_ids, "rounds": args.rounds,

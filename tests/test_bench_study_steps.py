@@ -1,5 +1,6 @@
 """benchmarks/study_steps.py's candidate paths on tiny modules: what each one changes, and what it must not."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -124,3 +125,32 @@ def test_lazy_embedding_adamw_steps_used_rows_as_adamw_and_leaves_the_rest():
 ])
 def test_profile_categories(name, ancestors, category):
     assert bench_utilisation.categorise(name, ancestors) == category
+
+
+def test_fast_paths_report_from_worker_results(monkeypatch, tmp_path):
+    """bench_fast_paths' training table from its workers' results (faked here: the real ones train the study run):
+    end-to-end speed-ups, the loss difference to today's run of the same seed, validation points inside today's
+    seed spread, peak memory, and the command that made it."""
+    import bench_fast_paths
+
+    def worker(args, part, candidate, seed):
+        step = {"today": 3.0, "length-groups-2": 2.0}[candidate]
+        shift = 0.0 if candidate == "today" else 0.005
+        return {"step_s": [step] * 4, "loss": [1.0 + shift, 0.9, 0.8, 0.7], "wall_s": 4 * step,
+                "val": [(2, 1.0 + 0.02 * seed + shift), (4, 0.8 + 0.02 * seed + 0.5 * shift)],
+                "attn_implementation": "sdpa", "train_dtype": "bfloat16", "batch_size": 32, "torch_threads": 2,
+                "max_rss_mb": 9000.0 if candidate == "today" else 6500.0}
+
+    monkeypatch.setattr(bench_fast_paths, "run_worker", worker)
+    out = tmp_path / "fp.json"
+    argv = ["--parts", "train", "--seeds", "0", "1", "--candidates", "today", "length-groups-2", "--steps", "4",
+            "--warmup", "1", "--out", str(out)]
+    assert bench_fast_paths.main(argv) == 0
+    doc = json.loads(out.read_text())
+    rows = {r["candidate"]: r for r in doc["train"]["rows"]}
+    assert rows["length-groups-2"]["speedup_end_to_end"] == pytest.approx(1.5)
+    assert rows["length-groups-2"]["max_abs_loss_diff"] == pytest.approx(0.005)
+    assert rows["length-groups-2"]["val_points_inside_today_spread"] == 2 and rows["today"]["max_rss_mb"] == 9000
+    md = out.with_suffix(".md").read_text()
+    assert "python benchmarks/bench_fast_paths.py --parts train --seeds 0 1" in md
+    assert "| length-groups-2 | 16.00 | 1.50 |" in md and "6500" in md
