@@ -79,6 +79,18 @@ def test_plain_step_in_groups_has_the_loss_and_gradients_of_one_batch(tiny):
         training.distributed.contrastive_step(enc, qf, pf, losses.InfoNCE(), nf, chunk_size=4, length_groups=2)
 
 
+def test_validation_in_groups_is_the_same_function(tiny):
+    """Validation runs in eval mode (no dropout): in length groups its scores are those of one padded batch."""
+    _, val_t = split_validation(tiny["table"], 0.25, seed=0)
+    enc = Encoder.from_pretrained(tiny["drop"], max_length=32)
+    enc.train()
+    cfg = training.TextTraining(**TRAIN)
+    batches = training.trainer.fixed_validation_batches(cfg, val_t)
+    one = training.trainer.validation_scores(enc, val_t, batches, cfg)
+    two = training.trainer.validation_scores(enc, val_t, batches, cfg.replace(length_groups=2))
+    assert two == pytest.approx(one, rel=1e-5) and enc.training  # left in training mode as found
+
+
 @pytest.mark.parametrize("model", ["nodrop", "drop"])
 def test_training_in_groups(tiny, tmp_path, model):
     """No dropout: the same losses and weights as one padded batch (to rounding). Dropout: other masks, so other
@@ -93,6 +105,8 @@ def test_training_in_groups(tiny, tmp_path, model):
     losses_2 = [r["loss"] for r in out[2][0].history]
     if model == "nodrop":
         assert losses_2 == pytest.approx(losses_1, rel=1e-5)
+        val = [[r["val_loss"] for r in out[g][0].history if "val_loss" in r] for g in (1, 2)]
+        assert len(val[0]) == 2 and val[1] == pytest.approx(val[0], rel=1e-5)
         for a, b in zip(out[1][1].parameters(), out[2][1].parameters()):
             torch.testing.assert_close(a, b, rtol=1e-3, atol=2e-5)  # AdamW scales rounding up on tiny gradients
     else:

@@ -35,6 +35,7 @@ import torch
 
 from hybridnb import allocator, config
 from hybridnb.training import checkpoints, distributed, embedding_grads, loop, losses, sampling
+from hybridnb.training.length_groups import LengthGroups
 from hybridnb.data.train_data import ParallelTable, collate, false_negative_mask, text_ids
 from hybridnb.models import precision
 
@@ -151,13 +152,15 @@ def validation_scores(encoder, val_table: ParallelTable, batches: list[np.ndarra
     was_training = encoder.training
     encoder.eval()
     dtype = autocast_dtype(cfg.train_dtype, encoder.device)
+    # in eval mode length groups are the same function to rounding: a run that trains in groups validates in them
+    encode = encoder if cfg.length_groups == 1 else LengthGroups(encoder, cfg.length_groups)
     total, top1, rr, n_queries = 0.0, 0.0, 0.0, 0
     try:
         for pairs in batches:
             qf, pf, nf, exclude = _features(encoder, val_table, pairs, cfg.n_hard_negatives, cfg.mask_false_negatives)
             with torch.autocast(encoder.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-                q, p = encoder(qf), encoder(pf)
-                n = encoder(nf) if nf is not None else None
+                q, p = encode(qf), encode(pf)
+                n = encode(nf) if nf is not None else None
             q, p, n = q.float(), p.float(), None if n is None else n.float()
             total += float(losses.info_nce(q, p, n, temperature=cfg.temperature, exclude=exclude))
             scores = q @ (p if n is None else torch.cat([p, n])).T          # (B, B + B*h)
