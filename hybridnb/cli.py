@@ -174,8 +174,11 @@ def recipe_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stages", nargs="+", default=list(stages), choices=stages + ("masked",),
                         help="masked (not a default): the reverse grid again with mask_false_negatives on")
     parser.add_argument("--no-progress", action="store_true", help="one line per run, no progress bars")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="profile overrides (YAML values) for every run, e.g. length_groups=4: runs of another "
+                             "config hash, trained beside the committed ones, which stay")
     args = parser.parse_args(argv)
-    params = config.load_profile(args.profile)
+    params = profile_with_overrides(args.profile, args.set)
     recipe.plan(params)
     if "mm_sweep" in args.stages:
         image_text_sweep.plan(params)
@@ -197,8 +200,10 @@ def report_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="cpu", help="params/<profile>.yaml or a YAML path")
     parser.add_argument("--saved-zero-shot", action="store_true",
                         help="use only the zero-shot rows already saved (a missing one is left out and named)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="profile overrides (YAML values), as given to `recipe --set`: the report of those runs")
     args = parser.parse_args(argv)
-    params = config.load_profile(args.profile)
+    params = profile_with_overrides(args.profile, args.set)
     recipe.plan(params)
     out = report.build(params, recipe.zero_shot_rows(params, compute=not args.saved_zero_shot),
                        image_text_sweep.report_part(params, params["n_resamples"], params["seed"]))

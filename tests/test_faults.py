@@ -175,6 +175,32 @@ def test_help_goes_to_stdout_and_usage_errors_exit_2(capsys):
                                                "(--debug shows the traceback)")
 
 
+
+def test_recipe_and_report_take_set_overrides(monkeypatch, capsys):
+    """``recipe --set`` / ``report --set`` (a remake of the recipe at another setting beside the committed runs):
+    an unknown key is refused before any work, a known one reaches the plan with the profile's other keys."""
+    from hybridnb import cli
+    from hybridnb.studies import recipe
+
+    for command in ("recipe", "report"):
+        assert cli.main([command, "--profile", "ci", "--set", "length_groupz=4"]) == 2
+        err = capsys.readouterr().err
+        assert f"hybridnb {command}: error:" in err and "length_groupz" in err and "length_groups" in err
+
+    planned = []
+
+    def stop_at_plan(params):
+        planned.append(params)
+        raise ValueError("planned")
+
+    monkeypatch.setattr(recipe, "plan", stop_at_plan)
+    for command in ("recipe", "report"):
+        assert cli.main([command, "--profile", "ci", "--set", "length_groups=4"]) == 2
+    profile = config.load_profile("ci")
+    assert [p["length_groups"] for p in planned] == [4, 4] and profile["length_groups"] == 1
+    assert all({k: v for k, v in p.items() if k != "length_groups"} ==
+               {k: v for k, v in profile.items() if k != "length_groups"} for p in planned)
+
 @pytest.mark.parametrize("content, message", [
     (b"steps: [1, 2\nlr: : 3\n", r"is not valid YAML \(expected ',' or '\]', but got ':' at line 2, column 3\)"),
     (b"steps: 3\nmodel: caf\xe9\n", r"is not UTF-8 text \(byte 0xe9 on line 2\)"),
