@@ -224,3 +224,40 @@ def test_the_masked_reverse_grid_gets_its_own_section_figures_and_caveat_pointer
     text = report.report_markdown(params, prov, {"probes": {}}, {}, own, [], [], {reverse: sections[reverse]}, None,
                                   None, [], None, [], [], confounded=[reverse])
     assert report.MASKED not in text  # no masked runs: no section, no pointer
+
+
+def test_the_mask_effect_compares_each_system_with_its_own_unmasked_runs(tmp_path):
+    """The masked section's "what the mask does to each system": masked minus unmasked per system (here X-X-mono's
+    masked runs are 0.10 higher, X-Y's the same, hybrid has no masked run), with its table and one sentence per
+    system saying what the table says."""
+    from hybridnb import config
+
+    unmasked = report.direction_section({"X-X-mono": _entries(tmp_path / "u", "X-X-mono", 0.55),
+                                         "X-Y": _entries(tmp_path / "u", "X-Y", 0.70),
+                                         "hybrid": _entries(tmp_path / "u", "hybrid", 0.65)}, "xquad-r", 200, 0, {})
+    masked = report.direction_section({"X-X-mono": _entries(tmp_path / "m", "X-X-mono", 0.65),
+                                       "X-Y": _entries(tmp_path / "u", "X-Y", 0.70),  # the very same runs
+                                       "hybrid": _entries(tmp_path / "m", "hybrid", 0.65)}, "xquad-r", 200, 0, {})
+    masked["results"].pop("X-Y")  # one system without masked runs: left out, not compared with nothing
+    effect = report.mask_effect(unmasked, masked, 200, 0)
+    assert list(dict.fromkeys(effect.baseline)) == ["X-X-mono", "hybrid"] and len(effect) == 2 * 10
+    by = effect.set_index(["baseline", "key"])
+    assert by.loc[("X-X-mono", "mono_ap"), "verdict"] == "win"
+    assert by.loc[("X-X-mono", "mono_ap"), "diff"] == pytest.approx(0.10, abs=0.02)
+    assert by.loc[("X-X-mono", "rank_distance"), "verdict"] == "win"  # lower is better: masked is lower here
+    assert report.mask_effect(unmasked, {"results": {}}, 200, 0) is None
+
+    params = config.load_profile("ci")
+    reverse, where = "xquad-r → mlqa-r", f"xquad-r → mlqa-r, {report.MASKED}"
+    sections = {reverse: {**unmasked, "slug": "xquad-r"}, where: {**masked, "slug": "xquad-r_fnmask", "effect": effect}}
+    own = {k: params[k] for k in ("candidate_mode", "max_length", "temperature", "steps")}
+    prov = {"commit": "x", "profile": "ci", "hardware": {"cuda": None, "cpu": "x", "cores": 2}, "created": "now"}
+    text = report.report_markdown(params, prov, {"probes": {}}, {}, own, [], [], sections, None, None, [], None, [],
+                                  [], confounded=[reverse])
+    assert "### What the mask does to each system" in text and '"xquad-r → mlqa-r" (the same seeds' in text
+    sentences = [line for line in text.splitlines() if ": masked against unmasked, " in line]
+    assert len(sentences) == 2 and sentences[0].startswith("- X-X-mono: masked against unmasked, better on ")
+    table = text.split("### What the mask does to each system")[1]
+    assert "| system |" in table and "| X-X-mono |" in table and "| X-Y |" not in table.split("- X-X-mono")[0]
+    for system, group in effect.groupby("baseline", sort=False):  # each sentence is its table row in words
+        assert f"- {system}: masked against unmasked, {report.verdict_words(group)}." in sentences

@@ -38,7 +38,7 @@ from hybridnb.studies import miracl_eval, paper_numbers, recipe, runs, seed_tabl
 from hybridnb.studies.seed_tables import frame_markdown
 
 __all__ = ["headline", "update_readme", "system_table", "verdict_wide", "SPLIT_KEYS", "split_seen_unseen", "by_label", "direction_section", "seen_unseen_section",
-           "summary_lines", "check_summary", "probe_frame", "sweep_section", "build"]
+           "summary_lines", "verdict_words", "mask_effect", "check_summary", "probe_frame", "sweep_section", "build"]
 
 SYSTEMS, BASELINES, TARGET = seed_tables.SYSTEMS, seed_tables.BASELINES, seed_tables.TARGET
 HEADLINE = seed_tables.HEADLINE
@@ -139,19 +139,37 @@ def summary_lines(where: str, verdicts: pd.DataFrame) -> list[str]:
         if verdicts[name].str.contains(", ").any():
             raise ValueError(f"a {name} name holds ', ': {sorted(set(verdicts[name][verdicts[name].str.contains(', ')]))}")
     for baseline, group in verdicts.groupby("baseline", sort=False):
-        by = {v: list(group[group.verdict.str.rstrip("?") == v].column) for v in ("win", "loss")}
-        ties = len(group) - len(by["win"]) - len(by["loss"])
-        if not by["win"] and not by["loss"]:
-            text = f"{where}: against {baseline}, hybrid is no different beyond noise in any of the {ties} columns"
-        else:
-            bits = [f"{_WORDS[v]} on {', '.join(by[v])}" for v in ("win", "loss") if by[v]]
-            if ties:
-                bits.append(f"no different beyond noise on the other {ties}")
-            text = f"{where}: against {baseline}, hybrid is " + "; ".join(bits)
+        text = f"{where}: against {baseline}, hybrid is {verdict_words(group)}"
         if group.verdict.str.endswith("?").any():
             text += " (one seed: training noise not measured, not yet a claim)"
         lines.append(text + ".")
     return lines
+
+
+def verdict_words(group: pd.DataFrame) -> str:
+    """One comparison's verdicts in words: "better on a, b; worse on c; no different beyond noise on the other 7",
+    or "no different beyond noise in any of the 10 columns"."""
+    by = {v: list(group[group.verdict.str.rstrip("?") == v].column) for v in ("win", "loss")}
+    ties = len(group) - len(by["win"]) - len(by["loss"])
+    if not by["win"] and not by["loss"]:
+        return f"no different beyond noise in any of the {ties} columns"
+    bits = [f"{_WORDS[v]} on {', '.join(by[v])}" for v in ("win", "loss") if by[v]]
+    if ties:
+        bits.append(f"no different beyond noise on the other {ties}")
+    return "; ".join(bits)
+
+
+def mask_effect(unmasked: dict[str, Any], masked: dict[str, Any], n: int, seed: int) -> pd.DataFrame | None:
+    """What masking the in-batch false negatives does to each trained system of one direction: its masked runs
+    minus its unmasked runs (the same seeds and evaluation set), every column, in :func:`seed_tables.verdict_table`'s
+    shape with the system in the "baseline" column and "win" meaning the masked runs are better. None when no
+    system has both."""
+    both = [s for s in SYSTEMS if s in masked["results"] and s in unmasked["results"]]
+    if not both:
+        return None
+    keys = list(seed_stats.REPORTED)
+    return seed_tables.verdict_table({s: seed_stats.seed_compare(masked["results"][s], unmasked["results"][s], n,
+                                                                 seed=seed, keys=keys) for s in both})
 
 
 _SENTENCE = re.compile(r"^(?P<where>.+?): against (?P<baseline>[^,]+), hybrid is (?P<rest>.*?)"
@@ -328,6 +346,9 @@ def build(params: dict[str, Any], zero_shots: dict[str, dict[str, dict]], image_
             logs.setdefault(e["run"].label, {})[e["run"].seed] = checkpoints.read_log(
                 Path(e["dir"]) / "train_log.jsonl", math.inf)
         figures["figures/validation_curves.png"] = seed_tables.plot_validation_curves(logs)
+    masked_where, reverse_where = directions[2][0], directions[1][0]
+    if masked_where in sections and reverse_where in sections:  # the mask's own effect, system by system
+        sections[masked_where]["effect"] = mask_effect(sections[reverse_where], sections[masked_where], n, seed)
     fwd_where = directions[0][0]
     split = None
     if fwd_where in sections:
@@ -526,6 +547,14 @@ def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, se
         if not sec["paper"].empty:
             lines += ["Beside the paper (\"agrees\": our difference is beyond noise with the paper's sign):", "",
                       frame_markdown(sec["paper"], index=None), ""]
+        if sec.get("effect") is not None:
+            unmasked_where = where.split(",")[0]
+            lines += ["### What the mask does to each system", "",
+                      f"Each system's masked runs minus its runs in \"{unmasked_where}\" (the same seeds; the same "
+                      "verdict rule, \"win\": the masked runs are better):", "",
+                      frame_markdown(verdict_wide(sec["effect"]).rename_axis("system"), index="system"), ""]
+            lines += [f"- {system}: masked against unmasked, {verdict_words(group)}."
+                      for system, group in sec["effect"].groupby("baseline", sort=False)] + [""]
     lines += false_negatives or []
     if split is not None:
         lines += ["## Seen vs unseen languages", "",
