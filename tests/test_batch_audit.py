@@ -86,7 +86,9 @@ def test_report_lines_say_what_the_counts_say():
     assert "- xquad-r → mlqa-r: hybrid's batches held 1.20 false negatives per batch, X-Y's 0.20, X-X-mono's 2.10." in text
     assert "- mlqa-r → xquad-r: hybrid's batches held 0.10" in text
     assert "(xquad-r → mlqa-r)" in text and "no masked run has been made yet" in text
-    assert "masked runs: cpu-hybrid-fnmask-x" in "\n".join(batch_audit.report_lines(heavy, 32, ["cpu-hybrid-fnmask-x"]))
+    text = "\n".join(batch_audit.report_lines(heavy, 32, ["cpu-hybrid-fnmask-x", "cpu-mono-fnmask-x"]))
+    assert "2 masked runs (cpu-hybrid-fnmask-x, ...) have their own section above" in text
+    assert "no masked run" not in text
     clean = _frame(2, 1, 0)
     assert batch_audit.confounded(clean) == []
     assert "Where batches hold" not in "\n".join(batch_audit.report_lines(clean, 32, []))

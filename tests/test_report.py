@@ -245,6 +245,7 @@ def test_the_mask_effect_compares_each_system_with_its_own_unmasked_runs(tmp_pat
     assert by.loc[("X-X-mono", "mono_ap"), "verdict"] == "win"
     assert by.loc[("X-X-mono", "mono_ap"), "diff"] == pytest.approx(0.10, abs=0.02)
     assert by.loc[("X-X-mono", "rank_distance"), "verdict"] == "win"  # lower is better: masked is lower here
+    assert set(effect.seeds) == {3}
     assert report.mask_effect(unmasked, {"results": {}}, 200, 0) is None
 
     params = config.load_profile("ci")
@@ -255,9 +256,30 @@ def test_the_mask_effect_compares_each_system_with_its_own_unmasked_runs(tmp_pat
     text = report.report_markdown(params, prov, {"probes": {}}, {}, own, [], [], sections, None, None, [], None, [],
                                   [], confounded=[reverse])
     assert "### What the mask does to each system" in text and '"xquad-r → mlqa-r" (the same seeds' in text
-    sentences = [line for line in text.splitlines() if ": masked against unmasked, " in line]
-    assert len(sentences) == 2 and sentences[0].startswith("- X-X-mono: masked against unmasked, better on ")
+    sentences = [line for line in text.splitlines() if ": masked against unmasked (" in line]
+    assert len(sentences) == 2 and sentences[0].startswith("- X-X-mono: masked against unmasked (3 seeds), better on ")
     table = text.split("### What the mask does to each system")[1]
     assert "| system |" in table and "| X-X-mono |" in table and "| X-Y |" not in table.split("- X-X-mono")[0]
     for system, group in effect.groupby("baseline", sort=False):  # each sentence is its table row in words
-        assert f"- {system}: masked against unmasked, {report.verdict_words(group)}." in sentences
+        assert f"- {system}: masked against unmasked (3 seeds), {report.verdict_words(group)}." in sentences
+
+
+def test_the_caveat_says_what_the_mask_changed():
+    """Before the masked runs: "confounded"; with them: no change beyond noise says the false negatives do not
+    explain the verdicts, a change names the system and columns, as the effect table says."""
+    rows = lambda system, verdicts: [{"baseline": system, "column": c, "verdict": v}  # noqa: E731
+                                     for c, v in zip(("mono map", "cross map", "multi map"), verdicts)]
+    where = f"xquad-r → mlqa-r, {report.MASKED}"
+    assert "are confounded" in report.caveat(["xquad-r → mlqa-r"], None, None)
+    nothing = pd.DataFrame(rows("X-X-mono", ["no difference"] * 3) + rows("X-Y", ["no difference"] * 3)).assign(seeds=3)
+    text = report.caveat(["xquad-r → mlqa-r"], where, nothing)
+    assert "no system (X-X-mono, X-Y) changes beyond noise in any column" in text and "do not explain" in text
+    assert "confounded" not in text
+    moved = pd.DataFrame(rows("X-X-mono", ["win", "no difference", "loss"]) + rows("X-Y", ["no difference"] * 3)).assign(
+        seeds=3)
+    text = report.caveat(["xquad-r → mlqa-r"], where, moved)
+    assert ("X-X-mono is better on mono map; worse on multi map; no different beyond noise on the other 1: read "
+            "hybrid's verdicts against X-Y there beside that section's.") in text and "X-Y is" not in text
+    one_seed = nothing.assign(seeds=[1] * 3 + [3] * 3)  # "no difference" with one seed is not a claim either
+    text = report.caveat(["xquad-r → mlqa-r"], where, one_seed)
+    assert "one masked seed so far, not yet a claim" in text and "do not explain" not in text

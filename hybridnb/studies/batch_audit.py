@@ -127,7 +127,8 @@ def report_lines(frame: pd.DataFrame, batch_size: int, masked_runs: list[str]) -
                   "hybrid's and X-X-mono's verdicts against X-Y mix the batch composition's effect with that of the "
                   "false negatives, which fall mostly on same-language batches. `mask_false_negatives: true` leaves "
                   "those passages out of the query's softmax (docs/training.md)"
-                  + (f"; masked runs: {', '.join(masked_runs)}." if masked_runs else
+                  + (f"; {len(masked_runs)} masked runs ({masked_runs[0]}, ...) have their own section above, with "
+                     "what the mask does to each system." if masked_runs else
                      "; no masked run has been made yet, so this report cannot say how much of those verdicts the "
                      "false negatives explain (`python -m hybridnb recipe --stages probes masked` makes them: the "
                      "reverse grid with the mask, about 2 hours on 2 cores).")]

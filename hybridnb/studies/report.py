@@ -38,7 +38,7 @@ from hybridnb.studies import miracl_eval, paper_numbers, recipe, runs, seed_tabl
 from hybridnb.studies.seed_tables import frame_markdown
 
 __all__ = ["headline", "update_readme", "system_table", "verdict_wide", "SPLIT_KEYS", "split_seen_unseen", "by_label", "direction_section", "seen_unseen_section",
-           "summary_lines", "verdict_words", "mask_effect", "check_summary", "probe_frame", "sweep_section", "build"]
+           "summary_lines", "verdict_words", "mask_effect", "caveat", "check_summary", "probe_frame", "sweep_section", "build"]
 
 SYSTEMS, BASELINES, TARGET = seed_tables.SYSTEMS, seed_tables.BASELINES, seed_tables.TARGET
 HEADLINE = seed_tables.HEADLINE
@@ -159,17 +159,50 @@ def verdict_words(group: pd.DataFrame) -> str:
     return "; ".join(bits)
 
 
+def caveat(confounded: list[str], masked_where: str | None, effect: pd.DataFrame | None) -> str:
+    """The summary's caveat on in-batch false negatives: the confound (`confounded`: the directions where batches
+    held many), and, once the grid is trained again with them masked (`masked_where`), what the mask changed
+    (`effect`, :func:`mask_effect`): nothing beyond noise in any column says the false negatives do not explain the
+    verdicts; a change names the systems and columns and sends the reader to the masked section's verdicts."""
+    text = (f"**Caveat** ({', '.join(confounded)}): the training batches held in-batch false negatives (an item's "
+            "answer text as another query's negative), far more in same-language batches than in X-Y's")
+    if masked_where is None:
+        return (text + ", so hybrid's verdicts against X-Y there are confounded: see "
+                "[In-batch false negatives](#in-batch-false-negatives).")
+    if effect is None:
+        return (text + f": see [In-batch false negatives](#in-batch-false-negatives). The section \"{masked_where}\" "
+                "trains that grid again with them masked.")
+    if effect.get("seeds", pd.Series([1])).min() < 2:  # a system with one masked seed: no claim either way
+        return (text + f": see [In-batch false negatives](#in-batch-false-negatives). The section \"{masked_where}\" "
+                "trains that grid again with them masked; some system has one masked seed so far, not yet a claim.")
+    moved = {system: verdict_words(group) for system, group in effect.groupby("baseline", sort=False)
+             if group.verdict.str.rstrip("?").isin(["win", "loss"]).any()}
+    if not moved:
+        return (text + f". Trained again with them masked (section \"{masked_where}\"), no system "
+                f"({', '.join(dict.fromkeys(effect.baseline))}) changes beyond noise in any column, so the false "
+                "negatives do not explain hybrid's verdicts against X-Y there.")
+    return (text + f". Trained again with them masked (section \"{masked_where}\"), "
+            + "; ".join(f"{system} is {words}" for system, words in moved.items())
+            + ": read hybrid's verdicts against X-Y there beside that section's.")
+
+
+def _seeds(k: int) -> str:
+    return f"{k} seed" + ("" if k == 1 else "s")
+
+
 def mask_effect(unmasked: dict[str, Any], masked: dict[str, Any], n: int, seed: int) -> pd.DataFrame | None:
     """What masking the in-batch false negatives does to each trained system of one direction: its masked runs
     minus its unmasked runs (the same seeds and evaluation set), every column, in :func:`seed_tables.verdict_table`'s
-    shape with the system in the "baseline" column and "win" meaning the masked runs are better. None when no
-    system has both."""
+    shape with the system in the "baseline" column, "win" meaning the masked runs are better, and "seeds" the fewer
+    of the two sides' seeds. None when no system has both."""
     both = [s for s in SYSTEMS if s in masked["results"] and s in unmasked["results"]]
     if not both:
         return None
     keys = list(seed_stats.REPORTED)
-    return seed_tables.verdict_table({s: seed_stats.seed_compare(masked["results"][s], unmasked["results"][s], n,
-                                                                 seed=seed, keys=keys) for s in both})
+    table = seed_tables.verdict_table({s: seed_stats.seed_compare(masked["results"][s], unmasked["results"][s], n,
+                                                                  seed=seed, keys=keys) for s in both})
+    seeds = {s: min(len(masked["results"][s]), len(unmasked["results"][s])) for s in both}
+    return table.assign(seeds=table.baseline.map(seeds))  # the fewer of the two sides' seeds
 
 
 _SENTENCE = re.compile(r"^(?P<where>.+?): against (?P<baseline>[^,]+), hybrid is (?P<rest>.*?)"
@@ -464,12 +497,8 @@ def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, se
         lines += ["- No comparison yet: hybrid has no finished run.", ""]
     masked_where = [where for where in sections if where.endswith(MASKED)]
     if confounded:
-        lines += [f"**Caveat** ({', '.join(confounded)}): the training batches held in-batch false negatives (an "
-                  "item's answer text as another query's negative), far more in same-language batches than in "
-                  "X-Y's, so hybrid's verdicts against X-Y there are confounded: see "
-                  "[In-batch false negatives](#in-batch-false-negatives)."
-                  + (f" The section \"{masked_where[0]}\" trains that grid again with them masked."
-                     if masked_where else ""), ""]
+        lines += [caveat(confounded, masked_where[0] if masked_where else None,
+                         sections[masked_where[0]].get("effect") if masked_where else None), ""]
     decided = all(chosen.get(k) is not None for k in own)
     mismatch = decided and chosen != own
     resolved = sorted({e["run"].cfg.train_dtype for e in grid})  # what "auto" was on the machines that trained
@@ -553,8 +582,9 @@ def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, se
                       f"Each system's masked runs minus its runs in \"{unmasked_where}\" (the same seeds; the same "
                       "verdict rule, \"win\": the masked runs are better):", "",
                       frame_markdown(verdict_wide(sec["effect"]).rename_axis("system"), index="system"), ""]
-            lines += [f"- {system}: masked against unmasked, {verdict_words(group)}."
-                      for system, group in sec["effect"].groupby("baseline", sort=False)] + [""]
+            lines += [f"- {system}: masked against unmasked ({_seeds(group.seeds.min())}), {verdict_words(group)}"
+                      + ("" if group.seeds.min() > 1 else " (one seed: training noise not measured, not a claim)")
+                      + "." for system, group in sec["effect"].groupby("baseline", sort=False)] + [""]
     lines += false_negatives or []
     if split is not None:
         lines += ["## Seen vs unseen languages", "",
