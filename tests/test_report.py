@@ -232,13 +232,18 @@ def test_the_mask_effect_compares_each_system_with_its_own_unmasked_runs(tmp_pat
     system saying what the table says."""
     from hybridnb import config
 
+    zero = tmp_path / "zs"
+    _result(0.40, 7).save(zero / "per_query_xquad-r.npz")
     unmasked = report.direction_section({"X-X-mono": _entries(tmp_path / "u", "X-X-mono", 0.55),
                                          "X-Y": _entries(tmp_path / "u", "X-Y", 0.70),
-                                         "hybrid": _entries(tmp_path / "u", "hybrid", 0.65)}, "xquad-r", 200, 0, {})
+                                         "hybrid": _entries(tmp_path / "u", "hybrid", 0.65)}, "xquad-r", 200, 0,
+                                        {"zero-shot": {"dir": zero}})
     masked = report.direction_section({"X-X-mono": _entries(tmp_path / "m", "X-X-mono", 0.65),
                                        "X-Y": _entries(tmp_path / "u", "X-Y", 0.70),  # the very same runs
-                                       "hybrid": _entries(tmp_path / "m", "hybrid", 0.65)}, "xquad-r", 200, 0, {})
+                                       "hybrid": _entries(tmp_path / "m", "hybrid", 0.65)}, "xquad-r", 200, 0,
+                                      {"zero-shot": {"dir": zero}})
     masked["results"].pop("X-Y")  # one system without masked runs: left out, not compared with nothing
+    assert "zero-shot" in masked["results"]  # the same untrained model on both sides: not a system the mask touches
     effect = report.mask_effect(unmasked, masked, 200, 0)
     assert list(dict.fromkeys(effect.baseline)) == ["X-X-mono", "hybrid"] and len(effect) == 2 * 10
     by = effect.set_index(["baseline", "key"])

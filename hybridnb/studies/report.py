@@ -195,7 +195,7 @@ def mask_effect(unmasked: dict[str, Any], masked: dict[str, Any], n: int, seed: 
     minus its unmasked runs (the same seeds and evaluation set), every column, in :func:`seed_tables.verdict_table`'s
     shape with the system in the "baseline" column, "win" meaning the masked runs are better, and "seeds" the fewer
     of the two sides' seeds. None when no system has both."""
-    both = [s for s in SYSTEMS if s in masked["results"] and s in unmasked["results"]]
+    both = [s for s in SYSTEMS if not _is_zero_shot(s) and s in masked["results"] and s in unmasked["results"]]
     if not both:
         return None
     keys = list(seed_stats.REPORTED)
