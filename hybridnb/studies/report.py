@@ -369,8 +369,9 @@ def build(params: dict[str, Any], zero_shots: dict[str, dict[str, dict]], image_
         sec = direction_section(by_label(entries, SYSTEMS), dataset, n, seed, zero_shots.get(dataset, {}))
         if sec is not None:
             sections[where] = {**sec, "slug": slug}
-            figures[f"figures/points_{slug}.png"] = seed_tables.plot_points(sec["summaries"], dataset)
-            figures[f"figures/differences_{slug}.png"] = seed_tables.plot_differences(sec["verdicts"], dataset)
+            shown = dataset + (f" ({MASKED})" if where.endswith(MASKED) else "")  # the figures' titles say which
+            figures[f"figures/points_{slug}.png"] = seed_tables.plot_points(sec["summaries"], shown)
+            figures[f"figures/differences_{slug}.png"] = seed_tables.plot_differences(sec["verdicts"], shown)
     if forward:  # the validation curves of every forward run: where the budget flattens
         from hybridnb.training import checkpoints
 
