@@ -288,3 +288,16 @@ def test_the_caveat_says_what_the_mask_changed():
     one_seed = nothing.assign(seeds=[1] * 3 + [3] * 3)  # "no difference" with one seed is not a claim either
     text = report.caveat(["xquad-r → mlqa-r"], where, one_seed)
     assert "one masked seed so far, not yet a claim" in text and "do not explain" not in text
+
+
+def test_the_headline_keeps_the_trained_baselines_and_links_the_rest():
+    text = "\n".join(["# Report", "", "## Summary", "",
+                      "- a → b: against X-X-mono, hybrid is better on cross map; no different beyond noise on the other 9.",
+                      "- a → b: against X-Y, hybrid is no different beyond noise in any of the 10 columns.",
+                      "- a → b: against zero-shot, hybrid is better on mono map; no different beyond noise on the other 9.",
+                      "- a → b, seen vs unseen languages: against X-Y, hybrid is worse on mono (seen) map.", "",
+                      "## a → b", "", "| system | mono map |", "| --- | --- |", "| hybrid | 0.8 |", ""])
+    block = report.headline(text)
+    assert "against X-X-mono" in block and "against X-Y, hybrid is no different" in block and "| hybrid | 0.8 |" in block
+    assert "against zero-shot" not in block and "seen vs unseen languages: against" not in block
+    assert block.rstrip().endswith("[reports/REPORT.md](reports/REPORT.md#summary).")
