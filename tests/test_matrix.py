@@ -23,7 +23,10 @@ def test_every_committed_result_agrees_with_the_matrix(committed):
     table, params = committed
     assert matrix.check(table, params) == []
     ids = {c["id"] for c in table["conditions"]}
-    assert {"text/mlqa-r-to-xquad-r/hybrid", "text/xquad-r-to-mlqa-r/X-Y", "zero-shot/sentence@128"} <= ids
+    assert {"text/mlqa-r-to-xquad-r/hybrid", "text/xquad-r-to-mlqa-r/X-Y", "zero-shot/sentence@128",
+            "text/xquad-r-to-mlqa-r-fnmask/hybrid"} <= ids  # the masked reverse grid too
+    masked = next(c for c in table["conditions"] if c["id"] == "text/xquad-r-to-mlqa-r-fnmask/X-Y")
+    assert all(e["command"].endswith("mask_false_negatives=true") for e in masked["seeds"])
     assert all(len(c["seeds"]) == 3 for c in table["conditions"] if "seeds" in c)  # 3 seeds per system, both ways
 
 

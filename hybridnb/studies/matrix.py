@@ -58,7 +58,10 @@ def text_command(base: dict[str, Any], run: Any) -> str:
     args = ["python", "-m", "hybridnb", "train", "--profile", base["profile"]]
     if run.params["strategy"] != base["strategy"]:
         args += ["--strategy", str(run.params["strategy"])]
-    sets = [f"{k}={run.params[k]}" for k in ("seed", "train_data", "eval_data") if run.params[k] != base[k]]
+    value = lambda params, k: params.get(k, runs.OPTIONAL.get(k))  # noqa: E731  (a key a profile may leave out)
+    sets = [f"{k}={str(value(run.params, k)).lower() if isinstance(value(run.params, k), bool) else run.params[k]}"
+            for k in ("seed", "train_data", "eval_data", "mask_false_negatives", "length_groups")
+            if value(run.params, k) != value(base, k)]
     return shlex.join(args + (["--set", *sets] if sets else []))
 
 
@@ -89,12 +92,18 @@ def _spread(per_seed: list[dict[str, dict[str, float]]], dataset: str) -> dict[s
     return out
 
 
+def _text_runs(params: dict[str, Any]) -> list:
+    """The recipe's text runs the matrix lists: the grid (both directions) and the masked reverse grid."""
+    return recipe.grid_runs(params) + recipe.masked_runs(params)
+
+
 def build(params: dict[str, Any]) -> dict[str, Any]:
-    """The matrix from the committed runs of ``params``' comparison (the recipe's grid) and its zero-shot rows.
+    """The matrix from the committed runs of ``params``' comparison (the recipe's grid and its masked reverse grid)
+    and its zero-shot rows.
     A run that is not committed yet is left out (and named by :func:`check`, which compares against the plan)."""
     conditions = []
     groups: dict[tuple, list] = {}  # (group, train, evaluated, system) -> its runs, seed by seed, in grid order
-    for r in recipe.grid_runs(params):
+    for r in _text_runs(params):
         groups.setdefault((r.group, r.params["train_data"], r.params["eval_data"], r.label), []).append(r)
     for (group, train, evaluated, label), members in groups.items():
         seeds = []
@@ -109,7 +118,8 @@ def build(params: dict[str, Any]) -> dict[str, Any]:
         if not seeds:
             continue
         datasets = list(seeds[0]["expected"])
-        conditions.append({"id": f"text/{train}-to-{evaluated}/{label}", "system": label, "trained_on": train,
+        masked = "-fnmask" if group == "masked" else ""  # the reverse grid with in-batch false negatives masked
+        conditions.append({"id": f"text/{train}-to-{evaluated}{masked}/{label}", "system": label, "trained_on": train,
                            "evaluated_on": evaluated, "profile": params["profile"], "model": params["model"],
                            "seeds": seeds, "another_machine": {d: _spread([s["expected"] for s in seeds], d)
                                                                for d in datasets}})
@@ -199,7 +209,7 @@ def check(matrix: dict[str, Any], params: dict[str, Any]) -> list[str]:
                 if "08_sentence_transformers.ipynb" not in words or e["st_config_hash"] not in planned:
                     problems.append(f"{c['id']} seed {e['seed']}: `{e['command']}` does not make the committed run "
                                     f"{e['st_config_hash']}")
-    for r in recipe.grid_runs(params):
+    for r in _text_runs(params):
         if r.cfg.hash not in listed_hashes and runs.find_finished_dir(r.cfg) is not None:
             problems.append(f"committed run {r.cfg.run_name} ({r.cfg.hash}) is not in the matrix")
     for cfg, found in _st_runs(params):

@@ -61,17 +61,20 @@ class RunData:
     val_pool: Any = None           # the LAReQA pool of the validation items (a LAReQA train_data only)
 
 
+#: run keys a profile may leave out, and the value they then take
+OPTIONAL = {"encode_batch_size": 64, "mask_false_negatives": False, "length_groups": 1}
+
+
 def check_run(params: dict[str, Any]) -> RunConfig:
     """Build the run's typed, frozen config from notebook parameters (a profile plus overrides), checking
     every value before any data or model is touched: first each key's type, choices and bounds (the config's
     fields), then what depends on other keys (the strategy's mixture, the datasets, the model's positions).
     This is the one place a text run's settings are checked; everything downstream takes the config."""
-    optional = {"encode_batch_size": 64, "mask_false_negatives": False, "length_groups": 1}  # profiles may leave out
-    missing = [k for k in RunConfig.parameter_keys() if k not in params and k not in optional]
+    missing = [k for k in RunConfig.parameter_keys() if k not in params and k not in OPTIONAL]
     if missing:
         raise ValueError(f"run parameters missing: {missing}")
-    values = {k: params.get(k, optional.get(k)) for k in RUN_KEYS}
-    values["encode_batch_size"] = params.get("encode_batch_size", optional["encode_batch_size"])  # speed: not hashed
+    values = {k: params.get(k, OPTIONAL.get(k)) for k in RUN_KEYS}
+    values["encode_batch_size"] = params.get("encode_batch_size", OPTIONAL["encode_batch_size"])  # speed: not hashed
     if isinstance(values["eval_data"], str):
         values["eval_data"] = [values["eval_data"]]
     config.check_fields(RunConfig, values)
