@@ -175,7 +175,6 @@ def test_help_goes_to_stdout_and_usage_errors_exit_2(capsys):
                                                "(--debug shows the traceback)")
 
 
-
 def test_recipe_and_report_take_set_overrides(monkeypatch, capsys):
     """``recipe --set`` / ``report --set`` (a remake of the recipe at another setting beside the committed runs):
     an unknown key is refused before any work, a known one reaches the plan with the profile's other keys."""
@@ -200,6 +199,7 @@ def test_recipe_and_report_take_set_overrides(monkeypatch, capsys):
     assert [p["length_groups"] for p in planned] == [4, 4] and profile["length_groups"] == 1
     assert all({k: v for k, v in p.items() if k != "length_groups"} ==
                {k: v for k, v in profile.items() if k != "length_groups"} for p in planned)
+
 
 @pytest.mark.parametrize("content, message", [
     (b"steps: [1, 2\nlr: : 3\n", r"is not valid YAML \(expected ',' or '\]', but got ':' at line 2, column 3\)"),

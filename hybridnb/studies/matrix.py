@@ -58,10 +58,11 @@ def text_command(base: dict[str, Any], run: Any) -> str:
     args = ["python", "-m", "hybridnb", "train", "--profile", base["profile"]]
     if run.params["strategy"] != base["strategy"]:
         args += ["--strategy", str(run.params["strategy"])]
-    value = lambda params, k: params.get(k, runs.OPTIONAL.get(k))  # noqa: E731  (a key a profile may leave out)
-    sets = [f"{k}={str(value(run.params, k)).lower() if isinstance(value(run.params, k), bool) else run.params[k]}"
-            for k in ("seed", "train_data", "eval_data", "mask_false_negatives", "length_groups")
-            if value(run.params, k) != value(base, k)]
+    sets = []
+    for k in ("seed", "train_data", "eval_data", "mask_false_negatives", "length_groups"):
+        value = run.params.get(k, runs.OPTIONAL.get(k))  # a key a profile may leave out takes its default
+        if value != base.get(k, runs.OPTIONAL.get(k)):
+            sets.append(f"{k}={str(value).lower() if isinstance(value, bool) else value}")  # YAML's true/false
     return shlex.join(args + (["--set", *sets] if sets else []))
 
 

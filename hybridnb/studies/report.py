@@ -129,6 +129,8 @@ def seen_unseen_section(section: dict, seen: list[str], n: int, seed: int) -> di
 # ---- the summary, generated from the verdicts and checked against them -------------------------------
 
 _WORDS = {"win": "better", "loss": "worse"}
+#: what a sentence drawn from one training seed adds (its noise over seeds is not measured)
+ONE_SEED = " (one seed: training noise not measured, not yet a claim)"
 
 
 def summary_lines(where: str, verdicts: pd.DataFrame) -> list[str]:
@@ -141,7 +143,7 @@ def summary_lines(where: str, verdicts: pd.DataFrame) -> list[str]:
     for baseline, group in verdicts.groupby("baseline", sort=False):
         text = f"{where}: against {baseline}, hybrid is {verdict_words(group)}"
         if group.verdict.str.endswith("?").any():
-            text += " (one seed: training noise not measured, not yet a claim)"
+            text += ONE_SEED
         lines.append(text + ".")
     return lines
 
@@ -166,15 +168,14 @@ def caveat(confounded: list[str], masked_where: str | None, effect: pd.DataFrame
     verdicts; a change names the systems and columns and sends the reader to the masked section's verdicts."""
     text = (f"**Caveat** ({', '.join(confounded)}): the training batches held in-batch false negatives (an item's "
             "answer text as another query's negative), far more in same-language batches than in X-Y's")
+    link = "[In-batch false negatives](#in-batch-false-negatives)"
     if masked_where is None:
-        return (text + ", so hybrid's verdicts against X-Y there are confounded: see "
-                "[In-batch false negatives](#in-batch-false-negatives).")
+        return text + f", so hybrid's verdicts against X-Y there are confounded: see {link}."
+    pointer = text + f": see {link}. The section \"{masked_where}\" trains that grid again with them masked"
     if effect is None:
-        return (text + f": see [In-batch false negatives](#in-batch-false-negatives). The section \"{masked_where}\" "
-                "trains that grid again with them masked.")
-    if effect.get("seeds", pd.Series([1])).min() < 2:  # a system with one masked seed: no claim either way
-        return (text + f": see [In-batch false negatives](#in-batch-false-negatives). The section \"{masked_where}\" "
-                "trains that grid again with them masked; some system has one masked seed so far, not yet a claim.")
+        return pointer + "."
+    if effect.seeds.min() < 2:  # a system with one masked seed: no claim either way
+        return pointer + "; some system has one masked seed so far, not yet a claim."
     moved = {system: verdict_words(group) for system, group in effect.groupby("baseline", sort=False)
              if group.verdict.str.rstrip("?").isin(["win", "loss"]).any()}
     if not moved:
@@ -184,10 +185,6 @@ def caveat(confounded: list[str], masked_where: str | None, effect: pd.DataFrame
     return (text + f". Trained again with them masked (section \"{masked_where}\"), "
             + "; ".join(f"{system} is {words}" for system, words in moved.items())
             + ": read hybrid's verdicts against X-Y there beside that section's.")
-
-
-def _seeds(k: int) -> str:
-    return f"{k} seed" + ("" if k == 1 else "s")
 
 
 def mask_effect(unmasked: dict[str, Any], masked: dict[str, Any], n: int, seed: int) -> pd.DataFrame | None:
@@ -453,8 +450,9 @@ def headline(report_text: str) -> str:
         elif table:
             break
     directions = [line[3:] for line in lines if line.startswith("## ") and " → " in line]
-    said = [line for line in lines if any(line.startswith(f"- {d}: against") for d in directions)
-            and not line.split(": against ", 1)[1].startswith("zero-shot")]  # the trained baselines
+    sentences = [(line, _SENTENCE.match(line[2:])) for line in lines if line.startswith("- ")]
+    said = [line for line, m in sentences  # against the trained baselines
+            if m and m["where"] in directions and not _is_zero_shot(m["baseline"])]
     said.append("- Against the zero-shot rows, and seen vs unseen languages: "
                 "[reports/REPORT.md](reports/REPORT.md#summary).")
     for line in lines:  # a paragraph of its own after the list
@@ -586,9 +584,11 @@ def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, se
                       f"Each system's masked runs minus its runs in \"{unmasked_where}\" (the same seeds; the same "
                       "verdict rule, \"win\": the masked runs are better):", "",
                       frame_markdown(verdict_wide(sec["effect"]).rename_axis("system"), index="system"), ""]
-            lines += [f"- {system}: masked against unmasked ({_seeds(group.seeds.min())}), {verdict_words(group)}"
-                      + ("" if group.seeds.min() > 1 else " (one seed: training noise not measured, not a claim)")
-                      + "." for system, group in sec["effect"].groupby("baseline", sort=False)] + [""]
+            for system, group in sec["effect"].groupby("baseline", sort=False):
+                k = group.seeds.min()
+                lines.append(f"- {system}: masked against unmasked ({k} seed{'s' if k > 1 else ''}), "
+                             f"{verdict_words(group)}{'' if k > 1 else ONE_SEED}.")
+            lines.append("")
     lines += false_negatives or []
     if split is not None:
         lines += ["## Seen vs unseen languages", "",
