@@ -44,6 +44,8 @@ PARAMETERS: dict[str, str] = {
     "encode_batch_size": "texts per forward pass when evaluating (speed only, not in the config hash)",
     "budget_minutes": "make reproduce / make study's wall-time target; BUDGET.md says whether it was met",
     "budget_peak_rss_gb": "peak-memory target of the run, in GB (BUDGET.md)",
+    "isolate_runs": "train each run of the recipe, the grid and the sweeps in its own spawned process, so its memory "
+                    "goes back to the OS when it ends (speed and memory only, not in the config hash)",
     # ---- evaluation (notebooks 01-08)
     "eval_datasets": "per dataset {languages, max_ids}: which LAReQA languages and question ids are loaded",
     "eval_data": "dataset(s) a trained run is evaluated on, zero-shot (xquad-r, mlqa-r)",

@@ -279,3 +279,34 @@ def test_the_default_run_name_carries_the_model_unless_it_is_the_profiles_offlin
     assert runs.default_run_name("cpu", {**cfg, "model": "intfloat/multilingual-e5-base"}) == \
         "cpu-multilingual-e5-base-hybrid-mlqa-r-to-xquad-r-seed1"
     assert runs.default_run_name("cpu", {**cfg, "model": "/data/models/LaBSE/"}) == "cpu-labse-hybrid-mlqa-r-to-xquad-r-seed1"
+
+
+def test_a_run_in_its_own_process_gives_the_numbers_of_a_run_in_this_one(tiny_run, one_thread, monkeypatch):
+    """``isolate_runs`` (the cpu profile's memory budget) must not change a number: the same run trained here
+    and in a spawned child, into two report folders, has the same training log, per-query results and metrics.
+    An error in the child comes back as itself; a child that dies without a word names the run."""
+    import numpy as np
+
+    tmp_path, params = tiny_run
+    here_dir, here = runs.run(params, show_progress=False)
+    monkeypatch.setenv("HYBRIDNB_REPORTS", str(tmp_path / "child-reports"))
+    monkeypatch.setenv("HYBRIDNB_CACHE", str(tmp_path / "child-cache"))  # its own weights: nothing reused
+    child_dir, child = runs.run_in_child_process(params, show_progress=False)
+    assert child_dir == tmp_path / "child-reports" / "runs" / here_dir.name
+    assert child["provenance"]["hardware"]["torch_threads"] == 1  # this process's threads, not the machine's
+    steps = lambda d: [{k: v for k, v in json.loads(line).items() if k not in ("pairs_per_s", "step_s")}  # noqa: E731
+                       for line in (d / "train_log.jsonl").read_text().splitlines()]
+    assert steps(child_dir) == steps(here_dir)
+    assert child["datasets"] == here["datasets"] and child["training"] == here["training"]
+    with np.load(here_dir / "per_query_xquad-r.npz") as a, np.load(child_dir / "per_query_xquad-r.npz") as b:
+        assert a.files == b.files and [k for k in a.files if not np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f")] == []
+
+    with pytest.raises(ValueError, match="max_length"):  # checked in the child, raised here as itself
+        runs.run_in_child_process({**params, "max_length": 0, "seed": 1}, show_progress=False)
+    monkeypatch.setattr(runs, "_run_in_child", _die_at_once)
+    with pytest.raises(RuntimeError, match=r"run .*seed2 ended without a result: its process exited with code -9 \(killed by signal 9"):
+        runs.run_in_child_process({**params, "seed": 2}, show_progress=False)
+
+
+def _die_at_once(params, show_progress, threads, send):
+    os.kill(os.getpid(), 9)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -61,6 +61,7 @@ class ImageTextTrainResult:
     log_path: Path | None
     text_states_s: float = 0.0  # reading (or computing once) the frozen text layers' states of train + validation
     image_features_s: float = 0.0  # a frozen image tower's features of train + validation (memo hits once prepared)
+    seconds: dict[str, float] = field(default_factory=dict)  # the loop's time outside the steps (validate_s, ...)
 
 
 def _languages(cfg: ImageTextTraining, table: ImageTextTable, what: str) -> ImageTextTable:
@@ -256,4 +257,4 @@ def train_image_text(model: ImageTextModel, train_table: ImageTextTable, val_tab
     model.eval()
     allocator.release_memory()
     return ImageTextTrainResult(run.history, run.best_step, run.best_val_loss, run.log_path, text_states_s,
-                                image_features_s)
+                                image_features_s, run.seconds)

@@ -271,7 +271,8 @@ def train(planned: list[RecipeRun], show_progress: bool = True, compute: bool = 
         found = runs.find_finished_dir(r.cfg)
         if found is None and compute:
             print(f"[hybridnb] recipe: training {r.cfg.run_name} ({r.group}, {r.label}) ...", flush=True)
-            found = runs.run(r.params, show_progress=show_progress)
+            found = (runs.run_in_child_process if r.params.get("isolate_runs") else runs.run)(
+                r.params, show_progress=show_progress)
         elif found is None:
             continue
         score = held_out_score(found[1]) if runs.VALIDATION_POOL in found[1] else None

@@ -13,14 +13,18 @@ seed; a finished run with the same hash under ``reports/runs/`` is reused, not r
 
 from __future__ import annotations
 
+import json
+import multiprocessing
+import pickle
 import re
 import shutil
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hybridnb import config, file_hashes, paths, reporting, training
+from hybridnb import child_processes, config, file_hashes, paths, reporting, training
 from hybridnb.training import distributed, losses, sampling
 from hybridnb.training.batch_kinds import hashed_alpha, strategy_label  # noqa: F401  (runs.strategy_label, as before)
 from hybridnb.training.run_folder import (  # noqa: F401  (the skeleton, re-exported: runs.execute, as before)
@@ -34,7 +38,7 @@ from hybridnb.models import precision
 from hybridnb.models.backbones import check_max_length  # noqa: F401  (runs.check_max_length, as before)
 
 __all__ = ["RUN_KEYS", "TRAIN_SOURCES", "RunData", "check_run", "prepare_data", "train_model", "evaluate_run",
-           "TextRun", "run", "default_run_name",
+           "TextRun", "run", "run_in_child_process", "default_run_name",
            # the skeleton's (hybridnb.training.run_folder) and the strategy names' (training.batch_kinds), re-exported
            "RunOutput", "RunTask", "RunTaskBase", "execute", "run_dirs", "named_files", "find_finished_dir",
            "find_finished", "check_run_folder", "check_no_other_run", "check_writable", "remove_stale_temps",
@@ -280,3 +284,68 @@ def run(params: dict[str, Any], show_progress: bool = True, announce: bool = Fal
     length-sorted batches give the same numbers as a single-GPU evaluation.
     """
     return execute(TextRun(check_run(params), params.get("profile", "custom")), show_progress, announce)
+
+
+def run_in_child_process(params: dict[str, Any], show_progress: bool = True) -> tuple[Path, dict[str, Any]]:
+    """:func:`run` in a fresh spawned process with this process's torch threads; returns what :func:`run` would.
+
+    Why: a process that trains run after run keeps what its allocator never returns: the process that trained
+    the grid's runs one after another (2026-12-06) grew from 9.0 to 10.9 GB peak RSS over 11 runs, past the
+    10 GB budget that one run stays under. A run in its own process gives its memory back when it ends. The numbers are those of the
+    run in this process (the same code, seeds and thread count; tests/test_runs.py checks it). An error in
+    the run is raised here, its traceback attached; a child that dies without a word (killed, out of memory)
+    raises RuntimeError naming the run; interrupting this process ends the child (and a parent killed with -9
+    takes the child with it, :mod:`hybridnb.child_processes`). The child is spawned, so a script (not a notebook)
+    that calls this needs the usual ``if __name__ == "__main__":`` guard: the child imports the script's main module.
+    """
+    import torch
+
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked OpenMP or torch state
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_run_in_child, args=(params, show_progress, torch.get_num_threads(), send),
+                            name="hybridnb-run")
+    child.start()
+    send.close()  # ours: only the child's end is open now, so its death ends recv() with EOFError
+    outcome = None
+    try:
+        outcome = receive.recv()
+    except EOFError:
+        pass
+    finally:
+        if outcome is None and child.is_alive():
+            child.kill()  # interrupted here: the child's run must not go on alone
+        child.join()
+        receive.close()
+    if outcome is None:
+        code = child.exitcode
+        raise RuntimeError(f"run {params.get('run_name') or check_run(params).run_name} ended without a result: its "
+                           f"process exited with code {code}" + (f" (killed by signal {-code}: out of memory?)"
+                                                                 if code is not None and code < 0 else
+                                                                 "; its error, if any, is printed above"))
+    report_dir, error, trace = outcome
+    if error is not None:
+        raise error from _ChildTraceback(trace)
+    return Path(report_dir), json.loads((Path(report_dir) / "results.json").read_text(encoding="utf-8"))
+
+
+class _ChildTraceback(Exception):
+    """The traceback of an error raised in :func:`run_in_child_process`'s child, as text."""
+
+
+def _run_in_child(params: dict[str, Any], show_progress: bool, threads: int, send) -> None:
+    child_processes.end_with_parent()
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        report_dir, _ = run(params, show_progress=show_progress)
+        send.send((str(report_dir), None, None))
+    except BaseException as e:  # noqa: BLE001  (everything goes back to the parent, which raises it)
+        trace = traceback.format_exc()
+        try:
+            pickle.dumps(e)
+        except Exception:  # noqa: BLE001  (an error that cannot cross the pipe goes as its text)
+            e = RuntimeError(f"{type(e).__name__}: {e}")
+        send.send((None, e, trace))
+    finally:
+        send.close()

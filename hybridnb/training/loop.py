@@ -27,7 +27,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ContextManager, Protocol
 
@@ -68,6 +68,8 @@ class LoopResult:
     best_val_loss: float
     start: int              # the step this process started from (> 0: resumed)
     log_path: Path | None
+    seconds: dict[str, float] = field(default_factory=dict)  # this process's time outside the steps: validate_s,
+                                                             # best_s (keeping the best weights), checkpoint_s
 
 
 def train_loop(task: Task, sampler, optimizer: torch.optim.Optimizer, scheduler, cfg: config.Training,
@@ -112,6 +114,7 @@ def train_loop(task: Task, sampler, optimizer: torch.optim.Optimizer, scheduler,
             f.writelines(json.dumps(r) + "\n" for r in history)
 
     task.module.train()
+    spent = {"validate_s": 0.0, "best_s": 0.0, "checkpoint_s": 0.0}
     bar = tqdm(total=cfg.steps, initial=start, disable=not (show_progress and main), desc=desc)
     with open(log_path, "a", encoding="utf-8") if main and log_path else contextlib.nullcontext() as log, \
             task.steps():
@@ -130,11 +133,15 @@ def train_loop(task: Task, sampler, optimizer: torch.optim.Optimizer, scheduler,
                       "pairs_per_s": cfg.batch_size / seconds, "step_s": seconds}
             done = step + 1
             if done % cfg.val_every == 0 or done == cfg.steps:
+                t0 = time.perf_counter()
                 val = task.validate() if main else None
                 record.update(distributed.broadcast_object(val))  # rank 0's, so all ranks agree
+                spent["validate_s"] += time.perf_counter() - t0
                 if record["val_loss"] < best["val_loss"]:
                     best = {"step": done, "val_loss": record["val_loss"]}
+                    t0 = time.perf_counter()
                     task.new_best(done)
+                    spent["best_s"] += time.perf_counter() - t0
             if log is not None:
                 log.write(json.dumps(record) + "\n")
                 log.flush()
@@ -142,11 +149,13 @@ def train_loop(task: Task, sampler, optimizer: torch.optim.Optimizer, scheduler,
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.3f}", kind=batch.kind)
             if ckpt_path is not None and (done % cfg.save_every == 0 or done == cfg.steps):
+                t0 = time.perf_counter()
                 rng = checkpoints.rank_rng_state()  # every rank's (a collective), before rank 0 writes
                 if main:
                     checkpoints.save_checkpoint(ckpt_path, step=done, best=best, config=task.config,
                                                 model=task.state_dict(), optimizer=optimizer.state_dict(),
                                                 scheduler=scheduler.state_dict(), sampler=sampler.state_dict(),
                                                 rng=rng)
+                spent["checkpoint_s"] += time.perf_counter() - t0
     bar.close()
-    return LoopResult(history, best["step"], best["val_loss"], start, log_path)
+    return LoopResult(history, best["step"], best["val_loss"], start, log_path, spent)

@@ -167,10 +167,17 @@ def execute(task: RunTask, show_progress: bool = True, announce: bool = False) -
         started = time.time()
         with distributed.main_first():  # deterministic, and cached: rank 0 builds, the others read
             data = task.prepare()
+        prepared = time.time()
         trained = task.train(data, show_progress)
         outcome = None
         if distributed.is_main():
+            trained_at = time.time()
             output = task.evaluate(data, trained, started, show_progress)
+            # where a run's wall time goes beyond its steps and encodings (the budget's other part, issue #34)
+            output.results.setdefault("timings", {}).update(
+                prepare_s=prepared - started, train_wall_s=trained_at - prepared,
+                **getattr(trained, "seconds", {}),  # the loop's validate_s, best_s, checkpoint_s (text: final_s)
+                evaluate_s=time.time() - trained_at)
             write_run(cfg, output)
             import matplotlib.pyplot as plt
 

@@ -27,7 +27,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,8 @@ class TrainResult:
     best_val_loss: float
     log_path: Path
     history: list[dict]
+    seconds: dict[str, float] = field(default_factory=dict)  # outside the steps: validate_s, best_s, checkpoint_s,
+                                                             # final_s (final/ written)
 
 
 def check_config(cfg: TextTraining, table: ParallelTable, world_size: int | None = None,
@@ -263,13 +266,14 @@ def train(encoder, train_table: ParallelTable, val_table: ParallelTable, cfg: Te
     del optimizer, scheduler, task
     allocator.release_memory()
     encoder.eval()
+    t0 = time.perf_counter()
     if main and (not (out_dir / "final").exists() or run.start < cfg.steps):
         checkpoints.save_encoder(encoder, out_dir / "final", _model_card_training(cfg, f"last step ({cfg.steps})"))
         if run.best_step == cfg.steps:  # final/ holds best/'s weights: one copy on disk, not two
             checkpoints.link_identical(out_dir / "final", out_dir / "best")
     distributed.barrier()  # no rank returns before final/ is written
     return TrainResult(out_dir / "final", out_dir / "best", run.best_step, run.best_val_loss, run.log_path,
-                       run.history)
+                       run.history, {**run.seconds, "final_s": time.perf_counter() - t0})
 
 
 def _model_card_training(cfg: TextTraining, checkpoint: str) -> dict:
