@@ -244,14 +244,14 @@ def test_the_mask_effect_compares_each_system_with_its_own_unmasked_runs(tmp_pat
                                       {"zero-shot": {"dir": zero}})
     masked["results"].pop("X-Y")  # one system without masked runs: left out, not compared with nothing
     assert "zero-shot" in masked["results"]  # the same untrained model on both sides: not a system the mask touches
-    effect = report.mask_effect(unmasked, masked, 200, 0)
+    effect = report.setting_effect(unmasked, masked, 200, 0)
     assert list(dict.fromkeys(effect.baseline)) == ["X-X-mono", "hybrid"] and len(effect) == 2 * 10
     by = effect.set_index(["baseline", "key"])
     assert by.loc[("X-X-mono", "mono_ap"), "verdict"] == "win"
     assert by.loc[("X-X-mono", "mono_ap"), "diff"] == pytest.approx(0.10, abs=0.02)
     assert by.loc[("X-X-mono", "rank_distance"), "verdict"] == "win"  # lower is better: masked is lower here
     assert set(effect.seeds) == {3}
-    assert report.mask_effect(unmasked, {"results": {}}, 200, 0) is None
+    assert report.setting_effect(unmasked, {"results": {}}, 200, 0) is None
 
     params = config.load_profile("ci")
     reverse, where = "xquad-r → mlqa-r", f"xquad-r → mlqa-r, {report.MASKED}"

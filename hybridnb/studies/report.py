@@ -38,7 +38,7 @@ from hybridnb.studies import miracl_eval, paper_numbers, recipe, runs, seed_tabl
 from hybridnb.studies.seed_tables import frame_markdown
 
 __all__ = ["headline", "update_readme", "system_table", "verdict_wide", "SPLIT_KEYS", "split_seen_unseen", "by_label", "direction_section", "seen_unseen_section",
-           "summary_lines", "verdict_words", "mask_effect", "caveat", "check_summary", "probe_frame", "sweep_section", "build"]
+           "summary_lines", "verdict_words", "setting_effect", "caveat", "check_summary", "probe_frame", "sweep_section", "build"]
 
 SYSTEMS, BASELINES, TARGET = seed_tables.SYSTEMS, seed_tables.BASELINES, seed_tables.TARGET
 HEADLINE = seed_tables.HEADLINE
@@ -164,7 +164,7 @@ def verdict_words(group: pd.DataFrame) -> str:
 def caveat(confounded: list[str], masked_where: str | None, effect: pd.DataFrame | None) -> str:
     """The summary's caveat on in-batch false negatives: the confound (`confounded`: the directions where batches
     held many), and, once the grid is trained again with them masked (`masked_where`), what the mask changed
-    (`effect`, :func:`mask_effect`): nothing beyond noise in any column says the false negatives do not explain the
+    (`effect`, :func:`setting_effect`): nothing beyond noise in any column says the false negatives do not explain the
     verdicts; a change names the systems and columns and sends the reader to the masked section's verdicts."""
     text = (f"**Caveat** ({', '.join(confounded)}): the training batches held in-batch false negatives (an item's "
             "answer text as another query's negative), far more in same-language batches than in X-Y's")
@@ -187,18 +187,20 @@ def caveat(confounded: list[str], masked_where: str | None, effect: pd.DataFrame
             + ": read hybrid's verdicts against X-Y there beside that section's.")
 
 
-def mask_effect(unmasked: dict[str, Any], masked: dict[str, Any], n: int, seed: int) -> pd.DataFrame | None:
-    """What masking the in-batch false negatives does to each trained system of one direction: its masked runs
-    minus its unmasked runs (the same seeds and evaluation set), every column, in :func:`seed_tables.verdict_table`'s
-    shape with the system in the "baseline" column, "win" meaning the masked runs are better, and "seeds" the fewer
-    of the two sides' seeds. None when no system has both."""
-    both = [s for s in SYSTEMS if not _is_zero_shot(s) and s in masked["results"] and s in unmasked["results"]]
+def setting_effect(before: dict[str, Any], after: dict[str, Any], n: int, seed: int) -> pd.DataFrame | None:
+    """What a change of setting does to each trained system of one direction: its runs at the new setting
+    (``after``) minus its runs at the old one (``before``), the same seeds and evaluation set, every column, in
+    :func:`seed_tables.verdict_table`'s shape with the system in the "baseline" column, "win" meaning the new
+    setting is better, and "seeds" the fewer of the two sides' seeds. The report's masked section uses it (masked
+    minus unmasked); ``benchmarks/grid_at_setting.py`` for a speed path (length_groups 4 minus 1). ``before`` and
+    ``after``: :func:`direction_section`'s sections. None when no system has both."""
+    both = [s for s in SYSTEMS if not _is_zero_shot(s) and s in after["results"] and s in before["results"]]
     if not both:
         return None
     keys = list(seed_stats.REPORTED)
-    table = seed_tables.verdict_table({s: seed_stats.seed_compare(masked["results"][s], unmasked["results"][s], n,
+    table = seed_tables.verdict_table({s: seed_stats.seed_compare(after["results"][s], before["results"][s], n,
                                                                   seed=seed, keys=keys) for s in both})
-    seeds = {s: min(len(masked["results"][s]), len(unmasked["results"][s])) for s in both}
+    seeds = {s: min(len(after["results"][s]), len(before["results"][s])) for s in both}
     return table.assign(seeds=table.baseline.map(seeds))  # the fewer of the two sides' seeds
 
 
@@ -379,7 +381,7 @@ def build(params: dict[str, Any], zero_shots: dict[str, dict[str, dict]], image_
         figures["figures/validation_curves.png"] = seed_tables.plot_validation_curves(logs)
     masked_where, reverse_where = directions[2][0], directions[1][0]
     if masked_where in sections and reverse_where in sections:  # the mask's own effect, system by system
-        sections[masked_where]["effect"] = mask_effect(sections[reverse_where], sections[masked_where], n, seed)
+        sections[masked_where]["effect"] = setting_effect(sections[reverse_where], sections[masked_where], n, seed)
     fwd_where = directions[0][0]
     split = None
     if fwd_where in sections:
