@@ -186,6 +186,9 @@ def test_st_run_config_is_its_own_run():
     assert runs.check_run({**config.load_profile("ci"), "seed": 2}).run_name == "ci-hybrid-mlqa-r-to-xquad-r-seed2"
     cpu = st_compare.comparison_params(config.load_profile("cpu"))  # its own input: the committed runs' names
     assert cpu["run_name"] is None
+    # a profile on the length-groups path still compares one padded batch on both sides (the ST route has none)
+    fast = st_compare.comparison_params({**config.load_profile("cpu"), "length_groups": 4})
+    assert fast["length_groups"] == 1 and runs.check_run(fast).hash == runs.check_run(cpu).hash
 
 
 # ---- the comparison table -------------------------------------------------------------------------------------

@@ -58,7 +58,9 @@ def comparison_params(params: dict[str, Any]) -> dict[str, Any]:
     when the profile's own input is another (the ci profile's sentence+context), under that name with
     ``-sent<max_length>`` before the seed: the default name leaves the input out, and the profile's own run of the
     same strategy and seed (notebook 03) already holds it. Idempotent (the profile on disk decides, not ``params``)."""
-    out = {**params, "candidate_mode": CANDIDATE_MODE, "run_name": None}
+    # one padded batch on both sides: the sentence-transformers route has no length groups (it refuses them), so
+    # a profile whose own runs use them (a speed path, other dropout masks) is compared at length_groups 1
+    out = {**params, "candidate_mode": CANDIDATE_MODE, "run_name": None, "length_groups": 1}
     try:
         own_input = config.load_profile(out.get("profile", "custom"))["candidate_mode"]
     except (OSError, ValueError, KeyError):
