@@ -7,7 +7,8 @@ evaluation numbers. For every direction of the grid and every trained system, it
 its runs at the profile's (only the seeds finished at both), every column of the report, with the report's verdict
 rule (:func:`hybridnb.studies.report.setting_effect`: a seed-aware 95% interval over seeds and questions;
 "?" marks one seed). Beside it, what each run cost: steps' seconds, wall seconds and peak RSS, as recorded by
-the runs themselves (a run made beside other work is slower: the ``made`` column says when each ran).
+the runs themselves (not a speed measurement: runs of different sessions ran on different machines, some beside
+other work; the ``made`` columns say when each ran).
 
 Nothing is trained here: the runs at the new setting come from ``python -m hybridnb recipe --profile cpu
 --stages probes grid --set length_groups=4`` (or any trainer of the same configs), committed under reports/runs/.
@@ -47,6 +48,7 @@ def cost_rows(before: list[dict], after: list[dict]) -> list[dict]:
                      "wall s (before)": round(tb["wall_s"]), "wall s (after)": round(ta["wall_s"]),
                      "peak RSS GB (before)": round(tb["peak_rss_mb"] / 1024, 1),
                      "peak RSS GB (after)": round(ta["peak_rss_mb"] / 1024, 1),
+                     "made (before)": b["results"]["provenance"]["created"][:16],
                      "made (after)": a["results"]["provenance"]["created"][:16]})
     return rows
 
@@ -96,8 +98,11 @@ def render(doc: dict, parts: dict, setting: str) -> str:
         ratio = lambda k: statistics.mean(r[f"{k} (before)"] for r in costs) / max(  # noqa: E731
             1e-9, statistics.mean(r[f"{k} (after)"] for r in costs))
         lines += [f"What each run cost, as each run recorded it (mean before / after: steps {ratio('steps s'):.2f}x, "
-                  f"wall {ratio('wall s'):.2f}x; peak RSS is the whole process's, and a process that trained several "
-                  "runs reports its largest so far):", "", reporting.markdown_table(costs), ""]
+                  f"wall {ratio('wall s'):.2f}x). Not a speed measurement: runs made in different sessions ran on "
+                  "different machines (the CPU model, its clock and the VM's neighbours change between sessions) and "
+                  "some beside other work; the side-by-side speed of the paths is reports/benchmarks/fast_paths.md. "
+                  "Peak RSS is the whole process's: a process that trained several runs reports its largest so far.",
+                  "", reporting.markdown_table(costs), ""]
     return "\n".join(lines)
 
 
