@@ -71,6 +71,10 @@ def test_the_cpu_profile_plans_probes_grid_in_both_directions_and_seeded_sweeps(
     mm = [c.run_name for c in image_text_sweep.plan(params)]
     assert sorted(n for n in set(mm) if "hybrid0." in n) == [f"cpu-mm-hybrid{a}-openmoji-cldr-seed{k}"
                                                              for a in ("0.25", "0.75") for k in (0, 1, 2)]
+    # the remake at a speed path's setting (recipe --set length_groups=4): every run, probes included, in a
+    # folder of its own beside the committed ones, never one of theirs
+    fast = {c.run_name for c in recipe.plan({**params, "length_groups": 4})}
+    assert len(fast) == len(set(names)) and not fast & set(names) and all("-lg4-" in n for n in fast)
 
 
 @pytest.mark.parametrize("bad, message", [
