@@ -94,6 +94,8 @@ PARAMETERS: dict[str, str] = {
     "recipe_steps": "training budgets (steps) probed in increasing order at the chosen input and temperature",
     "recipe_min_gain": "held-out score a longer budget must add to be taken (the stopping rule)",
     "recipe_reverse": "also train every strategy x seed on eval_data and evaluate on train_data",
+    "recipe_length_groups": "length_groups of the probes (null: the profile's); the committed probes ran at 1, so a "
+                            "profile whose runs move to the faster path keeps its probes and their choices",
     # ---- image-text retrieval (notebook 07)
     "mm_dataset": "openmoji-cldr (offline), xtd10 or multi30k (these two need mm_image_root)",
     "mm_image_root": "folder with the COCO train2014 (xtd10) or Flickr30k (multi30k) images",

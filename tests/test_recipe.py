@@ -71,10 +71,17 @@ def test_the_cpu_profile_plans_probes_grid_in_both_directions_and_seeded_sweeps(
     mm = [c.run_name for c in image_text_sweep.plan(params)]
     assert sorted(n for n in set(mm) if "hybrid0." in n) == [f"cpu-mm-hybrid{a}-openmoji-cldr-seed{k}"
                                                              for a in ("0.25", "0.75") for k in (0, 1, 2)]
-    # the remake at a speed path's setting (recipe --set length_groups=4): every run, probes included, in a
-    # folder of its own beside the committed ones, never one of theirs
-    fast = {c.run_name for c in recipe.plan({**params, "length_groups": 4})}
-    assert len(fast) == len(set(names)) and not fast & set(names) and all("-lg4-" in n for n in fast)
+    # the remake at a speed path's setting (recipe --set length_groups=4): the probes stay the committed ones
+    # (recipe_length_groups 1: their choices stand), every other run in a folder of its own beside the committed
+    # ones, never one of theirs; with the probes on the profile's path (null) they too get folders of their own
+    probes = {c.run_name: c.hash for c in planned if "-probe-" in c.run_name}
+    fast = {c.run_name: c.hash for c in recipe.plan({**params, "length_groups": 4})}
+    assert {n: h for n, h in fast.items() if "-probe-" in n} == probes
+    others = set(fast) - set(probes)
+    assert len(others) == len(set(names)) - len(probes) and not others & set(names)
+    assert all("-lg4-" in n for n in others)
+    fast_probes = {c.run_name for c in recipe.plan({**params, "length_groups": 4, "recipe_length_groups": None})}
+    assert len(fast_probes) == len(set(names)) and not fast_probes & set(names)
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -84,6 +91,7 @@ def test_the_cpu_profile_plans_probes_grid_in_both_directions_and_seeded_sweeps(
     ({"recipe_steps": [60, -1]}, "recipe_steps"),
     ({"recipe_temperatures": [0.01, 0.01]}, "recipe_temperatures"),
     ({"seeds": [0, 0]}, "seeds"),
+    ({"recipe_length_groups": 0}, "recipe_length_groups"),
 ])
 def test_bad_recipe_settings_fail_before_any_work(bad, message):
     with pytest.raises(ValueError, match=message):

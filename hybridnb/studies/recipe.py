@@ -24,6 +24,10 @@ Order of work (every run reused by config hash when it is already in ``reports/r
    tests whether that direction's verdicts come from its in-batch false negatives
    (:mod:`hybridnb.studies.batch_audit`).
 
+The probes train on the path of ``recipe_length_groups`` (null: the profile's ``length_groups``): a faster path
+that is the same function with other dropout masks (``length_groups`` > 1) does not re-open choices made at another
+path, some of them near-ties, so a profile that moves its grid and sweeps to it keeps its committed probes.
+
 The image-text ratio sweep has its own recipe and module (:mod:`hybridnb.studies.image_text_sweep`);
 ``python -m hybridnb recipe`` runs it first, since it is short and independent of the text recipe.
 
@@ -112,7 +116,11 @@ def probe_name(params: dict[str, Any]) -> str:
 
 def _probe(group: str, label: str, params: dict[str, Any], **overrides) -> RecipeRun:
     seed = _seeds(params)[0]
-    p = {**params, "strategy": "hybrid", "alpha": 0.5, "seed": seed, **overrides}
+    groups = params.get("recipe_length_groups")
+    if groups is not None and (isinstance(groups, bool) or not isinstance(groups, int) or groups < 1):
+        raise ValueError(f"recipe_length_groups must be null or an integer >= 1, got {groups!r}")
+    p = {**params, "strategy": "hybrid", "alpha": 0.5, "seed": seed,
+         "length_groups": params.get("length_groups", 1) if groups is None else groups, **overrides}
     return RecipeRun(group, label, seed, {**p, "run_name": probe_name(p)})
 
 
