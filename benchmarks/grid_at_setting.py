@@ -95,10 +95,10 @@ def render(doc: dict, parts: dict, setting: str) -> str:
                              f"{report.verdict_words(group)}{'' if k > 1 else report.ONE_SEED}.")
             lines.append("")
         costs = part["costs"]
-        ratio = lambda k: statistics.mean(r[f"{k} (before)"] for r in costs) / max(  # noqa: E731
-            1e-9, statistics.mean(r[f"{k} (after)"] for r in costs))
-        lines += [f"What each run cost, as each run recorded it (mean before / after: steps {ratio('steps s'):.2f}x, "
-                  f"wall {ratio('wall s'):.2f}x). Not a speed measurement: runs made in different sessions ran on "
+        mean = lambda k: statistics.mean(r[k] for r in costs)  # noqa: E731
+        lines += [f"What each run cost, as each run recorded it (mean steps {mean('steps s (before)'):.0f} s before, "
+                  f"{mean('steps s (after)'):.0f} s after; wall {mean('wall s (before)'):.0f} s before, "
+                  f"{mean('wall s (after)'):.0f} s after). Not a speed measurement: runs made in different sessions ran on "
                   "different machines (the CPU model, its clock and the VM's neighbours change between sessions) and "
                   "some beside other work; the side-by-side speed of the paths is reports/benchmarks/fast_paths.md. "
                   "Peak RSS is the whole process's: a process that trained several runs reports its largest so far.",

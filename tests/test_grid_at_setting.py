@@ -41,5 +41,5 @@ def test_only_seeds_finished_at_both_settings_are_compared_and_the_moved_columns
                                    "before": "length_groups=1", "command": "python ..."}, parts, "length_groups=4")
     moved = part["effect"][~part["effect"].verdict.str.rstrip("?").eq("no difference")]
     assert f"moved beyond noise: {len(moved)} of {len(part['effect'])}" in text and "X-X-mono mono map win" in text
-    assert "steps 2.00x" in text and "Not a speed measurement" in text
+    assert "mean steps 400 s before, 200 s after; wall 600 s before, 400 s after" in text and "Not a speed measurement" in text
     assert "- X-X-mono: length_groups=4 against length_groups=1 (2 seeds), better on" in text
