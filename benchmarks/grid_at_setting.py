@@ -6,7 +6,9 @@ of one run per seed (reports/benchmarks/fast_paths.md); this checks what a reade
 evaluation numbers. For every direction of the grid and every trained system, its runs at the new setting minus
 its runs at the profile's (only the seeds finished at both), every column of the report, with the report's verdict
 rule (:func:`hybridnb.studies.report.setting_effect`: a seed-aware 95% interval over seeds and questions;
-"?" marks one seed). Beside it, what each run cost: steps' seconds, wall seconds and peak RSS, as recorded by
+"?" marks one seed); then hybrid against every baseline at both settings, REPORT.md's verdicts and summary sentences,
+with the columns whose verdict differs (what the flip would change in the report). Beside it, what each run
+cost: steps' seconds, wall seconds and peak RSS, as recorded by
 the runs themselves (not a speed measurement: runs of different sessions ran on different machines, some beside
 other work; the ``made`` columns say when each ran).
 
@@ -57,6 +59,7 @@ def compare(params: dict, changed: dict) -> dict:
     n, seed = params["n_resamples"], params["seed"]
     finished = lambda p: recipe.train(recipe.grid_runs(p), compute=False)  # noqa: E731  (nothing trains here)
     before_all, after_all = finished(params), finished(changed)
+    zero_shots = recipe.zero_shot_rows(params, compute=False, show_progress=False)  # the untrained model: both sides
     out = {}
     for group, train, evaluated in (("grid", params["train_data"], params["eval_data"]),
                                     ("reverse", params["eval_data"], params["train_data"])):
@@ -64,12 +67,23 @@ def compare(params: dict, changed: dict) -> dict:
                                [e for e in after_all if e["run"].group == group])
         if not after:
             continue
-        sections = [report.direction_section(report.by_label(entries, report.SYSTEMS), evaluated, n, seed, {})
-                    for entries in (before, after)]
+        where = f"{train} → {evaluated}"
+        sections = [report.direction_section(report.by_label(entries, report.SYSTEMS), evaluated, n, seed,
+                                             zero_shots.get(evaluated, {})) for entries in (before, after)]
         effect = None if None in sections else report.setting_effect(sections[0], sections[1], n, seed)
-        out[f"{train} → {evaluated}"] = {"effect": effect, "costs": cost_rows(before, after),
-                                         "runs": len(after)}
+        summaries = [[] if sec is None else report.summary_lines(where, sec["verdicts"]) for sec in sections]
+        out[where] = {"effect": effect, "costs": cost_rows(before, after), "runs": len(after),
+                      "summary_before": summaries[0], "summary_after": summaries[1],
+                      "verdict_changes": [] if None in sections else verdict_changes(*sections)}
     return out
+
+
+def verdict_changes(before: dict, after: dict) -> list[dict]:
+    """Hybrid against each baseline: the columns whose verdict (REPORT.md's rule) differs between the settings."""
+    b = before["verdicts"].set_index(["baseline", "column"]).verdict
+    a = after["verdicts"].set_index(["baseline", "column"]).verdict
+    return [{"baseline": baseline, "column": column, "before": b[key], "after": a[key]}
+            for key in b.index if key in a.index and a[key] != b[key] for baseline, column in [key]]
 
 
 def render(doc: dict, parts: dict, setting: str) -> str:
@@ -94,11 +108,19 @@ def render(doc: dict, parts: dict, setting: str) -> str:
                 lines.append(f"- {system}: {setting} against {doc['before']} ({k} seed{'s' if k > 1 else ''}), "
                              f"{report.verdict_words(group)}{'' if k > 1 else report.ONE_SEED}.")
             lines.append("")
+        changes = part["verdict_changes"]
+        lines += ["What a reader of REPORT.md would see change: hybrid against every baseline, the verdicts at both "
+                  f"settings: {len(changes)} column(s) differ" + (":" if changes else "."), ""]
+        if changes:
+            lines += [reporting.markdown_table(changes), ""]
+        lines += [f"Summary at {doc['before']}:", "", *[f"- {x}" for x in part["summary_before"]], "",
+                  f"Summary at {setting}:", "", *[f"- {x}" for x in part["summary_after"]], ""]
         costs = part["costs"]
         mean = lambda k: statistics.mean(r[k] for r in costs)  # noqa: E731
         lines += [f"What each run cost, as each run recorded it (mean steps {mean('steps s (before)'):.0f} s before, "
                   f"{mean('steps s (after)'):.0f} s after; wall {mean('wall s (before)'):.0f} s before, "
-                  f"{mean('wall s (after)'):.0f} s after). Not a speed measurement: runs made in different sessions ran on "
+                  f"{mean('wall s (after)'):.0f} s after). Not a speed measurement: runs made in different sessions "
+                  "ran on "
                   "different machines (the CPU model, its clock and the VM's neighbours change between sessions) and "
                   "some beside other work; the side-by-side speed of the paths is reports/benchmarks/fast_paths.md. "
                   "Peak RSS is the whole process's: a process that trained several runs reports its largest so far.",
@@ -122,6 +144,8 @@ def main(argv=None) -> int:
            "command": f"python benchmarks/grid_at_setting.py --profile {args.profile} --set {' '.join(args.set)}",
            "provenance": reporting.provenance(args.profile),
            "parts": {where: {"runs": part["runs"], "costs": part["costs"],
+                             "verdict_changes": part["verdict_changes"], "summary_before": part["summary_before"],
+                             "summary_after": part["summary_after"],
                              "effect": None if part["effect"] is None else part["effect"].to_dict("records")}
                      for where, part in parts.items()}}
     out = Path(args.out)

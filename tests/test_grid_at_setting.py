@@ -29,6 +29,7 @@ def test_only_seeds_finished_at_both_settings_are_compared_and_the_moved_columns
              *_with_costs(_entries(tmp_path / "a", "hybrid", 0.65, seeds=(1,)), 200, 5000)]  # one seed: "?"
     monkeypatch.setattr(grid_at_setting.recipe, "grid_runs", lambda p: p["which"])
     monkeypatch.setattr(grid_at_setting.recipe, "train", lambda planned, compute: planned)
+    monkeypatch.setattr(grid_at_setting.recipe, "zero_shot_rows", lambda p, compute, show_progress: {})
     parts = grid_at_setting.compare({**params, "which": before}, {**params, "which": after})
     (part,) = parts.values()  # no reverse runs at the new setting: that direction is left out
     assert part["runs"] == 3 and [(r["system"], r["seed"]) for r in part["costs"]] == [
@@ -41,5 +42,11 @@ def test_only_seeds_finished_at_both_settings_are_compared_and_the_moved_columns
                                    "before": "length_groups=1", "command": "python ..."}, parts, "length_groups=4")
     moved = part["effect"][~part["effect"].verdict.str.rstrip("?").eq("no difference")]
     assert f"moved beyond noise: {len(moved)} of {len(part['effect'])}" in text and "X-X-mono mono map win" in text
-    assert "mean steps 400 s before, 200 s after; wall 600 s before, 400 s after" in text and "Not a speed measurement" in text
+    assert "mean steps 400 s before, 200 s after; wall 600 s before, 400 s after" in text
+    assert "Not a speed measurement" in text
     assert "- X-X-mono: length_groups=4 against length_groups=1 (2 seeds), better on" in text
+    # hybrid against X-X-mono: better at length_groups 1 (0.65 vs 0.55), no different at 4 (0.65 vs 0.65): the
+    # verdicts that differ are listed, and each side's summary sentences are shown
+    changes = part["verdict_changes"]
+    assert changes and all(c["baseline"] == "X-X-mono" and c["before"] != c["after"] for c in changes)
+    assert f"{len(changes)} column(s) differ" in text and part["summary_before"][0] in text

@@ -291,12 +291,13 @@ def run_in_child_process(params: dict[str, Any], show_progress: bool = True) -> 
 
     Why: a process that trains run after run keeps what its allocator never returns: the process that trained
     the grid's runs one after another (2026-12-06) grew from 9.0 to 10.9 GB peak RSS over 11 runs, past the
-    10 GB budget that one run stays under. A run in its own process gives its memory back when it ends. The numbers are those of the
-    run in this process (the same code, seeds and thread count; tests/test_runs.py checks it). An error in
-    the run is raised here, its traceback attached; a child that dies without a word (killed, out of memory)
-    raises RuntimeError naming the run; interrupting this process ends the child (and a parent killed with -9
-    takes the child with it, :mod:`hybridnb.child_processes`). The child is spawned, so a script (not a notebook)
-    that calls this needs the usual ``if __name__ == "__main__":`` guard: the child imports the script's main module.
+    10 GB budget that one run stays under. A run in its own process gives its memory back when it ends. The
+    numbers are those of the run in this process (the same code, seeds and thread count; tests/test_runs.py
+    checks it). An error in the run is raised here, its traceback attached; a child that dies without a word
+    (killed, out of memory) raises RuntimeError naming the run; interrupting this process ends the child (and a
+    parent killed with -9 takes the child with it, :mod:`hybridnb.child_processes`). The child is spawned, so a
+    script (not a notebook) that calls this needs the usual ``if __name__ == "__main__":`` guard: the child
+    imports the script's main module.
     """
     import torch
 
