@@ -82,8 +82,8 @@ def verdict_changes(before: dict, after: dict) -> list[dict]:
     """Hybrid against each baseline: the columns whose verdict (REPORT.md's rule) differs between the settings."""
     b = before["verdicts"].set_index(["baseline", "column"]).verdict
     a = after["verdicts"].set_index(["baseline", "column"]).verdict
-    return [{"baseline": baseline, "column": column, "before": b[key], "after": a[key]}
-            for key in b.index if key in a.index and a[key] != b[key] for baseline, column in [key]]
+    return [{"baseline": key[0], "column": key[1], "before": b[key], "after": a[key]}
+            for key in b.index if key in a.index and a[key] != b[key]]
 
 
 def render(doc: dict, parts: dict, setting: str) -> str:
