@@ -281,17 +281,20 @@ def test_the_default_run_name_carries_the_model_unless_it_is_the_profiles_offlin
     assert runs.default_run_name("cpu", {**cfg, "model": "/data/models/LaBSE/"}) == "cpu-labse-hybrid-mlqa-r-to-xquad-r-seed1"
 
 
-def test_a_run_in_its_own_process_gives_the_numbers_of_a_run_in_this_one(tiny_run, one_thread, monkeypatch):
+def test_a_run_in_its_own_process_gives_the_numbers_of_a_run_in_this_one(tiny_run, one_thread, monkeypatch, capfd):
     """``isolate_runs`` (the cpu profile's memory budget) must not change a number: the same run trained here
     and in a spawned child, into two report folders, has the same training log, per-query results and metrics.
-    An error in the child comes back as itself; a child that dies without a word names the run."""
+    An error in the child comes back as itself; a child that dies without a word names the run. A child asked
+    for no progress prints no progress bar (transformers' weight-loading and shard-writing bars included)."""
     import numpy as np
 
     tmp_path, params = tiny_run
     here_dir, here = runs.run(params, show_progress=False)
     monkeypatch.setenv("HYBRIDNB_REPORTS", str(tmp_path / "child-reports"))
     monkeypatch.setenv("HYBRIDNB_CACHE", str(tmp_path / "child-cache"))  # its own weights: nothing reused
+    capfd.readouterr()  # this process's own output so far is not the child's
     child_dir, child = runs.run_in_child_process(params, show_progress=False)
+    assert "%|" not in capfd.readouterr().err  # no tqdm bar from the child
     assert child_dir == tmp_path / "child-reports" / "runs" / here_dir.name
     assert child["provenance"]["hardware"]["torch_threads"] == 1  # this process's threads, not the machine's
     steps = lambda d: [{k: v for k, v in json.loads(line).items() if k not in ("pairs_per_s", "step_s")}  # noqa: E731

@@ -338,6 +338,10 @@ def _run_in_child(params: dict[str, Any], show_progress: bool, threads: int, sen
     import torch
 
     torch.set_num_threads(threads)
+    if not show_progress:  # nor transformers' weight-loading and shard-writing bars in the caller's log
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     try:
         report_dir, _ = run(params, show_progress=show_progress)
         send.send((str(report_dir), None, None))
