@@ -358,6 +358,17 @@ def check_fields(config_type, values: dict[str, Any], name=lambda key: key) -> N
                              f"got {values[f.name]!r}")
 
 
+def check_numbers(key: str, value, must: str, *, positive: bool = False, ints: bool = True, many: bool = True):
+    """``value`` when it is a non-empty list of distinct ints (``ints=False``: numbers), each >= 0 (``positive``:
+    > 0), or with ``many=False`` one such number; else one ValueError ``<key> must be <must>, got <value>``. The
+    settings outside the typed configs (seeds, workers, the recipe's temperatures and budgets) are checked here."""
+    values = [value] if not many else list(value) if isinstance(value, (list, tuple)) else []
+    if not values or any(isinstance(v, bool) or not isinstance(v, int if ints else (int, float))
+                         or (v <= 0 if positive else v < 0) for v in values) or len(set(values)) != len(values):
+        raise ValueError(f"{key} must be {must}, got {value!r}")
+    return values if many else value
+
+
 def parameter_lines(config_type, defaults: dict[str, Any], name=lambda key: key) -> list[str]:
     """One line per parameter of ``config_type``: the key as the user writes it (``name(key)``), its default (from
     ``defaults``, e.g. a profile), its allowed values and unit, and its meaning (:data:`PARAMETERS`); what

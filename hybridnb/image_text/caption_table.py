@@ -22,9 +22,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -32,7 +29,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageOps
 
-from hybridnb import file_hashes
+from hybridnb import file_hashes, reporting
 from hybridnb.data import sources
 from hybridnb.data.languages import (check_every_language_used, check_item_columns, check_languages,
                                      language_counts)
@@ -159,20 +156,13 @@ class ImageTextTable:
     def save(self, folder: str | Path) -> Path:
         """Write ``table.json`` (+ ``images.npy``) into `folder`, atomically (a complete folder or none)."""
         folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        try:
+        with reporting.atomic_dir(folder) as tmp:
             record = {"format": FORMAT, "ids": self.ids, "languages": self.languages, "captions": self.captions,
                       "image_paths": self.image_paths, "name": self.name, "split": self.split, "meta": self.meta}
             (tmp / "table.json").write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
             if self.images is not None:
                 np.save(tmp / "images.npy", np.ascontiguousarray(self.images))
             file_hashes.write_manifest(tmp)  # last: load checks the pixels and captions against it
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(tmp, folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return folder
 
     @classmethod

@@ -156,18 +156,13 @@ def seeds(params: dict[str, Any]) -> list[int]:
     values = params.get("mm_seeds")
     if values is None:
         return [params["seed"]]
-    if isinstance(values, (str, int)) or not values or len(set(values)) != len(values) or any(
-            isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in values):
-        raise ValueError(f"mm_seeds must be null or a list of distinct non-negative ints, got {values!r}")
-    return list(values)
+    return config.check_numbers("mm_seeds", values, "null or a list of distinct non-negative ints")
 
 
 def workers(params: dict[str, Any]) -> int:
     """``mm_workers`` (default 1): how many image-text runs train at once, each in its own process."""
-    value = params.get("mm_workers", 1)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"mm_workers must be an int >= 1 (1: one run after another), got {value!r}")
-    return value
+    return config.check_numbers("mm_workers", params.get("mm_workers", 1), "an int >= 1 (1: one run after another)",
+                                positive=True, many=False)
 
 
 def check_runs(params: dict[str, Any]) -> list[dict[str, Any]]:

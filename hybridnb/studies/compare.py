@@ -17,7 +17,7 @@ from hybridnb.studies import paper_numbers, runs, zero_shot
 from hybridnb import reporting
 from hybridnb.evaluation.metrics import EvalResult
 
-SETTINGS, METRICS = ("mono", "cross", "multi"), ("map", "r@1", "r@10")
+SETTINGS, METRICS = reporting.SETTINGS, reporting.METRICS  # mono / cross / multi; map, r@1, r@10
 COLUMNS = [(s, m) for s in SETTINGS for m in METRICS] + [("rank_distance", None)]
 LABELS = {**paper_numbers.LABELS, "mixed": "X-X", "en": "En-En"}
 

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hybridnb import config, file_hashes, paths, reporting
+from hybridnb import config, paths, reporting
 from hybridnb.data import miracl
 from hybridnb.data.languages import check_languages
 from hybridnb.evaluation import dense_search, stats, trec_metrics
@@ -46,7 +46,7 @@ from hybridnb.evaluation.corpus_index import CorpusIndex, encoder_dim
 from hybridnb.models import backbones, precision
 from hybridnb.paths import cache_root, reports_root
 from hybridnb.studies import backbone_study, compare, paper_numbers, runs, zero_shot
-from hybridnb.training import distributed
+from hybridnb.training import distributed, run_folder
 
 __all__ = ["PARAMETERS", "SCHEMA", "NOT_RUN", "Settings", "System", "check_settings", "plan", "result_dir",
            "index_dir", "find", "run", "systems_of", "source_line", "collect_saved", "results_table", "paper_table",
@@ -58,6 +58,7 @@ PARAMETERS = ("miracl_languages", "miracl_local", "miracl_backbones", "miracl_in
 SCHEMA = "hybridnb.miracl/1"
 METRICS = tuple(trec_metrics.MEASURES)  # ndcg@10, recall@100
 NOT_RUN = "MIRACL: not run (needs network or a local copy; see docs/miracl.md)"
+_REMAKE = "run python -m hybridnb miracl (or notebook 09) to compute it again"  # a result that fails its manifest
 
 
 Settings = config.MiraclConfig
@@ -167,17 +168,9 @@ def _record(params: dict, settings: Settings, system: System, data: dict[str, mi
 
 def find(out_dir: Path, record: dict) -> dict | None:
     """Saved results in ``out_dir`` with the same record (and per-query file), not older than the fresh cutoff."""
-    try:
-        saved = json.loads((out_dir / "results.json").read_text(encoding="utf-8"))
-        if not paths.reusable(out_dir / "results.json") or not (out_dir / "per_query.npz").is_file():
-            return None
-    except (OSError, json.JSONDecodeError):
-        return None
-    if saved.get("record") != json.loads(json.dumps(record)):
-        return None
-    file_hashes.check_result_folder(out_dir, "run python -m hybridnb miracl (or notebook 09) to compute it again")
-    paths.note_reuse(out_dir / "results.json")
-    return saved
+    record = json.loads(json.dumps(record))  # as results.json holds it (tuples as lists)
+    return run_folder.saved_results(out_dir, _REMAKE, lambda saved: saved.get("record") == record,
+                                    lambda saved: ["per_query.npz"])
 
 
 def _entry(value, ci: dict) -> dict:
@@ -272,17 +265,12 @@ def _evaluate(params: dict, settings: Settings, system: System, data: dict[str, 
 
 
 def _write(out_dir: Path, results: dict, result: trec_metrics.TrecResult) -> None:
-    with reporting.atomic_dir(out_dir) as tmp:
-        result.save(tmp / "per_query.npz")
-        reporting.write_json(tmp / "results.json", results)
-        rows = [{"language": lang, **{m: reporting.format_ci(b[m]) for m in METRICS}, "queries": b["n_queries"],
-                 "passages": b["n_passages"]} for lang, b in results["languages"].items()]
-        rows.append({"language": "mean", **{m: reporting.format_ci(results["macro"][m]) for m in METRICS},
-                     "queries": sum(b["n_queries"] for b in results["languages"].values()), "passages": ""})
-        reporting.write_text(tmp / "results.md", f"# MIRACL dev: {results['system']['label']} "
-                             f"({results['model']['name']})\n\n{reporting.stamp(results['provenance'])}\n\n"
-                             + reporting.markdown_table(rows))
-        file_hashes.write_manifest(tmp)  # last: the sha256 of every file above, checked by find()
+    rows = [{"language": lang, **{m: reporting.format_ci(b[m]) for m in METRICS}, "queries": b["n_queries"],
+             "passages": b["n_passages"]} for lang, b in results["languages"].items()]
+    rows.append({"language": "mean", **{m: reporting.format_ci(results["macro"][m]) for m in METRICS},
+                 "queries": sum(b["n_queries"] for b in results["languages"].values()), "passages": ""})
+    run_folder.write_result_folder(out_dir, results, f"MIRACL dev: {results['system']['label']} "
+                                   f"({results['model']['name']})", rows, files={"per_query.npz": result.save})
 
 
 def run(params: dict[str, Any], show_progress: bool = True, announce: bool = False) -> dict[str, dict]:
@@ -331,13 +319,9 @@ def collect_saved(profile: str) -> dict[str, dict]:
     """Every MIRACL result written for ``profile`` (reports/<profile>/miracl/*/results.json), by system label."""
     out = {}
     for path in sorted((reports_root() / profile / "miracl").glob("*/results.json")):
-        try:
-            results = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            continue
-        if results.get("schema") == SCHEMA:
-            file_hashes.check_result_folder(path.parent, "run python -m hybridnb miracl (or notebook 09) to "
-                                                         "compute it again")
+        results = run_folder.saved_results(path.parent, _REMAKE, lambda saved: saved.get("schema") == SCHEMA,
+                                           reuse=False)
+        if results is not None:
             out[results["system"]["label"]] = {"results": results, "dir": path.parent}
     return dict(sorted(out.items(), key=lambda kv: (kv[1]["results"]["system"]["kind"] != "zero-shot", kv[0])))
 

@@ -73,10 +73,8 @@ def held_out_score(results: dict[str, Any]) -> float:
 
 
 def _seeds(params: dict[str, Any]) -> list[int]:
-    seeds = list(params.get("seeds") or [params["seed"]])
-    if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds must be distinct non-negative integers, got {seeds!r}")
-    return seeds
+    return config.check_numbers("seeds", list(params.get("seeds") or [params["seed"]]),
+                                "distinct non-negative integers")
 
 
 def _inputs(params: dict[str, Any]) -> list[tuple[str, int]]:
@@ -92,11 +90,16 @@ def _inputs(params: dict[str, Any]) -> list[tuple[str, int]]:
 
 
 def _numbers(params: dict[str, Any], key: str, fallback: str, number_type: type) -> list:
-    values = list(params.get(key) or [params[fallback]])
-    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 for v in values) \
-            or len(set(values)) != len(values):
-        raise ValueError(f"{key} must be distinct positive numbers, got {values!r}")
+    values = config.check_numbers(key, list(params.get(key) or [params[fallback]]), "distinct positive numbers",
+                                  positive=True, ints=False)
     return [number_type(v) for v in values]
+
+
+def _probe_choices(params: dict[str, Any]) -> tuple[list[float], list[int]]:
+    """The temperatures and budgets the probes try: ``recipe_temperatures`` and ``recipe_steps`` (null: the
+    profile's ``temperature`` and ``steps``)."""
+    return (_numbers(params, "recipe_temperatures", "temperature", float),
+            _numbers(params, "recipe_steps", "steps", int))
 
 
 def input_label(mode: str, max_length: int) -> str:
@@ -117,31 +120,29 @@ def probe_name(params: dict[str, Any]) -> str:
 def _probe(group: str, label: str, params: dict[str, Any], **overrides) -> RecipeRun:
     seed = _seeds(params)[0]
     groups = params.get("recipe_length_groups")
-    if groups is not None and (isinstance(groups, bool) or not isinstance(groups, int) or groups < 1):
-        raise ValueError(f"recipe_length_groups must be null or an integer >= 1, got {groups!r}")
+    if groups is not None:
+        config.check_numbers("recipe_length_groups", groups, "null or an integer >= 1", positive=True, many=False)
     p = {**params, "strategy": "hybrid", "alpha": 0.5, "seed": seed,
          "length_groups": params.get("length_groups", 1) if groups is None else groups, **overrides}
     return RecipeRun(group, label, seed, {**p, "run_name": probe_name(p)})
 
 
 def input_probes(params: dict[str, Any]) -> list[RecipeRun]:
-    t, steps = _numbers(params, "recipe_temperatures", "temperature", float)[0], \
-        _numbers(params, "recipe_steps", "steps", int)[0]
-    return [_probe("input", input_label(m, n), params, candidate_mode=m, max_length=n, temperature=t, steps=steps)
-            for m, n in _inputs(params)]
+    temperatures, budgets = _probe_choices(params)
+    return [_probe("input", input_label(m, n), params, candidate_mode=m, max_length=n, temperature=temperatures[0],
+                   steps=budgets[0]) for m, n in _inputs(params)]
 
 
 def temperature_probes(params: dict[str, Any], mode: str, max_length: int) -> list[RecipeRun]:
-    steps = _numbers(params, "recipe_steps", "steps", int)[0]
+    temperatures, budgets = _probe_choices(params)
     return [_probe("temperature", f"tau={t:g}", params, candidate_mode=mode, max_length=max_length,
-                   temperature=t, steps=steps)
-            for t in _numbers(params, "recipe_temperatures", "temperature", float)]
+                   temperature=t, steps=budgets[0]) for t in temperatures]
 
 
 def budget_probes(params: dict[str, Any], mode: str, max_length: int, temperature: float) -> list[RecipeRun]:
     return [_probe("budget", f"{s} steps", params, candidate_mode=mode, max_length=max_length,
                    temperature=temperature, steps=s)
-            for s in sorted(_numbers(params, "recipe_steps", "steps", int))]
+            for s in sorted(_probe_choices(params)[1])]
 
 
 def recipe_params(params: dict[str, Any], chosen: dict[str, Any]) -> dict[str, Any]:
@@ -186,8 +187,7 @@ def plan(params: dict[str, Any]) -> list:
     """Every run config the recipe can imply, checked before any work: every probe any choice could lead to
     (inputs x temperatures x budgets), and the grid and the sweep at the profile's own recipe. Two different
     configs that would share a report folder are refused here."""
-    temps, steps = (_numbers(params, "recipe_temperatures", "temperature", float),
-                    _numbers(params, "recipe_steps", "steps", int))
+    temps, steps = _probe_choices(params)
     planned = [_probe("input", input_label(m, n), params, candidate_mode=m, max_length=n, temperature=t,
                       steps=s).cfg for m, n in _inputs(params) for t in temps for s in steps]
     planned += [r.cfg for r in grid_runs(params) + sweep_runs(params) + masked_runs(params)]

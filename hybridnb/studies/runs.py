@@ -26,23 +26,22 @@ from typing import Any
 
 from hybridnb import child_processes, config, file_hashes, paths, reporting, training
 from hybridnb.training import distributed, losses, sampling
-from hybridnb.training.batch_kinds import hashed_alpha, strategy_label  # noqa: F401  (runs.strategy_label, as before)
+from hybridnb.training.batch_kinds import hashed_alpha, strategy_label  # runs.strategy_label, as before
 from hybridnb.training.run_folder import (  # noqa: F401  (the skeleton, re-exported: runs.execute, as before)
-    KEEP_CHECKPOINTS_ENV, REPLACE_ENV, RunOutput, RunTask, RunTaskBase, check_no_other_run, check_run_folder,
-    check_writable, execute, find_finished, find_finished_dir, named_files, remove_stale_temps, run_dirs, write_run,
+    KEEP_CHECKPOINTS_ENV, REPLACE_ENV, RunOutput, RunTaskBase, execute, find_finished, find_finished_dir, named_files,
+    run_dirs,
 )
 from hybridnb.training.trainer import CHECKPOINT
 from hybridnb.data import train_data
 from hybridnb.studies import budget
 from hybridnb.models import precision
-from hybridnb.models.backbones import check_max_length  # noqa: F401  (runs.check_max_length, as before)
+from hybridnb.models.backbones import check_max_length
 
 __all__ = ["RUN_KEYS", "TRAIN_SOURCES", "RunData", "check_run", "prepare_data", "train_model", "evaluate_run",
            "TextRun", "run", "run_in_child_process", "default_run_name",
            # the skeleton's (hybridnb.training.run_folder) and the strategy names' (training.batch_kinds), re-exported
-           "RunOutput", "RunTask", "RunTaskBase", "execute", "run_dirs", "named_files", "find_finished_dir",
-           "find_finished", "check_run_folder", "check_no_other_run", "check_writable", "remove_stale_temps",
-           "write_run", "KEEP_CHECKPOINTS_ENV", "REPLACE_ENV", "hashed_alpha", "strategy_label"]
+           "RunOutput", "RunTaskBase", "execute", "run_dirs", "named_files", "find_finished_dir", "find_finished",
+           "KEEP_CHECKPOINTS_ENV", "REPLACE_ENV", "strategy_label"]
 
 TRAIN_SOURCES = ("mlqa-r", "xquad-r", "mmarco")  # or a path to a ParallelTable JSON
 MAX_OVERLAP_FRACTION = 0.01  # more evaluation text than this in the training data is an error, not noise

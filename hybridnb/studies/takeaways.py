@@ -21,27 +21,25 @@ SETTING_WORDS = {"mono": "within one language (mono)", "cross": "across language
                  "multi": "in the pooled multilingual setting (multi)"}
 
 
-def _map(block: dict, setting: str) -> float | None:
-    e = (block.get(setting) or {}).get("map")
-    return None if e is None or e.get("value") is None else float(e["value"])
-
-
-def _rd(block: dict) -> float | None:
-    e = block.get("rank_distance")
-    return None if e is None or e.get("value") is None else float(e["value"])
+def _value(block: dict, *keys: str) -> float | None:
+    """The point estimate at ``block[key][key]...`` (``setting, "map"``; ``"rank_distance"``), or None."""
+    for key in keys:
+        block = (block or {}).get(key)
+    return None if block is None or block.get("value") is None else float(block["value"])
 
 
 def zero_shot(results: dict[str, Any], model: str) -> list[str]:
     """Notebook 02: per dataset, the settings from easiest to hardest and what the rank distance says."""
     out = []
     for name, block in results["datasets"].items():
-        ranked = sorted((s for s in SETTING_WORDS if _map(block, s) is not None), key=lambda s: -_map(block, s))
+        maps = {s: _value(block, s, "map") for s in SETTING_WORDS}
+        ranked = sorted((s for s in SETTING_WORDS if maps[s] is not None), key=lambda s: -maps[s])
         if not ranked:
             continue
-        parts = [f"{SETTING_WORDS[s]} {_map(block, s):.3f}" for s in ranked]
+        parts = [f"{SETTING_WORDS[s]} {maps[s]:.3f}" for s in ranked]
         text = (f"On {name}, zero-shot {model} retrieves best {parts[0]}"
                 + (f", then {', then '.join(parts[1:])} mAP" if len(parts) > 1 else " mAP"))
-        rd = _rd(block)
+        rd = _value(block, "rank_distance")
         if rd is not None and "multi" in ranked and ranked[-1] == "multi":
             text += (f"; pooled retrieval is the hardest because same-language candidates crowd out the answers "
                      f"in other languages (rank distance {rd:.0f}: lower is less language bias)")
@@ -71,9 +69,11 @@ def run_vs_zero_shot(results: dict[str, Any], zero_shot_results: dict[str, Any] 
         base = zero_shot_results.get("datasets", {}).get(name)
         if base is None:
             continue
-        diffs = {s: _map(block, s) - _map(base, s) for s in SETTING_WORDS
-                 if _map(block, s) is not None and _map(base, s) is not None}
-        rd = _rd(block) - _rd(base) if _rd(block) is not None and _rd(base) is not None else None
+        trained, untrained = ({s: _value(b, s, "map") for s in SETTING_WORDS} for b in (block, base))
+        diffs = {s: trained[s] - untrained[s] for s in SETTING_WORDS
+                 if trained[s] is not None and untrained[s] is not None}
+        rd, base_rd = _value(block, "rank_distance"), _value(base, "rank_distance")
+        rd = rd - base_rd if rd is not None and base_rd is not None else None
         better, worse = _difference_phrase({f"{s} mAP": d for s, d in diffs.items()}, rd)
         text = f"On {name}, {head} against zero-shot: "
         text += ("better on " + ", ".join(better) if better else "better on nothing")

@@ -10,13 +10,13 @@ evaluations. The folder is written under a temporary name and renamed when compl
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from hybridnb import file_hashes, paths, reporting
+from hybridnb import reporting
 from hybridnb.models import precision
 from hybridnb.paths import reports_root
+from hybridnb.training import run_folder
 
 __all__ = ["folder_name", "result_dir", "model_record", "results_json", "matches", "find", "write"]
 
@@ -62,33 +62,14 @@ def matches(results: dict[str, Any], record: dict[str, Any], tasks: dict, n_resa
 
 def find(out_dir: Path, record: dict[str, Any], tasks: dict, n_resamples: int, seed: int) -> dict[str, Any] | None:
     """The saved results in ``out_dir`` if complete, matching and not older than ``HYBRIDNB_FRESH_SINCE``."""
-    try:
-        saved = json.loads((Path(out_dir) / "results.json").read_text(encoding="utf-8"))
-        if not paths.reusable(Path(out_dir) / "results.json"):
-            return None
-    except (OSError, json.JSONDecodeError):
-        return None
-    if not matches(saved, record, tasks, n_resamples, seed):
-        return None
-    if not all((Path(out_dir) / f"per_query_{n}.npz").is_file() for n in tasks):
-        return None
-    file_hashes.check_result_folder(out_dir, "run notebook 02 (or python -m hybridnb report) to compute it again")
-    paths.note_reuse(Path(out_dir) / "results.json")
-    return saved
+    return run_folder.saved_results(Path(out_dir), "run notebook 02 (or python -m hybridnb report) to compute it again",
+                                    lambda saved: matches(saved, record, tasks, n_resamples, seed),
+                                    lambda saved: [f"per_query_{n}.npz" for n in tasks])
 
 
 def write(out_dir: Path, results: dict[str, Any], per_query: dict, title: str, note: str = "",
           figures: dict | None = None) -> Path:
     """Write results.json, results.md, the per-query files and figures into ``out_dir``, all or nothing."""
-    out_dir = Path(out_dir)
-    with reporting.atomic_dir(out_dir) as tmp:
-        for name, result in per_query.items():
-            result.save(tmp / f"per_query_{name}.npz")
-        for name, fig in (figures or {}).items():
-            reporting.save_figure(fig, tmp / name)
-        reporting.write_json(tmp / "results.json", results)
-        reporting.write_text(tmp / "results.md", f"# {title}\n\n{reporting.stamp(results['provenance'])}\n\n"
-                             + (note + "\n\n" if note else "")
-                             + reporting.markdown_table(reporting.summary_rows(results)))
-        file_hashes.write_manifest(tmp)  # last: the sha256 of every file above, checked by find()
-    return out_dir
+    return run_folder.write_result_folder(Path(out_dir), results, title, reporting.summary_rows(results), note,
+                                          {f"per_query_{name}.npz": result.save for name, result in per_query.items()},
+                                          figures)

@@ -33,8 +33,8 @@ from hybridnb.paths import cache_root, reports_root
 from hybridnb.training import checkpoints, distributed
 
 __all__ = ["RunOutput", "RunTask", "RunTaskBase", "execute", "run_dirs", "named_files", "find_finished_dir",
-           "find_finished", "check_run_folder", "check_no_other_run", "check_writable", "remove_stale_temps",
-           "write_run", "KEEP_CHECKPOINTS_ENV", "REPLACE_ENV"]
+           "find_finished", "saved_results", "check_no_other_run", "check_writable", "remove_stale_temps",
+           "write_result_folder", "write_run", "KEEP_CHECKPOINTS_ENV", "REPLACE_ENV"]
 
 
 def run_dirs(cfg: config.RunConfigBase) -> tuple[Path, Path]:
@@ -51,35 +51,50 @@ def named_files(results: dict[str, Any]) -> list[str]:
     return [f"per_query_{name}.npz" for name in results.get("datasets") or {}]
 
 
-def _finished_in(report_dir: Path, digest: str) -> dict[str, Any] | None:
-    """The results in ``report_dir`` when its config has hash ``digest``, they may be reused and every file they
-    name is there, else None. A folder of this config that lacks a named file (deleted or lost by hand: the
-    folder itself is written whole) is said to be incomplete, naming the files, and counts as unfinished, so
-    the command that meets it makes it again."""
+def saved_results(folder: Path, remake: str, same: Callable[[dict[str, Any]], bool] = lambda results: True,
+                  files: Callable[[dict[str, Any]], list[str]] = lambda results: [], incomplete: str = "",
+                  reuse: bool = True) -> dict[str, Any] | None:
+    """The results.json of the result folder ``folder`` (a run's, a zero-shot or a MIRACL result) when it reads,
+    they are the ones asked for (``same(results)``) and every file ``files(results)`` names is there, else None;
+    a folder that passes must match its manifest (:func:`hybridnb.file_hashes.check_result_folder`, ``remake``:
+    the command that makes it again), or one line is raised. ``reuse``: the results stand in for a computation,
+    so they count only when not older than ``HYBRIDNB_FRESH_SINCE`` and are noted in the reuse log; False
+    reads them for a report. ``incomplete``: what happens to a folder that lacks a named file (deleted or lost by
+    hand: a folder is written whole), said in one line naming the files; empty, nothing is said."""
+    results_path = Path(folder) / "results.json"
     try:
-        saved = json.loads((report_dir / "config.json").read_text(encoding="utf-8"))
-        if saved.get("hash") != digest:
-            return None
-        results = json.loads((report_dir / "results.json").read_text(encoding="utf-8"))
-        if not paths.reusable(report_dir / "results.json"):
+        results = json.loads(results_path.read_text(encoding="utf-8"))
+        if reuse and not paths.reusable(results_path):
             return None
     except (OSError, json.JSONDecodeError):
         return None
-    missing = [f for f in named_files(results) if not (report_dir / f).is_file()]
-    if missing:
-        if distributed.is_main():
-            print(f"[hybridnb] {paths.shown(report_dir)} is incomplete: it lacks {', '.join(missing)}, which its "
-                  "results.json names; the run is made again", flush=True)
+    if not same(results):
         return None
-    check_run_folder(report_dir)
+    missing = [f for f in files(results) if not (Path(folder) / f).is_file()]
+    if missing:
+        if incomplete and distributed.is_main():
+            print(f"[hybridnb] {paths.shown(folder)} is incomplete: it lacks {', '.join(missing)}, which its "
+                  f"results.json names; {incomplete}", flush=True)
+        return None
+    file_hashes.check_result_folder(folder, remake)
+    if reuse:
+        paths.note_reuse(results_path)
     return results
 
 
-def check_run_folder(report_dir: Path) -> None:
-    """Raise one line (:class:`hybridnb.file_hashes.VerifyError`) unless every file of the finished run folder
-    matches its ``manifest.json``: a hand-edited results.json or a changed per-query file is refused, not
-    reused, and so is a folder without a manifest (made before manifests: the backfill command records them)."""
-    file_hashes.check_result_folder(report_dir, "run the command that made it again (it is retrained)")
+def _finished_in(report_dir: Path, digest: str) -> dict[str, Any] | None:
+    """The results in ``report_dir`` when its config has hash ``digest`` and :func:`saved_results` takes them (a
+    folder of this config that lacks a named file counts as unfinished, so the command that meets it makes it
+    again); a hand-edited results.json or a changed per-query file is refused, not reused, and so is a folder
+    without a manifest (made before manifests: the backfill command records them)."""
+    try:
+        saved = json.loads((report_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if saved.get("hash") != digest:
+        return None
+    return saved_results(report_dir, "run the command that made it again (it is retrained)", files=named_files,
+                         incomplete="the run is made again")
 
 
 def find_finished_dir(cfg: config.RunConfigBase) -> tuple[Path, dict[str, Any]] | None:
@@ -93,7 +108,6 @@ def find_finished_dir(cfg: config.RunConfigBase) -> tuple[Path, dict[str, Any]] 
     for report_dir in [own, *sorted(p for p in own.parent.glob("*") if p.is_dir() and p != own)]:
         results = _finished_in(report_dir, cfg.hash)
         if results is not None:
-            paths.note_reuse(report_dir / "results.json")
             return report_dir, results
     return None
 
@@ -241,23 +255,32 @@ def check_no_other_run(cfg: config.RunConfigBase, report_dir: Path) -> None:
                      f"this run its own run_name, or set {REPLACE_ENV}=1 to replace it")
 
 
-def write_run(cfg: config.RunConfigBase, output: RunOutput) -> Path:
-    """Write reports/runs/<run_name>/ completely in a temp folder, then swap it in: config.json, results.json,
-    the output's files and figures, results.md (its summary and table), and last manifest.json (the sha256 of
-    each of them, :mod:`hybridnb.file_hashes`)."""
-    report_dir = run_dirs(cfg)[0]
-    prov = output.results["provenance"]
-    with reporting.atomic_dir(report_dir) as tmp:
-        reporting.write_json(tmp / "config.json", {**cfg.to_json(), "provenance": prov})
-        reporting.write_json(tmp / "results.json", output.results)
-        for name, write in output.files.items():
+def write_result_folder(folder: Path, results: dict[str, Any], title: str, rows: list[dict[str, Any]],
+                        note: str = "", files: dict[str, Callable[[Path], Any]] | None = None,
+                        figures: dict[str, Any] | None = None) -> Path:
+    """Write the result folder ``folder`` (a run's, a zero-shot or a MIRACL result) completely in a temp folder,
+    then swap it in: the ``files`` (name -> writer(path)) and ``figures``, results.json, results.md (``# title``,
+    the provenance stamp, ``note`` when there is one, the table of ``rows``), and last manifest.json (the sha256
+    of each of them, :mod:`hybridnb.file_hashes`, checked by :func:`saved_results` before any reuse)."""
+    with reporting.atomic_dir(folder) as tmp:
+        for name, write in (files or {}).items():
             write(tmp / name)
-        for name, fig in output.figures.items():
+        for name, fig in (figures or {}).items():
             reporting.save_figure(fig, tmp / name)
-        reporting.write_text(tmp / "results.md", f"# Run {cfg.run_name}\n\n{reporting.stamp(prov)}\n\n"
-                                                 f"{output.summary}\n\n" + reporting.markdown_table(output.rows))
-        file_hashes.write_manifest(tmp)  # last: the sha256 of every file above, checked before any reuse
-    return report_dir
+        reporting.write_json(tmp / "results.json", results)
+        reporting.write_text(tmp / "results.md", f"# {title}\n\n{reporting.stamp(results['provenance'])}\n\n"
+                             + (note + "\n\n" if note else "") + reporting.markdown_table(rows))
+        file_hashes.write_manifest(tmp)
+    return Path(folder)
+
+
+def write_run(cfg: config.RunConfigBase, output: RunOutput) -> Path:
+    """Write reports/runs/<run_name>/ (:func:`write_result_folder`): config.json, the output's files and figures,
+    results.json and results.md (its summary and table)."""
+    config_json = {**cfg.to_json(), "provenance": output.results["provenance"]}
+    return write_result_folder(run_dirs(cfg)[0], output.results, f"Run {cfg.run_name}", output.rows, output.summary,
+                               {"config.json": lambda path: reporting.write_json(path, config_json), **output.files},
+                               output.figures)
 
 
 @dataclass
