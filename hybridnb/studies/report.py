@@ -82,6 +82,22 @@ def _is_zero_shot(name: str) -> bool:
     return name.startswith("zero-shot")
 
 
+def _summaries(results: dict[str, list[EvalResult]], n: int, seed: int, keys: list[str]) -> dict[str, dict]:
+    """The seed summary of every system (or sweep point) of ``results`` in ``keys``; a zero-shot row is one
+    deterministic result (no seed noise)."""
+    return {name: seed_stats.seed_summary(rs, n, seed=seed, deterministic=_is_zero_shot(name), keys=keys)
+            for name, rs in results.items()}
+
+
+def _verdicts(pairs: dict[str, tuple[list[EvalResult], list[EvalResult]]], n: int, seed: int, keys: list[str],
+              name: str = "baseline") -> pd.DataFrame:
+    """:func:`seed_tables.verdict_table` of ``a`` minus ``b`` for every ``{label: (a, b)}`` of ``pairs`` (the label
+    in the ``name`` column); a zero-shot ``b`` is deterministic."""
+    return seed_tables.verdict_table({label: seed_stats.seed_compare(a, b, n, seed=seed, keys=keys,
+                                                                     b_deterministic=_is_zero_shot(label))
+                                      for label, (a, b) in pairs.items()}, name)
+
+
 def direction_section(systems: dict[str, list[dict]], dataset: str, n: int, seed: int,
                       zero_shots: dict[str, dict]) -> dict[str, Any] | None:
     """Seed summaries of every system on ``dataset`` (the zero-shot rows first: ``{label: {"dir"}}``, "zero-shot"
@@ -91,18 +107,14 @@ def direction_section(systems: dict[str, list[dict]], dataset: str, n: int, seed
     results.update({name: _per_query(entries, dataset) for name, entries in systems.items()})
     if TARGET not in results:
         return None
-    keys = list(seed_stats.REPORTED)
-    summaries = {name: seed_stats.seed_summary(r, n, seed=seed, deterministic=_is_zero_shot(name), keys=keys)
-                 for name, r in results.items()}
     baselines = [b for b in BASELINES if b in results and b != "zero-shot"] + \
         [name for name in results if _is_zero_shot(name)]
-    comparisons = {b: seed_stats.seed_compare(results[TARGET], results[b], n, seed=seed,
-                                              b_deterministic=_is_zero_shot(b), keys=keys)
-                   for b in baselines}
-    verdicts = seed_tables.verdict_table(comparisons)
+    keys = list(seed_stats.REPORTED)
+    summaries = _summaries(results, n, seed, keys)
+    verdicts = _verdicts({b: (results[TARGET], results[b]) for b in baselines}, n, seed, keys)
     paper, _ = paper_numbers.load()
     return {"dataset": dataset, "results": results, "summaries": summaries, "verdicts": verdicts,
-            "comparisons": list(comparisons),
+            "comparisons": baselines,
             "seeds": {name: len(r) for name, r in results.items()},
             "paper": seed_tables.paper_agreement(verdicts, paper, dataset),
             "paper_rows": seed_tables.paper_rows(paper, dataset)}
@@ -115,15 +127,11 @@ def seen_unseen_section(section: dict, seen: list[str], n: int, seed: int) -> di
     unseen = [g for g in languages if g not in seen]
     if not unseen:
         return None
-    keys = list(SPLIT_KEYS)
     split = {name: [split_seen_unseen(r, seen) for r in rs] for name, rs in section["results"].items()}
-    summaries = {name: seed_stats.seed_summary(rs, n, seed=seed, deterministic=_is_zero_shot(name), keys=keys)
-                 for name, rs in split.items()}
-    comparisons = {b: seed_stats.seed_compare(split[TARGET], split[b], n, seed=seed,
-                                              b_deterministic=_is_zero_shot(b), keys=keys)
-                   for b in section["comparisons"]}
-    return {"seen": [g for g in languages if g in seen], "unseen": unseen, "summaries": summaries,
-            "verdicts": seed_tables.verdict_table(comparisons)}
+    return {"seen": [g for g in languages if g in seen], "unseen": unseen,
+            "summaries": _summaries(split, n, seed, list(SPLIT_KEYS)),
+            "verdicts": _verdicts({b: (split[TARGET], split[b]) for b in section["comparisons"]}, n, seed,
+                                  list(SPLIT_KEYS))}
 
 
 # ---- the summary, generated from the verdicts and checked against them -------------------------------
@@ -197,9 +205,7 @@ def setting_effect(before: dict[str, Any], after: dict[str, Any], n: int, seed: 
     both = [s for s in SYSTEMS if not _is_zero_shot(s) and s in after["results"] and s in before["results"]]
     if not both:
         return None
-    keys = list(seed_stats.REPORTED)
-    table = seed_tables.verdict_table({s: seed_stats.seed_compare(after["results"][s], before["results"][s], n,
-                                                                  seed=seed, keys=keys) for s in both})
+    table = _verdicts({s: (after["results"][s], before["results"][s]) for s in both}, n, seed, list(seed_stats.REPORTED))
     seeds = {s: min(len(after["results"][s]), len(before["results"][s])) for s in both}
     return table.assign(seeds=table.baseline.map(seeds))  # the fewer of the two sides' seeds
 
@@ -278,18 +284,10 @@ def sweep_section(entries: list[dict], dataset: str, n: int, seed: int) -> dict[
     if sweep.REFERENCE not in points or len(points) < 2:  # nothing to compare the reference with yet
         return None
     results = {label: _per_query(es, dataset) for label, es in points.items()}
-    keys = list(HEADLINE)
-    summaries = {label: seed_stats.seed_summary(r, n, seed=seed, keys=keys) for label, r in results.items()}
-    rows = []
-    for label, r in results.items():
-        if label == sweep.REFERENCE:
-            continue
-        cmp = seed_stats.seed_compare(r, results[sweep.REFERENCE], n, seed=seed, keys=keys)
-        for key, e in cmp.items():
-            rows.append({"point": label, "column": seed_tables.column(key), "key": key, "diff": e["diff"], "low": e["low"],
-                         "high": e["high"], "p_value": e["p_value"], "verdict": seed_stats.verdict(e, key)})
+    verdicts = _verdicts({label: (r, results[sweep.REFERENCE]) for label, r in results.items()
+                          if label != sweep.REFERENCE}, n, seed, list(HEADLINE), name="point")
     weights = {label: es[0]["results"]["training"]["weights"] for label, es in points.items()}
-    return {"summaries": summaries, "verdicts": pd.DataFrame(rows), "weights": weights,
+    return {"summaries": _summaries(results, n, seed, list(HEADLINE)), "verdicts": verdicts, "weights": weights,
             "seeds": {label: len(es) for label, es in points.items()}}
 
 

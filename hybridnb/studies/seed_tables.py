@@ -60,12 +60,13 @@ def per_seed_table(summaries: dict[str, dict], keys=("mono_ap", "cross_ap", "mul
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def verdict_table(comparisons: dict[str, dict]) -> pd.DataFrame:
-    """Long frame: baseline, column, key, hybrid, baseline value, diff, low, high, p, verdict."""
+def verdict_table(comparisons: dict[str, dict], name: str = "baseline") -> pd.DataFrame:
+    """Long frame: baseline (or ``name``: a sweep's "point"), column, key, hybrid, baseline value, diff, low, high,
+    p, verdict."""
     rows = []
     for baseline, cmp in comparisons.items():
         for key, e in cmp.items():
-            rows.append({"baseline": baseline, "column": column(key), "key": key, "hybrid": e["a"],
+            rows.append({name: baseline, "column": column(key), "key": key, "hybrid": e["a"],
                          "baseline value": e["b"], "diff": e["diff"], "low": e["low"], "high": e["high"],
                          "p_value": e["p_value"], "df": e["df"], "verdict": seed_stats.verdict(e, key)})
     return pd.DataFrame(rows)
