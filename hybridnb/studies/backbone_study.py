@@ -90,11 +90,6 @@ def zero_shot_results(backbone: str, tasks: dict, params: dict[str, Any], show_p
     return results
 
 
-def _cell(block: dict, setting: str, metric: str | None) -> dict:
-    entry = block["rank_distance"] if setting == "rank_distance" else block[setting][metric]
-    return entry if entry is not None else {"value": None}
-
-
 def zero_shot_table(availability: pd.DataFrame, results: dict[str, dict], dataset: str) -> pd.DataFrame:
     """Rows: every backbone of the study; columns: 'value [low, high]' per metric, or why it has none."""
     rows = {}
@@ -106,7 +101,7 @@ def zero_shot_table(availability: pd.DataFrame, results: dict[str, dict], datase
         block = res["datasets"][dataset]
         row = {"status": "ok"}
         for s, m in SUMMARY:
-            row[compare.column_name(s, m)] = reporting.format_ci(_cell(block, s, m), 2 if m is None else 3)
+            row[compare.column_name(s, m)] = reporting.format_ci(block[s][m] if m else block[s], 2 if m is None else 3)
         rows[name] = row
     return pd.DataFrame.from_dict(rows, orient="index")
 

@@ -17,7 +17,7 @@ from hybridnb.evaluation import seed_stats
 from hybridnb.evaluation.metrics import EvalResult
 from hybridnb.image_text.metrics import ImageTextResult, select_queries
 from hybridnb.image_text.runs import DISPLAYABLE, PROBLEMS, run_image_text_all
-from hybridnb.studies import compare
+from hybridnb.studies import compare, seed_tables
 
 __all__ = ["COLUMNS", "collect", "load_result", "seed_results", "seed_summaries", "comparison_table",
            "per_language_summaries", "significance", "significance_wide",
@@ -111,15 +111,10 @@ def seed_summaries(systems: dict[str, dict], n_resamples: int = 1000, seed: int 
     return out
 
 
-def _cell(entry: dict | None, column: str) -> str:
-    if entry is None:
-        return "n/a"
-    return reporting.interval(entry["mean"], entry["low"], entry["high"], compare.digits(column))
-
-
 def comparison_table(summaries: dict[str, dict]) -> pd.DataFrame:
     """Rows: systems; columns: :data:`COLUMNS` as 'mean [low, high]' over the seeds (n/a where undefined)."""
-    return pd.DataFrame({name: {c: _cell(e, c) for c, e in cols.items()} for name, cols in summaries.items()}).T
+    return pd.DataFrame({name: {c: seed_tables.summary_cell(e, c) for c, e in cols.items()}
+                         for name, cols in summaries.items()}).T
 
 
 def per_language_summaries(systems: dict[str, dict], k: int = 10, n_resamples: int = 1000,

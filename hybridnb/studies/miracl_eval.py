@@ -345,19 +345,14 @@ def collect_saved(profile: str) -> dict[str, dict]:
 # ---- tables and the report --------------------------------------------------------------------------------
 
 
-def _fmt(entry: dict | None, ci: bool = True) -> str:
-    if entry is None or entry.get("value") is None:
-        return "n/a"
-    return reporting.format_ci(entry if ci else {"value": entry["value"]}, 3)
-
-
 def results_table(collected: dict) -> pd.DataFrame:
     """Rows: systems; columns: nDCG@10 and Recall@100 macro averages (95% CI), then nDCG@10 per language."""
     rows = {}
     for label, sys in systems_of(collected).items():
         res = sys["results"]
-        row = {f"{m} mean": _fmt(res["macro"][m]) for m in METRICS}
-        row.update({f"ndcg@10 {lang}": _fmt(b["ndcg@10"], ci=False) for lang, b in res["languages"].items()})
+        row = {f"{m} mean": reporting.format_ci(res["macro"][m]) for m in METRICS}
+        row.update({f"ndcg@10 {lang}": reporting.format_ci(b["ndcg@10"], ci=False)
+                    for lang, b in res["languages"].items()})
         rows[label] = row
     return pd.DataFrame.from_dict(rows, orient="index")
 

@@ -34,8 +34,8 @@ import pandas as pd
 from hybridnb import reporting
 from hybridnb.evaluation import seed_stats
 from hybridnb.evaluation.metrics import EvalResult
-from hybridnb.studies import miracl_eval, paper_numbers, recipe, runs, seed_tables, sweep
-from hybridnb.studies.seed_tables import frame_markdown
+from hybridnb.studies import compare, miracl_eval, paper_numbers, recipe, runs, seed_tables, sweep
+from hybridnb.studies.seed_tables import frame_markdown, is_zero_shot, system_table
 
 __all__ = ["headline", "update_readme", "system_table", "verdict_wide", "SPLIT_KEYS", "split_seen_unseen", "by_label", "direction_section", "seen_unseen_section",
            "summary_lines", "verdict_words", "setting_effect", "caveat", "check_summary", "probe_frame", "sweep_section", "build"]
@@ -78,14 +78,10 @@ def _per_query(entries: list[dict], dataset: str) -> list[EvalResult]:
     return [EvalResult.load(Path(e["dir"]) / f"per_query_{dataset}.npz") for e in entries]
 
 
-def _is_zero_shot(name: str) -> bool:
-    return name.startswith("zero-shot")
-
-
 def _summaries(results: dict[str, list[EvalResult]], n: int, seed: int, keys: list[str]) -> dict[str, dict]:
     """The seed summary of every system (or sweep point) of ``results`` in ``keys``; a zero-shot row is one
     deterministic result (no seed noise)."""
-    return {name: seed_stats.seed_summary(rs, n, seed=seed, deterministic=_is_zero_shot(name), keys=keys)
+    return {name: seed_stats.seed_summary(rs, n, seed=seed, deterministic=is_zero_shot(name), keys=keys)
             for name, rs in results.items()}
 
 
@@ -94,7 +90,7 @@ def _verdicts(pairs: dict[str, tuple[list[EvalResult], list[EvalResult]]], n: in
     """:func:`seed_tables.verdict_table` of ``a`` minus ``b`` for every ``{label: (a, b)}`` of ``pairs`` (the label
     in the ``name`` column); a zero-shot ``b`` is deterministic."""
     return seed_tables.verdict_table({label: seed_stats.seed_compare(a, b, n, seed=seed, keys=keys,
-                                                                     b_deterministic=_is_zero_shot(label))
+                                                                     b_deterministic=is_zero_shot(label))
                                       for label, (a, b) in pairs.items()}, name)
 
 
@@ -108,7 +104,7 @@ def direction_section(systems: dict[str, list[dict]], dataset: str, n: int, seed
     if TARGET not in results:
         return None
     baselines = [b for b in BASELINES if b in results and b != "zero-shot"] + \
-        [name for name in results if _is_zero_shot(name)]
+        [name for name in results if is_zero_shot(name)]
     keys = list(seed_stats.REPORTED)
     summaries = _summaries(results, n, seed, keys)
     verdicts = _verdicts({b: (results[TARGET], results[b]) for b in baselines}, n, seed, keys)
@@ -202,7 +198,7 @@ def setting_effect(before: dict[str, Any], after: dict[str, Any], n: int, seed: 
     setting is better, and "seeds" the fewer of the two sides' seeds. The report's masked section uses it (masked
     minus unmasked); ``benchmarks/grid_at_setting.py`` for a speed path (length_groups 4 minus 1). ``before`` and
     ``after``: :func:`direction_section`'s sections. None when no system has both."""
-    both = [s for s in SYSTEMS if not _is_zero_shot(s) and s in after["results"] and s in before["results"]]
+    both = [s for s in SYSTEMS if not is_zero_shot(s) and s in after["results"] and s in before["results"]]
     if not both:
         return None
     table = _verdicts({s: (after["results"][s], before["results"][s]) for s in both}, n, seed, list(seed_stats.REPORTED))
@@ -299,24 +295,11 @@ def plot_sweep(sec: dict, dataset: str, title: str):
 
 def verdict_wide(verdicts: pd.DataFrame, row: str = "baseline") -> pd.DataFrame:
     """Rows: baselines (or sweep points); columns: the compared columns; cells 'diff [low, high] verdict'."""
-    cell = [f"{reporting.interval(r['diff'], r.low, r.high, seed_tables.digits(r.key) + 1, sign=True)} {r.verdict}"
+    cell = [f"{reporting.interval(r['diff'], r.low, r.high, compare.digits(r.key) + 1, sign=True)} {r.verdict}"
             for _, r in verdicts.iterrows()]
     wide = verdicts.assign(cell=cell).pivot(index=row, columns="column", values="cell")
     columns = list(dict.fromkeys(verdicts.column))
     return wide[columns].reindex(list(dict.fromkeys(verdicts[row])))
-
-
-def system_table(summaries: dict[str, dict], keys, labels: dict[str, str] | None = None) -> pd.DataFrame:
-    """Rows: systems (or sweep points); columns: the seeds and each key's 'mean [low, high]'."""
-    rows = {}
-    for name, summary in summaries.items():
-        first = summary[keys[0]]
-        row = {"seeds": "—" if _is_zero_shot(name) else len(first["per_seed"])}
-        for key in keys:
-            e = summary[key]
-            row[seed_tables.column(key)] = reporting.interval(e["mean"], e["low"], e["high"], seed_tables.digits(key))
-        rows[(labels or {}).get(name, name)] = row
-    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def _paper_table1(paper_rows: pd.DataFrame | None) -> pd.DataFrame | None:
@@ -452,7 +435,7 @@ def headline(report_text: str) -> str:
     directions = [line[3:] for line in lines if line.startswith("## ") and " → " in line]
     sentences = [(line, _SENTENCE.match(line[2:])) for line in lines if line.startswith("- ")]
     said = [line for line, m in sentences  # against the trained baselines
-            if m and m["where"] in directions and not _is_zero_shot(m["baseline"])]
+            if m and m["where"] in directions and not is_zero_shot(m["baseline"])]
     said.append("- Against the zero-shot rows, and seen vs unseen languages: "
                 "[reports/REPORT.md](reports/REPORT.md#summary).")
     for line in lines:  # a paragraph of its own after the list

@@ -27,7 +27,7 @@ from hybridnb import reporting
 from hybridnb.evaluation import seed_stats
 
 __all__ = ["SYSTEMS", "BASELINES", "per_seed_table", "verdict_table", "paper_agreement",
-           "budget_rows", "frame_markdown", "column", "digits", "paper_rows", "plot_points", "plot_differences", "alpha_of",
+           "budget_rows", "frame_markdown", "column", "is_zero_shot", "summary_cell", "system_table", "paper_rows", "plot_points", "plot_differences", "alpha_of",
            "plot_alpha_sweep", "plot_validation_curves"]
 
 SYSTEMS = ("zero-shot", "X-X-mono", "X-Y", "hybrid")
@@ -41,9 +41,28 @@ def column(key: str) -> str:
     return compare.column_name(*seed_stats.KEYS[key])
 
 
-def digits(key: str) -> int:
-    """Decimals of a column's values: one for rank distance, three for the mAPs and recalls."""
-    return 1 if key == "rank_distance" else 3
+def is_zero_shot(name: str) -> bool:
+    """A zero-shot row ("zero-shot", "zero-shot (<input>)"): one deterministic result, no training seeds."""
+    return name.startswith("zero-shot")
+
+
+def summary_cell(entry: dict | None, name: str) -> str:
+    """A seed summary as 'mean [low, high]' with the decimals of its column (``name``: a key or a column name,
+    :func:`hybridnb.studies.compare.digits`); "n/a" where the system has no such column."""
+    if entry is None:
+        return "n/a"
+    return reporting.interval(entry["mean"], entry["low"], entry["high"], compare.digits(name))
+
+
+def system_table(summaries: dict[str, dict], keys, labels: dict[str, str] | None = None, title=column) -> pd.DataFrame:
+    """Rows: systems (or sweep points, ``labels`` renaming some); columns: the seeds and each key's
+    'mean [low, high]', headed ``title(key)``."""
+    rows = {}
+    for name, summary in summaries.items():
+        row = {"seeds": "—" if is_zero_shot(name) else len(summary[keys[0]]["per_seed"])}
+        row.update({title(key): summary_cell(summary[key], key) for key in keys})
+        rows[(labels or {}).get(name, name)] = row
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def per_seed_table(summaries: dict[str, dict], keys=("mono_ap", "cross_ap", "multi_ap", "rank_distance")) -> pd.DataFrame:
@@ -53,7 +72,7 @@ def per_seed_table(summaries: dict[str, dict], keys=("mono_ap", "cross_ap", "mul
         row = {}
         for key in keys:
             vals = summary[key]["per_seed"]
-            d = digits(key)
+            d = compare.digits(key)
             sd = f", sd {np.std(vals, ddof=1):.{d}f}" if len(vals) > 1 else ""
             row[column(key)] = " / ".join(f"{v:.{d}f}" for v in vals) + sd
         rows[name] = row
@@ -99,7 +118,7 @@ def paper_agreement(verdicts: pd.DataFrame, paper: pd.DataFrame, dataset: str) -
             continue
         ours = _direction(r["diff"])
         row = {"column": r.column, "hybrid minus": r.baseline,
-               "ours": f"{r['diff']:+.{digits(r.key) + 1}f} ({r.verdict})"}
+               "ours": f"{r['diff']:+.{compare.digits(r.key) + 1}f} ({r.verdict})"}
         for model, d in diffs.items():
             if d is None:
                 row[f"paper {model}"], row[f"vs {model}"] = paper_numbers.MISSING, paper_numbers.MISSING

@@ -40,6 +40,7 @@ from hybridnb import allocator, config, paths, reporting
 from hybridnb.evaluation import runner, seed_stats, stats
 from hybridnb.evaluation.metrics import EvalResult
 from hybridnb.studies import budget, runs, seed_tables
+from hybridnb.studies.compare import digits, load_per_query
 from hybridnb.training import distributed, loop
 from hybridnb.training import trainer as hybridnb_trainer
 from hybridnb.training.run_folder import RunOutput, RunTaskBase, execute, run_dirs
@@ -253,18 +254,13 @@ def comparison_frame(st: list[EvalResult], hybridnb: list[EvalResult], n_resampl
 
 def comparison_display(frame: pd.DataFrame) -> pd.DataFrame:
     """The table as the notebook shows it: ``mean [low, high]`` strings, 3 decimals (rank distance 1)."""
-    def cell(row, name):
-        d = 1 if row["key"] == "rank_distance" else 3
-        return f"{row[name]:.{d}f} [{row[name + '_low']:.{d}f}, {row[name + '_high']:.{d}f}]"
-
-    def signed(row):
-        d = 1 if row["key"] == "rank_distance" else 3
-        return f"{row['diff']:+.{d}f} [{row['diff_low']:+.{d}f}, {row['diff_high']:+.{d}f}]"
+    def cell(row, name, sign=False):
+        return reporting.interval(row[name], row[f"{name}_low"], row[f"{name}_high"], digits(row["key"]), sign)
 
     return pd.DataFrame({
         "hybridnb trainer": [cell(r, "hybridnb") for _, r in frame.iterrows()],
         "SentenceTransformerTrainer": [cell(r, "st") for _, r in frame.iterrows()],
-        "ST − hybridnb": [signed(r) for _, r in frame.iterrows()],
+        "ST − hybridnb": [cell(r, "diff", sign=True) for _, r in frame.iterrows()],
         "p": [seed_stats.format_p(p) for p in frame["p_value"]],
         "verdict": ["within noise" if r["within_noise"] else r["verdict"] for _, r in frame.iterrows()],
         "seeds (ST / hybridnb)": frame["seeds"],
