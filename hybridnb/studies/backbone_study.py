@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from hybridnb.models import backbones, precision
-from hybridnb.studies import compare, runs, zero_shot
+from hybridnb.studies import compare, runs, seed_tables, zero_shot
 from hybridnb import config, reporting
 from hybridnb.evaluation import stats
 from hybridnb.evaluation.metrics import EvalResult
@@ -242,11 +242,9 @@ def gains_wide(gains: pd.DataFrame) -> pd.DataFrame:
     """Rows (backbone, dataset, comparison); columns in :data:`SUMMARY` order; 'diff [low, high] p=...'."""
     if gains.empty:
         return pd.DataFrame()
-    cells = gains.assign(cell=[f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}] p={p:.2g}" for d, lo, hi, p in
-                               zip(gains["diff"], gains.low, gains.high, gains.p_value)])
-    columns = list(dict.fromkeys(gains.column))
-    return cells.pivot_table(index=["backbone", "dataset", "comparison"], columns="column", values="cell",
-                             aggfunc="first")[columns]
+    rows = ["backbone", "dataset", "comparison"]  # sorted, as BACKBONES.md has always listed them
+    return seed_tables.wide(gains.sort_values(rows, kind="stable"), rows, lambda r: reporting.interval(
+        r.diff, r.low, r.high, 3, sign=True) + f" p={r.p_value:.2g}", order=list(dict.fromkeys(gains.column)))
 
 
 def report_markdown(params: dict[str, Any], zs_tables: dict[str, pd.DataFrame], gains: pd.DataFrame,

@@ -157,12 +157,8 @@ def significance(systems: dict[str, dict], target: str = "hybrid", n_resamples: 
 
 def significance_wide(sig: pd.DataFrame) -> pd.DataFrame:
     """Rows: baselines; columns: the compared columns; cells 'diff [low, high] verdict'."""
-    if sig.empty:
-        return pd.DataFrame()
-    cell = [f"{reporting.interval(d, lo, hi, compare.digits(c), sign=True)} {v}"
-            for d, lo, hi, v, c in zip(sig["diff"], sig.low, sig.high, sig.verdict, sig.column)]
-    wide = sig.assign(cell=cell).pivot(index="baseline", columns="column", values="cell")
-    return wide[[c for c in COLUMNS if c in wide.columns]].reindex(list(dict.fromkeys(sig.baseline))).fillna("n/a")
+    return seed_tables.wide(sig, "baseline", lambda r: reporting.interval(
+        r.diff, r.low, r.high, compare.digits(r.column), sign=True) + f" {r.verdict}", order=list(COLUMNS), fill="n/a")
 
 
 def plot_per_language(systems: dict[str, dict], per_language: dict[str, dict[str, dict]], k: int = 10):

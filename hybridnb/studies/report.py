@@ -295,11 +295,8 @@ def plot_sweep(sec: dict, dataset: str, title: str):
 
 def verdict_wide(verdicts: pd.DataFrame, row: str = "baseline") -> pd.DataFrame:
     """Rows: baselines (or sweep points); columns: the compared columns; cells 'diff [low, high] verdict'."""
-    cell = [f"{reporting.interval(r['diff'], r.low, r.high, compare.digits(r.key) + 1, sign=True)} {r.verdict}"
-            for _, r in verdicts.iterrows()]
-    wide = verdicts.assign(cell=cell).pivot(index=row, columns="column", values="cell")
-    columns = list(dict.fromkeys(verdicts.column))
-    return wide[columns].reindex(list(dict.fromkeys(verdicts[row])))
+    return seed_tables.wide(verdicts, row, lambda r: reporting.interval(
+        r.diff, r.low, r.high, compare.digits(r.key) + 1, sign=True) + f" {r.verdict}")
 
 
 def _paper_table1(paper_rows: pd.DataFrame | None) -> pd.DataFrame | None:
@@ -685,7 +682,7 @@ def _sweep_lines(sec: dict, dataset: str, side: str) -> list[str]:
     table.insert(0, "weights (mono / cross / mixed)", [
         " / ".join(f"{sec['weights'][label].get(k, 0):g}" for k in ("mono", "cross", "mixed")) for label in table.index])
     v = sec["verdicts"]
-    diffs = verdict_wide(v, row="point") if not v.empty else pd.DataFrame()
+    diffs = verdict_wide(v, row="point")
     one_seed = v.verdict.str.endswith("?")  # a point with one seed: no training noise measured, no verdict
     wins = v[~one_seed & (v.verdict != "no difference")]
     sentence = ("No point with several seeds differs from alpha = 0.5 beyond noise in any headline column."

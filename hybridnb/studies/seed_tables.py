@@ -26,7 +26,7 @@ from hybridnb.studies import compare, paper_numbers
 from hybridnb import reporting
 from hybridnb.evaluation import seed_stats
 
-__all__ = ["SYSTEMS", "BASELINES", "per_seed_table", "verdict_table", "paper_agreement",
+__all__ = ["SYSTEMS", "BASELINES", "per_seed_table", "verdict_table", "wide", "paper_agreement",
            "budget_rows", "frame_markdown", "column", "is_zero_shot", "summary_cell", "system_table", "paper_rows", "plot_points", "plot_differences", "alpha_of",
            "plot_alpha_sweep", "plot_validation_curves"]
 
@@ -89,6 +89,20 @@ def verdict_table(comparisons: dict[str, dict], name: str = "baseline") -> pd.Da
                          "baseline value": e["b"], "diff": e["diff"], "low": e["low"], "high": e["high"],
                          "p_value": e["p_value"], "df": e["df"], "verdict": seed_stats.verdict(e, key)})
     return pd.DataFrame(rows)
+
+
+def wide(frame: pd.DataFrame, row, cell, order=None, fill: str | None = None) -> pd.DataFrame:
+    """A long frame (one row per compared thing and ``column``) pivoted wide: rows ``row`` (a column name, or a
+    list of them) in their first order in ``frame``; columns in theirs, or those of ``order`` present, in its
+    order; each cell ``cell(r)`` of the long frame's row ``r`` (an itertuples row); ``fill`` where a row lacks a
+    column. Every report's "difference [interval] ..." table; an empty frame gives an empty table."""
+    if frame.empty:
+        return pd.DataFrame()
+    out = frame.assign(cell=[cell(r) for r in frame.itertuples()]).pivot(index=row, columns="column", values="cell")
+    rows = frame[row].drop_duplicates()
+    out = out[[c for c in (order or dict.fromkeys(frame.column)) if c in out.columns]].reindex(
+        pd.MultiIndex.from_frame(rows) if isinstance(row, list) else rows)
+    return out if fill is None else out.fillna(fill)
 
 
 def _paper_diff(frame: pd.DataFrame, model: str, dataset: str, baseline: str, key: str) -> float | None:
