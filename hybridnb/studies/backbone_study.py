@@ -138,8 +138,8 @@ def gains_table(backbone: str, systems: dict, params: dict[str, Any], target: st
     each baseline; difference, 95% paired bootstrap CI, permutation p-value."""
     rows = []
     for dataset in compare.datasets(systems):
-        zs = EvalResult.load(zero_shot_dir(params, backbone) / f"per_query_{dataset}.npz")
-        per_query = {k: compare.load_per_query(v, dataset) for k, v in systems.items()}
+        zs = compare.load_per_query(zero_shot_dir(params, backbone), dataset)
+        per_query = {k: compare.load_per_query(v["dir"], dataset) for k, v in systems.items()}
         pairs = [(f"{k} - zero-shot", per_query[k], zs) for k in systems]
         if target in per_query:
             pairs += [(f"{target} - {k}", per_query[target], per_query[k]) for k in systems if k != target]

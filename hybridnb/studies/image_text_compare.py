@@ -52,9 +52,7 @@ def collect(params: dict[str, Any], show_progress: bool = True) -> dict[str, dic
 
 def load_result(report_dir: str | os.PathLike) -> ImageTextResult:
     """The per-query results of a run folder (t2i and i2t are None for the zero-shot run)."""
-    d = Path(report_dir)
-    parts = {p: EvalResult.load(d / f"per_query_{p}.npz") if (d / f"per_query_{p}.npz").is_file() else None
-             for p in PROBLEMS}
+    parts = {p: compare.load_per_query(report_dir, p, missing_ok=True) for p in PROBLEMS}
     return ImageTextResult(list(parts["captions"].languages), parts["t2i"], parts["i2t"], parts["captions"])
 
 

@@ -74,10 +74,6 @@ def split_seen_unseen(result: EvalResult, seen: list[str]) -> EvalResult:
                       result.ks, dict(result.meta))
 
 
-def _per_query(entries: list[dict], dataset: str) -> list[EvalResult]:
-    return [EvalResult.load(Path(e["dir"]) / f"per_query_{dataset}.npz") for e in entries]
-
-
 def _summaries(results: dict[str, list[EvalResult]], n: int, seed: int, keys: list[str]) -> dict[str, dict]:
     """The seed summary of every system (or sweep point) of ``results`` in ``keys``; a zero-shot row is one
     deterministic result (no seed noise)."""
@@ -99,8 +95,8 @@ def direction_section(systems: dict[str, list[dict]], dataset: str, n: int, seed
     """Seed summaries of every system on ``dataset`` (the zero-shot rows first: ``{label: {"dir"}}``, "zero-shot"
     for the recipe's input, "zero-shot (<input>)" for another), hybrid minus every baseline (every zero-shot row
     included) in every column, and the paper beside them. None while hybrid has no finished run."""
-    results = {label: _per_query([z], dataset) for label, z in zero_shots.items()}
-    results.update({name: _per_query(entries, dataset) for name, entries in systems.items()})
+    entries = {label: [z] for label, z in zero_shots.items()} | systems  # the zero-shot rows first
+    results = {name: [compare.load_per_query(e["dir"], dataset) for e in es] for name, es in entries.items()}
     if TARGET not in results:
         return None
     baselines = [b for b in BASELINES if b in results and b != "zero-shot"] + \
@@ -279,7 +275,7 @@ def sweep_section(entries: list[dict], dataset: str, n: int, seed: int) -> dict[
     points = by_label(entries)
     if sweep.REFERENCE not in points or len(points) < 2:  # nothing to compare the reference with yet
         return None
-    results = {label: _per_query(es, dataset) for label, es in points.items()}
+    results = {label: [compare.load_per_query(e["dir"], dataset) for e in es] for label, es in points.items()}
     verdicts = _verdicts({label: (r, results[sweep.REFERENCE]) for label, r in results.items()
                           if label != sweep.REFERENCE}, n, seed, list(HEADLINE), name="point")
     weights = {label: es[0]["results"]["training"]["weights"] for label, es in points.items()}

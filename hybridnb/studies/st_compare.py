@@ -47,7 +47,7 @@ from hybridnb.training.run_folder import RunOutput, RunTaskBase, execute, run_di
 
 __all__ = ["TRAINER", "CANDIDATE_MODE", "comparison_params", "STRunConfig", "st_run_config", "plan", "STRun",
            "load_st_model",
-           "hybridnb_runs", "st_runs", "per_query", "comparison_frame", "comparison_display", "step_seconds",
+           "hybridnb_runs", "st_runs", "comparison_frame", "comparison_display", "step_seconds",
            "same_machine_timing", "timing_frame", "Comparison", "compare"]
 
 TRAINER = "sentence-transformers"
@@ -218,10 +218,6 @@ def st_runs(params: dict[str, Any], show_progress: bool = False) -> list[tuple[P
     """The sentence-transformers runs of every seed (reused by config hash, trained when missing)."""
     return [execute(STRun(cfg, params.get("profile", "custom")), show_progress=show_progress, announce=True)
             for cfg in plan(params)]
-
-
-def per_query(folder: Path, dataset: str) -> EvalResult:
-    return EvalResult.load(Path(folder) / f"per_query_{dataset}.npz")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -406,7 +402,7 @@ def compare(params: dict[str, Any], show_progress: bool = False, timing_rounds: 
     hyb = hybridnb_runs(params, show_progress)
     st = st_runs(params, show_progress)
     datasets = list(hyb[0][1]["datasets"])
-    frames = {name: comparison_frame([per_query(d, name) for d, _ in st], [per_query(d, name) for d, _ in hyb],
+    frames = {name: comparison_frame([load_per_query(d, name) for d, _ in st], [load_per_query(d, name) for d, _ in hyb],
                                      n_resamples=params["n_resamples"], seed=params.get("seed", 0))
               for name in datasets}
     steps = max(2, min(params["steps"] // 2, 6)) if timing_steps is None else timing_steps
