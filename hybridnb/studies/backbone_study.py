@@ -170,27 +170,6 @@ def zero_shot_frame(results: dict[str, dict], backbones_order: list[str] | None 
         {"mAP": float, "low": float, "high": float})
 
 
-def _grouped_bars(ax, groups: list[str], series: list[str], value, low, high, width: float = 0.8):
-    """One bar group per entry of ``groups`` (ticks at the group centres), one bar per ``series`` member;
-    ``value(g, s)`` etc. give the bar's height and interval (NaN: "n/a" written where the bar would be)."""
-    import math
-
-    w = width / max(len(series), 1)
-    for j, s in enumerate(series):
-        xs = [i - width / 2 + (j + 0.5) * w for i in range(len(groups))]
-        vals = [value(g, s) for g in groups]
-        err = [[max(v - lo, 0) if not math.isnan(lo) else 0 for v, lo in zip(vals, (low(g, s) for g in groups))],
-               [max(hi - v, 0) if not math.isnan(hi) else 0 for v, hi in zip(vals, (high(g, s) for g in groups))]]
-        bars = ax.bar(xs, [0 if math.isnan(v) else v for v in vals], w, label=s, color=f"C{j}",
-                      yerr=[[0 if math.isnan(v) else e for v, e in zip(vals, err[0])],
-                            [0 if math.isnan(v) else e for v, e in zip(vals, err[1])]], capsize=2)
-        for x, v, bar in zip(xs, vals, bars):
-            if math.isnan(v):
-                ax.annotate("n/a", (x, 0), xytext=(0, 3), textcoords="offset points", ha="center", va="bottom",
-                            fontsize=7, color="0.35")
-    ax.set_xticks(range(len(groups)), groups, fontsize=8)
-
-
 def plot_zero_shot(frame: pd.DataFrame, profile: str):
     """backbones_zero_shot.png: mAP per setting, one bar per backbone, 95% CIs; n/a written where a backbone
     cannot do a setting (BM25 is monolingual only)."""
@@ -199,11 +178,11 @@ def plot_zero_shot(frame: pd.DataFrame, profile: str):
     datasets = list(dict.fromkeys(frame.dataset))
     backbones_order = list(dict.fromkeys(frame.backbone))
     fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 3.6), squeeze=False, sharey=True)
-    cell = frame.set_index(["dataset", "setting", "backbone"])
     for ax, d in zip(axes.flat, datasets):
-        pick = lambda col: (lambda s, b: float(cell.loc[(d, s, b), col]) if (d, s, b) in cell.index  # noqa: E731
-                            else float("nan"))
-        _grouped_bars(ax, ["mono", "cross", "multi"], backbones_order, pick("mAP"), pick("low"), pick("high"))
+        values = ["mAP", "low", "high"]
+        wide = frame[frame.dataset == d].pivot(index="setting", columns="backbone", values=values)
+        seed_tables.grouped_bars(ax, *(wide[v].reindex(["mono", "cross", "multi"], columns=backbones_order)
+                                       for v in values))
         ax.set(title=f"{d}: zero-shot", ylabel="mAP" if ax is axes.flat[0] else None, ylim=(0, 1))
     axes.flat[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.suptitle(f"zero-shot mAP per backbone, 95% bootstrap CIs ({profile} profile)")
@@ -223,13 +202,13 @@ def plot_hybrid_gains(gains: pd.DataFrame):
     columns = [c for c in ("mono map", "cross map", "multi map") if c in set(plot.column)]
     for ax, d in zip(axes.flat, datasets):
         g = plot[plot.dataset == d]
-        groups = list(dict.fromkeys(f"{b}\n{c.removeprefix('hybrid - ')}" for b, c in zip(g.backbone, g.comparison)))
-        cell = g.assign(group=[f"{b}\n{c.removeprefix('hybrid - ')}" for b, c in zip(g.backbone, g.comparison)]
-                        ).set_index(["group", "column"])
-        pick = lambda col: (lambda grp, c: float(cell.loc[(grp, c), col]) if (grp, c) in cell.index  # noqa: E731
-                            else float("nan"))
-        _grouped_bars(ax, groups, columns, pick("diff"), pick("low"), pick("high"))
+        g = g.assign(group=[f"{b}\n{c.removeprefix('hybrid - ')}" for b, c in zip(g.backbone, g.comparison)])
+        values = ["diff", "low", "high"]
+        wide = g.pivot(index="group", columns="column", values=values)
+        seed_tables.grouped_bars(ax, *(wide[v].reindex(list(dict.fromkeys(g.group)), columns=columns)
+                                       for v in values))
         ax.axhline(0, color="black", lw=0.8)
+        ax.tick_params(axis="x", labelsize=8)  # two-line group names, one per (backbone, baseline)
         ax.set(title=f"{d}: hybrid minus the baseline under each group\n"
                      "one training seed: 95% CIs over questions only, not a claim",
                ylabel="mAP difference" if ax is axes.flat[0] else None)

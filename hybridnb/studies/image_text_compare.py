@@ -171,25 +171,19 @@ def plot_per_language(systems: dict[str, dict], per_language: dict[str, dict[str
     unseen = set(first["data"].get("unseen_languages") or [])
     order = [g for g in langs if g not in unseen] + [g for g in langs if g in unseen]  # trained, then unseen
     fig, ax = plt.subplots(figsize=(max(8.0, 0.75 * len(langs) + 2), 4.4))
-    width = 0.8 / len(names)
-    x = np.arange(len(order))
-    for j, name in enumerate(names):
-        e = [per_language[name][g] for g in order]
-        mean = np.array([v["mean"] for v in e])
-        lo, hi = np.array([v["low"] for v in e]), np.array([v["high"] for v in e])
-        bars = ax.bar(x + j * width, mean, width, yerr=[mean - lo, hi - mean], capsize=2, error_kw={"lw": 0.8},
-                      label=f"{name} ({len(e[0]['per_seed'])} seeds)")
-        for i, v in enumerate(e):
-            ax.plot([x[i] + j * width] * len(v["per_seed"]), v["per_seed"], ".", color="0.15", ms=3)
-        bars.set_label(bars.get_label())
-    n_seen = len(order) - len(unseen)
+    ticks = [f"{g}*" if g in unseen else g for g in order]
+    mean, low, high = (pd.DataFrame({f"{name} ({len(e[order[0]]['per_seed'])} seeds)": [e[g][v] for g in order]
+                                     for name, e in per_language.items()}, index=ticks) for v in ("mean", "low", "high"))
+    x = seed_tables.grouped_bars(ax, mean, low, high)
+    for j, e in enumerate(per_language.values()):  # each seed's value, a dot on its bar
+        for i, g in enumerate(order):
+            ax.plot([x[i, j]] * len(e[g]["per_seed"]), e[g]["per_seed"], ".", color="0.15", ms=3)
     if unseen:
-        ax.axvspan(n_seen - 0.5 + 0.4 - width / 2, len(order) - 0.5 + 0.4 - width / 2, color="0.92", zorder=0)
-        ax.text(n_seen - 0.4 + 0.4 - width / 2, 0.98, "never trained on", transform=ax.get_xaxis_transform(),
+        ax.axvspan(len(order) - len(unseen) - 0.5, len(order) - 0.5, color="0.92", zorder=0)
+        ax.text(len(order) - len(unseen) - 0.4, 0.98, "never trained on", transform=ax.get_xaxis_transform(),
                 fontsize=8, va="top", color="0.3")
     ax.axhline(min(1.0, k / n), color="0.4", ls="--", lw=1, label=f"chance ({k}/{n})")
     ax.plot([], [], ".", color="0.15", label="one seed")
-    ax.set_xticks(x + 0.4 - width / 2, [f"{g}*" if g in unseen else g for g in order])
     ax.set(xlabel="caption language (* never trained on)", ylabel=f"text→image Recall@{k}", ylim=(0, 1))
     ax.set_title(f"text→image Recall@{k} per caption language over {n} test images (mean over seeds; 95% "
                  "intervals count seed and image noise)", fontsize=9)

@@ -27,7 +27,7 @@ from hybridnb import reporting
 from hybridnb.evaluation import seed_stats
 
 __all__ = ["SYSTEMS", "BASELINES", "per_seed_table", "verdict_table", "wide", "paper_agreement",
-           "budget_rows", "frame_markdown", "column", "is_zero_shot", "summary_cell", "system_table", "paper_rows", "plot_points", "plot_differences", "alpha_of",
+           "budget_rows", "frame_markdown", "column", "is_zero_shot", "summary_cell", "system_table", "paper_rows", "plot_points", "plot_differences", "grouped_bars", "alpha_of",
            "plot_alpha_sweep", "plot_validation_curves"]
 
 SYSTEMS = ("zero-shot", "X-X-mono", "X-Y", "hybrid")
@@ -225,6 +225,27 @@ def plot_differences(verdicts: pd.DataFrame, dataset: str):
                  + ("(one seed: training noise not measured, nothing filled)" if one_seed else "(filled: beyond noise)"),
                  fontsize=10)
     return fig
+
+
+def grouped_bars(ax, mean: pd.DataFrame, low: pd.DataFrame | None = None, high: pd.DataFrame | None = None,
+                 width: float = 0.8) -> np.ndarray:
+    """Bars with intervals, grouped: one group per row of ``mean`` (its tick, labelled with the row's name, at
+    the group's centre), one bar per column (its legend label; colours C0, C1, ...), ``low`` / ``high`` (same
+    shape) drawn as the bar's error bar (none where NaN), "n/a" written where a bar's mean is NaN (a system that
+    cannot do it). Returns the bars' centres, one row per group and one column per bar, for marks on them."""
+    m = mean.to_numpy(dtype=float)
+    lo, hi = (m if f is None else f.to_numpy(dtype=float) for f in (low, high))
+    err = np.nan_to_num(np.stack([np.maximum(m - lo, 0), np.maximum(hi - m, 0)]))  # NaN: no error bar
+    w = width / max(m.shape[1], 1)
+    x = np.arange(len(m))[:, None] - width / 2 + (np.arange(m.shape[1]) + 0.5) * w
+    for j, name in enumerate(mean.columns):
+        ax.bar(x[:, j], np.nan_to_num(m[:, j]), w, yerr=err[:, :, j], capsize=2, error_kw={"lw": 0.8},
+               color=f"C{j}", label=name)
+        for xi in x[np.isnan(m[:, j]), j]:
+            ax.annotate("n/a", (xi, 0), xytext=(0, 3), textcoords="offset points", ha="center", va="bottom",
+                        fontsize=7, color="0.35")
+    ax.set_xticks(range(len(m)), list(mean.index))
+    return x
 
 
 def alpha_of(label: str) -> float | None:
