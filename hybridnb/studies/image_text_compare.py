@@ -173,7 +173,8 @@ def plot_per_language(systems: dict[str, dict], per_language: dict[str, dict[str
     fig, ax = plt.subplots(figsize=(max(8.0, 0.75 * len(langs) + 2), 4.4))
     ticks = [f"{g}*" if g in unseen else g for g in order]
     mean, low, high = (pd.DataFrame({f"{name} ({len(e[order[0]]['per_seed'])} seeds)": [e[g][v] for g in order]
-                                     for name, e in per_language.items()}, index=ticks) for v in ("mean", "low", "high"))
+                                     for name, e in per_language.items()}, index=ticks)
+                       for v in ("mean", "low", "high"))
     x = seed_tables.grouped_bars(ax, mean, low, high)
     for j, e in enumerate(per_language.values()):  # each seed's value, a dot on its bar
         for i, g in enumerate(order):

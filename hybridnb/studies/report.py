@@ -197,7 +197,8 @@ def setting_effect(before: dict[str, Any], after: dict[str, Any], n: int, seed: 
     both = [s for s in SYSTEMS if not is_zero_shot(s) and s in after["results"] and s in before["results"]]
     if not both:
         return None
-    table = _verdicts({s: (after["results"][s], before["results"][s]) for s in both}, n, seed, list(seed_stats.REPORTED))
+    table = _verdicts({s: (after["results"][s], before["results"][s]) for s in both}, n, seed,
+                      list(seed_stats.REPORTED))
     seeds = {s: min(len(after["results"][s]), len(before["results"][s])) for s in both}
     return table.assign(seeds=table.baseline.map(seeds))  # the fewer of the two sides' seeds
 

@@ -27,8 +27,8 @@ from hybridnb import reporting
 from hybridnb.evaluation import seed_stats
 
 __all__ = ["SYSTEMS", "BASELINES", "per_seed_table", "verdict_table", "wide", "paper_agreement",
-           "budget_rows", "frame_markdown", "column", "is_zero_shot", "summary_cell", "system_table", "paper_rows", "plot_points", "plot_differences", "grouped_bars", "alpha_of",
-           "plot_alpha_sweep", "plot_validation_curves"]
+           "budget_rows", "frame_markdown", "column", "is_zero_shot", "summary_cell", "system_table", "paper_rows",
+           "plot_points", "plot_differences", "grouped_bars", "alpha_of", "plot_alpha_sweep", "plot_validation_curves"]
 
 SYSTEMS = ("zero-shot", "X-X-mono", "X-Y", "hybrid")
 BASELINES = ("X-X-mono", "X-Y", "zero-shot")

@@ -402,7 +402,8 @@ def compare(params: dict[str, Any], show_progress: bool = False, timing_rounds: 
     hyb = hybridnb_runs(params, show_progress)
     st = st_runs(params, show_progress)
     datasets = list(hyb[0][1]["datasets"])
-    frames = {name: comparison_frame([load_per_query(d, name) for d, _ in st], [load_per_query(d, name) for d, _ in hyb],
+    frames = {name: comparison_frame([load_per_query(d, name) for d, _ in st],
+                                     [load_per_query(d, name) for d, _ in hyb],
                                      n_resamples=params["n_resamples"], seed=params.get("seed", 0))
               for name in datasets}
     steps = max(2, min(params["steps"] // 2, 6)) if timing_steps is None else timing_steps
