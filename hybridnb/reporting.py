@@ -213,13 +213,14 @@ def interval(value: float, low: float, high: float, digits: int = 3, sign: bool 
     return f"{f(value)} [{f(low)}, {f(high)}]"
 
 
-def format_ci(entry: dict[str, Any], digits: int = 3) -> str:
-    value, ci = entry["value"], entry.get("ci")
+def format_ci(entry: dict[str, Any] | None, digits: int = 3, ci: bool = True) -> str:
+    """A results entry ``{"value", "ci"}`` as 'value [low, high]', or the value alone (``ci=False``, or an entry
+    without an interval); "n/a" for no entry or no value (a metric the system cannot have)."""
+    value = None if entry is None else entry.get("value")
     if value is None:
         return "n/a"
-    if not ci or ci[0] is None:
-        return f"{value:.{digits}f}"
-    return interval(value, ci[0], ci[1], digits)
+    low, high = (entry.get("ci") or (None, None)) if ci else (None, None)
+    return f"{value:.{digits}f}" if low is None else interval(value, low, high, digits)
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:

@@ -38,3 +38,12 @@ def test_git_commit_outside_git_is_unknown(tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "repo_root", lambda: tmp_path)
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
     assert reporting.git_commit() == "unknown"
+
+
+def test_format_ci_is_every_results_cell():
+    """One cell format for every table of a results entry: the interval, the value alone, or n/a."""
+    entry = {"value": 0.51234, "ci": [0.4, 0.6]}
+    assert reporting.format_ci(entry) == "0.512 [0.400, 0.600]"
+    assert reporting.format_ci(entry, 2, ci=False) == "0.51"
+    assert reporting.format_ci({"value": 0.5, "ci": [None, None]}) == "0.500"
+    assert reporting.format_ci(None) == reporting.format_ci({"value": None}) == reporting.format_ci({}) == "n/a"

@@ -261,8 +261,7 @@ def _metrics(result: ImageTextResult, n_resamples: int, seed: int) -> dict:
 def metric_rows(results: dict) -> list[dict]:
     """One table row of a run's metrics with their 95% CIs (README.md of the run folder, the CLI)."""
     m = results["metrics"]
-    return [{col: reporting.format_ci(m[k], 2 if "distance" in k else 3) if m.get(k) else "n/a"
-             for k, col in TABLE.items()}]
+    return [{col: reporting.format_ci(m.get(k), 2 if "distance" in k else 3) for k, col in TABLE.items()}]
 
 
 @dataclass

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from hybridnb.models import backbones, precision
-from hybridnb.studies import compare, runs, zero_shot
+from hybridnb.studies import compare, runs, seed_tables, zero_shot
 from hybridnb import config, reporting
 from hybridnb.evaluation import stats
 from hybridnb.evaluation.metrics import EvalResult
@@ -90,11 +90,6 @@ def zero_shot_results(backbone: str, tasks: dict, params: dict[str, Any], show_p
     return results
 
 
-def _cell(block: dict, setting: str, metric: str | None) -> dict:
-    entry = block["rank_distance"] if setting == "rank_distance" else block[setting][metric]
-    return entry if entry is not None else {"value": None}
-
-
 def zero_shot_table(availability: pd.DataFrame, results: dict[str, dict], dataset: str) -> pd.DataFrame:
     """Rows: every backbone of the study; columns: 'value [low, high]' per metric, or why it has none."""
     rows = {}
@@ -106,7 +101,7 @@ def zero_shot_table(availability: pd.DataFrame, results: dict[str, dict], datase
         block = res["datasets"][dataset]
         row = {"status": "ok"}
         for s, m in SUMMARY:
-            row[compare.column_name(s, m)] = reporting.format_ci(_cell(block, s, m), 2 if m is None else 3)
+            row[compare.column_name(s, m)] = reporting.format_ci(block[s][m] if m else block[s], 2 if m is None else 3)
         rows[name] = row
     return pd.DataFrame.from_dict(rows, orient="index")
 
@@ -143,8 +138,8 @@ def gains_table(backbone: str, systems: dict, params: dict[str, Any], target: st
     each baseline; difference, 95% paired bootstrap CI, permutation p-value."""
     rows = []
     for dataset in compare.datasets(systems):
-        zs = EvalResult.load(zero_shot_dir(params, backbone) / f"per_query_{dataset}.npz")
-        per_query = {k: compare.load_per_query(v, dataset) for k, v in systems.items()}
+        zs = compare.load_per_query(zero_shot_dir(params, backbone), dataset)
+        per_query = {k: compare.load_per_query(v["dir"], dataset) for k, v in systems.items()}
         pairs = [(f"{k} - zero-shot", per_query[k], zs) for k in systems]
         if target in per_query:
             pairs += [(f"{target} - {k}", per_query[target], per_query[k]) for k in systems if k != target]
@@ -175,27 +170,6 @@ def zero_shot_frame(results: dict[str, dict], backbones_order: list[str] | None 
         {"mAP": float, "low": float, "high": float})
 
 
-def _grouped_bars(ax, groups: list[str], series: list[str], value, low, high, width: float = 0.8):
-    """One bar group per entry of ``groups`` (ticks at the group centres), one bar per ``series`` member;
-    ``value(g, s)`` etc. give the bar's height and interval (NaN: "n/a" written where the bar would be)."""
-    import math
-
-    w = width / max(len(series), 1)
-    for j, s in enumerate(series):
-        xs = [i - width / 2 + (j + 0.5) * w for i in range(len(groups))]
-        vals = [value(g, s) for g in groups]
-        err = [[max(v - lo, 0) if not math.isnan(lo) else 0 for v, lo in zip(vals, (low(g, s) for g in groups))],
-               [max(hi - v, 0) if not math.isnan(hi) else 0 for v, hi in zip(vals, (high(g, s) for g in groups))]]
-        bars = ax.bar(xs, [0 if math.isnan(v) else v for v in vals], w, label=s, color=f"C{j}",
-                      yerr=[[0 if math.isnan(v) else e for v, e in zip(vals, err[0])],
-                            [0 if math.isnan(v) else e for v, e in zip(vals, err[1])]], capsize=2)
-        for x, v, bar in zip(xs, vals, bars):
-            if math.isnan(v):
-                ax.annotate("n/a", (x, 0), xytext=(0, 3), textcoords="offset points", ha="center", va="bottom",
-                            fontsize=7, color="0.35")
-    ax.set_xticks(range(len(groups)), groups, fontsize=8)
-
-
 def plot_zero_shot(frame: pd.DataFrame, profile: str):
     """backbones_zero_shot.png: mAP per setting, one bar per backbone, 95% CIs; n/a written where a backbone
     cannot do a setting (BM25 is monolingual only)."""
@@ -204,11 +178,11 @@ def plot_zero_shot(frame: pd.DataFrame, profile: str):
     datasets = list(dict.fromkeys(frame.dataset))
     backbones_order = list(dict.fromkeys(frame.backbone))
     fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 3.6), squeeze=False, sharey=True)
-    cell = frame.set_index(["dataset", "setting", "backbone"])
     for ax, d in zip(axes.flat, datasets):
-        pick = lambda col: (lambda s, b: float(cell.loc[(d, s, b), col]) if (d, s, b) in cell.index  # noqa: E731
-                            else float("nan"))
-        _grouped_bars(ax, ["mono", "cross", "multi"], backbones_order, pick("mAP"), pick("low"), pick("high"))
+        values = ["mAP", "low", "high"]
+        wide = frame[frame.dataset == d].pivot(index="setting", columns="backbone", values=values)
+        seed_tables.grouped_bars(ax, *(wide[v].reindex(["mono", "cross", "multi"], columns=backbones_order)
+                                       for v in values))
         ax.set(title=f"{d}: zero-shot", ylabel="mAP" if ax is axes.flat[0] else None, ylim=(0, 1))
     axes.flat[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.suptitle(f"zero-shot mAP per backbone, 95% bootstrap CIs ({profile} profile)")
@@ -228,13 +202,13 @@ def plot_hybrid_gains(gains: pd.DataFrame):
     columns = [c for c in ("mono map", "cross map", "multi map") if c in set(plot.column)]
     for ax, d in zip(axes.flat, datasets):
         g = plot[plot.dataset == d]
-        groups = list(dict.fromkeys(f"{b}\n{c.removeprefix('hybrid - ')}" for b, c in zip(g.backbone, g.comparison)))
-        cell = g.assign(group=[f"{b}\n{c.removeprefix('hybrid - ')}" for b, c in zip(g.backbone, g.comparison)]
-                        ).set_index(["group", "column"])
-        pick = lambda col: (lambda grp, c: float(cell.loc[(grp, c), col]) if (grp, c) in cell.index  # noqa: E731
-                            else float("nan"))
-        _grouped_bars(ax, groups, columns, pick("diff"), pick("low"), pick("high"))
+        g = g.assign(group=[f"{b}\n{c.removeprefix('hybrid - ')}" for b, c in zip(g.backbone, g.comparison)])
+        values = ["diff", "low", "high"]
+        wide = g.pivot(index="group", columns="column", values=values)
+        seed_tables.grouped_bars(ax, *(wide[v].reindex(list(dict.fromkeys(g.group)), columns=columns)
+                                       for v in values))
         ax.axhline(0, color="black", lw=0.8)
+        ax.tick_params(axis="x", labelsize=8)  # two-line group names, one per (backbone, baseline)
         ax.set(title=f"{d}: hybrid minus the baseline under each group\n"
                      "one training seed: 95% CIs over questions only, not a claim",
                ylabel="mAP difference" if ax is axes.flat[0] else None)
@@ -247,11 +221,9 @@ def gains_wide(gains: pd.DataFrame) -> pd.DataFrame:
     """Rows (backbone, dataset, comparison); columns in :data:`SUMMARY` order; 'diff [low, high] p=...'."""
     if gains.empty:
         return pd.DataFrame()
-    cells = gains.assign(cell=[f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}] p={p:.2g}" for d, lo, hi, p in
-                               zip(gains["diff"], gains.low, gains.high, gains.p_value)])
-    columns = list(dict.fromkeys(gains.column))
-    return cells.pivot_table(index=["backbone", "dataset", "comparison"], columns="column", values="cell",
-                             aggfunc="first")[columns]
+    rows = ["backbone", "dataset", "comparison"]  # sorted, as BACKBONES.md has always listed them
+    return seed_tables.wide(gains.sort_values(rows, kind="stable"), rows, lambda r: reporting.interval(
+        r.diff, r.low, r.high, 3, sign=True) + f" p={r.p_value:.2g}", order=list(dict.fromkeys(gains.column)))
 
 
 def report_markdown(params: dict[str, Any], zs_tables: dict[str, pd.DataFrame], gains: pd.DataFrame,

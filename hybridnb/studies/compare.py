@@ -45,8 +45,11 @@ def digits(column: str) -> int:
     return 1 if "distance" in column else 3
 
 
-def load_per_query(system: dict, dataset: str) -> EvalResult:
-    return EvalResult.load(system["dir"] / f"per_query_{dataset}.npz")
+def load_per_query(folder: str | Path, dataset: str, missing_ok: bool = False) -> EvalResult | None:
+    """The per-query results a run (or zero-shot) folder holds for ``dataset`` (``per_query_<dataset>.npz``; for
+    an image-text run, a problem); None where it has none and ``missing_ok``."""
+    path = Path(folder) / f"per_query_{dataset}.npz"
+    return None if missing_ok and not path.is_file() else EvalResult.load(path)
 
 
 def p_text(p: float, n_resamples=None) -> str:

@@ -17,7 +17,7 @@ from hybridnb.evaluation import seed_stats
 from hybridnb.evaluation.metrics import EvalResult
 from hybridnb.image_text.metrics import ImageTextResult, select_queries
 from hybridnb.image_text.runs import DISPLAYABLE, PROBLEMS, run_image_text_all
-from hybridnb.studies import compare
+from hybridnb.studies import compare, seed_tables
 
 __all__ = ["COLUMNS", "collect", "load_result", "seed_results", "seed_summaries", "comparison_table",
            "per_language_summaries", "significance", "significance_wide",
@@ -52,9 +52,7 @@ def collect(params: dict[str, Any], show_progress: bool = True) -> dict[str, dic
 
 def load_result(report_dir: str | os.PathLike) -> ImageTextResult:
     """The per-query results of a run folder (t2i and i2t are None for the zero-shot run)."""
-    d = Path(report_dir)
-    parts = {p: EvalResult.load(d / f"per_query_{p}.npz") if (d / f"per_query_{p}.npz").is_file() else None
-             for p in PROBLEMS}
+    parts = {p: compare.load_per_query(report_dir, p, missing_ok=True) for p in PROBLEMS}
     return ImageTextResult(list(parts["captions"].languages), parts["t2i"], parts["i2t"], parts["captions"])
 
 
@@ -111,15 +109,10 @@ def seed_summaries(systems: dict[str, dict], n_resamples: int = 1000, seed: int 
     return out
 
 
-def _cell(entry: dict | None, column: str) -> str:
-    if entry is None:
-        return "n/a"
-    return reporting.interval(entry["mean"], entry["low"], entry["high"], compare.digits(column))
-
-
 def comparison_table(summaries: dict[str, dict]) -> pd.DataFrame:
     """Rows: systems; columns: :data:`COLUMNS` as 'mean [low, high]' over the seeds (n/a where undefined)."""
-    return pd.DataFrame({name: {c: _cell(e, c) for c, e in cols.items()} for name, cols in summaries.items()}).T
+    return pd.DataFrame({name: {c: seed_tables.summary_cell(e, c) for c, e in cols.items()}
+                         for name, cols in summaries.items()}).T
 
 
 def per_language_summaries(systems: dict[str, dict], k: int = 10, n_resamples: int = 1000,
@@ -162,12 +155,8 @@ def significance(systems: dict[str, dict], target: str = "hybrid", n_resamples: 
 
 def significance_wide(sig: pd.DataFrame) -> pd.DataFrame:
     """Rows: baselines; columns: the compared columns; cells 'diff [low, high] verdict'."""
-    if sig.empty:
-        return pd.DataFrame()
-    cell = [f"{reporting.interval(d, lo, hi, compare.digits(c), sign=True)} {v}"
-            for d, lo, hi, v, c in zip(sig["diff"], sig.low, sig.high, sig.verdict, sig.column)]
-    wide = sig.assign(cell=cell).pivot(index="baseline", columns="column", values="cell")
-    return wide[[c for c in COLUMNS if c in wide.columns]].reindex(list(dict.fromkeys(sig.baseline))).fillna("n/a")
+    return seed_tables.wide(sig, "baseline", lambda r: reporting.interval(
+        r.diff, r.low, r.high, compare.digits(r.column), sign=True) + f" {r.verdict}", order=list(COLUMNS), fill="n/a")
 
 
 def plot_per_language(systems: dict[str, dict], per_language: dict[str, dict[str, dict]], k: int = 10):
@@ -182,25 +171,20 @@ def plot_per_language(systems: dict[str, dict], per_language: dict[str, dict[str
     unseen = set(first["data"].get("unseen_languages") or [])
     order = [g for g in langs if g not in unseen] + [g for g in langs if g in unseen]  # trained, then unseen
     fig, ax = plt.subplots(figsize=(max(8.0, 0.75 * len(langs) + 2), 4.4))
-    width = 0.8 / len(names)
-    x = np.arange(len(order))
-    for j, name in enumerate(names):
-        e = [per_language[name][g] for g in order]
-        mean = np.array([v["mean"] for v in e])
-        lo, hi = np.array([v["low"] for v in e]), np.array([v["high"] for v in e])
-        bars = ax.bar(x + j * width, mean, width, yerr=[mean - lo, hi - mean], capsize=2, error_kw={"lw": 0.8},
-                      label=f"{name} ({len(e[0]['per_seed'])} seeds)")
-        for i, v in enumerate(e):
-            ax.plot([x[i] + j * width] * len(v["per_seed"]), v["per_seed"], ".", color="0.15", ms=3)
-        bars.set_label(bars.get_label())
-    n_seen = len(order) - len(unseen)
+    ticks = [f"{g}*" if g in unseen else g for g in order]
+    mean, low, high = (pd.DataFrame({f"{name} ({len(e[order[0]]['per_seed'])} seeds)": [e[g][v] for g in order]
+                                     for name, e in per_language.items()}, index=ticks)
+                       for v in ("mean", "low", "high"))
+    x = seed_tables.grouped_bars(ax, mean, low, high)
+    for j, e in enumerate(per_language.values()):  # each seed's value, a dot on its bar
+        for i, g in enumerate(order):
+            ax.plot([x[i, j]] * len(e[g]["per_seed"]), e[g]["per_seed"], ".", color="0.15", ms=3)
     if unseen:
-        ax.axvspan(n_seen - 0.5 + 0.4 - width / 2, len(order) - 0.5 + 0.4 - width / 2, color="0.92", zorder=0)
-        ax.text(n_seen - 0.4 + 0.4 - width / 2, 0.98, "never trained on", transform=ax.get_xaxis_transform(),
+        ax.axvspan(len(order) - len(unseen) - 0.5, len(order) - 0.5, color="0.92", zorder=0)
+        ax.text(len(order) - len(unseen) - 0.4, 0.98, "never trained on", transform=ax.get_xaxis_transform(),
                 fontsize=8, va="top", color="0.3")
     ax.axhline(min(1.0, k / n), color="0.4", ls="--", lw=1, label=f"chance ({k}/{n})")
     ax.plot([], [], ".", color="0.15", label="one seed")
-    ax.set_xticks(x + 0.4 - width / 2, [f"{g}*" if g in unseen else g for g in order])
     ax.set(xlabel="caption language (* never trained on)", ylabel=f"text→image Recall@{k}", ylim=(0, 1))
     ax.set_title(f"text→image Recall@{k} per caption language over {n} test images (mean over seeds; 95% "
                  "intervals count seed and image noise)", fontsize=9)

@@ -50,7 +50,8 @@ def configs(params: dict[str, Any]) -> list:
 def section(params: dict[str, Any], n: int, seed: int) -> dict[str, Any] | None:
     """The image-text ratio sweep from its finished runs: {alpha label: system} as
     :mod:`hybridnb.studies.image_text_compare` reads them (alpha 0 / 1 are the cross / mono runs, 0.5 hybrid), the
-    seed summaries of its columns and every point minus alpha = 0.5. None without the reference and one more."""
+    seed summaries of its columns, their table (with each point's seeds) and every point minus alpha = 0.5. None
+    without the reference and one more."""
     alphas = sorted({0.0, 0.5, 1.0, *map(float, params.get("mm_alphas") or [])})
     systems = {}
     for a in alphas:
@@ -63,7 +64,8 @@ def section(params: dict[str, Any], n: int, seed: int) -> dict[str, Any] | None:
         return None
     summaries = mm_compare.seed_summaries(systems, n, seed)
     sig = mm_compare.significance(systems, target=sweep.REFERENCE, n_resamples=n, seed=seed)
-    return {"systems": systems, "summaries": summaries, "table": mm_compare.comparison_table(summaries),
+    return {"systems": systems, "summaries": summaries,
+            "table": seed_tables.system_table(summaries, list(mm_compare.COLUMNS), title=str),
             "verdicts": sig, "seeds": {label: len(s["runs"]) for label, s in systems.items()}}
 
 
@@ -84,15 +86,12 @@ def lines(sec: dict, figure: str) -> list[str]:
                 "Differences from alpha = 0.5 beyond noise: " + "; ".join(
                     f"{r.baseline} {'worse' if r.verdict.startswith('win') else 'better'} than alpha = 0.5 on {r.column}"
                     for _, r in beyond.iterrows()) + ".")  # the verdicts are alpha = 0.5's against each point
-    table = sec["table"].copy()
-    table.insert(0, "seeds", [sec["seeds"][label] for label in table.index])
     return ["Image-text (the image-text study's own recipe, `reports/<profile>/MULTIMODAL.md`): text→image and caption "
             "retrieval against alpha, mean over seeds [95% interval over seeds and test images]:", "",
-            seed_tables.frame_markdown(table.loc[sorted(table.index, key=seed_tables.alpha_of)], index="point"), "",
+            seed_tables.frame_markdown(sec["table"].loc[sorted(sec["table"].index, key=seed_tables.alpha_of)],
+                                       index="point"), "",
             sentence, "",
             f"![image-text sweep]({figure})", ""]
-
-
 
 
 def report_part(params: dict[str, Any], n: int, seed: int) -> dict[str, Any] | None:

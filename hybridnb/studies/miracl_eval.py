@@ -45,7 +45,7 @@ from hybridnb.evaluation import dense_search, stats, trec_metrics
 from hybridnb.evaluation.corpus_index import CorpusIndex, encoder_dim
 from hybridnb.models import backbones, precision
 from hybridnb.paths import cache_root, reports_root
-from hybridnb.studies import backbone_study, compare, paper_numbers, runs, zero_shot
+from hybridnb.studies import backbone_study, compare, paper_numbers, runs, seed_tables, zero_shot
 from hybridnb.training import distributed, run_folder
 
 __all__ = ["PARAMETERS", "SCHEMA", "NOT_RUN", "Settings", "System", "check_settings", "plan", "result_dir",
@@ -329,19 +329,14 @@ def collect_saved(profile: str) -> dict[str, dict]:
 # ---- tables and the report --------------------------------------------------------------------------------
 
 
-def _fmt(entry: dict | None, ci: bool = True) -> str:
-    if entry is None or entry.get("value") is None:
-        return "n/a"
-    return reporting.format_ci(entry if ci else {"value": entry["value"]}, 3)
-
-
 def results_table(collected: dict) -> pd.DataFrame:
     """Rows: systems; columns: nDCG@10 and Recall@100 macro averages (95% CI), then nDCG@10 per language."""
     rows = {}
     for label, sys in systems_of(collected).items():
         res = sys["results"]
-        row = {f"{m} mean": _fmt(res["macro"][m]) for m in METRICS}
-        row.update({f"ndcg@10 {lang}": _fmt(b["ndcg@10"], ci=False) for lang, b in res["languages"].items()})
+        row = {f"{m} mean": reporting.format_ci(res["macro"][m]) for m in METRICS}
+        row.update({f"ndcg@10 {lang}": reporting.format_ci(b["ndcg@10"], ci=False)
+                    for lang, b in res["languages"].items()})
         rows[label] = row
     return pd.DataFrame.from_dict(rows, orient="index")
 
@@ -477,16 +472,10 @@ def plot_languages(collected: dict, title: str):
     systems = systems_of(collected)
     languages = next(iter(systems.values()))["results"]["settings"]["languages"]
     fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(languages) * len(systems) * 0.5 + 2), 3.6))
-    width = 0.8 / len(systems)
-    for j, (label, sys) in enumerate(systems.items()):
-        b = sys["results"]["languages"]
-        values = [b[x]["ndcg@10"]["value"] for x in languages]
-        low = [v - (b[x]["ndcg@10"]["ci"][0] if b[x]["ndcg@10"]["ci"][0] is not None else v)
-               for v, x in zip(values, languages)]
-        high = [(b[x]["ndcg@10"]["ci"][1] if b[x]["ndcg@10"]["ci"][1] is not None else v) - v
-                for v, x in zip(values, languages)]
-        ax.bar(np.arange(len(languages)) + j * width, values, width, yerr=[low, high], capsize=2, label=label)
-    ax.set_xticks(np.arange(len(languages)) + 0.4 - width / 2, languages)
+    cells = {label: [sys["results"]["languages"][x]["ndcg@10"] for x in languages] for label, sys in systems.items()}
+    seed_tables.grouped_bars(ax, *(pd.DataFrame({label: [pick(e) for e in es] for label, es in cells.items()},
+                                                index=languages)
+                                   for pick in (lambda e: e["value"], lambda e: e["ci"][0], lambda e: e["ci"][1])))
     ax.set(ylabel="nDCG@10", ylim=(0, 1), title=title)
     ax.legend(fontsize=7, ncol=min(4, len(systems)))
     fig.tight_layout()

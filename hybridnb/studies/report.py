@@ -34,8 +34,8 @@ import pandas as pd
 from hybridnb import reporting
 from hybridnb.evaluation import seed_stats
 from hybridnb.evaluation.metrics import EvalResult
-from hybridnb.studies import miracl_eval, paper_numbers, recipe, runs, seed_tables, sweep
-from hybridnb.studies.seed_tables import frame_markdown
+from hybridnb.studies import compare, miracl_eval, paper_numbers, recipe, runs, seed_tables, sweep
+from hybridnb.studies.seed_tables import frame_markdown, is_zero_shot, system_table
 
 __all__ = ["headline", "update_readme", "system_table", "verdict_wide", "SPLIT_KEYS", "split_seen_unseen", "by_label", "direction_section", "seen_unseen_section",
            "summary_lines", "verdict_words", "setting_effect", "caveat", "check_summary", "probe_frame", "sweep_section", "build"]
@@ -74,12 +74,20 @@ def split_seen_unseen(result: EvalResult, seen: list[str]) -> EvalResult:
                       result.ks, dict(result.meta))
 
 
-def _per_query(entries: list[dict], dataset: str) -> list[EvalResult]:
-    return [EvalResult.load(Path(e["dir"]) / f"per_query_{dataset}.npz") for e in entries]
+def _summaries(results: dict[str, list[EvalResult]], n: int, seed: int, keys: list[str]) -> dict[str, dict]:
+    """The seed summary of every system (or sweep point) of ``results`` in ``keys``; a zero-shot row is one
+    deterministic result (no seed noise)."""
+    return {name: seed_stats.seed_summary(rs, n, seed=seed, deterministic=is_zero_shot(name), keys=keys)
+            for name, rs in results.items()}
 
 
-def _is_zero_shot(name: str) -> bool:
-    return name.startswith("zero-shot")
+def _verdicts(pairs: dict[str, tuple[list[EvalResult], list[EvalResult]]], n: int, seed: int, keys: list[str],
+              name: str = "baseline") -> pd.DataFrame:
+    """:func:`seed_tables.verdict_table` of ``a`` minus ``b`` for every ``{label: (a, b)}`` of ``pairs`` (the label
+    in the ``name`` column); a zero-shot ``b`` is deterministic."""
+    return seed_tables.verdict_table({label: seed_stats.seed_compare(a, b, n, seed=seed, keys=keys,
+                                                                     b_deterministic=is_zero_shot(label))
+                                      for label, (a, b) in pairs.items()}, name)
 
 
 def direction_section(systems: dict[str, list[dict]], dataset: str, n: int, seed: int,
@@ -87,22 +95,18 @@ def direction_section(systems: dict[str, list[dict]], dataset: str, n: int, seed
     """Seed summaries of every system on ``dataset`` (the zero-shot rows first: ``{label: {"dir"}}``, "zero-shot"
     for the recipe's input, "zero-shot (<input>)" for another), hybrid minus every baseline (every zero-shot row
     included) in every column, and the paper beside them. None while hybrid has no finished run."""
-    results = {label: _per_query([z], dataset) for label, z in zero_shots.items()}
-    results.update({name: _per_query(entries, dataset) for name, entries in systems.items()})
+    entries = {label: [z] for label, z in zero_shots.items()} | systems  # the zero-shot rows first
+    results = {name: [compare.load_per_query(e["dir"], dataset) for e in es] for name, es in entries.items()}
     if TARGET not in results:
         return None
-    keys = list(seed_stats.REPORTED)
-    summaries = {name: seed_stats.seed_summary(r, n, seed=seed, deterministic=_is_zero_shot(name), keys=keys)
-                 for name, r in results.items()}
     baselines = [b for b in BASELINES if b in results and b != "zero-shot"] + \
-        [name for name in results if _is_zero_shot(name)]
-    comparisons = {b: seed_stats.seed_compare(results[TARGET], results[b], n, seed=seed,
-                                              b_deterministic=_is_zero_shot(b), keys=keys)
-                   for b in baselines}
-    verdicts = seed_tables.verdict_table(comparisons)
+        [name for name in results if is_zero_shot(name)]
+    keys = list(seed_stats.REPORTED)
+    summaries = _summaries(results, n, seed, keys)
+    verdicts = _verdicts({b: (results[TARGET], results[b]) for b in baselines}, n, seed, keys)
     paper, _ = paper_numbers.load()
     return {"dataset": dataset, "results": results, "summaries": summaries, "verdicts": verdicts,
-            "comparisons": list(comparisons),
+            "comparisons": baselines,
             "seeds": {name: len(r) for name, r in results.items()},
             "paper": seed_tables.paper_agreement(verdicts, paper, dataset),
             "paper_rows": seed_tables.paper_rows(paper, dataset)}
@@ -115,15 +119,11 @@ def seen_unseen_section(section: dict, seen: list[str], n: int, seed: int) -> di
     unseen = [g for g in languages if g not in seen]
     if not unseen:
         return None
-    keys = list(SPLIT_KEYS)
     split = {name: [split_seen_unseen(r, seen) for r in rs] for name, rs in section["results"].items()}
-    summaries = {name: seed_stats.seed_summary(rs, n, seed=seed, deterministic=_is_zero_shot(name), keys=keys)
-                 for name, rs in split.items()}
-    comparisons = {b: seed_stats.seed_compare(split[TARGET], split[b], n, seed=seed,
-                                              b_deterministic=_is_zero_shot(b), keys=keys)
-                   for b in section["comparisons"]}
-    return {"seen": [g for g in languages if g in seen], "unseen": unseen, "summaries": summaries,
-            "verdicts": seed_tables.verdict_table(comparisons)}
+    return {"seen": [g for g in languages if g in seen], "unseen": unseen,
+            "summaries": _summaries(split, n, seed, list(SPLIT_KEYS)),
+            "verdicts": _verdicts({b: (split[TARGET], split[b]) for b in section["comparisons"]}, n, seed,
+                                  list(SPLIT_KEYS))}
 
 
 # ---- the summary, generated from the verdicts and checked against them -------------------------------
@@ -194,12 +194,11 @@ def setting_effect(before: dict[str, Any], after: dict[str, Any], n: int, seed: 
     setting is better, and "seeds" the fewer of the two sides' seeds. The report's masked section uses it (masked
     minus unmasked); ``benchmarks/grid_at_setting.py`` for a speed path (length_groups 4 minus 1). ``before`` and
     ``after``: :func:`direction_section`'s sections. None when no system has both."""
-    both = [s for s in SYSTEMS if not _is_zero_shot(s) and s in after["results"] and s in before["results"]]
+    both = [s for s in SYSTEMS if not is_zero_shot(s) and s in after["results"] and s in before["results"]]
     if not both:
         return None
-    keys = list(seed_stats.REPORTED)
-    table = seed_tables.verdict_table({s: seed_stats.seed_compare(after["results"][s], before["results"][s], n,
-                                                                  seed=seed, keys=keys) for s in both})
+    table = _verdicts({s: (after["results"][s], before["results"][s]) for s in both}, n, seed,
+                      list(seed_stats.REPORTED))
     seeds = {s: min(len(after["results"][s]), len(before["results"][s])) for s in both}
     return table.assign(seeds=table.baseline.map(seeds))  # the fewer of the two sides' seeds
 
@@ -277,19 +276,11 @@ def sweep_section(entries: list[dict], dataset: str, n: int, seed: int) -> dict[
     points = by_label(entries)
     if sweep.REFERENCE not in points or len(points) < 2:  # nothing to compare the reference with yet
         return None
-    results = {label: _per_query(es, dataset) for label, es in points.items()}
-    keys = list(HEADLINE)
-    summaries = {label: seed_stats.seed_summary(r, n, seed=seed, keys=keys) for label, r in results.items()}
-    rows = []
-    for label, r in results.items():
-        if label == sweep.REFERENCE:
-            continue
-        cmp = seed_stats.seed_compare(r, results[sweep.REFERENCE], n, seed=seed, keys=keys)
-        for key, e in cmp.items():
-            rows.append({"point": label, "column": seed_tables.column(key), "key": key, "diff": e["diff"], "low": e["low"],
-                         "high": e["high"], "p_value": e["p_value"], "verdict": seed_stats.verdict(e, key)})
+    results = {label: [compare.load_per_query(e["dir"], dataset) for e in es] for label, es in points.items()}
+    verdicts = _verdicts({label: (r, results[sweep.REFERENCE]) for label, r in results.items()
+                          if label != sweep.REFERENCE}, n, seed, list(HEADLINE), name="point")
     weights = {label: es[0]["results"]["training"]["weights"] for label, es in points.items()}
-    return {"summaries": summaries, "verdicts": pd.DataFrame(rows), "weights": weights,
+    return {"summaries": _summaries(results, n, seed, list(HEADLINE)), "verdicts": verdicts, "weights": weights,
             "seeds": {label: len(es) for label, es in points.items()}}
 
 
@@ -301,24 +292,8 @@ def plot_sweep(sec: dict, dataset: str, title: str):
 
 def verdict_wide(verdicts: pd.DataFrame, row: str = "baseline") -> pd.DataFrame:
     """Rows: baselines (or sweep points); columns: the compared columns; cells 'diff [low, high] verdict'."""
-    cell = [f"{reporting.interval(r['diff'], r.low, r.high, seed_tables.digits(r.key) + 1, sign=True)} {r.verdict}"
-            for _, r in verdicts.iterrows()]
-    wide = verdicts.assign(cell=cell).pivot(index=row, columns="column", values="cell")
-    columns = list(dict.fromkeys(verdicts.column))
-    return wide[columns].reindex(list(dict.fromkeys(verdicts[row])))
-
-
-def system_table(summaries: dict[str, dict], keys, labels: dict[str, str] | None = None) -> pd.DataFrame:
-    """Rows: systems (or sweep points); columns: the seeds and each key's 'mean [low, high]'."""
-    rows = {}
-    for name, summary in summaries.items():
-        first = summary[keys[0]]
-        row = {"seeds": "—" if _is_zero_shot(name) else len(first["per_seed"])}
-        for key in keys:
-            e = summary[key]
-            row[seed_tables.column(key)] = reporting.interval(e["mean"], e["low"], e["high"], seed_tables.digits(key))
-        rows[(labels or {}).get(name, name)] = row
-    return pd.DataFrame.from_dict(rows, orient="index")
+    return seed_tables.wide(verdicts, row, lambda r: reporting.interval(
+        r.diff, r.low, r.high, compare.digits(r.key) + 1, sign=True) + f" {r.verdict}")
 
 
 def _paper_table1(paper_rows: pd.DataFrame | None) -> pd.DataFrame | None:
@@ -454,7 +429,7 @@ def headline(report_text: str) -> str:
     directions = [line[3:] for line in lines if line.startswith("## ") and " → " in line]
     sentences = [(line, _SENTENCE.match(line[2:])) for line in lines if line.startswith("- ")]
     said = [line for line, m in sentences  # against the trained baselines
-            if m and m["where"] in directions and not _is_zero_shot(m["baseline"])]
+            if m and m["where"] in directions and not is_zero_shot(m["baseline"])]
     said.append("- Against the zero-shot rows, and seen vs unseen languages: "
                 "[reports/REPORT.md](reports/REPORT.md#summary).")
     for line in lines:  # a paragraph of its own after the list
@@ -704,7 +679,7 @@ def _sweep_lines(sec: dict, dataset: str, side: str) -> list[str]:
     table.insert(0, "weights (mono / cross / mixed)", [
         " / ".join(f"{sec['weights'][label].get(k, 0):g}" for k in ("mono", "cross", "mixed")) for label in table.index])
     v = sec["verdicts"]
-    diffs = verdict_wide(v, row="point") if not v.empty else pd.DataFrame()
+    diffs = verdict_wide(v, row="point")
     one_seed = v.verdict.str.endswith("?")  # a point with one seed: no training noise measured, no verdict
     wins = v[~one_seed & (v.verdict != "no difference")]
     sentence = ("No point with several seeds differs from alpha = 0.5 beyond noise in any headline column."

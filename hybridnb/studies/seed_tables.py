@@ -26,9 +26,9 @@ from hybridnb.studies import compare, paper_numbers
 from hybridnb import reporting
 from hybridnb.evaluation import seed_stats
 
-__all__ = ["SYSTEMS", "BASELINES", "per_seed_table", "verdict_table", "paper_agreement",
-           "budget_rows", "frame_markdown", "column", "digits", "paper_rows", "plot_points", "plot_differences", "alpha_of",
-           "plot_alpha_sweep", "plot_validation_curves"]
+__all__ = ["SYSTEMS", "BASELINES", "per_seed_table", "verdict_table", "wide", "paper_agreement",
+           "budget_rows", "frame_markdown", "column", "is_zero_shot", "summary_cell", "system_table", "paper_rows",
+           "plot_points", "plot_differences", "grouped_bars", "alpha_of", "plot_alpha_sweep", "plot_validation_curves"]
 
 SYSTEMS = ("zero-shot", "X-X-mono", "X-Y", "hybrid")
 BASELINES = ("X-X-mono", "X-Y", "zero-shot")
@@ -41,9 +41,28 @@ def column(key: str) -> str:
     return compare.column_name(*seed_stats.KEYS[key])
 
 
-def digits(key: str) -> int:
-    """Decimals of a column's values: one for rank distance, three for the mAPs and recalls."""
-    return 1 if key == "rank_distance" else 3
+def is_zero_shot(name: str) -> bool:
+    """A zero-shot row ("zero-shot", "zero-shot (<input>)"): one deterministic result, no training seeds."""
+    return name.startswith("zero-shot")
+
+
+def summary_cell(entry: dict | None, name: str) -> str:
+    """A seed summary as 'mean [low, high]' with the decimals of its column (``name``: a key or a column name,
+    :func:`hybridnb.studies.compare.digits`); "n/a" where the system has no such column."""
+    if entry is None:
+        return "n/a"
+    return reporting.interval(entry["mean"], entry["low"], entry["high"], compare.digits(name))
+
+
+def system_table(summaries: dict[str, dict], keys, labels: dict[str, str] | None = None, title=column) -> pd.DataFrame:
+    """Rows: systems (or sweep points, ``labels`` renaming some); columns: the seeds and each key's
+    'mean [low, high]', headed ``title(key)``."""
+    rows = {}
+    for name, summary in summaries.items():
+        row = {"seeds": "—" if is_zero_shot(name) else len(summary[keys[0]]["per_seed"])}
+        row.update({title(key): summary_cell(summary[key], key) for key in keys})
+        rows[(labels or {}).get(name, name)] = row
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def per_seed_table(summaries: dict[str, dict], keys=("mono_ap", "cross_ap", "multi_ap", "rank_distance")) -> pd.DataFrame:
@@ -53,22 +72,37 @@ def per_seed_table(summaries: dict[str, dict], keys=("mono_ap", "cross_ap", "mul
         row = {}
         for key in keys:
             vals = summary[key]["per_seed"]
-            d = digits(key)
+            d = compare.digits(key)
             sd = f", sd {np.std(vals, ddof=1):.{d}f}" if len(vals) > 1 else ""
             row[column(key)] = " / ".join(f"{v:.{d}f}" for v in vals) + sd
         rows[name] = row
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def verdict_table(comparisons: dict[str, dict]) -> pd.DataFrame:
-    """Long frame: baseline, column, key, hybrid, baseline value, diff, low, high, p, verdict."""
+def verdict_table(comparisons: dict[str, dict], name: str = "baseline") -> pd.DataFrame:
+    """Long frame: baseline (or ``name``: a sweep's "point"), column, key, hybrid, baseline value, diff, low, high,
+    p, verdict."""
     rows = []
     for baseline, cmp in comparisons.items():
         for key, e in cmp.items():
-            rows.append({"baseline": baseline, "column": column(key), "key": key, "hybrid": e["a"],
+            rows.append({name: baseline, "column": column(key), "key": key, "hybrid": e["a"],
                          "baseline value": e["b"], "diff": e["diff"], "low": e["low"], "high": e["high"],
                          "p_value": e["p_value"], "df": e["df"], "verdict": seed_stats.verdict(e, key)})
     return pd.DataFrame(rows)
+
+
+def wide(frame: pd.DataFrame, row, cell, order=None, fill: str | None = None) -> pd.DataFrame:
+    """A long frame (one row per compared thing and ``column``) pivoted wide: rows ``row`` (a column name, or a
+    list of them) in their first order in ``frame``; columns in theirs, or those of ``order`` present, in its
+    order; each cell ``cell(r)`` of the long frame's row ``r`` (an itertuples row); ``fill`` where a row lacks a
+    column. Every report's "difference [interval] ..." table; an empty frame gives an empty table."""
+    if frame.empty:
+        return pd.DataFrame()
+    out = frame.assign(cell=[cell(r) for r in frame.itertuples()]).pivot(index=row, columns="column", values="cell")
+    rows = frame[row].drop_duplicates()
+    out = out[[c for c in (order or dict.fromkeys(frame.column)) if c in out.columns]].reindex(
+        pd.MultiIndex.from_frame(rows) if isinstance(row, list) else rows)
+    return out if fill is None else out.fillna(fill)
 
 
 def _paper_diff(frame: pd.DataFrame, model: str, dataset: str, baseline: str, key: str) -> float | None:
@@ -98,7 +132,7 @@ def paper_agreement(verdicts: pd.DataFrame, paper: pd.DataFrame, dataset: str) -
             continue
         ours = _direction(r["diff"])
         row = {"column": r.column, "hybrid minus": r.baseline,
-               "ours": f"{r['diff']:+.{digits(r.key) + 1}f} ({r.verdict})"}
+               "ours": f"{r['diff']:+.{compare.digits(r.key) + 1}f} ({r.verdict})"}
         for model, d in diffs.items():
             if d is None:
                 row[f"paper {model}"], row[f"vs {model}"] = paper_numbers.MISSING, paper_numbers.MISSING
@@ -191,6 +225,27 @@ def plot_differences(verdicts: pd.DataFrame, dataset: str):
                  + ("(one seed: training noise not measured, nothing filled)" if one_seed else "(filled: beyond noise)"),
                  fontsize=10)
     return fig
+
+
+def grouped_bars(ax, mean: pd.DataFrame, low: pd.DataFrame | None = None, high: pd.DataFrame | None = None,
+                 width: float = 0.8) -> np.ndarray:
+    """Bars with intervals, grouped: one group per row of ``mean`` (its tick, labelled with the row's name, at
+    the group's centre), one bar per column (its legend label; colours C0, C1, ...), ``low`` / ``high`` (same
+    shape) drawn as the bar's error bar (none where NaN), "n/a" written where a bar's mean is NaN (a system that
+    cannot do it). Returns the bars' centres, one row per group and one column per bar, for marks on them."""
+    m = mean.to_numpy(dtype=float)
+    lo, hi = (m if f is None else f.to_numpy(dtype=float) for f in (low, high))
+    err = np.nan_to_num(np.stack([np.maximum(m - lo, 0), np.maximum(hi - m, 0)]))  # NaN: no error bar
+    w = width / max(m.shape[1], 1)
+    x = np.arange(len(m))[:, None] - width / 2 + (np.arange(m.shape[1]) + 0.5) * w
+    for j, name in enumerate(mean.columns):
+        ax.bar(x[:, j], np.nan_to_num(m[:, j]), w, yerr=err[:, :, j], capsize=2, error_kw={"lw": 0.8},
+               color=f"C{j}", label=name)
+        for xi in x[np.isnan(m[:, j]), j]:
+            ax.annotate("n/a", (xi, 0), xytext=(0, 3), textcoords="offset points", ha="center", va="bottom",
+                        fontsize=7, color="0.35")
+    ax.set_xticks(range(len(m)), list(mean.index))
+    return x
 
 
 def alpha_of(label: str) -> float | None:

@@ -40,13 +40,14 @@ from hybridnb import allocator, config, paths, reporting
 from hybridnb.evaluation import runner, seed_stats, stats
 from hybridnb.evaluation.metrics import EvalResult
 from hybridnb.studies import budget, runs, seed_tables
+from hybridnb.studies.compare import digits, load_per_query
 from hybridnb.training import distributed, loop
 from hybridnb.training import trainer as hybridnb_trainer
 from hybridnb.training.run_folder import RunOutput, RunTaskBase, execute, run_dirs
 
 __all__ = ["TRAINER", "CANDIDATE_MODE", "comparison_params", "STRunConfig", "st_run_config", "plan", "STRun",
            "load_st_model",
-           "hybridnb_runs", "st_runs", "per_query", "comparison_frame", "comparison_display", "step_seconds",
+           "hybridnb_runs", "st_runs", "comparison_frame", "comparison_display", "step_seconds",
            "same_machine_timing", "timing_frame", "Comparison", "compare"]
 
 TRAINER = "sentence-transformers"
@@ -219,10 +220,6 @@ def st_runs(params: dict[str, Any], show_progress: bool = False) -> list[tuple[P
             for cfg in plan(params)]
 
 
-def per_query(folder: Path, dataset: str) -> EvalResult:
-    return EvalResult.load(Path(folder) / f"per_query_{dataset}.npz")
-
-
 # --------------------------------------------------------------------------------------------------
 # the metrics: ST - hybridnb over seeds
 # --------------------------------------------------------------------------------------------------
@@ -253,18 +250,13 @@ def comparison_frame(st: list[EvalResult], hybridnb: list[EvalResult], n_resampl
 
 def comparison_display(frame: pd.DataFrame) -> pd.DataFrame:
     """The table as the notebook shows it: ``mean [low, high]`` strings, 3 decimals (rank distance 1)."""
-    def cell(row, name):
-        d = 1 if row["key"] == "rank_distance" else 3
-        return f"{row[name]:.{d}f} [{row[name + '_low']:.{d}f}, {row[name + '_high']:.{d}f}]"
-
-    def signed(row):
-        d = 1 if row["key"] == "rank_distance" else 3
-        return f"{row['diff']:+.{d}f} [{row['diff_low']:+.{d}f}, {row['diff_high']:+.{d}f}]"
+    def cell(row, name, sign=False):
+        return reporting.interval(row[name], row[f"{name}_low"], row[f"{name}_high"], digits(row["key"]), sign)
 
     return pd.DataFrame({
         "hybridnb trainer": [cell(r, "hybridnb") for _, r in frame.iterrows()],
         "SentenceTransformerTrainer": [cell(r, "st") for _, r in frame.iterrows()],
-        "ST − hybridnb": [signed(r) for _, r in frame.iterrows()],
+        "ST − hybridnb": [cell(r, "diff", sign=True) for _, r in frame.iterrows()],
         "p": [seed_stats.format_p(p) for p in frame["p_value"]],
         "verdict": ["within noise" if r["within_noise"] else r["verdict"] for _, r in frame.iterrows()],
         "seeds (ST / hybridnb)": frame["seeds"],
@@ -410,7 +402,8 @@ def compare(params: dict[str, Any], show_progress: bool = False, timing_rounds: 
     hyb = hybridnb_runs(params, show_progress)
     st = st_runs(params, show_progress)
     datasets = list(hyb[0][1]["datasets"])
-    frames = {name: comparison_frame([per_query(d, name) for d, _ in st], [per_query(d, name) for d, _ in hyb],
+    frames = {name: comparison_frame([load_per_query(d, name) for d, _ in st],
+                                     [load_per_query(d, name) for d, _ in hyb],
                                      n_resamples=params["n_resamples"], seed=params.get("seed", 0))
               for name in datasets}
     steps = max(2, min(params["steps"] // 2, 6)) if timing_steps is None else timing_steps
