@@ -516,7 +516,11 @@ def test_an_uncached_model_fails_fast_when_the_hub_is_unreachable(tmp_path, monk
             port = s.getsockname()[1]
         monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
     else:  # a name lookup or connection that never answers
-        monkeypatch.setattr(socket, "create_connection", lambda *a, **k: time.sleep(30))
+        def never_answers(*args, **kwargs):  # then fails as a timed-out connection would, in its daemon thread,
+            time.sleep(30)                   # long after this test: no stray error lands in a later test
+            raise TimeoutError("timed out")
+
+        monkeypatch.setattr(socket, "create_connection", never_answers)
     assert hub.cached_snapshot("someorg/tiny-model", cache_dir=tmp_path) is None  # (its imports: not timed)
     started = time.perf_counter()
     with pytest.raises(hub.NeedsNetwork, match=r"^someorg/tiny-model is not in the local Hugging Face cache and the "
