@@ -33,14 +33,6 @@ from hybridnb.config import load_profile  # noqa: E402
 from hybridnb.studies import recipe, report  # noqa: E402
 
 
-def paired(before: list[dict], after: list[dict]) -> tuple[list[dict], list[dict]]:
-    """The entries of each side whose (system, seed) is finished on both sides, in the same order."""
-    keys = {(e["run"].label, e["run"].seed) for e in before} & {(e["run"].label, e["run"].seed) for e in after}
-    pick = lambda entries: sorted((e for e in entries if (e["run"].label, e["run"].seed) in keys),  # noqa: E731
-                                  key=lambda e: (e["run"].label, e["run"].seed))
-    return pick(before), pick(after)
-
-
 def cost_rows(before: list[dict], after: list[dict]) -> list[dict]:
     rows = []
     for b, a in zip(before, after):
@@ -63,7 +55,7 @@ def compare(params: dict, changed: dict) -> dict:
     out = {}
     for group, train, evaluated in (("grid", params["train_data"], params["eval_data"]),
                                     ("reverse", params["eval_data"], params["train_data"])):
-        before, after = paired([e for e in before_all if e["run"].group == group],
+        before, after = report.paired([e for e in before_all if e["run"].group == group],
                                [e for e in after_all if e["run"].group == group])
         if not after:
             continue
@@ -74,16 +66,8 @@ def compare(params: dict, changed: dict) -> dict:
         summaries = [[] if sec is None else report.summary_lines(where, sec["verdicts"]) for sec in sections]
         out[where] = {"effect": effect, "costs": cost_rows(before, after), "runs": len(after),
                       "summary_before": summaries[0], "summary_after": summaries[1],
-                      "verdict_changes": [] if None in sections else verdict_changes(*sections)}
+                      "verdict_changes": [] if None in sections else report.verdict_changes(*sections)}
     return out
-
-
-def verdict_changes(before: dict, after: dict) -> list[dict]:
-    """Hybrid against each baseline: the columns whose verdict (REPORT.md's rule) differs between the settings."""
-    b = before["verdicts"].set_index(["baseline", "column"]).verdict
-    a = after["verdicts"].set_index(["baseline", "column"]).verdict
-    return [{"baseline": key[0], "column": key[1], "before": b[key], "after": a[key]}
-            for key in b.index if key in a.index and a[key] != b[key]]
 
 
 def render(doc: dict, parts: dict, setting: str) -> str:

@@ -96,6 +96,9 @@ PARAMETERS: dict[str, str] = {
     "recipe_reverse": "also train every strategy x seed on eval_data and evaluate on train_data",
     "recipe_length_groups": "length_groups of the probes (null: the profile's); the committed probes ran at 1, so a "
                             "profile whose runs move to the faster path keeps its probes and their choices",
+    "robustness_settings": "run keys and values at which REPORT.md also reads the grid (its runs committed, nothing "
+                           "trains them), e.g. {length_groups: 1}: each system's change there and hybrid's verdicts "
+                           "that turn, called borderline in the summary (null, or the profile's own values: none)",
     # ---- image-text retrieval (notebook 07)
     "mm_dataset": "openmoji-cldr (offline), xtd10 or multi30k (these two need mm_image_root)",
     "mm_image_root": "folder with the COCO train2014 (xtd10) or Flickr30k (multi30k) images",

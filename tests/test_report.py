@@ -301,3 +301,103 @@ def test_the_headline_keeps_the_trained_baselines_and_links_the_rest():
     assert "against X-X-mono" in block and "against X-Y, hybrid is no different" in block and "| hybrid | 0.8 |" in block
     assert "against zero-shot" not in block and "seen vs unseen languages: against" not in block
     assert block.rstrip().endswith("[reports/REPORT.md](reports/REPORT.md#summary).")
+
+
+def test_the_report_reads_the_grid_again_at_robustness_settings_and_names_the_verdicts_that_turn(tmp_path,
+                                                                                                 monkeypatch):
+    """robustness_settings: the grid's runs at the other setting (committed; nothing trains) give each system's
+    change against its own runs and hybrid's verdicts that differ; a direction not finished there is named, not
+    compared. Here X-X-mono is 0.10 higher at the other setting, so hybrid's wins against it turn there."""
+    from hybridnb import config
+
+    params = {**config.load_profile("ci"), "robustness_settings": {"length_groups": 4}, "n_resamples": 200}
+    here = {"X-X-mono": _entries(tmp_path / "h", "X-X-mono", 0.55), "X-Y": _entries(tmp_path / "h", "X-Y", 0.70),
+            "hybrid": _entries(tmp_path / "h", "hybrid", 0.65)}
+    there = [*_entries(tmp_path / "t", "X-X-mono", 0.65), *_entries(tmp_path / "h", "X-Y", 0.70),
+             *_entries(tmp_path / "h", "hybrid", 0.65)]
+    sec = report.direction_section(here, "xquad-r", 200, 0, {})
+    forward, reverse = "mlqa-r → xquad-r", "xquad-r → mlqa-r"
+    sections = {forward: {**sec, "slug": "xquad-r"}, reverse: {**sec, "slug": "mlqa-r"}}
+    seen = {}
+
+    def grid_runs(p):
+        seen["length_groups"] = p["length_groups"]
+        return [SimpleNamespace(group="grid")] * 9 + [SimpleNamespace(group="reverse")] * 9
+
+    monkeypatch.setattr(report.recipe, "grid_runs", grid_runs)
+    monkeypatch.setattr(report.recipe, "masked_runs", lambda p: [])
+    # the forward grid finished there, and 4 of the 9 reverse runs (the first four entries, as reverse runs)
+    reverse_done = [{**e, "run": SimpleNamespace(label=e["run"].label, seed=e["run"].seed, group="reverse")}
+                    for e in there[:4]]
+    monkeypatch.setattr(report.recipe, "train", lambda planned, compute: there + reverse_done)
+    firm = report.robustness(params, sections, {forward: "grid", reverse: "reverse", "masked": "masked"}, {}, 200, 0)
+    assert seen["length_groups"] == 4 and firm["setting"] == "length_groups=4" and firm["own"] == "length_groups=1"
+    assert set(firm["parts"]) == {forward, reverse}  # no masked section here: not looked for
+    assert firm["parts"][reverse] == {"planned": 9, "finished": 4}  # not finished there: named, not compared
+    part = firm["parts"][forward]
+    effect = part["effect"].set_index(["baseline", "key"])
+    assert effect.loc[("X-X-mono", "mono_ap"), "verdict"] == "win"  # 0.10 higher there
+    assert (part["effect"][part["effect"].baseline != "X-X-mono"].verdict == "no difference").all()
+    turned = {(c["baseline"], c["column"]) for c in part["changes"]}
+    assert ("X-X-mono", "mono map") in turned and all(c["before"] != c["after"] for c in part["changes"])
+    assert not any(b == "X-Y" for b, _ in turned)
+
+    text = report.firm_paragraph(firm)
+    assert text.startswith("**How firm** ([how firm the verdicts are](#how-firm-the-verdicts-are))")
+    assert "Beyond noise against its own runs there: X-X-mono on mono map (mlqa-r → xquad-r)" in text
+    assert f"Yet {len(part['changes'])} of hybrid's verdicts turn" in text and "borderline" in text
+    assert "mlqa-r → xquad-r, against X-X-mono: mono map, " in text and "(better here, no different there)" in text
+    assert "Not compared yet: xquad-r → mlqa-r (4 of 9 runs) at that setting so far." in text
+    lines = report.firm_lines(firm)
+    assert lines[0] == "## How firm the verdicts are" and "4 of its 9 runs at `length_groups=4` have finished: not " \
+        "compared yet." in lines
+    assert any(line.startswith("- X-X-mono: `length_groups=4` against `length_groups=1` (3 seeds), better on")
+               for line in lines)
+
+
+def test_the_firm_paragraph_says_plainly_when_nothing_moved_and_verdicts_still_turn():
+    """No system beyond noise against itself, yet a verdict turns: borderline, said as such; nothing turns: said."""
+    cell = lambda system, column, verdict: {"baseline": system, "column": column, "verdict": verdict, "seeds": 3}  # noqa: E731
+    effect = pd.DataFrame([cell(s, c, "no difference") for s in ("X-X-mono", "X-Y", "hybrid")
+                           for c in ("cross map", "multi map")])
+    firm = {"setting": "length_groups=1", "own": "length_groups=4", "parts": {"b → a": {
+        "planned": 9, "finished": 9, "effect": effect, "summary": [],
+        "changes": [{"baseline": "X-Y", "column": "cross map", "before": "no difference", "after": "loss"}]}}}
+    text = report.firm_paragraph(firm)
+    assert "No system moved beyond noise against its own runs there, in any of the 6 system-column cells" in text
+    assert ("Yet 1 of hybrid's verdicts turn between the two settings: b → a, against X-Y: cross map (no different "
+            "here, worse there). These sit at the edge of the verdict rule (the setting moves no system beyond "
+            "noise): read them as borderline, not as findings.") in text
+    firm["parts"]["b → a"]["changes"] = []
+    assert report.firm_paragraph(firm).endswith("Hybrid's verdicts are the same at both settings in every column.")
+    assert report.firm_paragraph(None) is None
+
+
+def test_robustness_settings_are_checked_before_any_work():
+    from hybridnb import config
+    from hybridnb.studies import recipe
+
+    params = config.load_profile("ci")
+    assert recipe.robustness_params(params) is None  # null: nothing else is read
+    assert recipe.robustness_params({**params, "robustness_settings": {"length_groups": 1}}) is None  # its own: nothing
+    assert recipe.robustness_params({**params, "robustness_settings": {"length_groups": 2}})["length_groups"] == 2
+    for bad, words in (({"length_group": 2}, "length_group"), ({"alphas": [0.5]}, "not settings of a text run"),
+                       ([("length_groups", 2)], "mapping")):
+        with pytest.raises(ValueError, match=words):
+            recipe.plan({**params, "robustness_settings": bad})
+    with pytest.raises(ValueError, match="length_groups"):  # an invalid value: the run config refuses it
+        recipe.plan({**params, "robustness_settings": {"length_groups": 0}})
+
+
+def test_the_headline_reads_the_summary_only_and_carries_the_how_firm_paragraph():
+    text = "\n".join(["# Report", "", "## Summary", "",
+                      "- a → b: against X-Y, hybrid is no different beyond noise in any of the 10 columns.", "",
+                      "**How firm** ([how firm the verdicts are](#how-firm-the-verdicts-are)): the grid was also "
+                      "trained at `length_groups=1`.", "",
+                      "## a → b", "", "| system | mono map |", "| --- | --- |", "| hybrid | 0.8 |", "",
+                      "## How firm the verdicts are", "", "Summary at `length_groups=1`:", "",
+                      "- a → b: against X-Y, hybrid is worse on cross map; no different beyond noise on the other 9.",
+                      ""])
+    block = report.headline(text)
+    assert "hybrid is no different beyond noise in any" in block and "worse on cross map" not in block
+    assert "[how firm the verdicts are](reports/REPORT.md#how-firm-the-verdicts-are)" in block

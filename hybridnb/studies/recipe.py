@@ -36,7 +36,7 @@ The image-text ratio sweep has its own recipe and module (:mod:`hybridnb.studies
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import Any
 
@@ -183,10 +183,31 @@ def sweep_runs(params: dict[str, Any]) -> list[RecipeRun]:
     return [RecipeRun("sweep", label, seed, {**p, "seed": seed}) for seed in _seeds(params) for label, p in points]
 
 
+def robustness_params(params: dict[str, Any]) -> dict[str, Any] | None:
+    """The profile at its ``robustness_settings``, checked (keys of a text run), or None when unset or when every
+    value equals the profile's own (``--set length_groups=4`` on a profile whose robustness setting is 4: the
+    report's runs are those, and there is no other setting to read)."""
+    settings = params.get("robustness_settings")
+    if not settings:
+        return None
+    if not isinstance(settings, dict):
+        raise ValueError(f"robustness_settings must be a mapping of run keys to values (e.g. {{length_groups: 1}}), "
+                         f"got {settings!r}")
+    config.check_parameter_names(settings, "robustness_settings")
+    run_keys = {f.name for f in fields(config.TextRunConfig)}
+    if set(settings) - run_keys:
+        raise ValueError(f"robustness_settings: {sorted(set(settings) - run_keys)} are not settings of a text run "
+                         "(python -m hybridnb train --help lists them)")
+    differ = {k: v for k, v in settings.items() if params.get(k, config.HASHED_WHEN_SET.get(k)) != v}
+    # a profile run at its robustness setting (recipe --set length_groups=4 on cpu) has nothing else to read there
+    return {**params, **differ} if differ else None
+
+
 def plan(params: dict[str, Any]) -> list:
     """Every run config the recipe can imply, checked before any work: every probe any choice could lead to
     (inputs x temperatures x budgets), and the grid and the sweep at the profile's own recipe. Two different
-    configs that would share a report folder are refused here."""
+    configs that would share a report folder are refused here, and so are ``robustness_settings`` that name an
+    unknown key, a key that is not a text run's or an invalid run (the report reads the grid there; nothing trains it)."""
     temps, steps = _probe_choices(params)
     planned = [_probe("input", input_label(m, n), params, candidate_mode=m, max_length=n, temperature=t,
                       steps=s).cfg for m, n in _inputs(params) for t in temps for s in steps]
@@ -195,6 +216,11 @@ def plan(params: dict[str, Any]) -> list:
     for cfg in planned:
         if names.setdefault(cfg.run_name, cfg.hash) != cfg.hash:
             raise ValueError(f"two different recipe runs would share the report folder {cfg.run_name}")
+    other = robustness_params(params)  # the report reads the grid there too (nothing trains): valid configs, own folders
+    for cfg in [] if other is None else [r.cfg for r in grid_runs(other) + masked_runs(other)]:
+        if names.get(cfg.run_name, cfg.hash) != cfg.hash:
+            raise ValueError(f"robustness_settings: its run {cfg.run_name} would share a report folder with a "
+                             "different run of the recipe")
     return planned
 
 

@@ -31,14 +31,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hybridnb import reporting
+from hybridnb import config, reporting
 from hybridnb.evaluation import seed_stats
 from hybridnb.evaluation.metrics import EvalResult
 from hybridnb.studies import compare, miracl_eval, paper_numbers, recipe, runs, seed_tables, sweep
 from hybridnb.studies.seed_tables import frame_markdown, is_zero_shot, system_table
 
 __all__ = ["headline", "update_readme", "system_table", "verdict_wide", "SPLIT_KEYS", "split_seen_unseen", "by_label", "direction_section", "seen_unseen_section",
-           "summary_lines", "verdict_words", "setting_effect", "caveat", "check_summary", "probe_frame", "sweep_section", "build"]
+           "summary_lines", "verdict_words", "setting_effect", "paired", "verdict_changes", "robustness",
+           "firm_paragraph", "firm_lines", "caveat", "check_summary", "probe_frame", "sweep_section", "build"]
 
 SYSTEMS, BASELINES, TARGET = seed_tables.SYSTEMS, seed_tables.BASELINES, seed_tables.TARGET
 HEADLINE = seed_tables.HEADLINE
@@ -203,6 +204,144 @@ def setting_effect(before: dict[str, Any], after: dict[str, Any], n: int, seed: 
     return table.assign(seeds=table.baseline.map(seeds))  # the fewer of the two sides' seeds
 
 
+# ---- how firm the verdicts are: the grid again at another setting (profile key robustness_settings) -----
+
+#: the report's section (and its anchor) on the grid read again at the profile's ``robustness_settings``
+FIRM_TITLE = "How firm the verdicts are"
+
+
+def paired(before: list[dict], after: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The entries of each side whose (system, seed) is finished on both sides, in the same order."""
+    keys = {(e["run"].label, e["run"].seed) for e in before} & {(e["run"].label, e["run"].seed) for e in after}
+    pick = lambda entries: sorted((e for e in entries if (e["run"].label, e["run"].seed) in keys),  # noqa: E731
+                                  key=lambda e: (e["run"].label, e["run"].seed))
+    return pick(before), pick(after)
+
+
+def verdict_changes(before: dict, after: dict) -> list[dict]:
+    """Hybrid against each baseline: the columns whose verdict (the report's rule) differs between two
+    :func:`direction_section` sections of the same direction."""
+    b = before["verdicts"].set_index(["baseline", "column"]).verdict
+    a = after["verdicts"].set_index(["baseline", "column"]).verdict
+    return [{"baseline": key[0], "column": key[1], "before": b[key], "after": a[key]}
+            for key in b.index if key in a.index and a[key] != b[key]]
+
+
+def setting_words(settings: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in settings.items())
+
+
+def robustness(params: dict[str, Any], sections: dict[str, dict], groups: dict[str, str],
+               zero_shots: dict[str, dict[str, dict]], n: int, seed: int) -> dict[str, Any] | None:
+    """The report's grid read again at the profile's ``robustness_settings`` (e.g. ``{length_groups: 1}``: the same
+    loss on the other speed path, with other dropout masks and bf16 rounding) from committed runs: nothing trains.
+
+    For each direction shown (``groups``: {where: its recipe group}) whose runs at that setting have all finished:
+    each system's change (:func:`setting_effect`, the other setting minus the report's, same seeds) and hybrid's
+    verdicts that differ between the two settings (:func:`verdict_changes`). A verdict that turns under a change
+    that moves no system beyond noise against itself sits at the edge of the verdict rule: the summary says so.
+    None when the profile has no ``robustness_settings``."""
+    other = recipe.robustness_params(params)
+    if other is None:
+        return None
+    planned = recipe.grid_runs(other) + recipe.masked_runs(other)
+    done = recipe.train(planned, compute=False)  # nothing trains here
+    parts: dict[str, dict] = {}
+    for where, group in groups.items():
+        if where not in sections:
+            continue
+        want = [r for r in planned if r.group == group]
+        entries = [e for e in done if e["run"].group == group]
+        part: dict[str, Any] = {"planned": len(want), "finished": len(entries)}
+        if want and len(entries) == len(want):
+            dataset = sections[where]["dataset"]
+            sec = direction_section(by_label(entries, SYSTEMS), dataset, n, seed, zero_shots.get(dataset, {}))
+            part.update(effect=setting_effect(sections[where], sec, n, seed),
+                        changes=verdict_changes(sections[where], sec), summary=summary_lines(where, sec["verdicts"]))
+        parts[where] = part
+    settings = {k: other[k] for k in params["robustness_settings"] if other[k] != params.get(k, config.HASHED_WHEN_SET.get(k))}
+    return {"setting": setting_words(settings),
+            "own": setting_words({k: params.get(k, config.HASHED_WHEN_SET.get(k)) for k in settings}), "parts": parts}
+
+
+_VERDICT_WORD = {"win": "better", "loss": "worse", "no difference": "no different"}
+
+
+def firm_paragraph(firm: dict[str, Any] | None) -> str | None:
+    """The summary's paragraph on :func:`robustness`: whether any system moved beyond noise against itself at the
+    other setting, and every verdict of hybrid that turns there, named (these are borderline); the directions not
+    yet trained at that setting are named too. None without ``robustness_settings``."""
+    if firm is None or not firm["parts"]:
+        return None
+    compared = {w: p for w, p in firm["parts"].items() if "effect" in p}
+    pending = [f"{w} ({p['finished']} of {p['planned']} runs)" for w, p in firm["parts"].items() if "effect" not in p]
+    text = (f"**How firm** ([{FIRM_TITLE.lower()}](#{FIRM_TITLE.lower().replace(' ', '-')})): the grid was also trained "
+            f"at `{firm['setting']}` (this report: `{firm['own']}`)")
+    if not compared:
+        return text + f"; not compared yet: {', '.join(pending)} at that setting so far."
+    moved = []
+    for where, part in compared.items():
+        effect = part["effect"]
+        if effect is None:
+            continue
+        hit = effect[effect.verdict.str.rstrip("?").isin(["win", "loss"])]
+        moved += [f"{r.baseline} on {r.column} ({where})" for r in hit.itertuples()]
+    cells = sum(0 if p["effect"] is None else len(p["effect"]) for p in compared.values())
+    text += (". No system moved beyond noise against its own runs there, in any of the "
+             f"{cells} system-column cells" if not moved else
+             f". Beyond noise against its own runs there: {'; '.join(moved)} ({len(moved)} of {cells} "
+             "system-column cells)")
+    changes = [(w, c) for w, p in compared.items() for c in p["changes"]]
+    if not changes:
+        text += ". Hybrid's verdicts are the same at both settings in every column."
+    else:
+        grouped: dict[tuple, list[str]] = {}  # one clause per direction, baseline and pair of verdicts
+        for w, c in changes:
+            key = (w, c["baseline"], _VERDICT_WORD[c["before"].rstrip("?")], _VERDICT_WORD[c["after"].rstrip("?")])
+            grouped.setdefault(key, []).append(c["column"])
+        said = "; ".join(f"{w}, against {b}: {', '.join(cols)} ({here} here, {there} there)"
+                         for (w, b, here, there), cols in grouped.items())
+        text += (f". Yet {len(changes)} of hybrid's verdicts turn between the two settings: {said}. These sit at the "
+                 "edge of the verdict rule" + (" (the setting moves no system beyond noise)" if not moved else "")
+                 + ": read them as borderline, not as findings.")
+    if pending:
+        text += f" Not compared yet: {', '.join(pending)} at that setting so far."
+    return text
+
+
+def firm_lines(firm: dict[str, Any] | None) -> list[str]:
+    """The report's section on :func:`robustness`: per direction, each system's change and the turned verdicts."""
+    if firm is None or not firm["parts"]:
+        return []
+    lines = [f"## {FIRM_TITLE}", "",
+             f"The grid trained again at `{firm['setting']}` (this report: `{firm['own']}`), read from committed runs. "
+             "Each system's runs there minus its runs here (the same seeds; the verdict rule above, \"win\": better "
+             "there), then hybrid's verdicts at both settings where they differ, and the summary at that setting.", ""]
+    for where, part in firm["parts"].items():
+        lines += [f"### {where}", ""]
+        if "effect" not in part:
+            lines += [f"{part['finished']} of its {part['planned']} runs at `{firm['setting']}` have finished: not "
+                      "compared yet.", ""]
+            continue
+        effect = part["effect"]
+        if effect is not None:
+            lines += [frame_markdown(verdict_wide(effect).rename_axis("system"), index="system"), ""]
+            for system, group in effect.groupby("baseline", sort=False):
+                k = group.seeds.min()
+                lines.append(f"- {system}: `{firm['setting']}` against `{firm['own']}` ({k} seed"
+                             f"{'s' if k > 1 else ''}), {verdict_words(group)}{'' if k > 1 else ONE_SEED}.")
+            lines.append("")
+        changes = part["changes"]
+        lines += [f"Hybrid's verdicts that differ between the settings: {len(changes)}" + (":" if changes else "."),
+                  ""]
+        if changes:
+            rows = [{"baseline": c["baseline"], "column": c["column"], f"here ({firm['own']})": c["before"],
+                     f"there ({firm['setting']})": c["after"]} for c in changes]
+            lines += [reporting.markdown_table(rows), ""]
+        lines += [f"Summary at `{firm['setting']}`:", "", *[f"- {x}" for x in part["summary"]], ""]
+    return lines
+
+
 _SENTENCE = re.compile(r"^(?P<where>.+?): against (?P<baseline>[^,]+), hybrid is (?P<rest>.*?)"
                        r"(?: \(one seed[^)]*\))?\.$")
 
@@ -357,11 +496,12 @@ def build(params: dict[str, Any], zero_shots: dict[str, dict[str, dict]], image_
     masked_where, reverse_where = directions[2][0], directions[1][0]
     if masked_where in sections and reverse_where in sections:  # the mask's own effect, system by system
         sections[masked_where]["effect"] = setting_effect(sections[reverse_where], sections[masked_where], n, seed)
+    # the same grid at the profile's robustness_settings (committed runs): which verdicts turn there
+    firm = robustness(params, sections, dict(zip((d[0] for d in directions), ("grid", "reverse", "masked"))),
+                      zero_shots, n, seed)
     fwd_where = directions[0][0]
     split = None
     if fwd_where in sections:
-        from hybridnb import config
-
         trained_langs = params.get("train_languages") or list(config.DATASET_LANGUAGES[train])
         split = seen_unseen_section(sections[fwd_where], list(trained_langs), n, seed)
     sweep_sec = sweep_section(sweep_entries, evaluated, n, seed) if sweep_entries else None
@@ -389,7 +529,7 @@ def build(params: dict[str, Any], zero_shots: dict[str, dict[str, dict]], image_
         false_negatives = batch_audit.report_lines(audit, params["batch_size"], masked)
         confounded = batch_audit.confounded(audit)
     text = report_markdown(params, prov, collected, chosen, own, grid_planned, grid, sections, split, sweep_sec,
-                           sweep_entries, image_text, lines, list(figures), false_negatives, confounded)
+                           sweep_entries, image_text, lines, list(figures), false_negatives, confounded, firm)
     out = reports_root() / "REPORT.md"
     if write:
         for rel, fig in figures.items():
@@ -403,7 +543,7 @@ def build(params: dict[str, Any], zero_shots: dict[str, dict[str, dict]], image_
     for fig in figures.values():
         plt.close(fig)
     return {"text": text, "path": out, "sections": sections, "split": split, "sweep": sweep_sec, "mm_sweep": mm_sec,
-            "figures": figures, "summary": lines}
+            "figures": figures, "summary": lines, "robustness": firm}
 
 
 HEADLINE_START = "<!-- headline: generated from reports/REPORT.md -->"
@@ -427,19 +567,30 @@ def headline(report_text: str) -> str:
         elif table:
             break
     directions = [line[3:] for line in lines if line.startswith("## ") and " → " in line]
-    sentences = [(line, _SENTENCE.match(line[2:])) for line in lines if line.startswith("- ")]
+    summary = _section_lines(lines, "## Summary")  # sentences elsewhere (another setting's summary) stay there
+    sentences = [(line, _SENTENCE.match(line[2:])) for line in summary if line.startswith("- ")]
     said = [line for line, m in sentences  # against the trained baselines
             if m and m["where"] in directions and not is_zero_shot(m["baseline"])]
     said.append("- Against the zero-shot rows, and seen vs unseen languages: "
                 "[reports/REPORT.md](reports/REPORT.md#summary).")
-    for line in lines:  # a paragraph of its own after the list
-        if line.startswith("**Caveat**"):
-            said += ["", line.replace("(#in-batch-false-negatives)", "(reports/REPORT.md#in-batch-false-negatives)")]
+    for line in summary:  # a paragraph of its own after the list, its links made to point into the report
+        if line.startswith(("**Caveat**", "**How firm**")):
+            said += ["", re.sub(r"\]\(#", "](reports/REPORT.md#", line)]
     out = [f"From `reports/REPORT.md` ({where}; mean over seeds [95% interval over seeds and questions]; the "
            "other direction's table is in the report):", "", *table, "", *said]
     if interim:
         out = [interim, "", *out]
     return "\n".join(out)
+
+
+def _section_lines(lines: list[str], title: str) -> list[str]:
+    """The lines under the heading ``title`` up to the next heading of the same level (all lines if absent)."""
+    if title not in lines:
+        return lines
+    start = lines.index(title) + 1
+    level = title.split(" ")[0] + " "
+    end = next((i for i in range(start, len(lines)) if lines[i].startswith(level)), len(lines))
+    return lines[start:end]
 
 
 def update_readme(readme: Path, report_text: str) -> bool:
@@ -456,7 +607,7 @@ def update_readme(readme: Path, report_text: str) -> bool:
 
 def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, sections, split, sweep_sec,
                     sweep_entries, image_text, summary, figures, false_negatives: list[str] | None = None,
-                    confounded: list[str] = ()) -> str:
+                    confounded: list[str] = (), firm: dict | None = None) -> str:
     from hybridnb.paths import reports_root
 
     profile = params["profile"]
@@ -478,6 +629,9 @@ def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, se
     if confounded:
         lines += [caveat(confounded, masked_where[0] if masked_where else None,
                          sections[masked_where[0]].get("effect") if masked_where else None), ""]
+    firm_text = firm_paragraph(firm)
+    if firm_text:
+        lines += [firm_text, ""]
     decided = all(chosen.get(k) is not None for k in own)
     mismatch = decided and chosen != own
     resolved = sorted({e["run"].cfg.train_dtype for e in grid})  # what "auto" was on the machines that trained
@@ -566,6 +720,7 @@ def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, se
                 lines.append(f"- {system}: masked against unmasked ({k} seed{'s' if k > 1 else ''}), "
                              f"{verdict_words(group)}{'' if k > 1 else ONE_SEED}.")
             lines.append("")
+    lines += firm_lines(firm)
     lines += false_negatives or []
     if split is not None:
         lines += ["## Seen vs unseen languages", "",
