@@ -30,12 +30,17 @@ if WORKER:
 # file is a scope of its own, so its module-scoped fixtures are built once.
 SHARED_RUNS_GROUP = "ci-runs"
 SHARED_RUNS_MODULES = ("tests/test_pipeline_e2e.py",)
+# notebooks that read none of the pipeline's runs (08 trains its own sentence+32-token hybridnb run and its
+# sentence-transformers twin): a scope of their own, so the other worker takes them while the shared group, the
+# longest path of `make test` (the pipeline twice, then the notebooks), runs
+OWN_RUNS_NOTEBOOKS = ("notebooks/08_sentence_transformers.ipynb",)
 
 
 def xdist_scope(nodeid: str) -> str:
     """The scope (one worker, in collection order) of a test id: the shared-runs group or the test's file."""
     path = nodeid.split("::", 1)[0]
-    return SHARED_RUNS_GROUP if path.startswith("notebooks/") or path in SHARED_RUNS_MODULES else path
+    shared = (path.startswith("notebooks/") and path not in OWN_RUNS_NOTEBOOKS) or path in SHARED_RUNS_MODULES
+    return SHARED_RUNS_GROUP if shared else path
 
 
 def pytest_xdist_make_scheduler(config, log):
