@@ -401,3 +401,17 @@ def test_the_headline_reads_the_summary_only_and_carries_the_how_firm_paragraph(
     block = report.headline(text)
     assert "hybrid is no different beyond noise in any" in block and "worse on cross map" not in block
     assert "[how firm the verdicts are](reports/REPORT.md#how-firm-the-verdicts-are)" in block
+
+
+def test_the_notebooks_that_write_the_report_receive_robustness_settings():
+    """make reproduce passes a notebook only the parameters it declares: notebooks 04 and 05 (both write REPORT.md)
+    must declare robustness_settings, or the pipeline's report would lack the section that `report` writes."""
+    from pathlib import Path
+
+    from hybridnb import config, pipeline
+
+    notebooks = Path(__file__).resolve().parents[1] / "notebooks"
+    profile = config.load_profile("cpu")
+    for name in ("04_compare", "05_ratio_sweep"):
+        passed = pipeline.notebook_parameters(notebooks / f"{name}.ipynb", profile)
+        assert passed["robustness_settings"] == profile["robustness_settings"], name
