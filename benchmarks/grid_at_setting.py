@@ -86,12 +86,7 @@ def render(doc: dict, parts: dict, setting: str) -> str:
             lines += [f"Columns where a system moved beyond noise: {len(moved)} of {len(effect)}"
                       + (f" ({', '.join(f'{r.baseline} {r.column} {r.verdict}' for r in moved.itertuples())})"
                          if len(moved) else "") + ".", "",
-                      report.frame_markdown(report.verdict_wide(effect).rename_axis("system"), index="system"), ""]
-            for system, group in effect.groupby("baseline", sort=False):
-                k = group.seeds.min()
-                lines.append(f"- {system}: {setting} against {doc['before']} ({k} seed{'s' if k > 1 else ''}), "
-                             f"{report.verdict_words(group)}{'' if k > 1 else report.ONE_SEED}.")
-            lines.append("")
+                      *report.effect_lines(effect, f"{setting} against {doc['before']}")]
         changes = part["verdict_changes"]
         lines += ["What a reader of REPORT.md would see change: hybrid against every baseline, the verdicts at both "
                   f"settings: {len(changes)} column(s) differ" + (":" if changes else "."), ""]

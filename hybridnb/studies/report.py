@@ -264,6 +264,17 @@ def robustness(params: dict[str, Any], sections: dict[str, dict], groups: dict[s
             "own": setting_words({k: params.get(k, config.HASHED_WHEN_SET.get(k)) for k in settings}), "parts": parts}
 
 
+def effect_lines(effect: pd.DataFrame, comparison: str) -> list[str]:
+    """A change of setting's effect (:func:`setting_effect`) as its table, then one sentence per system saying what
+    its row says: "- X-Y: ``comparison`` (3 seeds), no different beyond noise in any of the 10 columns."."""
+    lines = [frame_markdown(verdict_wide(effect).rename_axis("system"), index="system"), ""]
+    for system, group in effect.groupby("baseline", sort=False):
+        k = group.seeds.min()
+        lines.append(f"- {system}: {comparison} ({k} seed{'s' if k > 1 else ''}), "
+                     f"{verdict_words(group)}{'' if k > 1 else ONE_SEED}.")
+    return lines + [""]
+
+
 _VERDICT_WORD = {"win": "better", "loss": "worse", "no difference": "no different"}
 
 
@@ -323,14 +334,8 @@ def firm_lines(firm: dict[str, Any] | None) -> list[str]:
             lines += [f"{part['finished']} of its {part['planned']} runs at `{firm['setting']}` have finished: not "
                       "compared yet.", ""]
             continue
-        effect = part["effect"]
-        if effect is not None:
-            lines += [frame_markdown(verdict_wide(effect).rename_axis("system"), index="system"), ""]
-            for system, group in effect.groupby("baseline", sort=False):
-                k = group.seeds.min()
-                lines.append(f"- {system}: `{firm['setting']}` against `{firm['own']}` ({k} seed"
-                             f"{'s' if k > 1 else ''}), {verdict_words(group)}{'' if k > 1 else ONE_SEED}.")
-            lines.append("")
+        if part["effect"] is not None:
+            lines += effect_lines(part["effect"], f"`{firm['setting']}` against `{firm['own']}`")
         changes = part["changes"]
         lines += [f"Hybrid's verdicts that differ between the settings: {len(changes)}" + (":" if changes else "."),
                   ""]
@@ -714,12 +719,7 @@ def report_markdown(params, prov, collected, chosen, own, grid_planned, grid, se
             lines += ["### What the mask does to each system", "",
                       f"Each system's masked runs minus its runs in \"{unmasked_where}\" (the same seeds; the same "
                       "verdict rule, \"win\": the masked runs are better):", "",
-                      frame_markdown(verdict_wide(sec["effect"]).rename_axis("system"), index="system"), ""]
-            for system, group in sec["effect"].groupby("baseline", sort=False):
-                k = group.seeds.min()
-                lines.append(f"- {system}: masked against unmasked ({k} seed{'s' if k > 1 else ''}), "
-                             f"{verdict_words(group)}{'' if k > 1 else ONE_SEED}.")
-            lines.append("")
+                      *effect_lines(sec["effect"], "masked against unmasked")]
     lines += firm_lines(firm)
     lines += false_negatives or []
     if split is not None:
