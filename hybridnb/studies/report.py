@@ -530,7 +530,7 @@ def build(params: dict[str, Any], zero_shots: dict[str, dict[str, dict]], image_
         from hybridnb.studies import batch_audit
 
         audit = batch_audit.saved_audit(params)
-        masked = sorted(p.parent.name for p in (reports_root() / "runs").glob("*-fnmask-*/results.json"))
+        masked = sorted(Path(e["dir"]).name for e in masked)  # this setting's masked runs (not another one's)
         false_negatives = batch_audit.report_lines(audit, params["batch_size"], masked)
         confounded = batch_audit.confounded(audit)
     text = report_markdown(params, prov, collected, chosen, own, grid_planned, grid, sections, split, sweep_sec,
