@@ -183,10 +183,10 @@ def sweep_runs(params: dict[str, Any]) -> list[RecipeRun]:
     return [RecipeRun("sweep", label, seed, {**p, "seed": seed}) for seed in _seeds(params) for label, p in points]
 
 
-def robustness_params(params: dict[str, Any]) -> dict[str, Any] | None:
-    """The profile at its ``robustness_settings``, checked (keys of a text run), or None when unset or when every
-    value equals the profile's own (``--set length_groups=4`` on a profile whose robustness setting is 4: the
-    report's runs are those, and there is no other setting to read)."""
+def robustness_settings(params: dict[str, Any]) -> dict[str, tuple[Any, Any]] | None:
+    """The profile's ``robustness_settings`` as {key: (the profile's value, the other value)}, checked (keys of a text
+    run), keeping only the keys whose value differs from the profile's; None when unset or when none differs
+    (``--set length_groups=4`` on a profile whose robustness setting is 4: there is no other setting to read)."""
     settings = params.get("robustness_settings")
     if not settings:
         return None
@@ -198,9 +198,15 @@ def robustness_params(params: dict[str, Any]) -> dict[str, Any] | None:
     if set(settings) - run_keys:
         raise ValueError(f"robustness_settings: {sorted(set(settings) - run_keys)} are not settings of a text run "
                          "(python -m hybridnb train --help lists them)")
-    differ = {k: v for k, v in settings.items() if params.get(k, config.HASHED_WHEN_SET.get(k)) != v}
-    # a profile run at its robustness setting (recipe --set length_groups=4 on cpu) has nothing else to read there
-    return {**params, **differ} if differ else None
+    pairs = {k: (params.get(k, config.HASHED_WHEN_SET.get(k)), v) for k, v in settings.items()}
+    differ = {k: (here, there) for k, (here, there) in pairs.items() if here != there}
+    return differ or None
+
+
+def robustness_params(params: dict[str, Any]) -> dict[str, Any] | None:
+    """The profile at its :func:`robustness_settings` (None when there is none to read)."""
+    settings = robustness_settings(params)
+    return None if settings is None else {**params, **{k: there for k, (_, there) in settings.items()}}
 
 
 def plan(params: dict[str, Any]) -> list:

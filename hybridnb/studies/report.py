@@ -259,9 +259,9 @@ def robustness(params: dict[str, Any], sections: dict[str, dict], groups: dict[s
             part.update(effect=setting_effect(sections[where], sec, n, seed),
                         changes=verdict_changes(sections[where], sec), summary=summary_lines(where, sec["verdicts"]))
         parts[where] = part
-    settings = {k: other[k] for k in params["robustness_settings"] if other[k] != params.get(k, config.HASHED_WHEN_SET.get(k))}
-    return {"setting": setting_words(settings),
-            "own": setting_words({k: params.get(k, config.HASHED_WHEN_SET.get(k)) for k in settings}), "parts": parts}
+    settings = recipe.robustness_settings(params)
+    return {"setting": setting_words({k: there for k, (_, there) in settings.items()}),
+            "own": setting_words({k: here for k, (here, _) in settings.items()}), "parts": parts}
 
 
 def effect_lines(effect: pd.DataFrame, comparison: str) -> list[str]:
@@ -530,8 +530,8 @@ def build(params: dict[str, Any], zero_shots: dict[str, dict[str, dict]], image_
         from hybridnb.studies import batch_audit
 
         audit = batch_audit.saved_audit(params)
-        masked = sorted(Path(e["dir"]).name for e in masked)  # this setting's masked runs (not another one's)
-        false_negatives = batch_audit.report_lines(audit, params["batch_size"], masked)
+        masked_names = sorted(Path(e["dir"]).name for e in masked)  # this setting's masked runs (not another's)
+        false_negatives = batch_audit.report_lines(audit, params["batch_size"], masked_names)
         confounded = batch_audit.confounded(audit)
     text = report_markdown(params, prov, collected, chosen, own, grid_planned, grid, sections, split, sweep_sec,
                            sweep_entries, image_text, lines, list(figures), false_negatives, confounded, firm)
