@@ -13,9 +13,14 @@ the runs themselves (not a speed measurement: runs of different sessions ran on 
 other work; the ``made`` columns say when each ran).
 
 Nothing is trained here: the runs at the new setting come from ``python -m hybridnb recipe --profile cpu
---stages probes grid --set length_groups=4`` (or any trainer of the same configs), committed under reports/runs/.
+--stages probes grid --set length_groups=4`` (or any trainer of the same configs: found by config hash), committed
+under reports/runs/. A setting with runs for some systems only (float32 training: hybrid's) compares those.
 
     python benchmarks/grid_at_setting.py --profile cpu --set length_groups=4 --out reports/benchmarks/length_groups_grid
+    # float32 against the committed bf16 runs; the runs: python -m hybridnb train --profile cpu --strategy hybrid
+    #   --seed K --set train_dtype=float32 encode_dtype=float32 run_name=cpu-hybrid-tau0.01-fp32-mlqa-r-to-xquad-r-seedK
+    python benchmarks/grid_at_setting.py --profile cpu --set train_dtype=float32 encode_dtype=float32 \
+        --out reports/benchmarks/train_precision
 """
 
 from __future__ import annotations
@@ -107,6 +112,14 @@ def render(doc: dict, parts: dict, setting: str) -> str:
     return "\n".join(lines)
 
 
+def before_setting(params: dict, keys: list[str]) -> str:
+    """The compared keys at the profile's setting, as its finished runs hold them: ``auto`` precision is shown as
+    what made them (``train_dtype=bfloat16``), since a run of the other precision may stand in for it."""
+    cfgs = [e["run"].cfg for e in recipe.train(recipe.grid_runs(params), compute=False)]
+    values = {k: sorted({str(getattr(c, k, params.get(k))) for c in cfgs}) or [str(params.get(k))] for k in keys}
+    return ", ".join(f"{k}={'/'.join(v)}" for k, v in values.items())
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", default="cpu")
@@ -118,8 +131,7 @@ def main(argv=None) -> int:
     keys = sorted({s.split("=", 1)[0] for s in args.set})
     setting = ", ".join(args.set)
     parts = compare(params, changed)
-    doc = {"benchmark": "the grid at another setting", "setting": setting,
-           "before": ", ".join(f"{k}={params.get(k)}" for k in keys),
+    doc = {"benchmark": "the grid at another setting", "setting": setting, "before": before_setting(params, keys),
            "command": f"python benchmarks/grid_at_setting.py --profile {args.profile} --set {' '.join(args.set)}",
            "provenance": reporting.provenance(args.profile),
            "parts": {where: {"runs": part["runs"], "costs": part["costs"],

@@ -430,6 +430,23 @@ def test_auto_train_dtype_is_resolved_before_the_hash(bert, monkeypatch):
     assert hashes[True] != hashes[False]
 
 
+def test_auto_train_dtype_reuses_a_finished_run_of_the_other_precision(bert, dirs, monkeypatch):
+    """A run finished in bf16 (a CPU with native bf16) stands in for `auto` on a CPU without, as a text run's
+    does: the committed image-text runs are reused there, not retrained in float32."""
+    tmp_path, _ = dirs
+    params = params_for(bert, mm_train_dtype="auto")
+    monkeypatch.setattr(mm.precision, "native_bf16", lambda device=None: True)
+    bf16 = mm.check_run(params, "hybrid")
+    folder = mm.run_dirs(bf16)[0]
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"hash": bf16.hash}))
+    (folder / "results.json").write_text("{}")
+    monkeypatch.setattr(mm.precision, "native_bf16", lambda device=None: False)
+    cfg = mm.check_run(params, "hybrid")
+    assert cfg.hash == bf16.hash and cfg.train_dtype == "bfloat16"
+    assert mm.check_run({**params, "mm_train_dtype": "float32"}, "hybrid").train_dtype == "float32"
+
+
 def test_the_saved_weights_are_what_training_changed_and_reload_to_the_same_results(bert, dirs):
     """model.pt holds the trained weights only (not the frozen word embedding); loaded into a freshly built model
     (strict=False), it gives the run's own test metrics again."""

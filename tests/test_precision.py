@@ -92,3 +92,70 @@ def test_trainer_auto_follows_the_hardware(flags):
     flags("avx512_bf16")
     assert trainer.autocast_dtype("auto", torch.device("cpu")) is torch.bfloat16
     assert trainer.autocast_dtype("float32", torch.device("cpu")) is None
+
+
+def _finish(cfg, stamp=None):
+    """A finished run folder of ``cfg`` as far as the reuse look needs: config.json with its hash, results.json."""
+    import json
+    import os
+
+    from hybridnb.training import run_folder
+
+    folder = run_folder.run_dirs(cfg)[0]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"hash": cfg.hash}))
+    (folder / "results.json").write_text("{}")
+    if stamp is not None:
+        os.utime(folder / "results.json", (stamp, stamp))
+
+
+def test_auto_reuses_a_finished_run_of_the_other_precision(flags, tmp_path, monkeypatch):
+    """On an AVX2-only CPU `auto` means float32, another hash than the committed bf16 runs': a bf16 run that has
+    finished stands in (reused, not retrained) while no float32 one has; this machine's own finished run wins;
+    FRESH (results older than the cutoff do not count) computes this machine's precision; a run asked for in an
+    explicit precision is never swapped."""
+    from hybridnb import config
+    from hybridnb.studies import runs
+
+    monkeypatch.setenv("HYBRIDNB_REPORTS", str(tmp_path / "reports"))
+    monkeypatch.delenv("HYBRIDNB_FRESH_SINCE", raising=False)
+    base = {**config.load_profile("ci"), "strategy": "hybrid", "run_name": None, "train_dtype": "auto",
+            "encode_dtype": "auto"}
+    flags("amx_bf16")
+    bf16 = runs.check_run(base)
+    assert (bf16.train_dtype, bf16.encode_dtype) == ("bfloat16", "bfloat16")
+    flags("avx2")
+    fp32 = runs.check_run({**base, "train_dtype": "float32", "encode_dtype": "float32"})
+    assert runs.check_run(base).hash == fp32.hash                       # nothing finished: this machine's
+    _finish(bf16, stamp=1_000_000)
+    stood_in = runs.check_run(base)
+    assert stood_in.hash == bf16.hash and stood_in.train_dtype == "bfloat16" and stood_in.run_name == bf16.run_name
+    assert runs.check_run({**base, "train_dtype": "float32", "encode_dtype": "float32"}).hash == fp32.hash
+    monkeypatch.setenv("HYBRIDNB_FRESH_SINCE", "2000000")              # FRESH=1: the old bf16 run does not count
+    assert runs.check_run(base).hash == fp32.hash
+    monkeypatch.delenv("HYBRIDNB_FRESH_SINCE")
+    fp32_named = runs.check_run({**base, "run_name": "fp32-copy"})     # this machine's own finished run wins
+    _finish(runs.check_run({**base, "run_name": "fp32-copy", "train_dtype": "float32", "encode_dtype": "float32"}))
+    assert fp32_named.hash == bf16.hash and runs.check_run(base).hash == fp32.hash
+    flags("amx_bf16")                                                   # and on a bf16 machine its own again
+    assert runs.check_run(base).hash == bf16.hash
+
+
+def test_a_zero_shot_result_of_the_other_precision_is_found_for_auto(flags, tmp_path, monkeypatch):
+    from hybridnb.studies import zero_shot
+
+    monkeypatch.setenv("HYBRIDNB_REPORTS", str(tmp_path / "reports"))
+    flags("amx_bf16")
+    saved = zero_shot.model_record("m", 64, "sentence", "auto")
+    folder = tmp_path / "zs"
+    folder.mkdir()
+    import json
+
+    (folder / "results.json").write_text(json.dumps({"model": saved, "datasets": {}}))
+    monkeypatch.setattr(zero_shot.run_folder.file_hashes, "check_result_folder", lambda folder, remake: None)
+    flags("avx2")
+    here = zero_shot.model_record("m", 64, "sentence", "auto")
+    assert here["encode_dtype"] == "float32"
+    assert zero_shot.find(folder, here, {}, 10, 0) is None                       # as before: no stand-in asked
+    assert zero_shot.find(folder, here, {}, 10, 0, "auto")["model"] == saved     # auto: the bf16 result stands in
+    assert zero_shot.find(folder, here, {}, 10, 0, "float32") is None            # an explicit precision: never

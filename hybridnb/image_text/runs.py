@@ -112,7 +112,9 @@ def check_run(params: dict[str, Any], strategy=None, zero_shot: bool = False):
         caption_table._check_image_root(values["image_root"], f"{values['dataset']} images (mm_image_root)")
     derived = {}
     if not zero_shot:
-        # auto -> what trains here (bf16 where it is native), before the hash as for a text run: a CPU without retrains
+        # auto -> what trains here (bf16 where it is native), before the hash as for a text run; a finished run of
+        # the other kind of machine's precision is reused (run_folder.prefer_finished, below)
+        elsewhere = precision.resolve_elsewhere(values["train_dtype"])
         values["train_dtype"] = precision.resolve(values["train_dtype"])
         values["train_languages"] = _train_languages(values["train_languages"], langs or list(valid))
         weights = derived["weights"] = sampling.parse_strategy(values["strategy"], values["alpha"])
@@ -126,11 +128,16 @@ def check_run(params: dict[str, Any], strategy=None, zero_shot: bool = False):
         values["alpha"] = hashed_alpha(values["strategy"], values["alpha"])
         if values["train_items"] is not None and values["batch_size"] > values["train_items"]:
             raise ValueError(f"mm_batch_size {values['batch_size']} exceeds mm_train_items {values['train_items']}")
-    digest = config.config_hash(values, config_class.hash_keys())
     label = "zero-shot" if zero_shot else strategy_label(values["strategy"], values["alpha"])
     run_name = (None if zero_shot else params.get("mm_run_name")) or \
         f"{params.get('profile', 'custom')}-mm-{label}-{values['dataset']}-seed{values['seed']}"
-    return config_class(**values, **derived, run_name=run_name, hash=digest)
+
+    def made(values: dict[str, Any]):
+        return config_class(**values, **derived, run_name=run_name, hash=config.config_hash(values, config_class.hash_keys()))
+
+    if zero_shot:
+        return made(values)
+    return run_folder.prefer_finished(made(values), made({**values, "train_dtype": elsewhere}))
 
 
 def _name(key: str) -> str:

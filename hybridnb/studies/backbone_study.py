@@ -74,7 +74,7 @@ def zero_shot_results(backbone: str, tasks: dict, params: dict[str, Any], show_p
     out = zero_shot_dir(params, backbone) if out is None else Path(out)
     record = zero_shot.model_record(model_name(backbone, params), params["max_length"], params["candidate_mode"],
                                     params["encode_dtype"])
-    saved = zero_shot.find(out, record, tasks, params["n_resamples"], params["seed"])
+    saved = zero_shot.find(out, record, tasks, params["n_resamples"], params["seed"], params["encode_dtype"])
     if saved is not None:
         return saved
     spec = backbones.get_backbone(backbone)

@@ -345,7 +345,7 @@ def zero_shot(params: dict[str, Any], mode: str, compute: bool = True, show_prog
     own = own if mode == params["candidate_mode"] else own.with_name(f"{own.name}--{mode.replace('+', '-')}")
     candidates = [own] + sorted(p for p in reports_root().glob(f"*/zero_shot/{own.name}") if p != own)
     for folder in candidates:
-        saved = zs.find(folder, record, tasks, params["n_resamples"], params["seed"])
+        saved = zs.find(folder, record, tasks, params["n_resamples"], params["seed"], params["encode_dtype"])
         if saved is not None:
             return {"results": saved, "dir": folder}
     if not compute:

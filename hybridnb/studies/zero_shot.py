@@ -60,10 +60,19 @@ def matches(results: dict[str, Any], record: dict[str, Any], tasks: dict, n_resa
     return True
 
 
-def find(out_dir: Path, record: dict[str, Any], tasks: dict, n_resamples: int, seed: int) -> dict[str, Any] | None:
-    """The saved results in ``out_dir`` if complete, matching and not older than ``HYBRIDNB_FRESH_SINCE``."""
+def find(out_dir: Path, record: dict[str, Any], tasks: dict, n_resamples: int, seed: int,
+         requested_dtype: str | None = None) -> dict[str, Any] | None:
+    """The saved results in ``out_dir`` if complete, matching and not older than ``HYBRIDNB_FRESH_SINCE``.
+
+    ``requested_dtype``: the encode_dtype asked for, before :func:`model_record` resolved it. For ``auto`` a
+    result encoded in the other kind of machine's precision (bfloat16 <-> float32) also matches, as a text run's
+    does (:func:`hybridnb.training.run_folder.prefer_finished`): on an AVX2-only CPU the committed bf16 rows are
+    read, not encoded again; the result records the precision that made it."""
+    records = [record]
+    if requested_dtype is not None and precision.resolve_elsewhere(requested_dtype) != record["encode_dtype"]:
+        records.append({**record, "encode_dtype": precision.resolve_elsewhere(requested_dtype)})
     return run_folder.saved_results(Path(out_dir), "run notebook 02 (or python -m hybridnb report) to compute it again",
-                                    lambda saved: matches(saved, record, tasks, n_resamples, seed),
+                                    lambda saved: any(matches(saved, r, tasks, n_resamples, seed) for r in records),
                                     lambda saved: [f"per_query_{n}.npz" for n in tasks])
 
 

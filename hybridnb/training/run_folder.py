@@ -33,7 +33,7 @@ from hybridnb.paths import cache_root, reports_root
 from hybridnb.training import checkpoints, distributed
 
 __all__ = ["RunOutput", "RunTask", "RunTaskBase", "execute", "run_dirs", "named_files", "find_finished_dir",
-           "find_finished", "saved_results", "check_no_other_run", "check_writable", "remove_stale_temps",
+           "find_finished", "has_finished", "prefer_finished", "saved_results", "check_no_other_run", "check_writable", "remove_stale_temps",
            "write_result_folder", "write_run", "KEEP_CHECKPOINTS_ENV", "REPLACE_ENV"]
 
 
@@ -116,6 +116,36 @@ def find_finished(cfg: config.RunConfigBase) -> dict[str, Any] | None:
     """The results of :func:`find_finished_dir`, or None."""
     found = find_finished_dir(cfg)
     return None if found is None else found[1]
+
+
+def has_finished(cfg: config.RunConfigBase) -> bool:
+    """Whether some folder under ``reports/runs/`` holds a reusable result of ``cfg``'s hash: its config.json has
+    the hash and its results.json is there and not older than ``HYBRIDNB_FRESH_SINCE``. A cheap look (no
+    manifest check): :func:`find_finished_dir` makes the full checks when the run is reused."""
+    own = run_dirs(cfg)[0]
+    for report_dir in [own, *sorted(p for p in own.parent.glob("*") if p.is_dir() and p != own)]:
+        try:
+            saved = json.loads((report_dir / "config.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        results = report_dir / "results.json"
+        if saved.get("hash") == cfg.hash and results.is_file() and paths.reusable(results):
+            return True
+    return False
+
+
+def prefer_finished(here: config.RunConfigBase, elsewhere: config.RunConfigBase) -> config.RunConfigBase:
+    """``here`` (the config with ``auto`` precision resolved for this machine), unless only ``elsewhere`` (the
+    same config resolved as a machine of the other kind resolves it: bfloat16 <-> float32) has finished.
+
+    Why: the committed runs were made in bf16 on CPUs with native bf16; on an AVX2-only CPU `auto` means
+    float32, another hash, and without this ``make reproduce`` would retrain every committed run (hours) only
+    because the reader's CPU differs. A finished run of the other precision stands in, as any committed run
+    does (its config.json and the report say which precision made it); with ``FRESH=1`` nothing finished
+    counts, so this machine's precision is computed."""
+    if here.hash == elsewhere.hash or has_finished(here) or not has_finished(elsewhere):
+        return here
+    return elsewhere
 
 
 @dataclass
