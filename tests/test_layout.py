@@ -197,6 +197,14 @@ def test_profiles_plan_the_committed_runs(profile_name, monkeypatch):
     own = config.load_profile(profile_name).get("length_groups", 1)
     for groups in sorted({saved[name].get("length_groups", 1) for name in committed} - {own}):
         planned.update(_planned(profile_name, {"length_groups": groups}))
+    # runs asked for in a named precision (`train_dtype=float32`: benchmarks/grid_at_setting.py compares them with
+    # the bf16 runs) carry it in their names, so the profile plans them there beside its own, never over them
+    from hybridnb.studies import runs
+
+    named = {saved[n]["train_dtype"] for n in committed if f"-{runs.PRECISION_TAGS.get(saved[n].get('train_dtype'))}-" in n}
+    for dtype in sorted(named):
+        for name, digest in _planned(profile_name, {"train_dtype": dtype, "encode_dtype": dtype}).items():
+            planned.setdefault(name, digest)
     for name, saved_hash in committed.items():
         assert name in planned, f"{name} is committed but the {profile_name} profile no longer plans it"
         assert planned[name] == saved_hash, f"{name}: the profile now hashes to {planned[name]}, saved {saved_hash}"

@@ -65,13 +65,13 @@ def test_config_hash_follows_the_result_defining_keys_only():
     other = ci_params()
     other["eval_datasets"] = {**other["eval_datasets"], "mlqa-r": {"languages": ["en"], "max_ids": 3}}
     assert runs.check_run(other).hash == a.hash
-    assert runs.check_run(ci_params(alpha=0.25)).run_name == "ci-hybrid0.25-mlqa-r-to-xquad-r-seed0"
+    assert runs.check_run(ci_params(alpha=0.25)).run_name == "ci-hybrid0.25-fp32-mlqa-r-to-xquad-r-seed0"
     mix = runs.check_run(ci_params(strategy={"mono": 0.5, "mixed": 0.5}))
     assert mix.run_name.startswith("ci-mix-mixed0.5-mono0.5-")
     # a key that came after the committed runs changes the hash (and the name) only when set
     assert runs.check_run(ci_params(mask_false_negatives=False)).hash == a.hash
     masked = runs.check_run(ci_params(mask_false_negatives=True))
-    assert masked.hash != a.hash and masked.run_name == "ci-hybrid-fnmask-mlqa-r-to-xquad-r-seed0"
+    assert masked.hash != a.hash and masked.run_name == "ci-hybrid-fnmask-fp32-mlqa-r-to-xquad-r-seed0"
     assert masked.training().mask_false_negatives and "mask_false_negatives" not in a.training().stored()
 
 
@@ -279,6 +279,25 @@ def test_the_default_run_name_carries_the_model_unless_it_is_the_profiles_offlin
     assert runs.default_run_name("cpu", {**cfg, "model": "intfloat/multilingual-e5-base"}) == \
         "cpu-multilingual-e5-base-hybrid-mlqa-r-to-xquad-r-seed1"
     assert runs.default_run_name("cpu", {**cfg, "model": "/data/models/LaBSE/"}) == "cpu-labse-hybrid-mlqa-r-to-xquad-r-seed1"
+
+
+def test_the_default_run_name_carries_a_precision_asked_for_by_name_not_auto(monkeypatch):
+    """`auto` keeps the committed runs' names on every machine; a run asked for in float32 (compared against the
+    committed bf16 runs: benchmarks/grid_at_setting.py) gets its own folder, never theirs, and so do its probes."""
+    from hybridnb.models import precision
+    from hybridnb.studies import recipe
+
+    base = {**config.load_profile("cpu"), "strategy": "hybrid", "seed": 1, "run_name": None}
+    monkeypatch.setattr(precision, "native_bf16", lambda device=None: False)  # auto is float32 here: no tag
+    assert runs.check_run(base).run_name == "cpu-hybrid-tau0.01-mlqa-r-to-xquad-r-seed1"
+    asked = runs.check_run({**base, "train_dtype": "float32", "encode_dtype": "float32"})
+    assert asked.run_name == "cpu-hybrid-tau0.01-fp32-mlqa-r-to-xquad-r-seed1" and asked.train_dtype == "float32"
+    assert runs.check_run({**base, "train_dtype": "float32", "length_groups": 4}).run_name == \
+        "cpu-hybrid-tau0.01-lg4-fp32-mlqa-r-to-xquad-r-seed1"
+    # bf16 by name: the committed runs' precision, their names (a saved config checked again keeps its name)
+    assert runs.check_run({**base, "train_dtype": "bfloat16"}).run_name == "cpu-hybrid-tau0.01-mlqa-r-to-xquad-r-seed1"
+    assert recipe.probe_name({**base, "train_dtype": "float32"}).startswith("cpu-probe-hybrid-sent128-tau0.01-120steps-fp32-")
+    assert "-fp32" not in recipe.probe_name(base)
 
 
 def test_a_run_in_its_own_process_gives_the_numbers_of_a_run_in_this_one(tiny_run, one_thread, monkeypatch, capfd):

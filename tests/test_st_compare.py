@@ -182,8 +182,8 @@ def test_st_run_config_is_its_own_run():
     assert (again.hash, again.run_name, again.text.hash) == (st.hash, st.run_name, ours.hash)
     assert [c.run_name for c in st_compare.plan(params)] == [st_compare.st_run_config({**params, "seed": 0}).run_name]
     # the hybridnb side never takes the folder of the ci profile's own (sentence+context) run of that seed
-    assert st.text.run_name == "ci-hybrid-mlqa-r-to-xquad-r-sent32-seed2"
-    assert runs.check_run({**config.load_profile("ci"), "seed": 2}).run_name == "ci-hybrid-mlqa-r-to-xquad-r-seed2"
+    assert st.text.run_name == "ci-hybrid-fp32-mlqa-r-to-xquad-r-sent32-seed2"
+    assert runs.check_run({**config.load_profile("ci"), "seed": 2}).run_name == "ci-hybrid-fp32-mlqa-r-to-xquad-r-seed2"
     cpu = st_compare.comparison_params(config.load_profile("cpu"))  # its own input: the committed runs' names
     assert cpu["run_name"] is None
     # a profile on the length-groups path still compares one padded batch on both sides (the ST route has none)

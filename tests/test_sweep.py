@@ -26,7 +26,7 @@ def test_sweep_points_cover_alphas_and_mixtures_and_share_the_baseline_runs():
     assert hashes["alpha=0"] == runs.check_run(ci_profile(strategy="cross")).hash
     assert hashes["alpha=1"] == runs.check_run(ci_profile(strategy="mono")).hash
     assert hashes["alpha=0.5"] == runs.check_run(ci_profile(strategy="hybrid")).hash
-    assert runs.check_run(points[1][1]).run_name == "ci-hybrid0.25-mlqa-r-to-xquad-r-seed0"
+    assert runs.check_run(points[1][1]).run_name == "ci-hybrid0.25-fp32-mlqa-r-to-xquad-r-seed0"
 
 
 def test_alpha_does_not_change_a_run_that_does_not_read_it():

@@ -105,9 +105,12 @@ def check_run(params: dict[str, Any]) -> RunConfig:
     distributed.check_global_batch(values["batch_size"])
     if values["gradcache"] and values["length_groups"] > 1:  # the trainer's own check, before any work
         config.TextTraining(gradcache=True, length_groups=values["length_groups"])
+    asked = params.get("train_dtype", "auto")  # the name carries the precision as asked, not as resolved
+
     def made(values: dict[str, Any]) -> RunConfig:
         digest = config.config_hash(values, RUN_KEYS, config.HASHED_WHEN_SET)
-        run_name = params.get("run_name") or default_run_name(params.get("profile", "custom"), values)
+        run_name = params.get("run_name") or default_run_name(params.get("profile", "custom"),
+                                                              {**values, "train_dtype": asked})
         return RunConfig(**values, weights=weights, run_name=run_name, hash=digest)
 
     # auto precision: this machine's, unless only the other kind of machine's run has finished (reused, not
@@ -125,15 +128,25 @@ def model_tag(model: str) -> str:
     return re.sub(r"[^a-z0-9.]+", "-", name).strip("-") or "model"
 
 
+#: a run's name tag for a training precision asked for by name: float32 only, since the committed runs (``auto`` on
+#: CPUs with native bf16) are bf16 and a float32 run must not be filed over them; ``auto`` has none (the machine
+#: decides, and the hash records what it decided)
+PRECISION_TAGS = {"float32": "fp32"}
+
+
 def default_run_name(profile: str, cfg: dict[str, Any]) -> str:
-    """``<profile>[-<model>]-<strategy>[-tau<t>][-fnmask][-lg<n>]-<train>-to-<eval>-seed<k>``; the temperature only
-    when it is not the default, ``fnmask`` when false negatives are masked, ``lg<n>`` when the training forwards run
-    in n length groups, and the model only when it is not the profiles' offline E5 (whose committed runs keep their
-    names), so two temperatures, losses, paths or models of one strategy never share a report folder."""
+    """``<profile>[-<model>]-<strategy>[-tau<t>][-fnmask][-lg<n>][-fp32]-<train>-to-<eval>-seed<k>``; the
+    temperature only when it is not the default, ``fnmask`` when false negatives are masked, ``lg<n>`` when the
+    training forwards run in n length groups, ``fp32`` when ``train_dtype`` asks for float32 by name (as asked,
+    before ``auto`` is resolved: an ``auto`` run's name is the same on every machine, and a run asked for in
+    float32 is never filed over the committed bf16 run of its strategy and seed), and the model only when it is not the
+    profiles' offline E5 (whose committed runs keep their names), so two temperatures, losses, paths, precisions
+    or models of one strategy never share a report folder."""
     train_name = Path(str(cfg["train_data"])).stem
     tau = "" if cfg["temperature"] == losses.DEFAULT_TEMPERATURE else f"-tau{cfg['temperature']:g}"
     tau += "-fnmask" if cfg.get("mask_false_negatives") else ""
     tau += f"-lg{cfg['length_groups']}" if cfg.get("length_groups", 1) > 1 else ""
+    tau += f"-{PRECISION_TAGS[cfg['train_dtype']]}" if cfg.get("train_dtype", "auto") in PRECISION_TAGS else ""
     model = "" if cfg.get("model", OFFLINE_MODEL) == OFFLINE_MODEL else f"-{model_tag(cfg['model'])}"
     return (f"{profile}{model}-{strategy_label(cfg['strategy'], cfg['alpha'])}{tau}-{train_name}-to-"
             f"{'+'.join(cfg['eval_data'])}-seed{cfg['seed']}")
