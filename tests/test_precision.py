@@ -109,11 +109,11 @@ def _finish(cfg, stamp=None):
         os.utime(folder / "results.json", (stamp, stamp))
 
 
-def test_auto_reuses_a_finished_run_of_the_other_precision(flags, tmp_path, monkeypatch):
-    """On an AVX2-only CPU `auto` means float32, another hash than the committed bf16 runs': a bf16 run that has
-    finished stands in (reused, not retrained) while no float32 one has; this machine's own finished run wins;
-    FRESH (results older than the cutoff do not count) computes this machine's precision; a run asked for in an
-    explicit precision is never swapped."""
+def test_auto_reuses_a_finished_run_of_either_precision_bf16_first(flags, tmp_path, monkeypatch):
+    """On an AVX2-only CPU `auto` computes float32, another hash than the committed bf16 runs': a finished bf16 run
+    stands in (reused, not retrained); where both precisions have finished, every machine reads the bf16 one (the
+    same report everywhere); FRESH (results older than the cutoff do not count) computes this machine's precision;
+    a run asked for in an explicit precision is never swapped."""
     from hybridnb import config
     from hybridnb.studies import runs
 
@@ -121,24 +121,29 @@ def test_auto_reuses_a_finished_run_of_the_other_precision(flags, tmp_path, monk
     monkeypatch.delenv("HYBRIDNB_FRESH_SINCE", raising=False)
     base = {**config.load_profile("ci"), "strategy": "hybrid", "run_name": None, "train_dtype": "auto",
             "encode_dtype": "auto"}
+    explicit = {**base, "train_dtype": "float32", "encode_dtype": "float32"}
     flags("amx_bf16")
     bf16 = runs.check_run(base)
     assert (bf16.train_dtype, bf16.encode_dtype) == ("bfloat16", "bfloat16")
     flags("avx2")
-    fp32 = runs.check_run({**base, "train_dtype": "float32", "encode_dtype": "float32"})
+    fp32 = runs.check_run(explicit)
     assert runs.check_run(base).hash == fp32.hash                       # nothing finished: this machine's
     _finish(bf16, stamp=1_000_000)
     stood_in = runs.check_run(base)
     assert stood_in.hash == bf16.hash and stood_in.train_dtype == "bfloat16" and stood_in.run_name == bf16.run_name
-    assert runs.check_run({**base, "train_dtype": "float32", "encode_dtype": "float32"}).hash == fp32.hash
+    assert runs.check_run(explicit).hash == fp32.hash                  # asked by name: never swapped
     monkeypatch.setenv("HYBRIDNB_FRESH_SINCE", "2000000")              # FRESH=1: the old bf16 run does not count
     assert runs.check_run(base).hash == fp32.hash
     monkeypatch.delenv("HYBRIDNB_FRESH_SINCE")
-    fp32_named = runs.check_run({**base, "run_name": "fp32-copy"})     # this machine's own finished run wins
-    _finish(runs.check_run({**base, "run_name": "fp32-copy", "train_dtype": "float32", "encode_dtype": "float32"}))
-    assert fp32_named.hash == bf16.hash and runs.check_run(base).hash == fp32.hash
-    flags("amx_bf16")                                                   # and on a bf16 machine its own again
-    assert runs.check_run(base).hash == bf16.hash
+    _finish(fp32)                                                       # both finished (fp32 under its -fp32 name)
+    assert fp32.run_name != bf16.run_name
+    assert runs.check_run(base).hash == bf16.hash                       # bf16 first, on this machine ...
+    flags("amx_bf16")
+    assert runs.check_run(base).hash == bf16.hash                       # ... and on a bf16 machine
+    only_train = runs.check_run({**base, "encode_dtype": "float32"})    # one key auto: only that one varies, and
+    assert only_train.hash == fp32.hash                                 # float32 training has finished: reused
+    nothing = runs.check_run({**base, "encode_dtype": "float32", "lr": 1e-4})
+    assert (nothing.encode_dtype, nothing.train_dtype) == ("float32", "bfloat16")  # none finished: this machine's
 
 
 def test_a_zero_shot_result_of_the_other_precision_is_found_for_auto(flags, tmp_path, monkeypatch):

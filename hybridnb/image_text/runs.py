@@ -113,8 +113,8 @@ def check_run(params: dict[str, Any], strategy=None, zero_shot: bool = False):
     derived = {}
     if not zero_shot:
         # auto -> what trains here (bf16 where it is native), before the hash as for a text run; a finished run of
-        # the other kind of machine's precision is reused (run_folder.prefer_finished, below)
-        elsewhere = precision.resolve_elsewhere(values["train_dtype"])
+        # either precision is reused first, bf16 first on every machine (run_folder.first_finished, below)
+        reusable = precision.reuse_order(values["train_dtype"])
         values["train_dtype"] = precision.resolve(values["train_dtype"])
         values["train_languages"] = _train_languages(values["train_languages"], langs or list(valid))
         weights = derived["weights"] = sampling.parse_strategy(values["strategy"], values["alpha"])
@@ -137,7 +137,7 @@ def check_run(params: dict[str, Any], strategy=None, zero_shot: bool = False):
 
     if zero_shot:
         return made(values)
-    return run_folder.prefer_finished(made(values), made({**values, "train_dtype": elsewhere}))
+    return run_folder.first_finished([made({**values, "train_dtype": d}) for d in reusable], made(values))
 
 
 def _name(key: str) -> str:

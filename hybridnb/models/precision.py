@@ -19,8 +19,8 @@ The precisions (``encode_dtype``):
 
 Relations: :meth:`hybridnb.models.encoders.Encoder.encode` takes the value :func:`encode_arg` returns;
 :func:`hybridnb.config.check_encode_dtype` checks the name (``ENCODE_DTYPES``); the run checks resolve
-`auto` with :func:`resolve` before hashing, and reuse a finished run resolved as the other kind of machine
-resolves it (:func:`resolve_elsewhere`) when this machine's has not finished.
+`auto` with :func:`resolve` before hashing, and reuse a finished result of either precision, bf16 first, on
+every machine (:func:`reuse_order`), computing this machine's only when none has finished.
 """
 
 from __future__ import annotations
@@ -70,14 +70,17 @@ def resolve(name: str, device: torch.device | str | None = None) -> str:
     return "bfloat16" if native_bf16(run_device() if device is None else device) else "float32"
 
 
-def resolve_elsewhere(name: str, device: torch.device | str | None = None) -> str:
-    """What `name` means on a machine of the other kind (`auto`: float32 where this one has native bf16,
-    bfloat16 where it has not; any other name: itself). A run whose `auto` precision was resolved there is
-    the same computation but for the precision, and is reused here when this machine's has not finished
-    (:func:`hybridnb.training.run_folder.prefer_finished`)."""
-    if check_encode_dtype(name) != "auto":
-        return name
-    return "float32" if resolve(name, device) == "bfloat16" else "bfloat16"
+#: the order in which `auto` reuses finished results: the same on every machine, so two machines read the
+#: same committed runs (bf16 first: the committed runs' precision)
+AUTO_REUSE_ORDER = ("bfloat16", "float32")
+
+
+def reuse_order(name: str) -> tuple[str, ...]:
+    """The precisions whose finished results a run asking for `name` may reuse, in order: for `auto`
+    :data:`AUTO_REUSE_ORDER`, whatever this machine would compute (:func:`resolve`); any other name: itself.
+    A result of another precision is the same computation but for its rounding, and what made it is recorded
+    (:func:`hybridnb.training.run_folder.first_finished`)."""
+    return AUTO_REUSE_ORDER if check_encode_dtype(name) == "auto" else (name,)
 
 
 def encode_arg(name: str) -> torch.dtype | str | None:

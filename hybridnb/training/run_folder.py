@@ -33,7 +33,7 @@ from hybridnb.paths import cache_root, reports_root
 from hybridnb.training import checkpoints, distributed
 
 __all__ = ["RunOutput", "RunTask", "RunTaskBase", "execute", "run_dirs", "named_files", "find_finished_dir",
-           "find_finished", "has_finished", "prefer_finished", "saved_results", "check_no_other_run", "check_writable", "remove_stale_temps",
+           "find_finished", "has_finished", "first_finished", "saved_results", "check_no_other_run", "check_writable", "remove_stale_temps",
            "write_result_folder", "write_run", "KEEP_CHECKPOINTS_ENV", "REPLACE_ENV"]
 
 
@@ -134,18 +134,18 @@ def has_finished(cfg: config.RunConfigBase) -> bool:
     return False
 
 
-def prefer_finished(here: config.RunConfigBase, elsewhere: config.RunConfigBase) -> config.RunConfigBase:
-    """``here`` (the config with ``auto`` precision resolved for this machine), unless only ``elsewhere`` (the
-    same config resolved as a machine of the other kind resolves it: bfloat16 <-> float32) has finished.
+def first_finished(candidates: list[config.RunConfigBase], default: config.RunConfigBase) -> config.RunConfigBase:
+    """The first of ``candidates`` (the config with ``auto`` precision resolved to each precision it may reuse,
+    :func:`hybridnb.models.precision.reuse_order`) whose run has finished, else ``default`` (resolved for this
+    machine: what it computes).
 
-    Why: the committed runs were made in bf16 on CPUs with native bf16; on an AVX2-only CPU `auto` means
+    Why: the committed runs were made in bf16 on CPUs with native bf16; on an AVX2-only CPU `auto` computes in
     float32, another hash, and without this ``make reproduce`` would retrain every committed run (hours) only
-    because the reader's CPU differs. A finished run of the other precision stands in, as any committed run
-    does (its config.json and the report say which precision made it); with ``FRESH=1`` nothing finished
-    counts, so this machine's precision is computed."""
-    if here.hash == elsewhere.hash or has_finished(here) or not has_finished(elsewhere):
-        return here
-    return elsewhere
+    because the reader's CPU differs. The order is the same on every machine (bf16 first), so two machines read
+    the same runs and write the same report even where both precisions have finished (a float32 run committed
+    for a comparison); config.json and REPORT.md say which precision made them. With ``FRESH=1`` nothing
+    finished counts, so this machine's precision is computed."""
+    return next((c for c in candidates if has_finished(c)), default)
 
 
 @dataclass
