@@ -27,6 +27,7 @@ def test_ci_and_cpu_profiles_make_valid_runs():
         assert cfg.eval_data == ["xquad-r"] and cfg.train_data == "mlqa-r"
         t = config.load_profile(name)["temperature"]
         tau = "" if t == 0.05 else f"-tau{t:g}"  # a temperature other than the default is in the name
+        tau += "-fp32" if config.load_profile(name)["train_dtype"] == "float32" else ""  # ci asks for float32 by name
         assert cfg.run_name == f"{name}-hybrid{tau}-mlqa-r-to-xquad-r-seed0"
     paper = runs.check_run(config.load_profile("paper"))
     assert paper.eval_data == ["xquad-r", "mlqa-r"] and paper.batch_size == 100 and paper.lr == 3e-5
@@ -105,7 +106,7 @@ def tiny_run(tmp_path, monkeypatch):
 def test_run_writes_a_complete_report_and_reuses_it(tiny_run, one_thread):
     tmp_path, params = tiny_run
     report_dir, results = runs.run(params, show_progress=False)
-    assert report_dir == tmp_path / "reports" / "runs" / "ci-bert-hybrid-table-to-xquad-r-seed0"
+    assert report_dir == tmp_path / "reports" / "runs" / "ci-bert-hybrid-fp32-table-to-xquad-r-seed0"
     names = {p.name for p in report_dir.iterdir()}
     assert names == {"config.json", "results.json", "results.md", "train_log.jsonl", "loss_curve.png",
                      "per_query_xquad-r.npz", "manifest.json"}
@@ -136,7 +137,7 @@ def test_training_data_with_evaluation_text_is_refused_before_training(tiny_run)
     with pytest.raises(DataLeakError, match="overlaps the evaluation data"):
         runs.run({**params, "train_data": str(tmp_path / "leaky.json")}, show_progress=False)
     assert not list((tmp_path / "reports" / "runs").rglob("*"))  # checked writable, nothing written
-    assert [p.name for p in (tmp_path / "cache" / "runs").rglob("*")] == [".ci-bert-hybrid-leaky-to-xquad-r-seed0.lock"]
+    assert [p.name for p in (tmp_path / "cache" / "runs").rglob("*")] == [".ci-bert-hybrid-fp32-leaky-to-xquad-r-seed0.lock"]
 
 
 def test_cli_refuses_an_unknown_key_with_a_hint():
