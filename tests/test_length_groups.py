@@ -118,7 +118,7 @@ def test_run_config_hash_name_and_refusals(tmp_path):
     one = runs.check_run({**ci, "length_groups": 1})
     assert one == runs.check_run(ci)  # the committed runs' config: same hash, same name
     two = runs.check_run({**ci, "length_groups": 2})
-    train = f"-{ci['train_data']}-to-"
+    train = f"-fp32-{ci['train_data']}-to-"  # the ci profile asks for float32 by name: its tag follows -lg<n>
     assert two.hash != one.hash and two.run_name == one.run_name.replace(train, "-lg2" + train)
     assert "-lg" not in one.run_name and two.training().length_groups == 2
     assert "length_groups" not in training.TextTraining().stored()  # old checkpoints still resume
