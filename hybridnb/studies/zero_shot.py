@@ -65,14 +65,13 @@ def find(out_dir: Path, record: dict[str, Any], tasks: dict, n_resamples: int, s
     """The saved results in ``out_dir`` if complete, matching and not older than ``HYBRIDNB_FRESH_SINCE``.
 
     ``requested_dtype``: the encode_dtype asked for, before :func:`model_record` resolved it. For ``auto`` a
-    result encoded in either precision matches (:func:`hybridnb.models.precision.reuse_order`), as a text run's
+    result encoded in either precision matches (:data:`hybridnb.models.precision.AUTO_REUSE_ORDER`), as a text run's
     does (:func:`hybridnb.training.run_folder.first_finished`): on an AVX2-only CPU the committed bf16 rows are
     read, not encoded again; the result records the precision that made it. (One folder holds one result, so
     there is no order to keep.)"""
     records = [record]
-    if requested_dtype is not None:
-        records += [{**record, "encode_dtype": d} for d in precision.reuse_order(requested_dtype)
-                    if d != record["encode_dtype"]]
+    if requested_dtype == "auto":
+        records += [{**record, "encode_dtype": d} for d in precision.AUTO_REUSE_ORDER if d != record["encode_dtype"]]
     return run_folder.saved_results(Path(out_dir), "run notebook 02 (or python -m hybridnb report) to compute it again",
                                     lambda saved: any(matches(saved, r, tasks, n_resamples, seed) for r in records),
                                     lambda saved: [f"per_query_{n}.npz" for n in tasks])

@@ -97,6 +97,13 @@ def _finished_in(report_dir: Path, digest: str) -> dict[str, Any] | None:
                          incomplete="the run is made again")
 
 
+def _report_dirs(cfg: config.RunConfigBase) -> list[Path]:
+    """Where a finished run of ``cfg`` may be: its own report folder first, then every other one under
+    ``reports/runs/`` (the hash, not the name, says what a run computed)."""
+    own = run_dirs(cfg)[0]
+    return [own, *sorted(p for p in own.parent.glob("*") if p.is_dir() and p != own)]
+
+
 def find_finished_dir(cfg: config.RunConfigBase) -> tuple[Path, dict[str, Any]] | None:
     """(report folder, results) of a finished run with the same config hash, or None (also when older than
     ``HYBRIDNB_FRESH_SINCE``, see :func:`hybridnb.paths.reusable`).
@@ -104,8 +111,7 @@ def find_finished_dir(cfg: config.RunConfigBase) -> tuple[Path, dict[str, Any]] 
     The run's own folder first, then any folder under ``reports/runs/``: the hash covers everything that
     changes a result, so a run made under another name (a recipe probe that the grid needs again) is the
     same computation and is reused, not retrained."""
-    own = run_dirs(cfg)[0]
-    for report_dir in [own, *sorted(p for p in own.parent.glob("*") if p.is_dir() and p != own)]:
+    for report_dir in _report_dirs(cfg):
         results = _finished_in(report_dir, cfg.hash)
         if results is not None:
             return report_dir, results
@@ -122,8 +128,7 @@ def has_finished(cfg: config.RunConfigBase) -> bool:
     """Whether some folder under ``reports/runs/`` holds a reusable result of ``cfg``'s hash: its config.json has
     the hash and its results.json is there and not older than ``HYBRIDNB_FRESH_SINCE``. A cheap look (no
     manifest check): :func:`find_finished_dir` makes the full checks when the run is reused."""
-    own = run_dirs(cfg)[0]
-    for report_dir in [own, *sorted(p for p in own.parent.glob("*") if p.is_dir() and p != own)]:
+    for report_dir in _report_dirs(cfg):
         try:
             saved = json.loads((report_dir / "config.json").read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
@@ -135,8 +140,8 @@ def has_finished(cfg: config.RunConfigBase) -> bool:
 
 
 def first_finished(candidates: list[config.RunConfigBase], default: config.RunConfigBase) -> config.RunConfigBase:
-    """The first of ``candidates`` (the config with ``auto`` precision resolved to each precision it may reuse,
-    :func:`hybridnb.models.precision.reuse_order`) whose run has finished, else ``default`` (resolved for this
+    """The first of ``candidates`` (the config with ``auto`` precision resolved to each precision in
+    :data:`hybridnb.models.precision.AUTO_REUSE_ORDER`) whose run has finished, else ``default`` (resolved for this
     machine: what it computes).
 
     Why: the committed runs were made in bf16 on CPUs with native bf16; on an AVX2-only CPU `auto` computes in
